@@ -1,0 +1,86 @@
+"""The services and clients of one server process, created once at startup and shared by every handler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from pymongo.errors import ConnectionFailure
+
+from .auth import Authenticator
+from .clock import Clock
+from .keys import Keys, load_keys
+from .links import Links
+from .queue.connection import BrokerConnection
+from .queue.publisher import Publisher
+from .queue.topology import Topology
+from .services.admins import AdminService
+from .services.clients import ClientService
+from .services.deliveries import Deliveries
+from .services.notifications import NotificationService
+from .services.users import UserService
+from .settings import Settings
+from .store import Store, connect
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    settings: Settings
+    clock: Clock
+    store: Store
+    keys: Keys
+    auth: Authenticator
+    links: Links
+    topology: Topology
+    broker: BrokerConnection
+    publisher: Publisher
+    deliveries: Deliveries
+    admins: AdminService
+    clients: ClientService
+    users: UserService
+    notifications: NotificationService
+    readiness_checks: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        await self.publisher.drain(timeout=5)
+        await self.broker.close()
+        self.store.close()
+
+
+async def open_store(settings: Settings, mongo_url: str, wait: float = 30.0) -> Store:
+    """Connect and create the indexes, waiting up to `wait` seconds for the database to come up."""
+    store = Store(connect(mongo_url, settings.mongo_timeout_ms), settings.mongo_db)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            await store.ensure_indexes()
+            return store
+        except ConnectionFailure as exc:
+            if time.monotonic() > deadline:
+                store.close()
+                raise
+            log.warning("MongoDB not reachable yet (%s); retrying", exc)
+            await asyncio.sleep(1)
+
+
+async def create_context(settings: Settings, mongo_url: str, clock: Clock | None = None) -> Context:
+    clock = clock or Clock()
+    store = await open_store(settings, mongo_url)
+    keys = await load_keys(store, settings)
+    topology = Topology(settings.queue_prefix, settings.retry_delays)
+    broker = BrokerConnection(settings.amqp_url, "notifier-server", on_channel=topology.declare)
+    broker.start()
+    deliveries = Deliveries(store)
+    publisher = Publisher(broker, topology, deliveries, settings, clock)
+    return Context(
+        settings=settings, clock=clock, store=store, keys=keys, auth=Authenticator(store, settings, keys),
+        links=Links(keys, settings.public_url), topology=topology, broker=broker, publisher=publisher,
+        deliveries=deliveries, admins=AdminService(store, clock), clients=ClientService(store, clock),
+        users=UserService(store, clock), notifications=NotificationService(store, settings, clock, publisher),
+        readiness_checks={"mongodb": store.ping, "rabbitmq": broker.check},
+    )

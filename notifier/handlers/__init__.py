@@ -1,0 +1,8 @@
+"""HTTP handlers; each module keeps its routes beside its handlers and they are joined here."""
+
+from __future__ import annotations
+
+from . import docs, health
+from .api import auth, clients, me, notifications, users
+
+API_ROUTES = [*auth.routes, *notifications.routes, *users.routes, *clients.routes, *me.routes, *health.routes]

@@ -1,0 +1,65 @@
+"""Notifications: create with recipients, read with counts, list deliveries, add recipients."""
+
+from __future__ import annotations
+
+from ...errors import Invalid
+from ...schemas import (DeliveryListQuerySchema, DeliverySchema, NotificationCreateSchema,
+                        NotificationDetailSchema, NotificationListQuerySchema, NotificationSchema,
+                        RecipientsAddedSchema, RecipientsSchema, page_of)
+from ..base import APIHandler, endpoint
+
+TAGS = ("notifications",)
+
+
+class NotificationsHandler(APIHandler):
+    @endpoint("notifications:read", "List notifications, newest first", query=NotificationListQuerySchema,
+              response=page_of(NotificationSchema), tags=TAGS, errors=(400, 401, 403))
+    async def get(self):
+        self.respond(await self.ctx.notifications.list(self.principal, self.load_query()))
+
+    @endpoint("notifications:write", "Create a notification for a list of recipients",
+              body=NotificationCreateSchema, response=NotificationSchema, status=201, tags=TAGS,
+              errors=(400, 401, 403, 409, 413, 415))
+    async def post(self):
+        key = self.request.headers.get("Idempotency-Key")
+        if key is not None and not 1 <= len(key) <= 255:
+            raise Invalid.field("Idempotency-Key", "must be 1-255 characters")
+        notification, created = await self.ctx.notifications.create(self.principal, self.load_body(), key)
+        if not created:
+            self.set_header("Idempotent-Replayed", "true")
+        self.set_header("Location", f"/api/v1/notifications/{notification['_id']}")
+        self.respond(notification)
+
+
+class NotificationHandler(APIHandler):
+    @endpoint("notifications:read", "A notification with its deliveries counted by status and reason",
+              response=NotificationDetailSchema, tags=TAGS, errors=(401, 403, 404))
+    async def get(self, notification_id):
+        self.respond(await self.ctx.notifications.get(self.principal, notification_id))
+
+
+class DeliveriesHandler(APIHandler):
+    @endpoint("notifications:read", "The notification's deliveries, one per recipient",
+              query=DeliveryListQuerySchema, response=page_of(DeliverySchema), tags=TAGS,
+              errors=(400, 401, 403, 404))
+    async def get(self, notification_id):
+        self.respond(await self.ctx.notifications.deliveries(self.principal, notification_id, self.load_query()))
+
+
+class RecipientsHandler(APIHandler):
+    @endpoint("notifications:write", "Add recipients to a notification (present ones are left alone)",
+              body=RecipientsSchema, response=RecipientsAddedSchema, tags=TAGS,
+              errors=(400, 401, 403, 404, 413, 415))
+    async def post(self, notification_id):
+        recipients = self.load_body()["recipients"]
+        added, present = await self.ctx.notifications.add_recipients(self.principal, notification_id, recipients)
+        self.respond({"added": added, "already_present": present})
+
+
+ID = r"(?P<notification_id>[^/]+)"
+routes = [
+    (r"/api/v1/notifications", NotificationsHandler),
+    (rf"/api/v1/notifications/{ID}", NotificationHandler),
+    (rf"/api/v1/notifications/{ID}/deliveries", DeliveriesHandler),
+    (rf"/api/v1/notifications/{ID}/recipients", RecipientsHandler),
+]

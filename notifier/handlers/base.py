@@ -1,0 +1,184 @@
+"""The HTTP edge: request parsing, authentication, access checks, and the one mapping of errors to HTTP."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import tornado.web
+from marshmallow import Schema, ValidationError
+from pymongo.errors import ConnectionFailure
+
+from ..auth import PUBLIC, Principal, allowed
+from ..errors import (Conflict, DomainError, Forbidden, Invalid, NotFound, PayloadTooLarge, Unauthenticated,
+                      Unavailable, UnsupportedMediaType)
+
+log = logging.getLogger(__name__)
+
+ERROR_STATUS: list[tuple[type[DomainError], int]] = [
+    (Invalid, 400), (Unauthenticated, 401), (Forbidden, 403), (NotFound, 404), (Conflict, 409),
+    (PayloadTooLarge, 413), (UnsupportedMediaType, 415), (Unavailable, 503),
+]
+WWW_AUTHENTICATE = 'Basic realm="notifier", Bearer realm="notifier"'
+
+
+def as_domain_error(exc: BaseException) -> DomainError | None:
+    """The domain meaning of an exception, if it has one (an unreachable database is `Unavailable`)."""
+    if isinstance(exc, DomainError):
+        return exc
+    if isinstance(exc, ConnectionFailure):
+        return Unavailable("The database is unavailable; retry shortly")
+    return None
+
+
+def error_status(error: DomainError) -> int:
+    for kind, status in ERROR_STATUS:
+        if isinstance(error, kind):
+            return status
+    return 400
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What a handler method accepts and returns, who may call it; also the source of the OpenAPI document."""
+
+    access: str
+    summary: str
+    body: type[Schema] | None = None
+    query: type[Schema] | None = None
+    response: type[Schema] | None = None
+    status: int = 200
+    many: bool = False
+    tags: tuple[str, ...] = ()
+    errors: tuple[int, ...] = field(default=())
+
+
+def endpoint(access: str, summary: str, **options: Any):
+    def decorate(method):
+        method.endpoint = Endpoint(access, summary, **options)
+        return method
+
+    return decorate
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    @property
+    def ctx(self):
+        """The process's services and clients (notifier.context.Context), created once at startup."""
+        return self.application.settings["ctx"]
+
+    def log_exception(self, typ, value, tb) -> None:
+        if as_domain_error(value) is not None:
+            log.info("%s %s -> %s: %s", self.request.method, self.request.uri, type(value).__name__, value)
+            return
+        super().log_exception(typ, value, tb)
+
+
+@tornado.web.stream_request_body
+class APIHandler(BaseHandler):
+    """JSON in, JSON out. Bodies are streamed so oversized or unauthenticated requests are refused unread."""
+
+    principal: Principal | None = None
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+
+    def _endpoint(self) -> Endpoint | None:
+        return getattr(getattr(self, self.request.method.lower(), None), "endpoint", None)
+
+    async def prepare(self) -> None:
+        self._chunks: list[bytes] = []
+        endpoint = self._endpoint()
+        if endpoint is None:
+            raise tornado.web.HTTPError(405)
+        limit = self.ctx.settings.max_body_bytes
+        length = self.request.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > limit:
+            raise PayloadTooLarge(f"Request body is larger than {limit} bytes",
+                                  {"body": [f"must be at most {limit} bytes"]})
+        self.request.connection.set_max_body_size(limit)
+        if endpoint.body is not None and (length not in (None, "0") or "Transfer-Encoding" in self.request.headers):
+            content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if content_type != "application/json" and not content_type.endswith("+json"):
+                raise UnsupportedMediaType("Request body must be JSON (Content-Type: application/json)",
+                                           {"Content-Type": ["must be application/json"]})
+        self.principal = await self.ctx.auth.authenticate(self.request.headers.get("Authorization"))
+        if not allowed(endpoint.access, self.principal):
+            if self.principal is None:
+                raise Unauthenticated("Authentication required")
+            raise Forbidden(f"A {self.principal.role.value} may not do this")
+
+    def data_received(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+
+    # --- input ---
+
+    def json_body(self) -> Any:
+        raw = b"".join(self._chunks)
+        if not raw.strip():
+            raise Invalid("Request body is required", {"body": ["must be a JSON object"]})
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise Invalid(f"Request body is not valid JSON: {exc}", {"body": ["is not valid JSON"]}) from None
+
+    def load_body(self) -> dict:
+        schema = self._endpoint().body
+        data = self.json_body()
+        if not isinstance(data, dict):
+            raise Invalid("Request body must be a JSON object", {"body": ["must be a JSON object"]})
+        try:
+            return schema().load(data)
+        except ValidationError as exc:
+            raise Invalid("Invalid request body", exc.messages) from None
+
+    def load_query(self) -> dict:
+        schema = self._endpoint().query
+        arguments = {name: values[-1].decode("utf-8", "replace")
+                     for name, values in self.request.query_arguments.items()}
+        try:
+            return schema().load(arguments)
+        except ValidationError as exc:
+            raise Invalid("Invalid query parameters", exc.messages) from None
+
+    # --- output ---
+
+    def respond(self, data: Any = None, status: int | None = None) -> None:
+        """Finish with `data` dumped through the endpoint's response schema (no body when None)."""
+        endpoint = self._endpoint()
+        self.set_status(status or endpoint.status)
+        if data is None:
+            self.finish()
+            return
+        if endpoint.response is not None:
+            data = endpoint.response().dump(data, many=endpoint.many)
+        self.finish(json.dumps(data, separators=(",", ":")))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        error = as_domain_error(exc) if exc is not None else None
+        self.clear_header("Content-Type")
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        if error is not None:
+            status_code = error_status(error)
+            self.set_status(status_code)
+            if isinstance(error, Unauthenticated):
+                self.set_header("WWW-Authenticate", WWW_AUTHENTICATE)
+            if isinstance(error, Unavailable):
+                self.set_header("Retry-After", str(error.retry_after))
+            body = {"message": error.message, "errors": error.errors}
+        elif isinstance(exc, tornado.web.HTTPError):
+            body = {"message": exc.log_message or self._reason, "errors": {}}
+        else:
+            body = {"message": "Internal server error", "errors": {}}
+        self.finish(json.dumps(body))
+
+
+class NotFoundHandler(APIHandler):
+    """JSON 404 for any path no route matches."""
+
+    async def prepare(self) -> None:
+        raise NotFound(f"No such path: {self.request.path}")

@@ -1,0 +1,103 @@
+"""The OpenAPI 3 document, generated from the handlers' endpoint declarations and schemas, and ReDoc."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+
+import tornado.web
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+from .. import __version__
+from ..assets import redoc_dir
+from ..auth import ACCESS, PUBLIC, Role
+from ..schemas import ErrorSchema
+from .base import BaseHandler
+
+METHODS = ("get", "post", "put", "patch", "delete")
+SECURITY_SCHEMES = {
+    "basic": {"type": "http", "scheme": "basic",
+              "description": "Admin username/password, or a client application's login/password"},
+    "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+               "description": "An admin token from /api/v1/auth/token, or an end user's token"},
+    "appCredentials": {"type": "apiKey", "in": "header", "name": "Authorization",
+                       "description": "A client application's `<login> <password>`"},
+    "userToken": {"type": "apiKey", "in": "header", "name": "Authorization",
+                  "description": "An end user's bare `<token>` from the auth server"},
+}
+SCHEMES_BY_ROLE = {Role.ADMIN: ("basic", "bearer"), Role.CLIENT: ("basic", "appCredentials"),
+                   Role.USER: ("bearer", "userToken")}
+DESCRIPTION = """Notifications fanned out to users over email, Telegram, webhooks and an in-app inbox.
+
+Errors are JSON: `{"message": "...", "errors": {"field": ["..."]}}`. Lists are paged with `limit` and
+`cursor` (pass the previous page's `next_cursor`)."""
+
+
+def openapi_path(pattern: str) -> str:
+    return re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern)
+
+
+def _operation(endpoint, path_params: list[str]) -> dict:
+    operation: dict = {"summary": endpoint.summary, "tags": list(endpoint.tags), "responses": {}}
+    parameters = [{"in": "path", "name": name, "required": True, "schema": {"type": "string"}}
+                  for name in path_params]
+    if endpoint.query is not None:
+        parameters.append({"in": "query", "schema": endpoint.query})
+    if parameters:
+        operation["parameters"] = parameters
+    if endpoint.body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": endpoint.body}}}
+    success: dict = {"description": http.client.responses[endpoint.status]}
+    if endpoint.response is not None:
+        schema = endpoint.response
+        success["content"] = {"application/json": {
+            "schema": {"type": "array", "items": schema} if endpoint.many else schema}}
+    operation["responses"][str(endpoint.status)] = success
+    for status in endpoint.errors:
+        operation["responses"][str(status)] = {
+            "description": http.client.responses[status],
+            "content": {"application/json": {"schema": "Error"}}}
+    if endpoint.access == PUBLIC:
+        operation["security"] = []
+    else:
+        schemes = sorted({s for role in ACCESS[endpoint.access] for s in SCHEMES_BY_ROLE[role]})
+        operation["security"] = [{scheme: []} for scheme in schemes]
+    return operation
+
+
+def build_spec(routes: list) -> dict:
+    spec = APISpec(title="notifier", version=__version__, openapi_version="3.0.3",
+                   plugins=[MarshmallowPlugin()], info={"description": DESCRIPTION})
+    spec.components.schema("Error", schema=ErrorSchema)
+    for name, scheme in SECURITY_SCHEMES.items():
+        spec.components.security_scheme(name, scheme)
+    for pattern, handler in routes:
+        operations = {}
+        for method in METHODS:
+            endpoint = getattr(getattr(handler, method, None), "endpoint", None)
+            if endpoint is not None:
+                operations[method] = _operation(endpoint, re.findall(r"\(\?P<(\w+)>", pattern))
+        if operations:
+            spec.path(path=openapi_path(pattern), operations=operations)
+    return spec.to_dict()
+
+
+class OpenAPIHandler(BaseHandler):
+    def get(self):
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(self.application.settings["openapi"]))
+
+
+class RedocHandler(BaseHandler):
+    def get(self):
+        self.render("redoc.html")
+
+
+def routes(assets_dir: str) -> list:
+    return [
+        (r"/api/schema/?", OpenAPIHandler),
+        (r"/api/schema/redoc/", RedocHandler),
+        (r"/api/schema/redoc/assets/(.*)", tornado.web.StaticFileHandler, {"path": str(redoc_dir(assets_dir))}),
+    ]

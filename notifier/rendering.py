@@ -1,0 +1,35 @@
+"""Notification text templates: `{{ name }}` placeholders filled per recipient.
+
+Built on string.Template (no code runs from a template). Anything that is not a well-formed
+`{{ identifier }}` stays literal text, so prices like "$5" or JSON braces need no escaping.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Mapping
+
+# Filled by the service for every recipient; a notification's own `variables` add to these.
+RECIPIENT_VARIABLES = ("name", "user_id", "email", "unsubscribe_url")
+
+
+class NotificationTemplate(string.Template):
+    delimiter = "{{"
+    pattern = r"""
+        \{\{\s*(?:
+          (?P<named>[A-Za-z_][A-Za-z0-9_]*)\s*\}\}
+        | (?P<braced>(?!))
+        | (?P<escaped>(?!))
+        | (?P<invalid>(?!))
+        )
+    """
+
+
+def unknown_variables(text: str, variables: Mapping[str, str]) -> list[str]:
+    """Placeholders in `text` that neither the recipient nor `variables` would fill."""
+    known = set(RECIPIENT_VARIABLES) | set(variables)
+    return sorted(set(NotificationTemplate(text).get_identifiers()) - known)
+
+
+def render(text: str, values: Mapping[str, str]) -> str:
+    return NotificationTemplate(text).safe_substitute(values)

@@ -1,0 +1,249 @@
+"""Marshmallow schemas at the API boundary: `load()` validates input (unknown fields rejected), `dump()` shapes output.
+
+The OpenAPI document is generated from these same schemas.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+
+from marshmallow import Schema, ValidationError, fields, validate, validates
+
+from .domain import CHANNELS, STATUSES
+from .services.users import RESERVED_USER_IDS, USER_ID_RE
+
+MAX_PAGE = 200
+
+USER_ID = validate.And(
+    validate.Regexp(USER_ID_RE, error="must be 1-128 characters: letters, digits and . _ : @ + - "
+                                      "(not starting with a symbol)"),
+    validate.NoneOf(RESERVED_USER_IDS, error="is reserved"))
+LOGIN = validate.And(
+    validate.Regexp(r"^[a-z0-9][a-z0-9._\-]{2,63}$",
+                    error="must be 3-64 lowercase letters, digits, '.', '_' or '-'"),
+    validate.NoneOf(("basic", "bearer"), error="is a reserved word"))
+
+
+def UserId(**kwargs) -> fields.Str:
+    return fields.Str(validate=USER_ID, **kwargs)
+
+
+def Id(**kwargs) -> fields.Str:
+    return fields.Str(attribute="_id", dump_only=True, **kwargs)
+
+
+# --- common ----------------------------------------------------------------------------------------
+
+class ErrorSchema(Schema):
+    message = fields.Str(required=True)
+    errors = fields.Dict(keys=fields.Str(), values=fields.Raw(),
+                         metadata={"description": "Messages by field name"})
+
+
+class PageQuerySchema(Schema):
+    limit = fields.Int(load_default=50, validate=validate.Range(1, MAX_PAGE))
+    cursor = fields.Str(validate=validate.Length(1, 200),
+                        metadata={"description": "`next_cursor` of the previous page"})
+
+
+def page_of(item: type[Schema]) -> type[Schema]:
+    return Schema.from_dict({"items": fields.List(fields.Nested(item), required=True),
+                             "next_cursor": fields.Str(allow_none=True, required=True)},
+                            name=item.__name__.replace("Schema", "") + "PageSchema")
+
+
+# --- auth ------------------------------------------------------------------------------------------
+
+class TokenRequestSchema(Schema):
+    username = fields.Str(required=True, validate=validate.Length(1, 150))
+    password = fields.Str(required=True, validate=validate.Length(1, 1024), load_only=True)
+
+
+class TokenSchema(Schema):
+    access_token = fields.Str(required=True)
+    token_type = fields.Str(required=True)
+    expires_in = fields.Int(required=True)
+
+
+# --- notifications ---------------------------------------------------------------------------------
+
+class AuthorSchema(Schema):
+    kind = fields.Str()
+    id = fields.Str()
+    name = fields.Str()
+
+
+class NotificationCreateSchema(Schema):
+    title = fields.Str(required=True, validate=validate.Length(1, 200),
+                       metadata={"description": "Subject; may use {{ placeholders }}"})
+    text = fields.Str(required=True, validate=validate.Length(1, 20000),
+                      metadata={"description": "Body; placeholders: {{ name }}, {{ user_id }}, {{ email }}, "
+                                               "{{ unsubscribe_url }} and the keys of `variables`"})
+    channel = fields.Str(required=True, validate=validate.OneOf(CHANNELS))
+    is_express = fields.Bool(load_default=False, metadata={"description": "Urgent: own queue, first"})
+    content_id = fields.Str(allow_none=True, load_default=None, validate=validate.Length(1, 200))
+    variables = fields.Dict(keys=fields.Str(validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")),
+                            values=fields.Str(validate=validate.Length(0, 2000)),
+                            load_default=dict, validate=validate.Length(max=50))
+    recipients = fields.List(UserId(), required=True, validate=validate.Length(min=1),
+                             metadata={"description": "User ids; duplicates are ignored"})
+
+
+class NotificationSchema(Schema):
+    id = Id()
+    title = fields.Str()
+    text = fields.Str()
+    channel = fields.Str()
+    is_express = fields.Bool()
+    content_id = fields.Str(allow_none=True)
+    variables = fields.Dict(keys=fields.Str(), values=fields.Str())
+    author = fields.Nested(AuthorSchema)
+    recipient_count = fields.Int()
+    created_at = fields.DateTime()
+
+
+class NotificationDetailSchema(NotificationSchema):
+    counts = fields.Dict(keys=fields.Str(), values=fields.Int(),
+                         metadata={"description": "Deliveries by status"})
+    reasons = fields.Dict(keys=fields.Str(), values=fields.Int(),
+                          metadata={"description": "Skipped and failed deliveries by reason"})
+
+
+class NotificationListQuerySchema(PageQuerySchema):
+    channel = fields.Str(validate=validate.OneOf(CHANNELS))
+    is_express = fields.Bool()
+    author = fields.Str(validate=validate.Length(1, 64), metadata={"description": "Author id"})
+    q = fields.Str(validate=validate.Length(1, 200), metadata={"description": "Text in the title"})
+    created_after = fields.AwareDateTime(default_timezone=zoneinfo.ZoneInfo("UTC"))
+    created_before = fields.AwareDateTime(default_timezone=zoneinfo.ZoneInfo("UTC"))
+
+
+class RecipientsSchema(Schema):
+    recipients = fields.List(UserId(), required=True, validate=validate.Length(min=1))
+
+
+class RecipientsAddedSchema(Schema):
+    added = fields.Int()
+    already_present = fields.Int()
+
+
+class DeliverySchema(Schema):
+    id = Id()
+    notification_id = fields.Str()
+    user_id = fields.Str()
+    channel = fields.Str()
+    occurrence = fields.Str()
+    status = fields.Str(validate=validate.OneOf(STATUSES))
+    reason = fields.Str(allow_none=True, metadata={"description": "Why it was skipped or failed"})
+    is_sent_to_queue = fields.Bool()
+    attempts = fields.Int()
+    last_error = fields.Str(allow_none=True)
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+    queued_at = fields.DateTime(allow_none=True)
+    sent_at = fields.DateTime(allow_none=True)
+    read_at = fields.DateTime(allow_none=True)
+
+
+class DeliveryListQuerySchema(PageQuerySchema):
+    status = fields.Str(validate=validate.OneOf(STATUSES))
+    user_id = UserId()
+
+
+# --- users -----------------------------------------------------------------------------------------
+
+class PreferencesSchema(Schema):
+    unsubscribed_channels = fields.List(fields.Str(validate=validate.OneOf(CHANNELS)), load_default=list)
+    unsubscribed_all = fields.Bool(load_default=False)
+
+
+class UserSchema(PreferencesSchema):
+    user_id = UserId(dump_only=True)
+    email = fields.Email(allow_none=True, load_default=None, validate=validate.Length(max=254))
+    telegram_chat_id = fields.Str(allow_none=True, load_default=None,
+                                  validate=validate.Regexp(r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$",
+                                                           error="must be a numeric chat id or @channel"))
+    webhook_url = fields.Url(allow_none=True, load_default=None, schemes={"http", "https"},
+                             require_tld=False, validate=validate.Length(max=2000))
+    display_name = fields.Str(allow_none=True, load_default=None, validate=validate.Length(max=200))
+    timezone = fields.Str(allow_none=True, load_default=None)
+    locale = fields.Str(allow_none=True, load_default=None,
+                        validate=validate.Regexp(r"^[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",
+                                                 error="must be a language tag such as en or pt-BR"))
+    created_at = fields.DateTime(dump_only=True)
+    updated_at = fields.DateTime(dump_only=True)
+
+    @validates("timezone")
+    def _known_timezone(self, value, **_):
+        if value is None:
+            return
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValidationError("is not an IANA time zone such as Europe/Berlin") from None
+
+
+class UserBulkItemSchema(UserSchema):
+    user_id = UserId(required=True)
+
+
+class UsersBulkSchema(Schema):
+    users = fields.List(fields.Nested(UserBulkItemSchema), required=True,
+                        validate=validate.Length(1, 1000))
+
+
+class UsersBulkResultSchema(Schema):
+    created = fields.Int()
+    updated = fields.Int()
+
+
+class UserListQuerySchema(PageQuerySchema):
+    pass
+
+
+# --- clients ---------------------------------------------------------------------------------------
+
+class ClientCreateSchema(Schema):
+    login = fields.Str(required=True, validate=LOGIN)
+    name = fields.Str(required=True, validate=validate.Length(1, 200))
+
+
+class ClientSchema(Schema):
+    id = Id()
+    login = fields.Str()
+    name = fields.Str()
+    active = fields.Bool()
+    created_by = fields.Str()
+    created_at = fields.DateTime()
+
+
+class ClientCreatedSchema(ClientSchema):
+    password = fields.Str(metadata={"description": "Shown only in this response"})
+
+
+# --- end users -------------------------------------------------------------------------------------
+
+class InboxItemSchema(Schema):
+    id = Id()
+    notification_id = fields.Str()
+    channel = fields.Str()
+    title = fields.Str()
+    text = fields.Str()
+    status = fields.Str()
+    reason = fields.Str(allow_none=True)
+    is_express = fields.Bool()
+    created_at = fields.DateTime()
+    sent_at = fields.DateTime(allow_none=True)
+    read_at = fields.DateTime(allow_none=True)
+
+
+class InboxQuerySchema(PageQuerySchema):
+    channel = fields.Str(validate=validate.OneOf(CHANNELS))
+    unread = fields.Bool(metadata={"description": "Only items not yet marked read"})
+
+
+# --- health ----------------------------------------------------------------------------------------
+
+class HealthSchema(Schema):
+    status = fields.Str()
+    checks = fields.Dict(keys=fields.Str(), values=fields.Str())

@@ -1,0 +1,58 @@
+"""Admin accounts: the people who run the service."""
+
+from __future__ import annotations
+
+from pymongo.errors import DuplicateKeyError
+
+from ..auth import hash_password
+from ..clock import Clock
+from ..errors import Conflict, Invalid, NotFound
+from ..store import Store
+from . import object_id
+
+MIN_PASSWORD = 8
+
+
+def check_password_strength(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise Invalid.field("password", f"must be at least {MIN_PASSWORD} characters")
+
+
+class AdminService:
+    def __init__(self, store: Store, clock: Clock):
+        self.store = store
+        self.clock = clock
+
+    async def create(self, username: str, password: str) -> dict:
+        if not username or len(username) > 150:
+            raise Invalid.field("username", "must be 1-150 characters")
+        check_password_strength(password)
+        now = self.clock.now()
+        admin = {"username": username, "password_hash": hash_password(password), "active": True,
+                 "token_version": 0, "created_at": now, "updated_at": now}
+        try:
+            await self.store.admins.insert_one(admin)
+        except DuplicateKeyError:
+            raise Conflict(f"Admin {username!r} already exists",
+                           {"username": ["already exists"]}) from None
+        return admin
+
+    async def ensure(self, username: str, password: str) -> bool:
+        """Create the admin unless one with this username exists; True if it was created."""
+        if await self.store.admins.find_one({"username": username}, {"_id": 1}):
+            return False
+        try:
+            await self.create(username, password)
+        except Conflict:
+            return False
+        return True
+
+    async def set_password(self, admin_id: str, password: str) -> None:
+        """Change the password; tokens issued before stop working."""
+        check_password_strength(password)
+        result = await self.store.admins.update_one(
+            {"_id": object_id(admin_id, "Admin")},
+            {"$set": {"password_hash": hash_password(password), "updated_at": self.clock.now()},
+             "$inc": {"token_version": 1}})
+        if not result.matched_count:
+            raise NotFound(f"Admin {admin_id!r} not found")

@@ -1,0 +1,61 @@
+"""Client applications: third-party services that send notifications with `Authorization: <login> <password>`."""
+
+from __future__ import annotations
+
+from pymongo.errors import DuplicateKeyError
+
+from ..auth import Principal, generate_password, hash_password
+from ..clock import Clock
+from ..errors import Conflict, NotFound
+from ..store import Store
+from . import object_id
+from .paging import Page, newest_first
+
+
+class ClientService:
+    def __init__(self, store: Store, clock: Clock):
+        self.store = store
+        self.clock = clock
+
+    async def create(self, login: str, name: str, created_by: Principal) -> tuple[dict, str]:
+        """The new client and its generated password, which is stored only as a hash."""
+        password = generate_password()
+        now = self.clock.now()
+        client = {"login": login, "name": name, "password_hash": hash_password(password), "active": True,
+                  "created_by": created_by.name, "created_at": now, "updated_at": now}
+        try:
+            await self.store.clients.insert_one(client)
+        except DuplicateKeyError:
+            raise Conflict(f"Client {login!r} already exists", {"login": ["already exists"]}) from None
+        return client, password
+
+    async def get(self, client_id: str) -> dict:
+        client = await self.store.clients.find_one({"_id": object_id(client_id, "Client")})
+        if client is None:
+            raise NotFound(f"Client {client_id!r} not found")
+        return client
+
+    async def list(self, limit: int, cursor: str | None) -> Page:
+        return await newest_first(self.store.clients, {}, limit, cursor)
+
+    async def delete(self, client_id: str) -> None:
+        result = await self.store.clients.delete_one({"_id": object_id(client_id, "Client")})
+        if not result.deleted_count:
+            raise NotFound(f"Client {client_id!r} not found")
+
+    async def reset_password(self, client_id: str) -> str:
+        password = generate_password()
+        result = await self.store.clients.update_one(
+            {"_id": object_id(client_id, "Client")},
+            {"$set": {"password_hash": hash_password(password), "updated_at": self.clock.now()}})
+        if not result.matched_count:
+            raise NotFound(f"Client {client_id!r} not found")
+        return password
+
+    async def set_active(self, client_id: str, active: bool) -> dict:
+        result = await self.store.clients.update_one(
+            {"_id": object_id(client_id, "Client")},
+            {"$set": {"active": active, "updated_at": self.clock.now()}})
+        if not result.matched_count:
+            raise NotFound(f"Client {client_id!r} not found")
+        return await self.get(client_id)

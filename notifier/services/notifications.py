@@ -1,0 +1,193 @@
+"""Notifications and their per-recipient deliveries (the original's Notification and UsersNotification)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Iterable, Protocol
+
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from ..auth import Principal, Role
+from ..clock import Clock
+from ..errors import Conflict, Invalid, NotFound
+from ..rendering import unknown_variables
+from ..settings import Settings
+from ..store import Store
+from . import object_id
+from .paging import Page, newest_first
+
+INSERT_CHUNK = 1000
+DUPLICATE_KEY = 11000
+ONE_OFF = ""  # the occurrence of a notification sent once (schedules name theirs)
+
+
+class Outbox(Protocol):
+    """Where stored deliveries go to be published (queue/publisher.py); the sweep covers any it misses."""
+
+    def submit(self, notification: dict, deliveries: list[dict], position: int) -> None: ...
+
+
+def new_delivery(notification: dict, user_id: str, occurrence: str, now) -> dict:
+    return {"notification_id": notification["_id"], "user_id": user_id, "channel": notification["channel"],
+            "is_express": notification["is_express"], "occurrence": occurrence, "status": "pending",
+            "reason": None, "is_sent_to_queue": False, "attempts": 0, "last_error": None,
+            "created_at": now, "updated_at": now, "available_at": now, "queued_at": None, "sent_at": None,
+            "read_at": None}
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _fingerprint(data: dict) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class NotificationService:
+    def __init__(self, store: Store, settings: Settings, clock: Clock, outbox: Outbox | None = None):
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.outbox = outbox
+
+    # --- writing ---
+
+    def _check(self, data: dict, recipients: list[str]) -> None:
+        if len(recipients) > self.settings.max_recipients:
+            raise Invalid.field("recipients", f"at most {self.settings.max_recipients} per request")
+        errors = {}
+        for name in ("title", "text"):
+            unknown = unknown_variables(data.get(name, ""), data.get("variables") or {})
+            if unknown:
+                errors[name] = [f"unknown placeholder {{{{ {v} }}}}; define it in `variables`" for v in unknown]
+        if errors:
+            raise Invalid("Invalid template", errors)
+
+    async def create(self, author: Principal, data: dict, idempotency_key: str | None = None
+                     ) -> tuple[dict, bool]:
+        """Store the notification and one delivery per distinct recipient, then hand them to the outbox.
+
+        With an idempotency key a repeated request returns the first one's notification (False), and
+        finishes it if the first attempt stopped part-way.
+        """
+        recipients = list(dict.fromkeys(data["recipients"]))
+        self._check(data, recipients)
+        notification = {key: data[key] for key in ("title", "text", "channel", "is_express", "content_id")}
+        notification.update(variables=data.get("variables") or {}, author=author.as_author(),
+                            created_at=self.clock.now(), recipient_count=len(recipients), complete=False)
+        if idempotency_key:
+            notification.update(idempotency_key=f"{author.role.value}:{author.id}:{idempotency_key}",
+                                request_hash=_fingerprint(data))
+        try:
+            await self.store.notifications.insert_one(notification)
+        except DuplicateKeyError:
+            earlier = await self.store.notifications.find_one({"idempotency_key": notification["idempotency_key"]})
+            if earlier is None or earlier["request_hash"] != notification["request_hash"]:
+                raise Conflict("Idempotency-Key was already used for a different request",
+                               {"Idempotency-Key": ["already used for a different request"]}) from None
+            if earlier.get("complete"):
+                return earlier, False
+            notification = earlier
+        await self.add_deliveries(notification, recipients, ONE_OFF)
+        await self.store.notifications.update_one({"_id": notification["_id"]}, {"$set": {"complete": True}})
+        notification["complete"] = True
+        return notification, True
+
+    async def add_deliveries(self, notification: dict, user_ids: list[str], occurrence: str) -> tuple[int, int]:
+        """Insert deliveries chunk by chunk, handing each chunk to the outbox as soon as it is stored.
+
+        A recipient already present for this occurrence is left alone (the unique index decides), so
+        this is safe to repeat. Returns (added, already present).
+        """
+        added = 0
+        for chunk in _chunks(user_ids, INSERT_CHUNK):
+            now = self.clock.now()
+            deliveries = [new_delivery(notification, user_id, occurrence, now) for user_id in chunk]
+            inserted = await self._insert_new(deliveries)
+            if inserted and self.outbox is not None:
+                self.outbox.submit(notification, inserted, position=added)
+            added += len(inserted)
+        return added, len(user_ids) - added
+
+    async def _insert_new(self, deliveries: list[dict]) -> list[dict]:
+        try:
+            await self.store.deliveries.insert_many(deliveries, ordered=False)
+            return deliveries
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                raise
+            duplicates = {error["index"] for error in errors}
+            return [d for i, d in enumerate(deliveries) if i not in duplicates]
+
+    async def add_recipients(self, principal: Principal, notification_id: str, user_ids: list[str]
+                             ) -> tuple[int, int]:
+        notification = await self._visible(principal, notification_id)
+        recipients = list(dict.fromkeys(user_ids))
+        if len(recipients) > self.settings.max_recipients:
+            raise Invalid.field("recipients", f"at most {self.settings.max_recipients} per request")
+        added, present = await self.add_deliveries(notification, recipients, notification.get("occurrence", ONE_OFF))
+        if added:
+            await self.store.notifications.update_one({"_id": notification["_id"]},
+                                                      {"$inc": {"recipient_count": added}})
+        return added, present
+
+    # --- reading ---
+
+    @staticmethod
+    def _visibility(principal: Principal) -> dict:
+        """Admins see every notification; a client application sees the ones it created."""
+        if principal.role is Role.ADMIN:
+            return {}
+        return {"author.kind": principal.role.value, "author.id": principal.id}
+
+    async def _visible(self, principal: Principal, notification_id: str) -> dict:
+        query = {"_id": object_id(notification_id, "Notification"), **self._visibility(principal)}
+        notification = await self.store.notifications.find_one(query)
+        if notification is None:
+            raise NotFound(f"Notification {notification_id!r} not found")
+        return notification
+
+    async def get(self, principal: Principal, notification_id: str) -> dict:
+        """The notification with its deliveries counted by status, and skips/failures by reason."""
+        notification = await self._visible(principal, notification_id)
+        counts: dict[str, int] = {}
+        reasons: dict[str, int] = {}
+        pipeline = [{"$match": {"notification_id": notification["_id"]}},
+                    {"$group": {"_id": {"status": "$status", "reason": "$reason"}, "n": {"$sum": 1}}}]
+        async for group in self.store.deliveries.aggregate(pipeline):
+            status, reason = group["_id"]["status"], group["_id"].get("reason")
+            counts[status] = counts.get(status, 0) + group["n"]
+            if reason and status in ("skipped", "failed"):
+                reasons[reason] = reasons.get(reason, 0) + group["n"]
+        notification.update(counts=counts, reasons=reasons)
+        return notification
+
+    async def list(self, principal: Principal, query: dict) -> Page:
+        conditions = self._visibility(principal)
+        for name in ("channel", "is_express"):
+            if name in query:
+                conditions[name] = query[name]
+        if "author" in query:
+            conditions["author.id"] = query["author"]
+        if "q" in query:
+            conditions["title"] = {"$regex": re.escape(query["q"]), "$options": "i"}
+        created = {}
+        if "created_after" in query:
+            created["$gte"] = query["created_after"]
+        if "created_before" in query:
+            created["$lt"] = query["created_before"]
+        if created:
+            conditions["created_at"] = created
+        return await newest_first(self.store.notifications, conditions, query["limit"], query.get("cursor"))
+
+    async def deliveries(self, principal: Principal, notification_id: str, query: dict) -> Page:
+        notification = await self._visible(principal, notification_id)
+        conditions: dict = {"notification_id": notification["_id"]}
+        for name in ("status", "user_id"):
+            if name in query:
+                conditions[name] = query[name]
+        return await newest_first(self.store.deliveries, conditions, query["limit"], query.get("cursor"))

@@ -1,0 +1,131 @@
+"""Recipients: their contacts, their preferences, and their own inbox."""
+
+from __future__ import annotations
+
+import re
+
+from pymongo import UpdateOne
+
+from ..clock import Clock
+from ..errors import Invalid, NotFound
+from ..rendering import render
+from ..store import Store
+from . import object_id
+from .paging import Page, by_key, newest_first
+
+USER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$")
+CONTACT_FIELDS = ("email", "telegram_chat_id", "webhook_url", "display_name", "timezone", "locale")
+PREFERENCE_FIELDS = ("unsubscribed_channels", "unsubscribed_all")
+
+
+RESERVED_USER_IDS = frozenset({"bulk"})  # /api/v1/users/bulk is the bulk upsert
+
+
+def check_user_id(user_id: str) -> str:
+    if user_id in RESERVED_USER_IDS:
+        raise Invalid.field("user_id", f"{user_id!r} is reserved")
+    if not USER_ID_RE.match(user_id):
+        raise Invalid.field("user_id", "must be 1-128 characters: letters, digits and . _ : @ + -")
+    return user_id
+
+
+def recipient_values(user_id: str, user: dict | None, notification: dict, unsubscribe_url: str = "") -> dict:
+    """What a notification's placeholders are filled with for one recipient."""
+    user = user or {}
+    values = dict(notification.get("variables") or {})
+    values.update(name=user.get("display_name") or user_id, user_id=user_id, email=user.get("email") or "",
+                  unsubscribe_url=unsubscribe_url)
+    return values
+
+
+def default_preferences() -> dict:
+    return {"unsubscribed_channels": [], "unsubscribed_all": False}
+
+
+class UserService:
+    def __init__(self, store: Store, clock: Clock):
+        self.store = store
+        self.clock = clock
+
+    def _upsert(self, user_id: str, fields: dict) -> tuple[dict, dict]:
+        now = self.clock.now()
+        return ({"user_id": user_id},
+                {"$set": {**fields, "updated_at": now}, "$setOnInsert": {"user_id": user_id, "created_at": now}})
+
+    async def put(self, user_id: str, data: dict) -> tuple[dict, bool]:
+        """Replace the user's contacts and preferences; True if the user is new."""
+        check_user_id(user_id)
+        result = await self.store.users.update_one(*self._upsert(user_id, data), upsert=True)
+        return await self.get(user_id), result.upserted_id is not None
+
+    async def get(self, user_id: str) -> dict:
+        user = await self.store.users.find_one({"user_id": user_id})
+        if user is None:
+            raise NotFound(f"User {user_id!r} not found")
+        return user
+
+    async def delete(self, user_id: str) -> None:
+        result = await self.store.users.delete_one({"user_id": user_id})
+        if not result.deleted_count:
+            raise NotFound(f"User {user_id!r} not found")
+
+    async def list(self, limit: int, cursor: str | None) -> Page:
+        return await by_key(self.store.users, {}, "user_id", limit, cursor)
+
+    async def bulk_upsert(self, users: list[dict]) -> tuple[int, int]:
+        """Create or replace many users at once (the last entry wins for a repeated id): (created, updated)."""
+        latest = {user["user_id"]: user for user in users}
+        requests = [UpdateOne(*self._upsert(user_id, {k: v for k, v in user.items() if k != "user_id"}),
+                              upsert=True)
+                    for user_id, user in latest.items()]
+        result = await self.store.users.bulk_write(requests, ordered=False)
+        return result.upserted_count, result.matched_count
+
+    async def preferences(self, user_id: str) -> dict:
+        user = await self.store.users.find_one({"user_id": user_id}, dict.fromkeys(PREFERENCE_FIELDS, 1))
+        return {**default_preferences(), **{k: v for k, v in (user or {}).items() if k in PREFERENCE_FIELDS}}
+
+    async def set_preferences(self, user_id: str, preferences: dict) -> dict:
+        check_user_id(user_id)
+        changes = {k: preferences[k] for k in PREFERENCE_FIELDS if k in preferences}
+        await self.store.users.update_one(*self._upsert(user_id, changes), upsert=True)
+        return await self.preferences(user_id)
+
+    async def unsubscribe(self, user_id: str, channel: str) -> dict:
+        """Opt the user out of one channel, or of everything with channel "all"."""
+        if channel == "all":
+            return await self.set_preferences(user_id, {"unsubscribed_all": True})
+        current = await self.preferences(user_id)
+        channels = sorted(set(current["unsubscribed_channels"]) | {channel})
+        return await self.set_preferences(user_id, {"unsubscribed_channels": channels})
+
+    async def inbox(self, user_id: str, limit: int, cursor: str | None, channel: str | None = None,
+                    unread: bool | None = None) -> Page:
+        """The user's own deliveries, newest first, with the text they were (or will be) sent."""
+        query: dict = {"user_id": user_id}
+        if channel:
+            query["channel"] = channel
+        if unread is True:
+            query["read_at"] = None
+        elif unread is False:
+            query["read_at"] = {"$ne": None}
+        page = await newest_first(self.store.deliveries, query, limit, cursor)
+        notification_ids = list({d["notification_id"] for d in page.items})
+        notifications = {n["_id"]: n async for n in self.store.notifications.find({"_id": {"$in": notification_ids}})}
+        user = await self.store.users.find_one({"user_id": user_id})
+        for delivery in page.items:
+            notification = notifications.get(delivery["notification_id"], {})
+            values = recipient_values(user_id, user, notification)
+            delivery.update(title=render(notification.get("title", ""), values),
+                            text=render(notification.get("text", ""), values),
+                            is_express=notification.get("is_express", False))
+        return page
+
+    async def mark_read(self, user_id: str, delivery_id: str) -> dict:
+        delivery_oid = object_id(delivery_id, "Notification")
+        await self.store.deliveries.update_one({"_id": delivery_oid, "user_id": user_id, "read_at": None},
+                                               {"$set": {"read_at": self.clock.now()}})
+        delivery = await self.store.deliveries.find_one({"_id": delivery_oid, "user_id": user_id})
+        if delivery is None:
+            raise NotFound(f"Notification {delivery_id!r} not found")
+        return delivery

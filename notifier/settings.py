@@ -1,0 +1,240 @@
+"""Every setting of the service, read once from the environment.
+
+Each option is declared once here with its default and a help line; `config/notifier.env.example`
+is generated from these declarations (`python -m notifier.settings`) and a test keeps them in sync.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+def _int(minimum: int | None = None, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"must be a whole number, got {raw!r}") from None
+        if minimum is not None and value < minimum:
+            raise ValueError(f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must be <= {maximum}, got {value}")
+        return value
+
+    return parse
+
+
+def _float(minimum: float = 0.0) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"must be a number, got {raw!r}") from None
+        if value < minimum:
+            raise ValueError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"must be true or false, got {raw!r}")
+
+
+def _str(raw: str) -> str:
+    return raw.strip()
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _url(*schemes: str, optional: bool = False) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if not value and optional:
+            return ""
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.netloc:
+            raise ValueError(f"must be a {' or '.join(schemes)} URL, got {raw!r}")
+        return value.rstrip("/") if parts.scheme.startswith("http") else value
+
+    return parse
+
+
+def _list(item: Callable[[str], Any] = _str) -> Callable[[str], tuple]:
+    def parse(raw: str) -> tuple:
+        return tuple(item(part) for part in raw.split(",") if part.strip())
+
+    return parse
+
+
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                  "ES256", "ES384", "ES512", "EdDSA")
+
+
+def _algorithms(raw: str) -> tuple:
+    algorithms = _list()(raw)
+    if not algorithms:
+        raise ValueError("must name at least one algorithm")
+    for name in algorithms:
+        if name not in JWT_ALGORITHMS:
+            raise ValueError(f"{name!r} is not allowed; choose from {', '.join(JWT_ALGORITHMS)}")
+    return algorithms
+
+
+def _pem_or_path(raw: str) -> str:
+    value = raw.strip()
+    if value and not value.startswith("-----BEGIN"):
+        try:
+            with open(value, encoding="ascii") as handle:
+                value = handle.read()
+        except OSError as exc:
+            raise ValueError(f"is neither a PEM key nor a readable file: {exc.strerror}") from None
+    return value
+
+
+def setting(default: str, help: str, parse: Callable[[str], Any] = _str, secret: bool = False):
+    """Declare one option: `default` is written as it would be in the environment."""
+    return field(default=parse(default), metadata={"raw_default": default, "help": help,
+                                                   "parse": parse, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # HTTP
+    http_host: str = setting("0.0.0.0", "Address the HTTP server listens on.")
+    http_port: int = setting("8004", "Port of the REST API, the admin and the docs.", _int(1, 65535))
+    public_url: str = setting("http://localhost:8004",
+                              "Base URL users reach this service at (used in unsubscribe links).",
+                              _url("http", "https"))
+    max_body_bytes: int = setting("8388608", "Largest accepted JSON request body; larger gets 413.",
+                                  _int(1024))
+    assets_dir: str = setting("./var/assets", "Where `notifier fetch-assets` puts ReDoc for /api/schema/redoc/.")
+    max_recipients: int = setting("100000", "Most recipients one notification request may name.",
+                                  _int(1))
+    # MongoDB
+    mongo_url: str = setting("", "MongoDB URL. Empty: start an embedded SecantusDB server on loopback.",
+                             _url("mongodb", "mongodb+srv", optional=True))
+    mongo_db: str = setting("notifier", "Database name.")
+    mongo_timeout_ms: int = setting("3000",
+                                    "How long a database call waits for the server before the API "
+                                    "answers 503.", _int(100))
+    embedded_db_dir: str = setting("./var/db", "Data directory of the embedded SecantusDB server.")
+    embedded_db_port: int = setting("0", "Port of the embedded SecantusDB server (0: a free port).",
+                                    _int(0, 65535))
+    # RabbitMQ
+    amqp_url: str = setting("amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL.",
+                            _url("amqp", "amqps"))
+    queue_prefix: str = setting("notifier.", "Prefix of every exchange and queue name.")
+    publish_timeout: float = setting("10", "Seconds to wait for a publisher confirm.", _float(0.1))
+    # Secrets and tokens
+    secret_key: str = setting("", "Root secret for signing (cookies, unsubscribe links, derived keys). "
+                                  "Empty: generated once and kept in the database.", secret=True)
+    admin_jwt_secret: str = setting("", "HS256 key of admin tokens. Empty: derived from SECRET_KEY.",
+                                    secret=True)
+    admin_jwt_ttl: int = setting("900", "Lifetime of an admin token in seconds.", _int(30))
+    user_jwt_algorithms: tuple = setting("HS256", "Algorithms accepted in end-user tokens "
+                                         "(comma-separated; 'none' is never accepted).", _algorithms)
+    user_jwt_secret: str = setting("", "HS* key shared with the auth server. Empty: derived from "
+                                   "SECRET_KEY (see `notifier user-token`).", secret=True)
+    user_jwt_public_key: str = setting("", "PEM public key (or a path to one) for RS*/PS*/ES*/EdDSA "
+                                       "end-user tokens.", _pem_or_path)
+    user_jwt_issuer: str = setting("", "Required `iss` of end-user tokens (empty: not checked).")
+    user_jwt_audience: str = setting("", "Required `aud` of end-user tokens (empty: not checked).")
+    user_id_claim: str = setting("sub", "Claim of the end-user token holding the user id.")
+    jwt_leeway: int = setting("30", "Clock skew in seconds tolerated for exp/nbf.", _int(0, 600))
+    # Delivery pipeline
+    consumers_min: int = setting("1", "Fewest consumer processes (counting other instances').", _int(0))
+    consumers_max: int = setting("4", "Most consumer processes (counting other instances').", _int(1))
+    consumers_start: int = setting("2", "Consumer processes started with the server.", _int(0))
+    pacing_batch: int = setting("100", "Messages one notification may put on the work queue per "
+                                "PACING_INTERVAL; 0 turns pacing off.", _int(0))
+    pacing_interval: float = setting("0.1", "Seconds between two paced batches.", _float(0.01))
+    max_attempts: int = setting("5", "Send attempts before a delivery is failed and parked.", _int(1))
+    retry_delays: tuple = setting("5,30,120,600", "Seconds to wait before retry 1, 2, ... "
+                                  "(the last repeats).", _list(_float(0.05)))
+    # Channels
+    smtp_host: str = setting("127.0.0.1", "SMTP server host.")
+    smtp_port: int = setting("25", "SMTP server port.", _int(1, 65535))
+    smtp_username: str = setting("", "SMTP login (empty: no AUTH).")
+    smtp_password: str = setting("", "SMTP password.", secret=True)
+    smtp_ssl: bool = setting("false", "Connect with implicit TLS (usually port 465).", _bool)
+    smtp_starttls: bool = setting("false", "Upgrade the connection with STARTTLS.", _bool)
+    smtp_from: str = setting("notifier@localhost", "From address of emails.")
+    smtp_timeout: float = setting("30", "Seconds an SMTP command may take.", _float(0.1))
+    # Logging
+    log_level: str = setting("info", "Log level.", _choice("debug", "info", "warning", "error"))
+    log_format: str = setting("text", "Log line format.", _choice("text", "json"))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read every option from `environ` (default: os.environ); raise SettingsError naming the variable."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for option in dataclasses.fields(cls):
+            name = option.name.upper()
+            if name not in environ:
+                continue
+            try:
+                values[option.name] = option.metadata["parse"](environ[name])
+            except ValueError as exc:
+                raise SettingsError(f"{name} {exc}") from None
+        values.update(overrides)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.consumers_min > self.consumers_max:
+            raise SettingsError(f"CONSUMERS_MIN must be <= CONSUMERS_MAX ({self.consumers_max}), "
+                                f"got {self.consumers_min}")
+        if not self.consumers_min <= self.consumers_start <= self.consumers_max:
+            raise SettingsError(f"CONSUMERS_START must be between CONSUMERS_MIN and CONSUMERS_MAX "
+                                f"({self.consumers_min}..{self.consumers_max}), got {self.consumers_start}")
+        asymmetric = [a for a in self.user_jwt_algorithms if not a.startswith("HS")]
+        if asymmetric and not self.user_jwt_public_key:
+            raise SettingsError(f"USER_JWT_PUBLIC_KEY is required for {', '.join(asymmetric)}")
+        if not self.retry_delays:
+            raise SettingsError("RETRY_DELAYS must name at least one delay")
+
+    def replace(self, **changes: Any) -> "Settings":
+        settings = dataclasses.replace(self, **changes)
+        settings.check()
+        return settings
+
+
+def example_file() -> str:
+    """The commented example environment file, generated from the declarations above."""
+    lines = ["# notifier settings: every variable, its default and what it does.",
+             "# Copy to an env file (docker run --env-file, or `set -a; . FILE`) and uncomment what you change.",
+             "# Secrets are read only from the environment; never commit them.", ""]
+    for option in dataclasses.fields(Settings):
+        lines.append(f"# {option.metadata['help']}")
+        lines.append(f"# {option.name.upper()}={option.metadata['raw_default']}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(example_file())

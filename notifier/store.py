@@ -1,0 +1,59 @@
+"""MongoDB access through motor: the client, the collections and their indexes. No business rules here."""
+
+from __future__ import annotations
+
+import logging
+
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+log = logging.getLogger(__name__)
+
+INDEXES: dict[str, list[IndexModel]] = {
+    "admins": [IndexModel([("username", ASCENDING)], unique=True)],
+    "clients": [IndexModel([("login", ASCENDING)], unique=True)],
+    "notifications": [
+        IndexModel([("author.id", ASCENDING), ("_id", DESCENDING)]),
+        IndexModel([("idempotency_key", ASCENDING)], unique=True, sparse=True),
+    ],
+    "deliveries": [
+        IndexModel([("notification_id", ASCENDING), ("user_id", ASCENDING), ("occurrence", ASCENDING)],
+                   unique=True),
+        IndexModel([("notification_id", ASCENDING), ("status", ASCENDING)]),
+        IndexModel([("user_id", ASCENDING), ("_id", DESCENDING)]),
+        IndexModel([("status", ASCENDING), ("is_sent_to_queue", ASCENDING)]),
+    ],
+    "users": [IndexModel([("user_id", ASCENDING)], unique=True)],
+}
+
+
+def connect(url: str, timeout_ms: int) -> AsyncIOMotorClient:
+    """The one motor client of a process; create it after the event loop (and any spawn) exists."""
+    return AsyncIOMotorClient(url, tz_aware=True, serverSelectionTimeoutMS=timeout_ms,
+                              connectTimeoutMS=timeout_ms, socketTimeoutMS=max(timeout_ms * 10, 30000),
+                              appname="notifier")
+
+
+class Store:
+    """The service's collections in one database."""
+
+    def __init__(self, client: AsyncIOMotorClient, db_name: str):
+        self.client = client
+        self.db: AsyncIOMotorDatabase = client[db_name]
+        self.admins = self.db["admins"]
+        self.clients = self.db["clients"]
+        self.notifications = self.db["notifications"]
+        self.deliveries = self.db["deliveries"]
+        self.users = self.db["users"]
+        self.meta = self.db["meta"]
+
+    async def ensure_indexes(self) -> None:
+        """Create every index; safe to repeat (create_indexes is idempotent for identical specs)."""
+        for name, indexes in INDEXES.items():
+            await self.db[name].create_indexes(indexes)
+
+    async def ping(self) -> None:
+        await self.db.command("ping")
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,38 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = {}
+exec((Path(__file__).parent / "notifier" / "__init__.py").read_text(), version)
+
+setup(
+    name="notifier",
+    version=version["__version__"],
+    description="Notifications fanned out over email, Telegram, webhooks and an in-app inbox",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["notifier", "notifier.*"]),
+    package_data={"notifier": ["templates/*.html", "templates/*/*.html", "templates/*/*.txt", "static/*/*"]},
+    install_requires=[
+        "tornado>=6.4,<7",
+        "motor>=3.6,<4",
+        "aiormq>=6.8,<8",
+        "marshmallow>=4.0,<5",
+        "pyjwt[crypto]>=2.8,<3",
+        "croniter>=2.0,<8",
+        "apispec>=6.6,<7",
+        "aiosmtplib>=3.0,<6",
+    ],
+    extras_require={
+        # SecantusDB (GPL-2.0) runs as a separate server process; notifier never imports it.
+        "embedded": ["secantusdb>=0.7.0b3"],
+        "test": [
+            "pytest>=8,<10",
+            "pytest-tornado>=0.8,<0.9",
+            "setuptools<82",  # pytest-tornado imports pkg_resources
+            "aiosmtpd>=1.4,<2",
+        ],
+    },
+    entry_points={"console_scripts": ["notifier = notifier.__main__:main"]},
+)
