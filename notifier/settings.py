@@ -236,5 +236,15 @@ def example_file() -> str:
     return "\n".join(lines)
 
 
+def markdown_table() -> str:
+    """The settings table of README.md, generated from the declarations above."""
+    rows = ["| Variable | Default | What it does |", "| --- | --- | --- |"]
+    for option in dataclasses.fields(Settings):
+        default = option.metadata["raw_default"]
+        rows.append(f"| `{option.name.upper()}` | {f'`{default}`' if default else '(empty)'} | "
+                    f"{option.metadata['help'].replace('|', '/')} |")
+    return "\n".join(rows) + "\n"
+
+
 if __name__ == "__main__":
-    sys.stdout.write(example_file())
+    sys.stdout.write(markdown_table() if "--markdown" in sys.argv else example_file())

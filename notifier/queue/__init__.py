@@ -1,0 +1,1 @@
+"""RabbitMQ: topology, the publisher (server side), the consumer processes and their pool."""
