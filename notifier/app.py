@@ -6,7 +6,7 @@ from pathlib import Path
 
 import tornado.web
 
-from .handlers import API_ROUTES, docs
+from .handlers import API_ROUTES, PAGE_ROUTES, docs
 from .handlers.base import NotFoundHandler
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -14,7 +14,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 def make_app(ctx) -> tornado.web.Application:
     return tornado.web.Application(
-        [*API_ROUTES, *docs.routes(ctx.settings.assets_dir)],
+        [*API_ROUTES, *PAGE_ROUTES, *docs.routes(ctx.settings.assets_dir)],
         ctx=ctx,
         openapi=docs.build_spec(API_ROUTES),
         template_path=str(TEMPLATES),

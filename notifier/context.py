@@ -14,7 +14,9 @@ from .auth import Authenticator
 from .clock import Clock
 from .keys import Keys, load_keys
 from .links import Links
+from .scheduler import Jobs
 from .queue.connection import BrokerConnection
+from .queue.pool import ConsumerPool
 from .queue.publisher import Publisher
 from .queue.topology import Topology
 from .services.admins import AdminService
@@ -45,6 +47,33 @@ class Context:
     users: UserService
     notifications: NotificationService
     readiness_checks: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
+    pool: ConsumerPool | None = None
+    jobs: Jobs = field(default_factory=Jobs)
+
+    async def start_workers(self, consumers: bool = True) -> None:
+        """The periodic jobs and, with `consumers`, the consumer pool."""
+        settings = self.settings
+        if consumers:
+            self.pool = ConsumerPool(settings, self.broker, self.topology, self.deliveries, self.publisher,
+                                     self.clock)
+            await self.pool.start()
+            self.jobs.add("consumer pool", settings.pool_check_interval, self.pool.check)
+        self.jobs.add("outbox sweep", settings.outbox_sweep_interval,
+                      lambda: self.publisher.sweep(settings.outbox_grace, limit=20000))
+        self.jobs.add("lease reconciler", settings.reconcile_interval, self.reconcile_leases)
+        self.jobs.start()
+
+    async def reconcile_leases(self) -> int:
+        released = await self.deliveries.release_expired(self.clock.now())
+        if released:
+            log.warning("%d deliveries had an expired lease; publishing them again", len(released))
+            await self.publisher.publish(released)
+        return len(released)
+
+    async def stop_workers(self) -> None:
+        await self.jobs.stop()
+        if self.pool is not None:
+            await self.pool.stop()
 
     async def close(self) -> None:
         await self.publisher.drain(timeout=5)

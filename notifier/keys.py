@@ -16,6 +16,7 @@ class Keys:
     root: bytes
     admin_jwt: str
     user_jwt: str
+    webhook: bytes
 
     def derive(self, purpose: str) -> bytes:
         """A key for one purpose, so that no two uses of the root key can be confused."""
@@ -30,7 +31,8 @@ class Keys:
         derived = lambda purpose: hmac.new(root_bytes, purpose.encode(), hashlib.sha256).hexdigest()
         return cls(root=root_bytes,
                    admin_jwt=settings.admin_jwt_secret or derived("admin-jwt"),
-                   user_jwt=settings.user_jwt_secret or derived("user-jwt"))
+                   user_jwt=settings.user_jwt_secret or derived("user-jwt"),
+                   webhook=(settings.webhook_secret or derived("webhook")).encode())
 
 
 async def load_keys(store: Store, settings: Settings) -> Keys:

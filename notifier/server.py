@@ -28,14 +28,16 @@ def make_http_server(app, settings: Settings) -> HTTPServer:
     return HTTPServer(app, xheaders=True, max_body_size=max(settings.max_body_bytes, 16 * 1024 * 1024))
 
 
-async def run(settings: Settings, mongo_url: str) -> None:
-    ctx: Context = await create_context(settings, mongo_url)
+async def run(settings: Settings) -> None:
+    ctx: Context = await create_context(settings, settings.mongo_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     http_server = make_http_server(make_app(ctx), settings)
     http_server.listen(settings.http_port, settings.http_host)
+    await ctx.broker.wait_connected(10)
+    await ctx.start_workers()
     if not redoc_present(settings.assets_dir):
         log.warning("ReDoc assets missing in %s: run `notifier fetch-assets` for /api/schema/redoc/",
                     settings.assets_dir)
@@ -48,18 +50,18 @@ async def run(settings: Settings, mongo_url: str) -> None:
         await asyncio.wait_for(http_server.close_all_connections(), HTTP_DRAIN_SECONDS)
     except asyncio.TimeoutError:
         log.warning("in-flight requests did not finish in %.0fs", HTTP_DRAIN_SECONDS)
+    await ctx.stop_workers()
     await ctx.close()
     log.info("stopped")
 
 
 def serve(settings: Settings) -> None:
     embedded = None
-    mongo_url = settings.mongo_url
-    if not mongo_url:
+    if not settings.mongo_url:
         embedded = EmbeddedMongo(settings.embedded_db_dir, settings.embedded_db_port)
-        mongo_url = embedded.start()
+        settings = settings.replace(mongo_url=embedded.start())
     try:
-        asyncio.run(run(settings, mongo_url))
+        asyncio.run(run(settings))
     finally:
         if embedded is not None:
             embedded.stop()

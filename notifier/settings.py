@@ -174,6 +174,16 @@ class Settings:
     max_attempts: int = setting("5", "Send attempts before a delivery is failed and parked.", _int(1))
     retry_delays: tuple = setting("5,30,120,600", "Seconds to wait before retry 1, 2, ... "
                                   "(the last repeats).", _list(_float(0.05)))
+    consumer_batch: int = setting("100", "Most messages a consumer claims and sends as one batch.", _int(1, 1000))
+    consumer_batch_wait: float = setting("0.02", "Seconds a consumer waits to fill a regular batch.",
+                                         _float(0.0))
+    lease_seconds: float = setting("300", "How long a claimed delivery stays with its consumer before the "
+                                   "reconciler hands it to another.", _float(1.0))
+    backlog_per_consumer: int = setting("2000", "Queued messages per consumer before the pool grows.", _int(1))
+    journal_dir: str = setting("./var/journal", "Where consumers note what they sent before it is recorded, "
+                               "so a killed consumer never causes a second send.")
+    outbox_grace: float = setting("30", "Seconds before an unconfirmed delivery is published again.",
+                                  _float(0.0))
     # Channels
     smtp_host: str = setting("127.0.0.1", "SMTP server host.")
     smtp_port: int = setting("25", "SMTP server port.", _int(1, 65535))
@@ -183,6 +193,26 @@ class Settings:
     smtp_starttls: bool = setting("false", "Upgrade the connection with STARTTLS.", _bool)
     smtp_from: str = setting("notifier@localhost", "From address of emails.")
     smtp_timeout: float = setting("30", "Seconds an SMTP command may take.", _float(0.1))
+    smtp_connections: int = setting("4", "SMTP connections per consumer for regular mail (express has its own).",
+                                    _int(1, 100))
+    telegram_api_url: str = setting("https://api.telegram.org", "Telegram Bot API base URL.", _url("http", "https"))
+    telegram_bot_token: str = setting("", "Telegram bot token (empty: telegram deliveries fail as not "
+                                      "configured).", secret=True)
+    webhook_secret: str = setting("", "HMAC key of the X-Notifier-Signature header. Empty: derived from "
+                                  "SECRET_KEY.", secret=True)
+    http_timeout: float = setting("10", "Seconds a webhook, Telegram or users-service call may take.",
+                                  _float(0.1))
+    users_service_url: str = setting("", "External user service: POST {\"ids\": [...]} returns contacts of users "
+                                     "with none stored here (empty: stored contacts only).",
+                                     _url("http", "https", optional=True))
+    users_service_token: str = setting("", "Authorization header value sent to USERS_SERVICE_URL.", secret=True)
+    users_cache_ttl: float = setting("300", "Seconds contacts from the user service are cached.", _float(0.0))
+    # Scheduler
+    scheduler_tick: float = setting("1", "Seconds between two checks for due schedules.", _float(0.05))
+    outbox_sweep_interval: float = setting("10", "Seconds between two outbox sweeps.", _float(0.05))
+    reconcile_interval: float = setting("30", "Seconds between two checks for expired consumer leases.",
+                                        _float(0.05))
+    pool_check_interval: float = setting("5", "Seconds between two consumer pool checks.", _float(0.05))
     # Logging
     log_level: str = setting("info", "Log level.", _choice("debug", "info", "warning", "error"))
     log_format: str = setting("text", "Log line format.", _choice("text", "json"))
@@ -218,6 +248,18 @@ class Settings:
         if not self.retry_delays:
             raise SettingsError("RETRY_DELAYS must name at least one delay")
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as environment variables, for a child process to read back with from_env."""
+        env = {}
+        for option in dataclasses.fields(self):
+            value = getattr(self, option.name)
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, tuple):
+                value = ",".join(str(item) for item in value)
+            env[option.name.upper()] = str(value)
+        return env
+
     def replace(self, **changes: Any) -> "Settings":
         settings = dataclasses.replace(self, **changes)
         settings.check()
@@ -246,5 +288,22 @@ def markdown_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def write_docs(repo: str = ".") -> None:
+    """Regenerate config/notifier.env.example and the README's settings table from the declarations."""
+    root = os.path.abspath(repo)
+    with open(os.path.join(root, "config", "notifier.env.example"), "w") as handle:
+        handle.write(example_file())
+    readme_path = os.path.join(root, "README.md")
+    with open(readme_path) as handle:
+        readme = handle.read()
+    head, rest = readme.split("<!-- settings:start -->\n", 1)
+    tail = rest.split("<!-- settings:end -->", 1)[1]
+    with open(readme_path, "w") as handle:
+        handle.write(f"{head}<!-- settings:start -->\n{markdown_table()}<!-- settings:end -->{tail}")
+
+
 if __name__ == "__main__":
-    sys.stdout.write(markdown_table() if "--markdown" in sys.argv else example_file())
+    if "--write-docs" in sys.argv:
+        write_docs()
+    else:
+        sys.stdout.write(markdown_table() if "--markdown" in sys.argv else example_file())

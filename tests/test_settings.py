@@ -60,7 +60,7 @@ def test_cli_stops_with_one_line_naming_the_variable():
 
 def test_every_setting_is_documented_in_config_example():
     documented = (REPO / "config" / "notifier.env.example").read_text()
-    assert documented == example_file(), "regenerate with: python -m notifier.settings > config/notifier.env.example"
+    assert documented == example_file(), "regenerate with: python -m notifier.settings --write-docs"
     for option in dataclasses.fields(Settings):
         assert option.metadata["help"]
 
@@ -68,4 +68,4 @@ def test_every_setting_is_documented_in_config_example():
 def test_readme_settings_table_is_current():
     readme = (REPO / "README.md").read_text()
     table = readme.split("<!-- settings:start -->\n", 1)[1].split("<!-- settings:end -->", 1)[0]
-    assert table == markdown_table(), "regenerate with: python -m notifier.settings --markdown"
+    assert table == markdown_table(), "regenerate with: python -m notifier.settings --write-docs"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from . import docs, health
-from .api import auth, clients, me, notifications, users
+from . import docs, health, unsubscribe
+from .api import auth, clients, me, notifications, system, users
 
-API_ROUTES = [*auth.routes, *notifications.routes, *users.routes, *clients.routes, *me.routes, *health.routes]
+API_ROUTES = [*auth.routes, *notifications.routes, *users.routes, *clients.routes, *me.routes, *system.routes,
+              *health.routes]
+PAGE_ROUTES = [*unsubscribe.routes]

@@ -177,6 +177,22 @@ class APIHandler(BaseHandler):
         self.finish(json.dumps(body))
 
 
+class PageHandler(BaseHandler):
+    """HTML pages: errors render as a page with the same status mapping as the API."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        error = as_domain_error(exc) if exc is not None else None
+        message = "Something went wrong on our side."
+        if error is not None:
+            status_code = error_status(error)
+            self.set_status(status_code)
+            message = error.message
+        elif isinstance(exc, tornado.web.HTTPError):
+            message = exc.log_message or self._reason
+        self.render("error.html", status=status_code, message=message)
+
+
 class NotFoundHandler(APIHandler):
     """JSON 404 for any path no route matches."""
 

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Iterable
 
 from bson import ObjectId
+from bson.errors import InvalidId
 from pymongo import UpdateOne
 
 from ..store import Store
@@ -23,6 +24,16 @@ IN_CHUNK = 1000
 def _chunks(ids: list, size: int = IN_CHUNK) -> Iterable[list]:
     for start in range(0, len(ids), size):
         yield ids[start:start + size]
+
+
+def _by_token(entries: dict[str, str]) -> dict[str, list[ObjectId]]:
+    grouped: dict[str, list[ObjectId]] = {}
+    for delivery_id, token in entries.items():
+        try:
+            grouped.setdefault(token, []).append(ObjectId(delivery_id))
+        except InvalidId:
+            continue
+    return grouped
 
 
 def new_claim_token() -> str:
@@ -59,43 +70,81 @@ class Deliveries:
         return token, claimed
 
     async def finish(self, token: str, now: datetime, sent: list[ObjectId],
-                     outcomes: list[tuple[ObjectId, dict]]) -> None:
-        """Write the results of one claim: `sent` ids, and per-delivery changes for the rest."""
+                     changes: list[tuple[ObjectId, dict]]) -> None:
+        """Write the results of one claim: `sent` ids, and an update per delivery for the rest.
+
+        Guarded by the claim token, so a claim that was taken away (lease expired) is never overwritten.
+        """
         if sent:
             await self.collection.update_many(
-                {"_id": {"$in": sent}, "claim": token},
+                {"_id": {"$in": sent}, "claim": token, "status": "sending"},
                 {"$set": {"status": "sent", "sent_at": now, "updated_at": now, "lease_until": None,
                           "last_error": None, "reason": None}})
-        if outcomes:
+        if changes:
             await self.collection.bulk_write(
-                [UpdateOne({"_id": delivery_id, "claim": token},
-                           {"$set": {**changes, "updated_at": now, "lease_until": None}})
-                 for delivery_id, changes in outcomes], ordered=False)
+                [UpdateOne({"_id": delivery_id, "claim": token, "status": "sending"},
+                           {**update, "$set": {**update.get("$set", {}), "updated_at": now, "lease_until": None}})
+                 for delivery_id, update in changes], ordered=False)
 
     @staticmethod
     def skipped(reason: str) -> dict:
-        return {"status": "skipped", "reason": reason}
+        return {"$set": {"status": "skipped", "reason": reason}}
 
     @staticmethod
     def failed(reason: str, error: str) -> dict:
-        return {"status": "failed", "reason": reason, "last_error": error}
+        return {"$set": {"status": "failed", "reason": reason, "last_error": error}}
 
     @staticmethod
-    def retry(error: str, at: datetime) -> dict:
-        return {"status": "pending", "is_sent_to_queue": False, "last_error": error, "available_at": at}
+    def retry(error: str, at: datetime, in_queue: bool, count_attempt: bool = True) -> dict:
+        """Back to waiting until `at`: queued when its delayed message is in the broker, else pending
+        for the outbox sweep. A retry that is not the channel's fault does not use up an attempt."""
+        update: dict = {"$set": {"status": "queued" if in_queue else "pending", "is_sent_to_queue": in_queue,
+                                 "last_error": error, "available_at": at, "reason": None}}
+        if not count_attempt:
+            update["$inc"] = {"attempts": -1, "deferrals": 1}
+        return update
 
-    async def mark_retry_queued(self, ids: list[ObjectId], now: datetime) -> None:
-        """The retry message is in a delay tier: the delivery waits there, queued."""
-        await self.mark_queued(ids, now)
+    async def recover(self, consumer_id: str, sent: dict[str, str], interrupted: dict[str, str],
+                      now: datetime) -> tuple[int, int, list[dict]]:
+        """After a consumer died: record what its journal says it sent, fail what it may have half-sent
+        on a channel where a repeat would show, and return every other claim it held to pending.
+        Returns (sent, interrupted, released deliveries)."""
+        recorded = 0
+        for token, ids in _by_token(sent).items():
+            result = await self.collection.update_many(
+                {"_id": {"$in": ids}, "claim": token, "status": "sending"},
+                {"$set": {"status": "sent", "sent_at": now, "updated_at": now, "lease_until": None,
+                          "last_error": None, "reason": None}})
+            recorded += result.modified_count
+        failed = 0
+        for token, ids in _by_token(interrupted).items():
+            result = await self.collection.update_many(
+                {"_id": {"$in": ids}, "claim": token, "status": "sending"},
+                {"$set": {"status": "failed", "reason": "interrupted", "updated_at": now, "lease_until": None,
+                          "last_error": "the consumer stopped during the send; it may or may not have "
+                                        "arrived, so it is not sent again (redrive to send anyway)"}})
+            failed += result.modified_count
+        held = await self.collection.find({"status": "sending", "claimed_by": consumer_id},
+                                          {"_id": 1, "notification_id": 1, "is_express": 1}).to_list(None)
+        ids = [doc["_id"] for doc in held]
+        for chunk in _chunks(ids):
+            await self.collection.update_many(
+                {"_id": {"$in": chunk}, "status": "sending", "claimed_by": consumer_id},
+                {"$set": {"status": "pending", "is_sent_to_queue": False, "available_at": now, "claim": None,
+                          "updated_at": now, "lease_until": None}})
+        return recorded, failed, held
 
-    async def release_expired(self, now: datetime, limit: int = 10000) -> int:
-        """Claims whose lease ran out (a consumer vanished) go back to pending for the outbox sweep."""
+    async def release_expired(self, now: datetime, limit: int = 10000) -> list[dict]:
+        """Claims whose lease ran out (their consumer vanished without its pool noticing) go back to
+        pending; returns them for publishing."""
         expired = await self.collection.find({"status": "sending", "lease_until": {"$lt": now}},
-                                             {"_id": 1}).limit(limit).to_list(limit)
+                                             {"_id": 1, "notification_id": 1, "is_express": 1}
+                                             ).limit(limit).to_list(limit)
         ids = [doc["_id"] for doc in expired]
         for chunk in _chunks(ids):
             await self.collection.update_many(
                 {"_id": {"$in": chunk}, "status": "sending", "lease_until": {"$lt": now}},
                 {"$set": {"status": "pending", "is_sent_to_queue": False, "available_at": now, "claim": None,
-                          "updated_at": now, "last_error": "lease expired: the consumer stopped mid-send"}})
-        return len(ids)
+                          "updated_at": now, "lease_until": None,
+                          "last_error": "lease expired: the consumer stopped answering mid-send"}})
+        return expired

@@ -1,0 +1,149 @@
+"""Email over SMTP (aiosmtplib): reused connections, HTML and text parts, one-click unsubscribe headers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import formataddr, formatdate, parseaddr
+from pathlib import Path
+
+import aiosmtplib
+from marshmallow import ValidationError, validate
+from tornado.template import Loader
+
+from ..settings import Settings
+from .base import Commit, Message, PermanentFailure, TemporaryFailure
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "email"
+_is_email = validate.Email()
+DISCONNECTED = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError,
+                asyncio.TimeoutError, OSError)
+
+
+class SmtpPool:
+    """At most `size` SMTP connections, kept open between messages."""
+
+    def __init__(self, settings: Settings, size: int):
+        self.settings = settings
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._slots = asyncio.Semaphore(size)
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        smtp = aiosmtplib.SMTP(hostname=s.smtp_host, port=s.smtp_port, use_tls=s.smtp_ssl, start_tls=s.smtp_starttls,
+                               username=s.smtp_username or None, password=s.smtp_password or None,
+                               timeout=s.smtp_timeout)
+        try:
+            await smtp.connect()
+        except DISCONNECTED as exc:
+            raise TemporaryFailure(f"SMTP server unreachable: {exc}") from None
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise TemporaryFailure(f"SMTP login refused: {exc}") from None
+        return smtp
+
+    @contextlib.asynccontextmanager
+    async def connection(self):
+        async with self._slots:
+            smtp = self._idle.pop() if self._idle else await self._connect()
+            reusable = False
+            try:
+                yield smtp
+                reusable = smtp.is_connected
+            except aiosmtplib.SMTPResponseException:
+                reusable = smtp.is_connected and await _reset(smtp)
+                raise
+            finally:
+                if reusable:
+                    self._idle.append(smtp)
+                else:
+                    await _quietly_close(smtp)
+
+    async def fresh(self, stale: aiosmtplib.SMTP) -> aiosmtplib.SMTP:
+        await _quietly_close(stale)
+        return await self._connect()
+
+    async def close(self) -> None:
+        while self._idle:
+            smtp = self._idle.pop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(smtp.quit(), 2)
+            await _quietly_close(smtp)
+
+
+async def _reset(smtp: aiosmtplib.SMTP) -> bool:
+    try:
+        await smtp.rset()
+        return True
+    except aiosmtplib.SMTPException:
+        return False
+
+
+async def _quietly_close(smtp: aiosmtplib.SMTP) -> None:
+    with contextlib.suppress(Exception):
+        smtp.close()
+
+
+class EmailChannel:
+    name = "email"
+    contact_field = "email"
+    repeat_safe = False
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.sender = parseaddr(settings.smtp_from)[1] or settings.smtp_from
+        self.pools = {False: SmtpPool(settings, settings.smtp_connections), True: SmtpPool(settings, 1)}
+        self.html = Loader(str(TEMPLATES)).load("notification.html")
+        self.text = Loader(str(TEMPLATES), autoescape=None).load("notification.txt")
+
+    def valid_contact(self, value: str) -> bool:
+        try:
+            _is_email(value)
+            return True
+        except ValidationError:
+            return False
+
+    def build(self, message: Message) -> bytes:
+        mail = MIMEMultipart("alternative")
+        mail["From"] = self.settings.smtp_from
+        mail["To"] = formataddr((message.display_name, message.address), charset="utf-8")
+        mail["Subject"] = Header(message.title, "utf-8")
+        mail["Date"] = formatdate(usegmt=True)
+        mail["Message-ID"] = f"<{message.delivery_id}@notifier>"
+        mail["X-Notifier-Notification"] = message.notification_id
+        mail["X-Notifier-Delivery"] = message.delivery_id
+        if message.unsubscribe_url:
+            mail["List-Unsubscribe"] = f"<{message.unsubscribe_url}>"
+            mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        mail.attach(MIMEText(self.text.generate(m=message).decode(), "plain", "utf-8"))
+        mail.attach(MIMEText(self.html.generate(m=message).decode(), "html", "utf-8"))
+        return mail.as_bytes()
+
+    async def send(self, message: Message, commit: Commit) -> None:
+        raw = self.build(message)
+        async with self.pools[message.is_express].connection() as smtp:
+            try:
+                try:
+                    await smtp.mail(self.sender)
+                except aiosmtplib.SMTPServerDisconnected:
+                    smtp = await self.pools[message.is_express].fresh(smtp)  # an idle connection went stale
+                    await smtp.mail(self.sender)
+                await smtp.rcpt(message.address)
+                commit()
+                await smtp.data(raw)
+            except aiosmtplib.SMTPResponseException as exc:
+                text = f"SMTP {exc.code}: {exc.message}"
+                if 500 <= exc.code < 600:
+                    raise PermanentFailure(text) from None
+                raise TemporaryFailure(text) from None
+            except DISCONNECTED as exc:
+                raise TemporaryFailure(f"SMTP connection lost: {type(exc).__name__} {exc}") from None
+
+    async def close(self) -> None:
+        for pool in self.pools.values():
+            await pool.close()

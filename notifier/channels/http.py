@@ -1,0 +1,34 @@
+"""HTTP sends shared by the webhook and Telegram channels: one client per process, failures classified."""
+
+from __future__ import annotations
+
+import json
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
+
+from .base import PermanentFailure, TemporaryFailure
+
+RETRYABLE_STATUS = {408, 425, 429}
+
+
+def _retry_after(response: HTTPResponse | None) -> float | None:
+    if response is None:
+        return None
+    value = response.headers.get("Retry-After", "")
+    return float(value) if value.replace(".", "", 1).isdigit() else None
+
+
+async def post_json(client: AsyncHTTPClient, url: str, body: dict, headers: dict, timeout: float) -> HTTPResponse:
+    """POST `body`; return the 2xx response or raise TemporaryFailure / PermanentFailure."""
+    request = HTTPRequest(url, method="POST", body=json.dumps(body), request_timeout=timeout,
+                          connect_timeout=timeout, follow_redirects=False,
+                          headers={"Content-Type": "application/json", **headers})
+    try:
+        return await client.fetch(request)
+    except HTTPClientError as exc:
+        status = exc.code
+        if status == 599 or status >= 500 or status in RETRYABLE_STATUS:
+            raise TemporaryFailure(f"HTTP {status}: {exc.message}", _retry_after(exc.response)) from None
+        raise PermanentFailure(f"HTTP {status}: {exc.message}") from None
+    except OSError as exc:
+        raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from None

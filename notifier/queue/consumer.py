@@ -1,0 +1,319 @@
+"""A consumer process (`python -m notifier.queue`), spawned by the server's pool.
+
+It owns its clients (motor, aiormq, SMTP, HTTP), created after it started. Messages are taken in batches:
+claim the batch in the database, send what was claimed, write the outcomes, publish retries, and only
+then ack. Express messages arrive on a channel of their own and are handled at once, never behind the
+regular backlog. SIGTERM drains: stop taking messages, finish what is in hand, exit 0. When the parent
+dies the consumer drains and exits too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from datetime import timedelta
+
+import aiormq
+from aiormq.abc import Basic, DeliveredMessage
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo.errors import PyMongoError
+from tornado.httpclient import AsyncHTTPClient
+
+from ..channels.email import EmailChannel
+from ..channels.inbox import InboxChannel
+from ..channels.telegram import TelegramChannel
+from ..channels.webhook import WebhookChannel
+from ..clock import Clock
+from ..keys import load_keys
+from ..links import Links
+from ..logs import setup_logging
+from ..services.contacts import Contacts
+from ..services.deliveries import Deliveries
+from ..services.sending import DEFER, FAILED, RETRY, SENT, SKIPPED, Outcome, Sender
+from ..settings import Settings
+from ..store import Store, connect
+from .connection import BrokerConnection
+from .journal import Journal, journal_path
+from .topology import EXPRESS, PRIORITY, REGULAR, Topology
+
+log = logging.getLogger(__name__)
+
+EXPRESS_BATCH = 20
+DATABASE_RETRY_SECONDS = 600.0
+DATABASE_RETRY_WHILE_STOPPING = 10.0
+
+
+class Lane:
+    """Messages of one queue, grouped into batches; at most `parallel` batches in hand at once."""
+
+    def __init__(self, name: str, batch: int, wait: float, parallel: int, process):
+        self.name = name
+        self.batch = batch
+        self.wait = wait
+        self.process = process
+        self.buffer: list[DeliveredMessage] = []
+        self.arrived = asyncio.Event()
+        self.slots = asyncio.Semaphore(parallel)
+        self.in_hand: set[asyncio.Task] = set()
+        self.open = True
+
+    def add(self, message: DeliveredMessage) -> None:
+        self.buffer.append(message)
+        self.arrived.set()
+
+    async def run(self) -> None:
+        while self.open:
+            await self.arrived.wait()
+            if self.wait and len(self.buffer) < self.batch:
+                await asyncio.sleep(self.wait)
+            await self.slots.acquire()
+            batch, self.buffer = self.buffer[:self.batch], self.buffer[self.batch:]
+            if not self.buffer:
+                self.arrived.clear()
+            if not batch:
+                self.slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self.process(batch))
+            self.in_hand.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self.in_hand.discard(task)
+        self.slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s batch failed", self.name, exc_info=task.exception())
+
+    async def drain(self, timeout: float) -> list[DeliveredMessage]:
+        """Stop taking batches, wait for the ones in hand; returns the messages never started."""
+        self.open = False
+        self.arrived.set()
+        if self.in_hand:
+            await asyncio.wait(list(self.in_hand), timeout=timeout)
+        left, self.buffer = self.buffer, []
+        return left
+
+
+class Consumer:
+    def __init__(self, settings: Settings, consumer_id: str, clock: Clock | None = None):
+        self.settings = settings
+        self.consumer_id = consumer_id
+        self.clock = clock or Clock()
+        self.topology = Topology(settings.queue_prefix, settings.retry_delays)
+        self.stopping = asyncio.Event()
+        self.ready_announced = False
+        self._active_batches = 0
+        self.journal_pending = False
+
+    async def start(self) -> None:
+        settings = self.settings
+        self.store = Store(connect(settings.mongo_url, settings.mongo_timeout_ms), settings.mongo_db)
+        keys = await _retry_database(lambda: load_keys(self.store, settings), self.stopping)
+        self.http = AsyncHTTPClient(max_clients=64)
+        self.channels = {"email": EmailChannel(settings), "inbox": InboxChannel(),
+                         "webhook": WebhookChannel(self.http, keys.webhook, settings.http_timeout),
+                         "telegram": TelegramChannel(self.http, settings.telegram_api_url, settings.telegram_bot_token,
+                                                     settings.http_timeout)}
+        self.journal = Journal(journal_path(settings.journal_dir, self.consumer_id))
+        self.deliveries = Deliveries(self.store)
+        self.sender = Sender(self.store, self.channels, Contacts(self.store, settings, self.http),
+                             Links(keys, settings.public_url), self.journal)
+        self.lanes = {REGULAR: Lane(REGULAR, settings.consumer_batch, settings.consumer_batch_wait, 2, self._process),
+                      EXPRESS: Lane(EXPRESS, EXPRESS_BATCH, 0.0, 4, self._process)}
+        self.lane_tasks = [asyncio.get_running_loop().create_task(lane.run()) for lane in self.lanes.values()]
+        self.broker = BrokerConnection(settings.amqp_url, f"notifier-consumer-{self.consumer_id}",
+                                       on_channel=self._on_channel)
+        self.broker.start()
+
+    async def _on_channel(self, publish_channel: aiormq.abc.AbstractChannel) -> None:
+        await self.topology.declare(publish_channel)
+        connection = self.broker.connection
+        self.consume_channels = {}
+        for target, prefetch in ((REGULAR, self.settings.consumer_batch * 2), (EXPRESS, EXPRESS_BATCH * 4)):
+            channel = await connection.channel()
+            await channel.basic_qos(prefetch_count=prefetch)
+            lane = self.lanes[target]
+            await channel.basic_consume(self.topology.queues[target], lambda message, lane=lane: lane.add(message),
+                                        consumer_tag=f"{self.consumer_id}.{target}")
+            self.consume_channels[target] = channel
+        if not self.ready_announced:
+            self.ready_announced = True
+            print("ready", flush=True)
+
+    # --- one batch ---
+
+    async def _process(self, batch: list[DeliveredMessage]) -> None:
+        self._active_batches += 1
+        try:
+            messages: dict[ObjectId, list[DeliveredMessage]] = {}
+            for message in batch:
+                delivery_id = _delivery_id(message)
+                if delivery_id is None:
+                    log.error("dropping a message that names no delivery: %r", message.body[:200])
+                    await _ack(message)
+                else:
+                    messages.setdefault(delivery_id, []).append(message)
+            if not messages:
+                return
+            token, claimed = await _retry_database(
+                lambda: self.deliveries.claim(list(messages), self.consumer_id, self.clock.now(),
+                                              self.settings.lease_seconds), self.stopping)
+            if claimed:
+                outcomes = await self.sender.attempt(claimed, token)
+                try:
+                    await self._settle(token, outcomes)
+                except PyMongoError:
+                    # What was sent is only in the journal now: stop, so the pool records it from there.
+                    log.critical("cannot record a batch's outcomes; stopping for the pool to recover them")
+                    self.journal_pending = True
+                    self.stopping.set()
+                    return
+            for delivery_messages in messages.values():
+                for message in delivery_messages:
+                    await _ack(message)
+        finally:
+            self._active_batches -= 1
+            if not self._active_batches and not self.journal_pending:
+                self.journal.truncate()
+
+    async def _settle(self, token: str, outcomes: list[Outcome]) -> None:
+        """Publish retries and parked copies, then write every outcome of the batch."""
+        now = self.clock.now()
+        sent: list[ObjectId] = []
+        changes: list[tuple[ObjectId, dict]] = []
+        retries: list[tuple[Outcome, int, bool]] = []
+        for outcome in outcomes:
+            delivery = outcome.delivery
+            if outcome.kind == SENT:
+                sent.append(delivery["_id"])
+            elif outcome.kind == SKIPPED:
+                changes.append((delivery["_id"], Deliveries.skipped(outcome.reason)))
+            elif outcome.kind == FAILED:
+                await self._park(delivery, outcome.reason, outcome.error)
+                changes.append((delivery["_id"], Deliveries.failed(outcome.reason, outcome.error)))
+            elif outcome.kind == RETRY and delivery["attempts"] >= self.settings.max_attempts:
+                await self._park(delivery, "attempts_exhausted", outcome.error)
+                changes.append((delivery["_id"], Deliveries.failed("attempts_exhausted", outcome.error)))
+            else:
+                count = delivery["attempts"] if outcome.kind == RETRY else delivery.get("deferrals", 0) + 1
+                retries.append((outcome, self.topology.retry_delay_ms(max(count, 1)), outcome.kind == RETRY))
+        for outcome, delay_ms, counted in retries:
+            delivery = outcome.delivery
+            in_queue = await self._publish_retry(delivery, delay_ms)
+            changes.append((delivery["_id"], Deliveries.retry(outcome.error, now + timedelta(milliseconds=delay_ms),
+                                                              in_queue, count_attempt=counted)))
+        await _retry_database(lambda: self.deliveries.finish(token, now, sent, changes), self.stopping)
+
+    async def _publish_retry(self, delivery: dict, delay_ms: int) -> bool:
+        target = EXPRESS if delivery["is_express"] else REGULAR
+        return await self._publish(delivery, "", self.topology.retry_queue(target, delay_ms), target)
+
+    async def _park(self, delivery: dict, reason: str, error: str | None) -> None:
+        await self._publish(delivery, "", self.topology.parked, REGULAR, {"reason": reason, "error": (error or "")[:500]})
+
+    async def _publish(self, delivery: dict, exchange: str, routing_key: str, target: str,
+                       headers: dict | None = None) -> bool:
+        body = json.dumps({"delivery_id": str(delivery["_id"]), "notification_id": str(delivery["notification_id"])})
+        properties = Basic.Properties(delivery_mode=2, priority=PRIORITY[target], content_type="application/json",
+                                      message_id=str(delivery["_id"]), headers=headers)
+        try:
+            channel = await self.broker.channel()
+            confirmation = await channel.basic_publish(body.encode(), exchange=exchange, routing_key=routing_key,
+                                                       properties=properties, mandatory=True,
+                                                       timeout=self.settings.publish_timeout)
+            return isinstance(confirmation, Basic.Ack)
+        except Exception as exc:  # the broker is away: the outbox sweep publishes it later
+            log.warning("could not publish delivery %s to %s: %s", delivery["_id"], routing_key, exc)
+            return False
+
+    # --- lifecycle ---
+
+    async def run(self) -> None:
+        parent = os.getppid()
+        try:
+            await self.start()
+        except PyMongoError:
+            if self.stopping.is_set():
+                log.warning("stopped before the database answered")
+                return
+            raise
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), 1.0)
+            except asyncio.TimeoutError:
+                if os.getppid() != parent:
+                    log.warning("parent %d is gone; draining", parent)
+                    self.stopping.set()
+        await self.drain()
+
+    async def drain(self, timeout: float = 60.0) -> None:
+        for channel in getattr(self, "consume_channels", {}).values():
+            for target in (REGULAR, EXPRESS):
+                try:
+                    await channel.basic_cancel(f"{self.consumer_id}.{target}")
+                except Exception:  # not consuming that queue on this channel, or already closed
+                    pass
+        for lane in self.lanes.values():
+            for message in await lane.drain(timeout):
+                try:
+                    await message.channel.basic_nack(message.delivery.delivery_tag, requeue=True)
+                except Exception:  # the channel is gone: the broker requeues it anyway
+                    pass
+        for task in self.lane_tasks:
+            task.cancel()
+        await self.broker.close()
+        for channel in self.channels.values():
+            await channel.close()
+        self.http.close()
+        self.journal.close(remove=not self._active_batches and not self.journal_pending)
+        self.store.close()
+
+
+def _delivery_id(message: DeliveredMessage) -> ObjectId | None:
+    try:
+        return ObjectId(json.loads(message.body)["delivery_id"])
+    except (ValueError, KeyError, TypeError, InvalidId):
+        return None
+
+
+async def _ack(message: DeliveredMessage) -> None:
+    try:
+        await message.channel.basic_ack(message.delivery.delivery_tag, wait=False)
+    except Exception:  # a closed channel: the broker redelivers, and the claim makes that harmless
+        pass
+
+
+async def _retry_database(operation, stopping: asyncio.Event, limit: float = DATABASE_RETRY_SECONDS):
+    """Run a database operation, waiting out an outage (a batch in hand must not be lost or half-written).
+    While stopping, it waits only briefly: what is left is in the journal for the pool to recover."""
+    delay, waited = 0.2, 0.0
+    while True:
+        try:
+            return await operation()
+        except PyMongoError as exc:
+            if waited >= (min(limit, DATABASE_RETRY_WHILE_STOPPING) if stopping.is_set() else limit):
+                raise
+            log.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 5.0)
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    consumer_id = os.environ["NOTIFIER_CONSUMER_ID"]
+    setup_logging(settings.log_level, settings.log_format, process=f"consumer {consumer_id}")
+
+    async def run() -> None:
+        consumer = Consumer(settings, consumer_id)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, consumer.stopping.set)
+        await consumer.run()
+
+    asyncio.run(run())
+    return 0
+

@@ -1,0 +1,258 @@
+"""The consumer pool: spawned processes (never forked from the running loop), sized within
+[CONSUMERS_MIN, CONSUMERS_MAX] counting the consumers other instances already run on the queues."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..clock import Clock
+from ..procs import pid_alive
+from ..services.deliveries import Deliveries
+from ..settings import Settings
+from .connection import BrokerConnection
+from .journal import journal_path, read_journal
+from .publisher import Publisher
+from .topology import EXPRESS, REGULAR, Topology
+
+log = logging.getLogger(__name__)
+
+QUICK_EXIT_SECONDS = 10.0
+MAX_RESPAWN_DELAY = 60.0
+IDLE_CHECKS_BEFORE_SHRINKING = 3
+
+
+@dataclass
+class QueueStats:
+    messages: dict[str, int]
+    consumers: int
+
+    @property
+    def backlog(self) -> int:
+        return self.messages.get(REGULAR, 0) + self.messages.get(EXPRESS, 0)
+
+
+@dataclass
+class ConsumerProcess:
+    id: str
+    process: asyncio.subprocess.Process
+    started: float = field(default_factory=time.time)
+    ready: bool = False
+    stopping: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+class ConsumerPool:
+    def __init__(self, settings: Settings, broker: BrokerConnection, topology: Topology, deliveries: Deliveries,
+                 publisher: Publisher, clock: Clock):
+        self.settings = settings
+        self.broker = broker
+        self.topology = topology
+        self.deliveries = deliveries
+        self.publisher = publisher
+        self.clock = clock
+        self.processes: dict[str, ConsumerProcess] = {}
+        self.prefix = f"{socket.gethostname()}.{os.getpid()}"
+        self._sequence = 0
+        self._watchers: set[asyncio.Task] = set()
+        self._respawn_delay = 1.0
+        self._not_before = 0.0
+        self._idle_checks = 0
+        self.running = False
+        self.launched = False
+        self.restarts = 0
+        self.last_stats: QueueStats | None = None
+
+    # --- sizing ---
+
+    async def queue_stats(self) -> QueueStats:
+        """Messages waiting and consumers attached, read with passive declares (every instance's count)."""
+        channel = await self.broker.new_channel()
+        try:
+            messages, consumers = {}, 0
+            for target, queue in self.topology.queues.items():
+                declared = await channel.queue_declare(queue, passive=True)
+                messages[target] = declared.message_count
+                if target == REGULAR:
+                    consumers = declared.consumer_count
+            return QueueStats(messages, consumers)
+        finally:
+            await channel.close()
+
+    def _live(self) -> list[ConsumerProcess]:
+        return [p for p in self.processes.values() if not p.stopping]
+
+    def others(self, stats: QueueStats) -> int:
+        """Consumers on the queues that are not ours (other server instances')."""
+        ours_consuming = sum(1 for p in self._live() if p.ready)
+        return max(0, stats.consumers - ours_consuming)
+
+    async def start(self) -> None:
+        """Begin; when the broker or database is away, the first successful check does the launch."""
+        self.running = True
+        try:
+            await self._launch()
+        except Exception as exc:
+            log.warning("consumer pool start deferred (%s); the pool check retries", exc)
+
+    async def _launch(self) -> None:
+        """Recover what consumers of an earlier run left behind, then launch CONSUMERS_START, counting
+        consumers that already exist, so the total stays within [CONSUMERS_MIN, CONSUMERS_MAX]."""
+        await self.recover_orphans()
+        stats = await self.queue_stats()
+        others = self.others(stats)
+        wanted = min(max(self.settings.consumers_start, self.settings.consumers_min), self.settings.consumers_max)
+        launch = max(0, min(wanted - others, self.settings.consumers_max - others))
+        log.info("consumer pool: %d consumers already on the queues, launching %d", others, launch)
+        for _ in range(launch):
+            await self.spawn()
+        self.launched = True
+
+    async def check(self) -> None:
+        """Grow with the backlog, shrink when idle, replace consumers that died: always within [min, max]."""
+        if not self.running:
+            return
+        if not self.launched:
+            await self._launch()
+            return
+        stats = await self.queue_stats()
+        self.last_stats = stats
+        others = self.others(stats)
+        live = self._live()
+        total = others + len(live)
+        needed = math.ceil(stats.backlog / self.settings.backlog_per_consumer)
+        wanted = min(max(needed, self.settings.consumers_min), self.settings.consumers_max)
+        if total < wanted:
+            self._idle_checks = 0
+            if time.monotonic() < self._not_before:
+                return
+            for _ in range(wanted - total):
+                await self.spawn()
+        elif total > wanted and live:
+            self._idle_checks += 1
+            if self._idle_checks >= IDLE_CHECKS_BEFORE_SHRINKING or total > self.settings.consumers_max:
+                self._idle_checks = 0
+                await self.stop_one(max(live, key=lambda p: p.started))
+        else:
+            self._idle_checks = 0
+
+    # --- processes ---
+
+    async def spawn(self) -> ConsumerProcess:
+        self._sequence += 1
+        consumer_id = f"{self.prefix}.{self._sequence}"
+        env = {**os.environ, **self.settings.to_env(), "NOTIFIER_CONSUMER_ID": consumer_id,
+               "NOTIFIER_PARENT_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "notifier.queue", env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE)
+        consumer = ConsumerProcess(consumer_id, process)
+        self.processes[consumer_id] = consumer
+        watcher = asyncio.get_running_loop().create_task(self._watch(consumer))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+        log.info("consumer %s started (pid %d)", consumer_id, process.pid)
+        return consumer
+
+    async def _watch(self, consumer: ConsumerProcess) -> None:
+        async for line in consumer.process.stdout:
+            if line.strip() == b"ready":
+                consumer.ready = True
+        code = await consumer.process.wait()
+        self.processes.pop(consumer.id, None)
+        if consumer.stopping:
+            log.info("consumer %s stopped (exit %s)", consumer.id, code)
+        else:
+            self.restarts += 1
+            quick = time.time() - consumer.started < QUICK_EXIT_SECONDS
+            self._respawn_delay = min(self._respawn_delay * 2, MAX_RESPAWN_DELAY) if quick else 1.0
+            self._not_before = time.monotonic() + (self._respawn_delay if quick else 0.0)
+            log.warning("consumer %s died (exit %s); recovering its work", consumer.id, code)
+        try:
+            await self.recover(consumer.id)
+        except Exception:
+            log.exception("could not recover consumer %s yet; its journal is kept for the next start", consumer.id)
+        if not consumer.stopping and self.running:
+            asyncio.get_running_loop().call_later(max(0.0, self._not_before - time.monotonic()),
+                                                  lambda: asyncio.ensure_future(self._check_quietly()))
+
+    async def _check_quietly(self) -> None:
+        try:
+            await self.check()
+        except Exception as exc:  # the periodic check tries again
+            log.warning("consumer pool check failed: %s", exc)
+
+    async def stop_one(self, consumer: ConsumerProcess) -> None:
+        consumer.stopping = True
+        if consumer.process.returncode is None:
+            consumer.process.send_signal(signal.SIGTERM)
+
+    async def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM every consumer (they finish what they hold), then SIGKILL stragglers."""
+        self.running = False
+        consumers = list(self.processes.values())
+        for consumer in consumers:
+            await self.stop_one(consumer)
+        waits = [asyncio.ensure_future(c.process.wait()) for c in consumers]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=timeout)
+            for consumer in consumers:
+                if consumer.process.returncode is None:
+                    log.warning("consumer %s did not drain in %.0fs; killing it", consumer.id, timeout)
+                    consumer.process.kill()
+            if late:
+                await asyncio.wait(late, timeout=10)
+        if self._watchers:
+            await asyncio.wait(list(self._watchers), timeout=30)
+
+    # --- recovery ---
+
+    async def recover(self, consumer_id: str) -> None:
+        """Record what a dead consumer's journal says it sent, and put everything else it held back."""
+        path = journal_path(self.settings.journal_dir, consumer_id)
+        entries = read_journal(path)
+        sent, failed, released = await self.deliveries.recover(consumer_id, entries.sent, entries.interrupted,
+                                                                 self.clock.now())
+        if sent or failed or released:
+            log.warning("consumer %s: %d sent recorded from its journal, %d interrupted, %d requeued",
+                        consumer_id, sent, failed, len(released))
+        path.unlink(missing_ok=True)
+        if released:
+            try:
+                await self.publisher.publish(released)
+            except Exception as exc:  # they are pending: the outbox sweep publishes them
+                log.warning("republishing %d released deliveries failed (%s); the sweep will", len(released), exc)
+
+    async def recover_orphans(self) -> None:
+        """Journals of consumers whose server is gone (this host, an earlier run)."""
+        directory = Path(self.settings.journal_dir)
+        for path in sorted(directory.glob("*.journal")) if directory.is_dir() else []:
+            consumer_id = path.name[:-len(".journal")]
+            parts = consumer_id.split(".")
+            server_pid = int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
+            if server_pid not in (None, os.getpid()) and pid_alive(server_pid):
+                continue  # another live instance's consumer
+            await self.recover(consumer_id)
+
+    def describe(self) -> dict:
+        stats = self.last_stats
+        return {
+            "min": self.settings.consumers_min, "max": self.settings.consumers_max,
+            "start": self.settings.consumers_start, "restarts": self.restarts,
+            "consumers": [{"id": p.id, "pid": p.pid, "ready": p.ready, "stopping": p.stopping,
+                           "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p.started))}
+                          for p in self.processes.values()],
+            "others": self.others(stats) if stats else None,
+            "queued": stats.messages if stats else None,
+        }

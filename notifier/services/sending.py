@@ -1,0 +1,119 @@
+"""One delivery attempt, decided and carried out: skip (with a reason), send, retry later, or fail."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from bson import ObjectId
+
+from ..channels.base import Channel, Message, PermanentFailure, TemporaryFailure
+from ..links import Links
+from ..rendering import render
+from ..store import Store
+from .contacts import Contacts
+from .users import recipient_values
+
+log = logging.getLogger(__name__)
+
+SENT, SKIPPED, RETRY, DEFER, FAILED = "sent", "skipped", "retry", "defer", "failed"
+NOTIFICATION_CACHE_SECONDS = 60.0
+
+
+@dataclass
+class Outcome:
+    delivery: dict
+    kind: str
+    reason: str | None = None
+    error: str | None = None
+
+
+class NotificationCache:
+    """Notifications are immutable once created, so a consumer keeps the ones it sends for a while."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._entries: dict[ObjectId, tuple[float, dict]] = {}
+
+    async def get_many(self, ids: set[ObjectId]) -> dict[ObjectId, dict]:
+        now = time.monotonic()
+        missing = [i for i in ids if i not in self._entries or self._entries[i][0] < now]
+        if missing:
+            async for notification in self.store.notifications.find({"_id": {"$in": missing}}):
+                self._entries[notification["_id"]] = (now + NOTIFICATION_CACHE_SECONDS, notification)
+            if len(self._entries) > 10000:
+                self._entries = {k: v for k, v in self._entries.items() if v[0] >= now}
+        return {i: self._entries[i][1] for i in ids if i in self._entries}
+
+
+class JournalLike:
+    def begin(self, delivery_id: str, token: str, repeat_safe: bool) -> None: ...
+
+    def sent(self, delivery_id: str, token: str) -> None: ...
+
+
+class Sender:
+    def __init__(self, store: Store, channels: dict[str, Channel], contacts: Contacts, links: Links,
+                 journal: JournalLike):
+        self.channels = channels
+        self.contacts = contacts
+        self.links = links
+        self.journal = journal
+        self.notifications = NotificationCache(store)
+
+    async def attempt(self, claimed: list[dict], token: str) -> list[Outcome]:
+        """Try every claimed delivery of one batch, concurrently; each comes back with its outcome."""
+        notifications = await self.notifications.get_many({d["notification_id"] for d in claimed})
+        users: dict[str, dict] = {}
+        unavailable: set[str] = set()
+        by_channel: dict[str, list[str]] = {}
+        for delivery in claimed:
+            by_channel.setdefault(delivery["channel"], []).append(delivery["user_id"])
+        for channel_name, user_ids in by_channel.items():
+            channel = self.channels.get(channel_name)
+            found, missing = await self.contacts.lookup(user_ids, channel.contact_field if channel else None)
+            users.update(found)
+            unavailable |= missing
+        return list(await asyncio.gather(*(
+            self._one(d, notifications.get(d["notification_id"]), users.get(d["user_id"]), d["user_id"] in unavailable,
+                      token)
+            for d in claimed)))
+
+    async def _one(self, delivery: dict, notification: dict | None, user: dict | None, contacts_down: bool,
+                   token: str) -> Outcome:
+        channel = self.channels.get(delivery["channel"])
+        if notification is None or channel is None:
+            return Outcome(delivery, SKIPPED, "notification_missing")
+        user_id = delivery["user_id"]
+        if user and (user.get("unsubscribed_all") or channel.name in (user.get("unsubscribed_channels") or [])):
+            return Outcome(delivery, SKIPPED, "unsubscribed")
+        if channel.contact_field:
+            address = (user or {}).get(channel.contact_field)
+            if not address:
+                if contacts_down:
+                    return Outcome(delivery, DEFER, error="the user service is unavailable")
+                return Outcome(delivery, SKIPPED, "no_contact")
+            if not channel.valid_contact(address):
+                return Outcome(delivery, SKIPPED, "invalid_contact")
+        else:
+            address = user_id
+        unsubscribe_url = self.links.unsubscribe_url(user_id, channel.name)
+        values = recipient_values(user_id, user, notification, unsubscribe_url)
+        message = Message(delivery_id=str(delivery["_id"]), notification_id=str(notification["_id"]), user_id=user_id,
+                          address=address, title=render(notification["title"], values),
+                          text=render(notification["text"], values), display_name=values["name"],
+                          unsubscribe_url=unsubscribe_url, is_express=notification["is_express"])
+        delivery_id = message.delivery_id
+        try:
+            await channel.send(message, lambda: self.journal.begin(delivery_id, token, channel.repeat_safe))
+        except TemporaryFailure as exc:
+            return Outcome(delivery, RETRY, error=str(exc))
+        except PermanentFailure as exc:
+            return Outcome(delivery, FAILED, exc.reason, str(exc))
+        except Exception as exc:  # a bug in one send must not take the batch down; it is retried and logged
+            log.exception("unexpected error sending delivery %s", delivery_id)
+            return Outcome(delivery, RETRY, error=f"unexpected error: {type(exc).__name__}: {exc}")
+        self.journal.sent(delivery_id, token)
+        return Outcome(delivery, SENT)

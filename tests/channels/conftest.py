@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+import pytest
+
+from ..http_peer import Peer
+from ..queue.conftest import pipeline_settings, smtp, workers  # noqa: F401  (shared pipeline fixtures)
+
+
+@pytest.fixture
+def peer(io_loop):
+    server = Peer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings_overrides(pipeline_settings, peer):
+    return {**pipeline_settings, "telegram_api_url": peer.url, "telegram_bot_token": "123:secret-token"}

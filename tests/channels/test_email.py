@@ -1,0 +1,32 @@
+"""Building mail: headers, encodings, both parts (no network)."""
+
+from __future__ import annotations
+
+import email
+from email.header import decode_header, make_header
+
+from notifier.channels.base import Message
+from notifier.channels.email import EmailChannel
+from notifier.settings import Settings
+
+
+def test_non_ascii_and_markup_are_encoded_and_escaped():
+    channel = EmailChannel(Settings.from_env({}, smtp_from="Notifier <no-reply@example.com>"))
+    raw = channel.build(Message(delivery_id="d1", notification_id="n1", user_id="u1", address="zoe@example.com",
+                                title="Grüße, Zoë <b>", text="Line one\n<script>alert(1)</script>",
+                                display_name="Zoë Ünal", unsubscribe_url="https://n.example/unsubscribe/t",
+                                is_express=False))
+    mail = email.message_from_bytes(raw)
+    assert str(make_header(decode_header(mail["Subject"]))) == "Grüße, Zoë <b>"
+    assert str(make_header(decode_header(mail["To"]))) == "Zoë Ünal <zoe@example.com>"
+    assert mail["Message-ID"] == "<d1@notifier>"
+    parts = {p.get_content_type(): p.get_payload(decode=True).decode() for p in mail.walk() if not p.is_multipart()}
+    assert "<script>alert(1)</script>" in parts["text/plain"]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in parts["text/html"] and "<script>" not in parts["text/html"]
+    assert "Line one<br>" in parts["text/html"]
+
+
+def test_contact_validation():
+    channel = EmailChannel(Settings.from_env({}))
+    assert channel.valid_contact("a@example.com")
+    assert not channel.valid_contact("not an email")

@@ -1,0 +1,190 @@
+"""End to end through the real broker, consumer processes, SecantusDB and an SMTP server on loopback."""
+
+from __future__ import annotations
+
+import email
+import time
+from datetime import timedelta
+
+import pytest
+from bson import ObjectId
+
+from notifier.queue.connection import BrokerConnection
+
+from ..support import eventually
+from .conftest import add_users, counts, settled
+
+NOTE = {"title": "Hello {{ name }}", "text": "Order {{ order }} shipped.", "channel": "email",
+        "variables": {"order": "A-7"}}
+
+
+async def create(api, admin, recipients, **changes):
+    response = await api.post("/api/v1/notifications", {**NOTE, **changes, "recipients": recipients},
+                              auth=admin.header)
+    assert response.status == 201, response.body
+    return response.body
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_email_reaches_every_recipient_once_rendered_with_unsubscribe_headers(api, admin, ctx, smtp, workers):
+    users = await add_users(ctx, 20, display_name="Pat")
+    created = await create(api, admin, users)
+    assert await settled(ctx, ObjectId(created["id"]), 20) == {"sent": 20}
+    assert smtp.handler.count_by_recipient(created["id"]) == {f"{u}@example.com": 1 for u in users}
+    mail = email.message_from_bytes(smtp.received[0].raw)
+    assert smtp.received[0].subject == "Hello Pat"
+    assert mail["List-Unsubscribe"].strip().startswith("<http://notifier.test/unsubscribe/")
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    parts = {part.get_content_type(): part.get_payload(decode=True).decode() for part in mail.walk()
+             if not part.is_multipart()}
+    assert "Order A-7 shipped." in parts["text/plain"]
+    assert "Order A-7 shipped." in parts["text/html"] and "Unsubscribe</a>" in parts["text/html"]
+    detail = await api.get(f"/api/v1/notifications/{created['id']}", auth=admin.header)
+    assert detail.body["counts"] == {"sent": 20}
+    delivery = (await api.get(f"/api/v1/notifications/{created['id']}/deliveries?limit=1", auth=admin.header)).body
+    item = delivery["items"][0]
+    assert item["status"] == "sent" and item["attempts"] == 1 and item["is_sent_to_queue"] is True
+    assert item["sent_at"] and item["queued_at"]
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_skips_say_why(api, admin, ctx, smtp, workers):
+    await add_users(ctx, 1, prefix="subscribed")
+    await add_users(ctx, 1, prefix="opted-out", unsubscribed_channels=["email"])
+    await add_users(ctx, 1, prefix="gone", unsubscribed_all=True)
+    await ctx.users.bulk_upsert([{"user_id": "bad-address", "email": "not an email"}])
+    created = await create(api, admin, ["subscribed0", "opted-out0", "gone0", "bad-address", "stranger"])
+    result = await settled(ctx, ObjectId(created["id"]), 5)
+    assert result == {"sent": 1, "skipped": 4}
+    detail = await api.get(f"/api/v1/notifications/{created['id']}", auth=admin.header)
+    assert detail.body["reasons"] == {"unsubscribed": 2, "invalid_contact": 1, "no_contact": 1}
+    assert [r.recipient for r in smtp.received] == ["subscribed0@example.com"]
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_temporary_smtp_failures_retry_then_succeed(api, admin, ctx, smtp, workers):
+    smtp.behaviour.tempfail_next = 2
+    users = await add_users(ctx, 1)
+    created = await create(api, admin, users)
+    assert await settled(ctx, ObjectId(created["id"]), 1) == {"sent": 1}
+    delivery = await ctx.store.deliveries.find_one({"notification_id": ObjectId(created["id"])})
+    assert delivery["attempts"] == 3
+    assert smtp.handler.refused == 2
+    assert smtp.handler.count_by_recipient() == {"u0@example.com": 1}
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_exhausted_attempts_fail_and_park(api, admin, ctx, smtp, workers):
+    smtp.behaviour.always_tempfail = {"u0@example.com"}
+    smtp.behaviour.reject = {"u1@example.com"}
+    users = await add_users(ctx, 2)
+    created = await create(api, admin, users)
+    assert await settled(ctx, ObjectId(created["id"]), 2) == {"failed": 2}
+    detail = await api.get(f"/api/v1/notifications/{created['id']}", auth=admin.header)
+    assert detail.body["reasons"] == {"attempts_exhausted": 1, "rejected": 1}
+    exhausted = await ctx.store.deliveries.find_one({"user_id": "u0"})
+    assert exhausted["attempts"] == ctx.settings.max_attempts and "451" in exhausted["last_error"]
+    assert smtp.received == []
+    channel = await ctx.broker.channel()
+    parked = await channel.queue_declare(ctx.topology.parked, passive=True)
+    assert parked.message_count == 2
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_outbox_sweep_publishes_what_the_broker_never_confirmed(api, admin, ctx, smtp, workers):
+    """The publish fails (broker unreachable): the API still accepts, the sweep sends it later."""
+    real_broker = ctx.publisher.broker
+    dead = BrokerConnection("amqp://guest:guest@127.0.0.1:1/", "dead")
+    ctx.publisher.broker = dead
+    users = await add_users(ctx, 3)
+    created = await create(api, admin, users)
+    await ctx.publisher.drain(5)
+    pending = await ctx.store.deliveries.find({"notification_id": ObjectId(created["id"])}).to_list(None)
+    assert {(d["status"], d["is_sent_to_queue"]) for d in pending} == {("pending", False)}
+    ctx.publisher.broker = real_broker
+    assert await settled(ctx, ObjectId(created["id"]), 3) == {"sent": 3}
+    assert smtp.handler.count_by_recipient(created["id"]) == {f"{u}@example.com": 1 for u in users}
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_express_is_delivered_before_a_regular_backlog(api, admin, ctx, smtp, workers):
+    users = await add_users(ctx, 1500)
+    regular = await create(api, admin, users, title="regular")
+    await eventually(lambda: _received_at_least(smtp, 50), message="regular traffic flowing")
+    express = await create(api, admin, ["u7"], title="urgent", is_express=True)
+    await settled(ctx, ObjectId(express["id"]), 1, timeout=30)
+    position = next(i for i, r in enumerate(smtp.received) if r.notification_id == express["id"])
+    regular_total = 1500
+    regular_before = sum(1 for r in smtp.received[:position] if r.notification_id == regular["id"])
+    assert regular_before < regular_total * 0.5, f"express waited behind {regular_before} regular messages"
+    await settled(ctx, ObjectId(regular["id"]), regular_total, timeout=90)
+
+
+async def _received_at_least(smtp, count):
+    return len(smtp.received) >= count
+
+
+@pytest.fixture
+def settings_overrides(pipeline_settings, request):
+    return {**pipeline_settings, **getattr(request, "param", {})}
+
+
+@pytest.mark.gen_test(timeout=120)
+@pytest.mark.parametrize("settings_overrides", [{"pacing_batch": 100, "pacing_interval": 0.4}], indirect=True)
+async def test_pacing_spreads_a_large_notification(api, admin, ctx, smtp, workers):
+    """1,000 recipients with 100 per 0.4 s: message i cannot be sent before batch i // 100 was released."""
+    users = await add_users(ctx, 1000, prefix="p")
+    started = time.time()
+    created = await create(api, admin, users)
+    assert await settled(ctx, ObjectId(created["id"]), 1000, timeout=90) == {"sent": 1000}
+    deliveries = await ctx.store.deliveries.find({"notification_id": ObjectId(created["id"])}).to_list(None)
+    sent_times = sorted(d["sent_at"].timestamp() for d in deliveries)
+    for index, sent_at in enumerate(sent_times):
+        earliest = started + (index // 100) * 0.4
+        assert sent_at >= earliest - 0.05, f"message {index} sent {earliest - sent_at:.3f}s before its batch"
+    assert sent_times[-1] - started >= 9 * 0.4 - 0.05
+    pace_queues = {ctx.topology.pace_queue(ms) for ms in ctx.topology._pace_declared}
+    assert len(pace_queues) == 9
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_express_is_never_paced(api, admin, ctx, smtp, workers):
+    ctx.publisher.settings = ctx.settings.replace(pacing_batch=10, pacing_interval=5.0)
+    users = await add_users(ctx, 50)
+    created = await create(api, admin, users, is_express=True)
+    assert await settled(ctx, ObjectId(created["id"]), 50, timeout=20) == {"sent": 50}
+    assert ctx.topology._pace_declared == {}
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_a_redelivered_message_is_not_sent_twice(api, admin, ctx, smtp, workers):
+    """Publishing the same delivery again (as a sweep racing the first publish would) sends nothing more."""
+    users = await add_users(ctx, 5)
+    created = await create(api, admin, users)
+    await settled(ctx, ObjectId(created["id"]), 5)
+    deliveries = await ctx.store.deliveries.find({"notification_id": ObjectId(created["id"])}).to_list(None)
+    await ctx.store.deliveries.update_many({}, {"$set": {"is_sent_to_queue": False}})
+    await ctx.publisher.publish(deliveries)
+    await eventually(lambda: _queue_empty(ctx), message="duplicates consumed")
+    assert smtp.handler.count_by_recipient(created["id"]) == {f"{u}@example.com": 1 for u in users}
+    assert await counts(ctx, ObjectId(created["id"])) == {"sent": 5}
+
+
+async def _queue_empty(ctx):
+    channel = await ctx.broker.channel()
+    declared = await channel.queue_declare(ctx.topology.queues["regular"], passive=True)
+    return declared.message_count == 0 and declared.consumer_count >= 1
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_expired_lease_is_reconciled(api, admin, ctx, smtp, workers):
+    """A claim whose consumer vanished (no pool noticed) goes back to the queue when its lease expires."""
+    users = await add_users(ctx, 1)
+    created = await create(api, admin, users)
+    await settled(ctx, ObjectId(created["id"]), 1)
+    smtp.handler.received.clear()
+    await ctx.store.deliveries.update_many({}, {"$set": {
+        "status": "sending", "claim": "lost", "claimed_by": "elsewhere",
+        "lease_until": ctx.clock.now() - timedelta(seconds=1)}})
+    assert await settled(ctx, ObjectId(created["id"]), 1) == {"sent": 1}
+    assert len(smtp.received) == 1

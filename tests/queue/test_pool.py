@@ -1,0 +1,159 @@
+"""The consumer pool: sizing within [min, max] counting other instances' consumers, restarts, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import aiormq
+import pytest
+from bson import ObjectId
+
+from notifier.queue.journal import journal_path
+
+from ..support import eventually
+from .conftest import add_users, settled
+
+
+def assert_each_exactly_once_or_failed(smtp, deliveries, notification_id):
+    received = smtp.handler.count_by_recipient(notification_id)
+    assert all(n == 1 for n in received.values()), {r: n for r, n in received.items() if n > 1}
+    for delivery in deliveries:
+        address = f"{delivery['user_id']}@example.com"
+        if delivery["status"] == "sent":
+            assert received[address] == 1, delivery
+        else:
+            assert delivery["status"] == "failed" and delivery["reason"] == "interrupted", delivery
+    assert sum(1 for d in deliveries if d["status"] == "sent") == sum(received.values()) - sum(
+        received[f"{d['user_id']}@example.com"] for d in deliveries if d["status"] == "failed")
+
+
+@pytest.fixture
+def settings_overrides(pipeline_settings, request):
+    return {**pipeline_settings, **getattr(request, "param", {})}
+
+
+@pytest.mark.gen_test(timeout=180)
+@pytest.mark.parametrize("settings_overrides", [{"consumers_start": 2, "consumers_min": 2}], indirect=True)
+async def test_kill_9_of_consumers_mid_run_sends_each_message_at_most_once(api, admin, ctx, smtp, workers):
+    users = await add_users(ctx, 1500)
+    created = (await api.post("/api/v1/notifications", {"title": "t", "text": "x", "channel": "email",
+                                                         "recipients": users}, auth=admin.header)).body
+    for kill_after in (200, 600, 1000):
+        await eventually(lambda: _received(smtp, kill_after), timeout=60, message=f"{kill_after} received")
+        victim = next(p for p in ctx.pool.processes.values() if p.ready and not p.stopping)
+        os.kill(victim.pid, signal.SIGKILL)
+    await settled(ctx, ObjectId(created["id"]), 1500, timeout=120)
+    deliveries = await ctx.store.deliveries.find({"notification_id": ObjectId(created["id"])}).to_list(None)
+    assert_each_exactly_once_or_failed(smtp, deliveries, created["id"])
+    assert ctx.pool.restarts == 3
+    await eventually(lambda: _consumers(ctx, 2), timeout=30, message="pool back to two consumers")
+
+
+async def _received(smtp, count):
+    return len(smtp.received) >= count
+
+
+async def _consumers(ctx, count):
+    return sum(1 for p in ctx.pool.processes.values() if p.ready) == count
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_journal_of_a_dead_consumer_is_recovered(ctx, smtp):
+    """What the journal says was sent is recorded; a begun email is failed as interrupted; the rest is requeued."""
+    from notifier.queue.journal import Journal
+    from notifier.queue.pool import ConsumerPool
+    users = await add_users(ctx, 3)
+    principal = await _admin_principal(ctx)
+    notification, _ = await ctx.notifications.create(principal, {"title": "t", "text": "x", "channel": "email",
+                                                                  "is_express": False, "content_id": None,
+                                                                  "recipients": users})
+    await ctx.publisher.drain(5)
+    ids = [d["_id"] for d in await ctx.store.deliveries.find({}).sort("user_id", 1).to_list(None)]
+    token, claimed = await ctx.deliveries.claim(ids, "host.1.1", ctx.clock.now(), lease=300)
+    assert len(claimed) == 3
+    journal = Journal(journal_path(ctx.settings.journal_dir, "host.1.1"))
+    journal.begin(str(ids[0]), token, False)
+    journal.sent(str(ids[0]), token)
+    journal.begin(str(ids[1]), token, False)
+    journal.close(remove=False)
+    pool = ConsumerPool(ctx.settings, ctx.broker, ctx.topology, ctx.deliveries, ctx.publisher, ctx.clock)
+    await pool.recover("host.1.1")
+    by_user = {d["user_id"]: d for d in await ctx.store.deliveries.find({}).to_list(None)}
+    assert by_user["u0"]["status"] == "sent"
+    assert (by_user["u1"]["status"], by_user["u1"]["reason"]) == ("failed", "interrupted")
+    assert by_user["u2"]["status"] == "queued" and by_user["u2"]["is_sent_to_queue"] is True
+    assert not journal_path(ctx.settings.journal_dir, "host.1.1").exists()
+
+
+async def _admin_principal(ctx):
+    from notifier.auth import Principal, Role
+    return Principal(Role.ADMIN, "test", "test")
+
+
+@pytest.mark.gen_test(timeout=90)
+@pytest.mark.parametrize("settings_overrides", [{"consumers_start": 3, "consumers_min": 1, "consumers_max": 3}],
+                         indirect=True)
+async def test_existing_consumers_count_toward_the_maximum(ctx, settings):
+    """Two consumers of another instance already on the queue: only one more may start (max 3)."""
+    connection = await aiormq.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        await ctx.topology.declare(channel)
+        for tag in ("other-1", "other-2"):
+            await channel.basic_consume(ctx.topology.queues["regular"], lambda m: None, consumer_tag=tag)
+        await ctx.start_workers()
+        assert len(ctx.pool.processes) == 1
+        await eventually(lambda: _consumers(ctx, 1), timeout=30, message="our consumer ready")
+        await ctx.pool.check()
+        assert len(ctx.pool.processes) == 1
+        described = ctx.pool.describe()
+        assert described["others"] == 2 and described["max"] == 3
+    finally:
+        await ctx.stop_workers()
+        await connection.close()
+
+
+@pytest.mark.gen_test(timeout=90)
+@pytest.mark.parametrize("settings_overrides", [{"consumers_start": 1, "consumers_min": 1, "consumers_max": 3,
+                                                 "backlog_per_consumer": 50}], indirect=True)
+async def test_pool_grows_with_backlog_and_shrinks_when_idle(ctx, smtp, workers):
+    users = await add_users(ctx, 400)
+    principal = await _admin_principal(ctx)
+    async with _paused(ctx):
+        await ctx.notifications.create(principal, {"title": "t", "text": "x", "channel": "email", "is_express": False,
+                                                   "content_id": None, "recipients": users})
+        await ctx.publisher.drain(10)
+        await ctx.pool.check()
+        assert len(ctx.pool.processes) == 3
+    await eventually(lambda: _shrunk(ctx), timeout=60, message="pool back to the minimum")
+
+
+class _paused:
+    """The running consumers are frozen (SIGSTOP) while inside, so the backlog stays; beyond their
+    prefetch, messages wait ready in the queue."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    async def __aenter__(self):
+        for process in self.ctx.pool.processes.values():
+            process.process.send_signal(signal.SIGSTOP)
+
+    async def __aexit__(self, *exc):
+        for process in self.ctx.pool.processes.values():
+            process.process.send_signal(signal.SIGCONT)
+
+
+async def _shrunk(ctx):
+    await ctx.pool.check()
+    return len([p for p in ctx.pool.processes.values() if not p.stopping]) == 1
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_sigterm_drains_and_exits_zero(ctx, workers):
+    consumer = next(iter(ctx.pool.processes.values()))
+    await ctx.pool.stop_one(consumer)
+    assert await asyncio.wait_for(consumer.process.wait(), 30) == 0
+    assert not journal_path(ctx.settings.journal_dir, consumer.id).exists()

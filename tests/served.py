@@ -1,0 +1,115 @@
+"""`notifier serve` as a real process, for tests of the whole service (README, signals, orphans, faults)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import aiormq
+
+from notifier.procs import free_port, pid_alive
+from notifier.queue.topology import Topology
+from notifier.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Served:
+    def __init__(self, workdir: Path, amqp_url: str, **env: str):
+        self.port = free_port()
+        self.workdir = workdir
+        self.prefix = f"served.{uuid.uuid4().hex[:8]}."
+        self.env = {**os.environ, "HTTP_PORT": str(self.port), "EMBEDDED_DB_DIR": str(workdir / "db"),
+                    "JOURNAL_DIR": str(workdir / "journal"), "QUEUE_PREFIX": self.prefix, "AMQP_URL": amqp_url,
+                    "ASSETS_DIR": str(REPO / "var" / "assets"), "SECRET_KEY": "served-secret", **env}
+        self.env.pop("MONGO_URL", None) if "MONGO_URL" not in env else None
+        self.process: subprocess.Popen | None = None
+        self.log = workdir / "serve.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> "Served":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen([sys.executable, "-m", "notifier", "serve"], env=self.env, cwd=self.workdir,
+                                        stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"notifier serve exited early:\n{self.log_tail()}"
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"notifier serve did not become ready:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+
+    def call(self, method: str, path: str, body=None, auth: str | None = None):
+        request = urllib.request.Request(self.url + path, method=method,
+                                         data=json.dumps(body).encode() if body is not None else None,
+                                         headers={"Content-Type": "application/json",
+                                                  **({"Authorization": auth} if auth else {})})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "notifier", *args], input=stdin, env=self.env, cwd=self.workdir,
+                              capture_output=True, text=True, timeout=60)
+
+    def consumer_pids(self) -> list[int]:
+        """Consumer processes whose parent is this server (read from /proc, not from the server)."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if b"notifier.queue" in cmdline and f"QUEUE_PREFIX={self.prefix}".encode() in environ:
+                pids.append(int(entry.name))
+        return pids
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 90) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    def cleanup(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for pid in self.consumer_pids():
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        asyncio.run(delete_queues(self.env["AMQP_URL"], self.prefix))
+
+
+async def delete_queues(amqp_url: str, prefix: str) -> None:
+    topology = Topology(prefix, Settings.from_env({}).retry_delays)
+    connection = await aiormq.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        for queue in topology.all_queues():
+            await channel.queue_delete(queue)
+        await channel.exchange_delete(topology.exchange)
+    finally:
+        await connection.close()
