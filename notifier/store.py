@@ -16,12 +16,16 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("author.id", ASCENDING), ("_id", DESCENDING)]),
         IndexModel([("idempotency_key", ASCENDING)], unique=True, sparse=True),
     ],
+    # Every index costs each delivery write; these four serve every query on the collection.
     "deliveries": [
+        # One recipient once per occurrence; its prefix serves a notification's deliveries and counts.
         IndexModel([("notification_id", ASCENDING), ("user_id", ASCENDING), ("occurrence", ASCENDING)],
-                   unique=True),
-        IndexModel([("notification_id", ASCENDING), ("status", ASCENDING)]),
-        IndexModel([("user_id", ASCENDING), ("_id", DESCENDING)]),
-        IndexModel([("status", ASCENDING), ("is_sent_to_queue", ASCENDING)]),
+                   unique=True, name="recipient_once"),
+        IndexModel([("user_id", ASCENDING), ("_id", DESCENDING)], name="inbox"),
+        # Partial: only deliveries the outbox sweep has to look at, and only claims in progress.
+        IndexModel([("available_at", ASCENDING)], partialFilterExpression={"is_sent_to_queue": False},
+                   name="outbox"),
+        IndexModel([("lease_until", ASCENDING)], partialFilterExpression={"status": "sending"}, name="leases"),
     ],
     "users": [IndexModel([("user_id", ASCENDING)], unique=True)],
 }

@@ -38,11 +38,13 @@ from ..settings import Settings
 from ..store import Store, connect
 from .connection import BrokerConnection
 from .journal import Journal, journal_path
+from .publisher import message_body
 from .topology import EXPRESS, PRIORITY, REGULAR, Topology
 
 log = logging.getLogger(__name__)
 
 EXPRESS_BATCH = 20
+REGULAR_BATCHES = 4  # batches in hand at once: the database answers one at a time, keep it busy
 DATABASE_RETRY_SECONDS = 600.0
 DATABASE_RETRY_WHILE_STOPPING = 10.0
 
@@ -71,6 +73,9 @@ class Lane:
             if self.wait and len(self.buffer) < self.batch:
                 await asyncio.sleep(self.wait)
             await self.slots.acquire()
+            if not self.open:
+                self.slots.release()
+                break
             batch, self.buffer = self.buffer[:self.batch], self.buffer[self.batch:]
             if not self.buffer:
                 self.arrived.clear()
@@ -121,7 +126,8 @@ class Consumer:
         self.deliveries = Deliveries(self.store)
         self.sender = Sender(self.store, self.channels, Contacts(self.store, settings, self.http),
                              Links(keys, settings.public_url), self.journal)
-        self.lanes = {REGULAR: Lane(REGULAR, settings.consumer_batch, settings.consumer_batch_wait, 2, self._process),
+        self.lanes = {REGULAR: Lane(REGULAR, settings.consumer_batch, settings.consumer_batch_wait, REGULAR_BATCHES,
+                                    self._process),
                       EXPRESS: Lane(EXPRESS, EXPRESS_BATCH, 0.0, 4, self._process)}
         self.lane_tasks = [asyncio.get_running_loop().create_task(lane.run()) for lane in self.lanes.values()]
         self.broker = BrokerConnection(settings.amqp_url, f"notifier-consumer-{self.consumer_id}",
@@ -132,7 +138,7 @@ class Consumer:
         await self.topology.declare(publish_channel)
         connection = self.broker.connection
         self.consume_channels = {}
-        for target, prefetch in ((REGULAR, self.settings.consumer_batch * 2), (EXPRESS, EXPRESS_BATCH * 4)):
+        for target, prefetch in ((REGULAR, self.settings.consumer_batch * REGULAR_BATCHES), (EXPRESS, EXPRESS_BATCH * 4)):
             channel = await connection.channel()
             await channel.basic_qos(prefetch_count=prefetch)
             lane = self.lanes[target]
@@ -149,20 +155,22 @@ class Consumer:
         self._active_batches += 1
         try:
             messages: dict[ObjectId, list[DeliveredMessage]] = {}
+            payloads: dict[ObjectId, dict] = {}
             for message in batch:
-                delivery_id = _delivery_id(message)
-                if delivery_id is None:
+                payload = _payload(message)
+                if payload is None:
                     log.error("dropping a message that names no delivery: %r", message.body[:200])
                     await _ack(message)
-                else:
-                    messages.setdefault(delivery_id, []).append(message)
+                    continue
+                messages.setdefault(payload["_id"], []).append(message)
+                payloads[payload["_id"]] = payload
             if not messages:
                 return
-            token, claimed = await _retry_database(
+            token, claimed_ids = await _retry_database(
                 lambda: self.deliveries.claim(list(messages), self.consumer_id, self.clock.now(),
                                               self.settings.lease_seconds), self.stopping)
-            if claimed:
-                outcomes = await self.sender.attempt(claimed, token)
+            if claimed_ids:
+                outcomes = await self.sender.attempt([payloads[i] for i in claimed_ids], token)
                 try:
                     await self._settle(token, outcomes)
                 except PyMongoError:
@@ -184,9 +192,12 @@ class Consumer:
         now = self.clock.now()
         sent: list[ObjectId] = []
         changes: list[tuple[ObjectId, dict]] = []
-        retries: list[tuple[Outcome, int, bool]] = []
+        again = [o for o in outcomes if o.kind in (RETRY, DEFER)]
+        counters = await _retry_database(lambda: self.deliveries.counters([o.delivery["_id"] for o in again]),
+                                         self.stopping) if again else {}
         for outcome in outcomes:
             delivery = outcome.delivery
+            counted = counters.get(delivery["_id"], {})
             if outcome.kind == SENT:
                 sent.append(delivery["_id"])
             elif outcome.kind == SKIPPED:
@@ -194,17 +205,15 @@ class Consumer:
             elif outcome.kind == FAILED:
                 await self._park(delivery, outcome.reason, outcome.error)
                 changes.append((delivery["_id"], Deliveries.failed(outcome.reason, outcome.error)))
-            elif outcome.kind == RETRY and delivery["attempts"] >= self.settings.max_attempts:
+            elif outcome.kind == RETRY and counted.get("attempts", 1) >= self.settings.max_attempts:
                 await self._park(delivery, "attempts_exhausted", outcome.error)
                 changes.append((delivery["_id"], Deliveries.failed("attempts_exhausted", outcome.error)))
             else:
-                count = delivery["attempts"] if outcome.kind == RETRY else delivery.get("deferrals", 0) + 1
-                retries.append((outcome, self.topology.retry_delay_ms(max(count, 1)), outcome.kind == RETRY))
-        for outcome, delay_ms, counted in retries:
-            delivery = outcome.delivery
-            in_queue = await self._publish_retry(delivery, delay_ms)
-            changes.append((delivery["_id"], Deliveries.retry(outcome.error, now + timedelta(milliseconds=delay_ms),
-                                                              in_queue, count_attempt=counted)))
+                count = counted.get("attempts", 1) if outcome.kind == RETRY else counted.get("deferrals", 0) + 1
+                delay_ms = self.topology.retry_delay_ms(max(count, 1))
+                in_queue = await self._publish_retry(delivery, delay_ms)
+                changes.append((delivery["_id"], Deliveries.retry(outcome.error, now + timedelta(milliseconds=delay_ms),
+                                                                  in_queue, count_attempt=outcome.kind == RETRY)))
         await _retry_database(lambda: self.deliveries.finish(token, now, sent, changes), self.stopping)
 
     async def _publish_retry(self, delivery: dict, delay_ms: int) -> bool:
@@ -216,12 +225,11 @@ class Consumer:
 
     async def _publish(self, delivery: dict, exchange: str, routing_key: str, target: str,
                        headers: dict | None = None) -> bool:
-        body = json.dumps({"delivery_id": str(delivery["_id"]), "notification_id": str(delivery["notification_id"])})
         properties = Basic.Properties(delivery_mode=2, priority=PRIORITY[target], content_type="application/json",
                                       message_id=str(delivery["_id"]), headers=headers)
         try:
             channel = await self.broker.channel()
-            confirmation = await channel.basic_publish(body.encode(), exchange=exchange, routing_key=routing_key,
+            confirmation = await channel.basic_publish(message_body(delivery), exchange=exchange, routing_key=routing_key,
                                                        properties=properties, mandatory=True,
                                                        timeout=self.settings.publish_timeout)
             return isinstance(confirmation, Basic.Ack)
@@ -272,9 +280,13 @@ class Consumer:
         self.store.close()
 
 
-def _delivery_id(message: DeliveredMessage) -> ObjectId | None:
+def _payload(message: DeliveredMessage) -> dict | None:
+    """The delivery a message is about, as the publisher described it (see publisher.message_body)."""
     try:
-        return ObjectId(json.loads(message.body)["delivery_id"])
+        body = json.loads(message.body)
+        return {"_id": ObjectId(body["delivery_id"]), "notification_id": ObjectId(body["notification_id"]),
+                "user_id": str(body["user_id"]), "channel": str(body["channel"]),
+                "is_express": bool(body["is_express"])}
     except (ValueError, KeyError, TypeError, InvalidId):
         return None
 

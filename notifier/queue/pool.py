@@ -132,20 +132,25 @@ class ConsumerPool:
         live = self._live()
         total = others + len(live)
         needed = math.ceil(stats.backlog / self.settings.backlog_per_consumer)
-        wanted = min(max(needed, self.settings.consumers_min), self.settings.consumers_max)
+        wanted = self._bounded(needed)
+        # Shrink only when even twice the backlog would not need this many (no flapping around a border).
+        enough = self._bounded(math.ceil(2 * stats.backlog / self.settings.backlog_per_consumer))
         if total < wanted:
             self._idle_checks = 0
             if time.monotonic() < self._not_before:
                 return
             for _ in range(wanted - total):
                 await self.spawn()
-        elif total > wanted and live:
+        elif live and (total > self.settings.consumers_max or total > enough):
             self._idle_checks += 1
             if self._idle_checks >= IDLE_CHECKS_BEFORE_SHRINKING or total > self.settings.consumers_max:
                 self._idle_checks = 0
                 await self.stop_one(max(live, key=lambda p: p.started))
         else:
             self._idle_checks = 0
+
+    def _bounded(self, count: int) -> int:
+        return min(max(count, self.settings.consumers_min), self.settings.consumers_max)
 
     # --- processes ---
 

@@ -27,8 +27,10 @@ CONFIRM_WINDOW = 500
 
 
 def message_body(delivery: dict) -> bytes:
-    return json.dumps({"delivery_id": str(delivery["_id"]),
-                       "notification_id": str(delivery["notification_id"])}).encode()
+    """What a consumer needs to claim and send the delivery without reading it first."""
+    return json.dumps({"delivery_id": str(delivery["_id"]), "notification_id": str(delivery["notification_id"]),
+                       "user_id": delivery["user_id"], "channel": delivery["channel"],
+                       "is_express": delivery["is_express"]}).encode()
 
 
 def properties(delivery: dict, target: str) -> Basic.Properties:
@@ -47,11 +49,11 @@ class Publisher:
         self.settings = settings
         self.clock = clock
         self._tasks: set[asyncio.Task] = set()
+        self._confirmed: list = []
+        self._marking: asyncio.TimerHandle | None = None
 
     def submit(self, notification: dict, deliveries: list[dict], position: int = 0) -> None:
-        task = asyncio.get_running_loop().create_task(self.publish(deliveries, position))
-        self._tasks.add(task)
-        task.add_done_callback(self._forget)
+        self.submit_task(self.publish(deliveries, position))
 
     def _forget(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
@@ -62,6 +64,28 @@ class Publisher:
         """Wait for background publishes (at shutdown); what does not finish stays for the sweep."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
+        await self.mark_confirmed()
+
+    def _confirm(self, ids: list) -> None:
+        """Mark confirmed deliveries queued a little later, in bulk: by then most are claimed already (the
+        claim sets is_sent_to_queue itself), and a delivery that is no longer pending costs no write."""
+        self._confirmed.extend(ids)
+        if self._marking is None:
+            self._marking = asyncio.get_running_loop().call_later(
+                self.settings.outbox_grace / 2, lambda: self.submit_task(self.mark_confirmed()))
+
+    def submit_task(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._forget)
+
+    async def mark_confirmed(self) -> None:
+        if self._marking is not None:
+            self._marking.cancel()
+            self._marking = None
+        ids, self._confirmed = self._confirmed, []
+        if ids:
+            await self.deliveries.mark_queued(ids, self.clock.now())
 
     def _delay_ms(self, delivery: dict, index: int) -> int:
         """How long this delivery waits before reaching the work queue: pacing, for regular traffic only."""
@@ -74,7 +98,6 @@ class Publisher:
         """Publish `deliveries` (the ones at `position`... of one firing); returns how many were confirmed."""
         channel = await self.broker.channel()
         confirmed = 0
-        marking: asyncio.Task | None = None
         for start in range(0, len(deliveries), CONFIRM_WINDOW):
             window = deliveries[start:start + CONFIRM_WINDOW]
             plan = []
@@ -93,12 +116,8 @@ class Publisher:
                 failure = next((r for r in results if not isinstance(r, Basic.Ack)), None)
                 log.warning("broker did not confirm %d of %d messages (%r); the outbox sweep will retry",
                             len(plan) - len(acked), len(plan), failure)
-            if marking is not None:
-                await marking
-            marking = asyncio.get_running_loop().create_task(self.deliveries.mark_queued(acked, self.clock.now()))
+            self._confirm(acked)
             confirmed += len(acked)
-        if marking is not None:
-            await marking
         return confirmed
 
     async def _send(self, channel, delivery: dict, exchange: str, routing_key: str, target: str):

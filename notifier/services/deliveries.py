@@ -19,6 +19,8 @@ from pymongo import UpdateOne
 from ..store import Store
 
 IN_CHUNK = 1000
+# What a queue message carries, so a consumer needs no read to start on it.
+MESSAGE_FIELDS = {"_id": 1, "notification_id": 1, "user_id": 1, "channel": 1, "is_express": 1}
 
 
 def _chunks(ids: list, size: int = IN_CHUNK) -> Iterable[list]:
@@ -54,20 +56,26 @@ class Deliveries:
         """Deliveries stored (or due for a retry) more than `grace` seconds ago whose message the broker
         never confirmed: the outbox sweep publishes them again, tick after tick, until they go."""
         cutoff = now - timedelta(seconds=grace)
-        query = {"status": "pending", "is_sent_to_queue": False, "available_at": {"$lte": cutoff}}
-        projection = {"_id": 1, "notification_id": 1, "is_express": 1}
-        return await self.collection.find(query, projection).limit(limit).to_list(limit)
+        query = {"is_sent_to_queue": False, "available_at": {"$lte": cutoff}, "status": "pending"}
+        return await self.collection.find(query, MESSAGE_FIELDS).limit(limit).to_list(limit)
 
-    async def claim(self, ids: list[ObjectId], owner: str, now: datetime, lease: float) -> tuple[str, list[dict]]:
-        """Atomically take the deliveries that are still waiting; returns the claim token and the claimed ones."""
+    async def claim(self, ids: list[ObjectId], owner: str, now: datetime, lease: float) -> tuple[str, list[ObjectId]]:
+        """Atomically take the deliveries that are still waiting; returns the claim token and the ids taken."""
         token = new_claim_token()
-        await self.collection.update_many(
+        result = await self.collection.update_many(
             {"_id": {"$in": ids}, "status": {"$in": ["pending", "queued"]}},
             {"$set": {"status": "sending", "claim": token, "claimed_by": owner,
                       "lease_until": now + timedelta(seconds=lease), "is_sent_to_queue": True, "updated_at": now},
              "$inc": {"attempts": 1}})
-        claimed = await self.collection.find({"_id": {"$in": ids}, "claim": token}).to_list(None)
-        return token, claimed
+        if result.modified_count == len(ids):
+            return token, list(ids)
+        claimed = await self.collection.find({"_id": {"$in": ids}, "claim": token}, {"_id": 1}).to_list(None)
+        return token, [doc["_id"] for doc in claimed]
+
+    async def counters(self, ids: list[ObjectId]) -> dict[ObjectId, dict]:
+        """Attempts and deferrals of these deliveries (needed only when one has to be retried)."""
+        docs = await self.collection.find({"_id": {"$in": ids}}, {"attempts": 1, "deferrals": 1}).to_list(None)
+        return {doc["_id"]: doc for doc in docs}
 
     async def finish(self, token: str, now: datetime, sent: list[ObjectId],
                      changes: list[tuple[ObjectId, dict]]) -> None:
@@ -125,7 +133,7 @@ class Deliveries:
                                         "arrived, so it is not sent again (redrive to send anyway)"}})
             failed += result.modified_count
         held = await self.collection.find({"status": "sending", "claimed_by": consumer_id},
-                                          {"_id": 1, "notification_id": 1, "is_express": 1}).to_list(None)
+                                          MESSAGE_FIELDS).to_list(None)
         ids = [doc["_id"] for doc in held]
         for chunk in _chunks(ids):
             await self.collection.update_many(
@@ -138,8 +146,7 @@ class Deliveries:
         """Claims whose lease ran out (their consumer vanished without its pool noticing) go back to
         pending; returns them for publishing."""
         expired = await self.collection.find({"status": "sending", "lease_until": {"$lt": now}},
-                                             {"_id": 1, "notification_id": 1, "is_express": 1}
-                                             ).limit(limit).to_list(limit)
+                                             MESSAGE_FIELDS).limit(limit).to_list(limit)
         ids = [doc["_id"] for doc in expired]
         for chunk in _chunks(ids):
             await self.collection.update_many(

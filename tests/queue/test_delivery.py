@@ -44,7 +44,7 @@ async def test_email_reaches_every_recipient_once_rendered_with_unsubscribe_head
     delivery = (await api.get(f"/api/v1/notifications/{created['id']}/deliveries?limit=1", auth=admin.header)).body
     item = delivery["items"][0]
     assert item["status"] == "sent" and item["attempts"] == 1 and item["is_sent_to_queue"] is True
-    assert item["sent_at"] and item["queued_at"]
+    assert item["sent_at"]
 
 
 @pytest.mark.gen_test(timeout=90)

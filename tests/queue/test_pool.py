@@ -80,6 +80,7 @@ async def test_journal_of_a_dead_consumer_is_recovered(ctx, smtp):
     journal.close(remove=False)
     pool = ConsumerPool(ctx.settings, ctx.broker, ctx.topology, ctx.deliveries, ctx.publisher, ctx.clock)
     await pool.recover("host.1.1")
+    await ctx.publisher.drain(5)
     by_user = {d["user_id"]: d for d in await ctx.store.deliveries.find({}).to_list(None)}
     assert by_user["u0"]["status"] == "sent"
     assert (by_user["u1"]["status"], by_user["u1"]["reason"]) == ("failed", "interrupted")
@@ -117,15 +118,15 @@ async def test_existing_consumers_count_toward_the_maximum(ctx, settings):
 
 @pytest.mark.gen_test(timeout=90)
 @pytest.mark.parametrize("settings_overrides", [{"consumers_start": 1, "consumers_min": 1, "consumers_max": 3,
-                                                 "backlog_per_consumer": 50}], indirect=True)
+                                                 "backlog_per_consumer": 100}], indirect=True)
 async def test_pool_grows_with_backlog_and_shrinks_when_idle(ctx, smtp, workers):
-    users = await add_users(ctx, 400)
+    users = await add_users(ctx, 1000)  # more than the frozen consumer's prefetch: a ready backlog remains
     principal = await _admin_principal(ctx)
     async with _paused(ctx):
         await ctx.notifications.create(principal, {"title": "t", "text": "x", "channel": "email", "is_express": False,
                                                    "content_id": None, "recipients": users})
         await ctx.publisher.drain(10)
-        await ctx.pool.check()
+        await eventually(lambda: _grown(ctx, 3), timeout=20, message="pool grown to the maximum")
         assert len(ctx.pool.processes) == 3
     await eventually(lambda: _shrunk(ctx), timeout=60, message="pool back to the minimum")
 
@@ -144,6 +145,11 @@ class _paused:
     async def __aexit__(self, *exc):
         for process in self.ctx.pool.processes.values():
             process.process.send_signal(signal.SIGCONT)
+
+
+async def _grown(ctx, count):
+    await ctx.pool.check()
+    return len(ctx.pool.processes) == count
 
 
 async def _shrunk(ctx):

@@ -1,0 +1,49 @@
+"""One notification to N email recipients, from the API call to the last `sent`, through the real service."""
+
+from __future__ import annotations
+
+import time
+
+from .harness import Infra, add_users, admin_header
+
+POLL = 0.2
+
+
+def run(infra: Infra, n: int, consumers: int) -> dict:
+    service = infra.service(CONSUMERS_START=str(consumers), CONSUMERS_MIN=str(consumers),
+                            CONSUMERS_MAX=str(consumers))
+    try:
+        service.start()
+        auth = admin_header(service)
+        users = add_users(service, auth, n)
+        wait_consumers(service, auth, consumers)
+        infra.sink.reset()
+        started = time.time()
+        status, created = service.call("POST", "/api/v1/notifications", {
+            "title": "Hello {{ name }}", "text": "Your weekly digest is ready.", "channel": "email",
+            "recipients": users}, auth)
+        accepted = time.time()
+        assert status == 201, created
+        stats = infra.sink.wait_for(n, key=created["id"])
+        while True:
+            status, detail = service.call("GET", f"/api/v1/notifications/{created['id']}", None, auth)
+            if detail["counts"].get("sent", 0) == n:
+                break
+            time.sleep(POLL)
+        finished = time.time()
+        assert stats["duplicates"] == 0, stats
+        return {"rate": n / (finished - started), "api_seconds": accepted - started,
+                "last_received_after": stats["last"] - started, "all_sent_after": finished - started}
+    finally:
+        service.stop()
+        service.cleanup()
+
+
+def wait_consumers(service, auth: str, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, pool = service.call("GET", "/api/v1/system/consumers", None, auth)
+        if sum(1 for c in pool["consumers"] if c["ready"]) >= count:
+            return
+        time.sleep(0.2)
+    raise TimeoutError("consumers did not start")
