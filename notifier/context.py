@@ -23,6 +23,7 @@ from .services.admins import AdminService
 from .services.clients import ClientService
 from .services.deliveries import Deliveries
 from .services.notifications import NotificationService
+from .services.schedules import ScheduleService
 from .services.users import UserService
 from .settings import Settings
 from .store import Store, connect
@@ -46,6 +47,7 @@ class Context:
     clients: ClientService
     users: UserService
     notifications: NotificationService
+    schedules: ScheduleService
     readiness_checks: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
     pool: ConsumerPool | None = None
     jobs: Jobs = field(default_factory=Jobs)
@@ -58,6 +60,7 @@ class Context:
                                      self.clock)
             await self.pool.start()
             self.jobs.add("consumer pool", settings.pool_check_interval, self.pool.check)
+        self.jobs.add("schedules", settings.scheduler_tick, self.schedules.fire_due)
         self.jobs.add("outbox sweep", settings.outbox_sweep_interval,
                       lambda: self.publisher.sweep(settings.outbox_grace, limit=20000))
         self.jobs.add("lease reconciler", settings.reconcile_interval, self.reconcile_leases)
@@ -106,10 +109,12 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
     broker.start()
     deliveries = Deliveries(store)
     publisher = Publisher(broker, topology, deliveries, settings, clock)
+    notifications = NotificationService(store, settings, clock, publisher)
     return Context(
         settings=settings, clock=clock, store=store, keys=keys, auth=Authenticator(store, settings, keys),
         links=Links(keys, settings.public_url), topology=topology, broker=broker, publisher=publisher,
         deliveries=deliveries, admins=AdminService(store, clock), clients=ClientService(store, clock),
-        users=UserService(store, clock), notifications=NotificationService(store, settings, clock, publisher),
+        users=UserService(store, clock), notifications=notifications,
+        schedules=ScheduleService(store, settings, clock, notifications),
         readiness_checks={"mongodb": store.ping, "rabbitmq": broker.check},
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import zoneinfo
 
-from marshmallow import Schema, ValidationError, fields, validate, validates
+from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 from .domain import CHANNELS, STATUSES
 from .services.users import RESERVED_USER_IDS, USER_ID_RE
@@ -73,7 +73,7 @@ class AuthorSchema(Schema):
     name = fields.Str()
 
 
-class NotificationCreateSchema(Schema):
+class NotificationContentSchema(Schema):
     title = fields.Str(required=True, validate=validate.Length(1, 200),
                        metadata={"description": "Subject; may use {{ placeholders }}"})
     text = fields.Str(required=True, validate=validate.Length(1, 20000),
@@ -85,6 +85,9 @@ class NotificationCreateSchema(Schema):
     variables = fields.Dict(keys=fields.Str(validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")),
                             values=fields.Str(validate=validate.Length(0, 2000)),
                             load_default=dict, validate=validate.Length(max=50))
+
+
+class NotificationCreateSchema(NotificationContentSchema):
     recipients = fields.List(UserId(), required=True, validate=validate.Length(min=1),
                              metadata={"description": "User ids; duplicates are ignored"})
 
@@ -240,6 +243,94 @@ class InboxItemSchema(Schema):
 class InboxQuerySchema(PageQuerySchema):
     channel = fields.Str(validate=validate.OneOf(CHANNELS))
     unread = fields.Bool(metadata={"description": "Only items not yet marked read"})
+
+
+# --- schedules ------------------------------------------------------------------------------------
+
+UTC_ZONE = zoneinfo.ZoneInfo("UTC")
+
+
+class PeriodicitySchema(Schema):
+    cron = fields.Str(allow_none=True, validate=validate.Length(1, 200),
+                      metadata={"description": "Cron expression in `timezone`, e.g. `30 9 * * 1-5`"})
+    interval_seconds = fields.Int(allow_none=True, validate=validate.Range(1, 366 * 24 * 3600),
+                                  metadata={"description": "Fixed interval of real time (ignores DST)"})
+    timezone = fields.Str(validate=validate.Length(1, 64), metadata={"description": "IANA zone, default UTC"})
+    start_at = fields.AwareDateTime(allow_none=True, default_timezone=UTC_ZONE)
+    end_at = fields.AwareDateTime(allow_none=True, default_timezone=UTC_ZONE)
+    enabled = fields.Bool()
+    misfire_policy = fields.Str(validate=validate.OneOf(("skip", "run_once")),
+                                metadata={"description": "Occurrences missed while down: skip them, or fire "
+                                                         "the latest once within the grace window"})
+    misfire_grace_seconds = fields.Int(validate=validate.Range(0, 7 * 24 * 3600))
+    user_ids = fields.List(UserId(), validate=validate.Length(min=1))
+
+
+class ScheduleCreateSchema(PeriodicitySchema):
+    notification_id = fields.Str(validate=validate.Length(1, 64),
+                                 metadata={"description": "An existing notification to send each time"})
+    notification = fields.Nested(NotificationContentSchema,
+                                 metadata={"description": "Or the content of a new one (sent only by the schedule)"})
+    user_ids = fields.List(UserId(), required=True, validate=validate.Length(min=1))
+    timezone = fields.Str(load_default="UTC", validate=validate.Length(1, 64))
+    enabled = fields.Bool(load_default=True)
+    misfire_policy = fields.Str(load_default="run_once", validate=validate.OneOf(("skip", "run_once")))
+    misfire_grace_seconds = fields.Int(load_default=3600, validate=validate.Range(0, 7 * 24 * 3600))
+
+    @validates_schema
+    def _one_notification(self, data, **_):
+        if ("notification_id" in data) == ("notification" in data):
+            raise ValidationError("give either notification_id or notification", "notification_id")
+
+
+class ScheduleSchema(Schema):
+    id = Id()
+    notification_id = fields.Str()
+    user_ids = fields.List(fields.Str())
+    cron = fields.Str(allow_none=True)
+    interval_seconds = fields.Int(allow_none=True)
+    timezone = fields.Str()
+    start_at = fields.DateTime(allow_none=True)
+    end_at = fields.DateTime(allow_none=True)
+    enabled = fields.Bool()
+    misfire_policy = fields.Str()
+    misfire_grace_seconds = fields.Int()
+    next_run_at = fields.DateTime(allow_none=True)
+    last_run_at = fields.DateTime(allow_none=True)
+    fired = fields.Int()
+    skipped = fields.Int()
+    author = fields.Nested(AuthorSchema)
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class ScheduleListQuerySchema(PageQuerySchema):
+    enabled = fields.Bool()
+    notification_id = fields.Str(validate=validate.Length(1, 64))
+
+
+class PreviewQuerySchema(Schema):
+    n = fields.Int(load_default=10, validate=validate.Range(1, 100))
+
+
+class FireTimeSchema(Schema):
+    at = fields.Str(metadata={"description": "Local time in the schedule's zone, with its UTC offset"})
+    utc = fields.Str()
+    utc_offset = fields.Str()
+
+
+class PreviewSchema(Schema):
+    items = fields.List(fields.Nested(FireTimeSchema))
+
+
+class ScheduleRunSchema(Schema):
+    id = Id()
+    at = fields.DateTime()
+    status = fields.Str()
+    recipients = fields.Int()
+    instance = fields.Str()
+    claimed_at = fields.DateTime()
+    finished_at = fields.DateTime(allow_none=True)
 
 
 # --- health ----------------------------------------------------------------------------------------

@@ -28,6 +28,15 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("lease_until", ASCENDING)], partialFilterExpression={"status": "sending"}, name="leases"),
     ],
     "users": [IndexModel([("user_id", ASCENDING)], unique=True)],
+    "schedules": [
+        IndexModel([("enabled", ASCENDING), ("next_run_at", ASCENDING)]),
+        IndexModel([("author.id", ASCENDING), ("_id", DESCENDING)]),
+    ],
+    "schedule_runs": [
+        IndexModel([("schedule_id", ASCENDING), ("_id", DESCENDING)]),
+        IndexModel([("claimed_at", ASCENDING)], partialFilterExpression={"status": "firing"}, name="firing"),
+        IndexModel([("finished_at", ASCENDING)], expireAfterSeconds=90 * 24 * 3600, name="history"),
+    ],
 }
 
 
@@ -49,6 +58,8 @@ class Store:
         self.notifications = self.db["notifications"]
         self.deliveries = self.db["deliveries"]
         self.users = self.db["users"]
+        self.schedules = self.db["schedules"]
+        self.schedule_runs = self.db["schedule_runs"]
         self.meta = self.db["meta"]
 
     async def ensure_indexes(self) -> None:

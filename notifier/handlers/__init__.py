@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from . import docs, health, unsubscribe
-from .api import auth, clients, me, notifications, system, users
+from .api import auth, clients, me, notifications, schedules, system, users
 
-API_ROUTES = [*auth.routes, *notifications.routes, *users.routes, *clients.routes, *me.routes, *system.routes,
-              *health.routes]
+API_ROUTES = [*auth.routes, *notifications.routes, *schedules.routes, *users.routes, *clients.routes, *me.routes,
+              *system.routes, *health.routes]
 PAGE_ROUTES = [*unsubscribe.routes]

@@ -10,6 +10,7 @@ dies the consumer drains and exits too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -112,6 +113,7 @@ class Consumer:
         self.ready_announced = False
         self._active_batches = 0
         self.journal_pending = False
+        self.regular_turn = asyncio.Semaphore(1)
 
     async def start(self) -> None:
         settings = self.settings
@@ -127,7 +129,7 @@ class Consumer:
         self.sender = Sender(self.store, self.channels, Contacts(self.store, settings, self.http),
                              Links(keys, settings.public_url), self.journal)
         self.lanes = {REGULAR: Lane(REGULAR, settings.consumer_batch, settings.consumer_batch_wait, REGULAR_BATCHES,
-                                    self._process),
+                                    self._process_regular),
                       EXPRESS: Lane(EXPRESS, EXPRESS_BATCH, 0.0, 4, self._process)}
         self.lane_tasks = [asyncio.get_running_loop().create_task(lane.run()) for lane in self.lanes.values()]
         self.broker = BrokerConnection(settings.amqp_url, f"notifier-consumer-{self.consumer_id}",
@@ -151,7 +153,13 @@ class Consumer:
 
     # --- one batch ---
 
-    async def _process(self, batch: list[DeliveredMessage]) -> None:
+    async def _process_regular(self, batch: list[DeliveredMessage]) -> None:
+        await self._process(batch, self.regular_turn)
+
+    async def _process(self, batch: list[DeliveredMessage], turn: asyncio.Semaphore | None = None) -> None:
+        """Claim, send, record, ack. Regular batches take turns for the database (`turn`): the database
+        answers one request at a time, so a queue of regular writes would hold up every express claim."""
+        turn = turn or contextlib.nullcontext()
         self._active_batches += 1
         try:
             messages: dict[ObjectId, list[DeliveredMessage]] = {}
@@ -166,13 +174,15 @@ class Consumer:
                 payloads[payload["_id"]] = payload
             if not messages:
                 return
-            token, claimed_ids = await _retry_database(
-                lambda: self.deliveries.claim(list(messages), self.consumer_id, self.clock.now(),
-                                              self.settings.lease_seconds), self.stopping)
+            async with turn:
+                token, claimed_ids = await _retry_database(
+                    lambda: self.deliveries.claim(list(messages), self.consumer_id, self.clock.now(),
+                                                  self.settings.lease_seconds), self.stopping)
             if claimed_ids:
                 outcomes = await self.sender.attempt([payloads[i] for i in claimed_ids], token)
                 try:
-                    await self._settle(token, outcomes)
+                    async with turn:
+                        await self._settle(token, outcomes)
                 except PyMongoError:
                     # What was sent is only in the journal now: stop, so the pool records it from there.
                     log.critical("cannot record a batch's outcomes; stopping for the pool to recover them")

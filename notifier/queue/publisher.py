@@ -49,7 +49,7 @@ class Publisher:
         self.settings = settings
         self.clock = clock
         self._tasks: set[asyncio.Task] = set()
-        self._confirmed: list = []
+        self._confirmed: set = set()  # confirmed by the broker, not yet marked queued in the database
         self._marking: asyncio.TimerHandle | None = None
 
     def submit(self, notification: dict, deliveries: list[dict], position: int = 0) -> None:
@@ -69,7 +69,7 @@ class Publisher:
     def _confirm(self, ids: list) -> None:
         """Mark confirmed deliveries queued a little later, in bulk: by then most are claimed already (the
         claim sets is_sent_to_queue itself), and a delivery that is no longer pending costs no write."""
-        self._confirmed.extend(ids)
+        self._confirmed.update(ids)
         if self._marking is None:
             self._marking = asyncio.get_running_loop().call_later(
                 self.settings.outbox_grace / 2, lambda: self.submit_task(self.mark_confirmed()))
@@ -83,9 +83,12 @@ class Publisher:
         if self._marking is not None:
             self._marking.cancel()
             self._marking = None
-        ids, self._confirmed = self._confirmed, []
+        ids = list(self._confirmed)
         if ids:
-            await self.deliveries.mark_queued(ids, self.clock.now())
+            try:
+                await self.deliveries.mark_queued(ids, self.clock.now())
+            finally:
+                self._confirmed.difference_update(ids)
 
     def _delay_ms(self, delivery: dict, index: int) -> int:
         """How long this delivery waits before reaching the work queue: pacing, for regular traffic only."""
@@ -128,6 +131,7 @@ class Publisher:
     async def sweep(self, grace: float, limit: int) -> int:
         """Publish again what was stored but never confirmed; returns how many went this time."""
         due = await self.deliveries.due_for_publishing(self.clock.now(), grace, limit)
+        due = [d for d in due if d["_id"] not in self._confirmed]  # in the broker; the mark is on its way
         if not due:
             return 0
         published = 0

@@ -19,6 +19,7 @@ from pymongo import UpdateOne
 from ..store import Store
 
 IN_CHUNK = 1000
+MARK_CHUNK = 200  # the database answers one request at a time: keep background writes short
 # What a queue message carries, so a consumer needs no read to start on it.
 MESSAGE_FIELDS = {"_id": 1, "notification_id": 1, "user_id": 1, "channel": 1, "is_express": 1}
 
@@ -47,7 +48,7 @@ class Deliveries:
         self.collection = store.deliveries
 
     async def mark_queued(self, ids: list[ObjectId], now: datetime) -> None:
-        for chunk in _chunks(ids):
+        for chunk in _chunks(ids, MARK_CHUNK):
             await self.collection.update_many(
                 {"_id": {"$in": chunk}, "status": "pending"},
                 {"$set": {"status": "queued", "is_sent_to_queue": True, "queued_at": now, "updated_at": now}})

@@ -18,7 +18,7 @@ from ..store import Store
 from . import object_id
 from .paging import Page, newest_first
 
-INSERT_CHUNK = 1000
+INSERT_CHUNK = 250  # short writes: an express claim waits behind whatever the database is doing
 DUPLICATE_KEY = 11000
 ONE_OFF = ""  # the occurrence of a notification sent once (schedules name theirs)
 
@@ -55,7 +55,8 @@ class NotificationService:
 
     # --- writing ---
 
-    def _check(self, data: dict, recipients: list[str]) -> None:
+    def check(self, data: dict, recipients: list[str]) -> None:
+        """Raise Invalid for too many recipients or a placeholder nothing would fill."""
         if len(recipients) > self.settings.max_recipients:
             raise Invalid.field("recipients", f"at most {self.settings.max_recipients} per request")
         errors = {}
@@ -74,7 +75,7 @@ class NotificationService:
         finishes it if the first attempt stopped part-way.
         """
         recipients = list(dict.fromkeys(data["recipients"]))
-        self._check(data, recipients)
+        self.check(data, recipients)
         notification = {key: data[key] for key in ("title", "text", "channel", "is_express", "content_id")}
         notification.update(variables=data.get("variables") or {}, author=author.as_author(),
                             created_at=self.clock.now(), recipient_count=len(recipients), complete=False)
@@ -125,7 +126,7 @@ class NotificationService:
 
     async def add_recipients(self, principal: Principal, notification_id: str, user_ids: list[str]
                              ) -> tuple[int, int]:
-        notification = await self._visible(principal, notification_id)
+        notification = await self.visible(principal, notification_id)
         recipients = list(dict.fromkeys(user_ids))
         if len(recipients) > self.settings.max_recipients:
             raise Invalid.field("recipients", f"at most {self.settings.max_recipients} per request")
@@ -144,7 +145,7 @@ class NotificationService:
             return {}
         return {"author.kind": principal.role.value, "author.id": principal.id}
 
-    async def _visible(self, principal: Principal, notification_id: str) -> dict:
+    async def visible(self, principal: Principal, notification_id: str) -> dict:
         query = {"_id": object_id(notification_id, "Notification"), **self._visibility(principal)}
         notification = await self.store.notifications.find_one(query)
         if notification is None:
@@ -153,7 +154,7 @@ class NotificationService:
 
     async def get(self, principal: Principal, notification_id: str) -> dict:
         """The notification with its deliveries counted by status, and skips/failures by reason."""
-        notification = await self._visible(principal, notification_id)
+        notification = await self.visible(principal, notification_id)
         counts: dict[str, int] = {}
         reasons: dict[str, int] = {}
         pipeline = [{"$match": {"notification_id": notification["_id"]}},
@@ -185,7 +186,7 @@ class NotificationService:
         return await newest_first(self.store.notifications, conditions, query["limit"], query.get("cursor"))
 
     async def deliveries(self, principal: Principal, notification_id: str, query: dict) -> Page:
-        notification = await self._visible(principal, notification_id)
+        notification = await self.visible(principal, notification_id)
         conditions: dict = {"notification_id": notification["_id"]}
         for name in ("status", "user_id"):
             if name in query:
