@@ -154,11 +154,13 @@ class ScheduleService:
         if not due:
             return 0
         slots = asyncio.Semaphore(FIRING_AT_ONCE)
+        notification_ids = list({schedule["notification_id"] for schedule in due})
+        notifications = {n["_id"]: n async for n in self.store.notifications.find({"_id": {"$in": notification_ids}})}
 
         async def one(schedule: dict) -> bool:
             async with slots:
                 try:
-                    return await self._fire(schedule, now)
+                    return await self._fire(schedule, now, notifications.get(schedule["notification_id"]))
                 except Exception:
                     log.exception("schedule %s: firing failed; the next tick tries again", schedule["_id"])
                     return False
@@ -166,7 +168,7 @@ class ScheduleService:
         fired = await asyncio.gather(*(one(schedule) for schedule in due))
         return sum(fired)
 
-    async def _fire(self, schedule: dict, now: datetime) -> bool:
+    async def _fire(self, schedule: dict, now: datetime, notification: dict | None) -> bool:
         due_at = schedule["next_run_at"]
         recurrence = recurrence_of(schedule)
         occurrence = due_at
@@ -182,7 +184,7 @@ class ScheduleService:
             occurrence = latest
         if not await self._claim_run(schedule, occurrence, now):
             return False
-        await self._deliver(schedule, occurrence)
+        await self._deliver(schedule, occurrence, notification)
         await self.store.schedule_runs.update_one({"_id": run_key(schedule["_id"], occurrence)},
                                                   {"$set": {"status": "done", "finished_at": self.clock.now()}})
         await self._advance(schedule, due_at, recurrence.next_after(max(occurrence, now)), fired_at=occurrence)
@@ -202,7 +204,8 @@ class ScheduleService:
                 schedule = await self.store.schedules.find_one({"_id": run["schedule_id"]})
                 if schedule is not None:
                     log.warning("schedule %s: finishing the stalled firing %s", schedule["_id"], run["_id"])
-                    await self._deliver(schedule, run["at"])
+                    notification = await self.store.notifications.find_one({"_id": schedule["notification_id"]})
+                    await self._deliver(schedule, run["at"], notification)
                 await self.store.schedule_runs.update_one({"_id": run["_id"]},
                                                           {"$set": {"status": "done", "finished_at": self.clock.now()}})
             except Exception:
@@ -234,17 +237,14 @@ class ScheduleService:
             {"$set": {"claimed_at": now, "instance": self.instance}})
         return taken.modified_count == 1
 
-    async def _deliver(self, schedule: dict, occurrence: datetime) -> None:
-        notification = await self.store.notifications.find_one({"_id": schedule["notification_id"]})
+    async def _deliver(self, schedule: dict, occurrence: datetime, notification: dict | None) -> None:
+        """The occurrence's deliveries, one per user (the notification's counts include them; its
+        recipient_count stays the number of recipients it was sent to directly)."""
         if notification is None:
             log.error("schedule %s: its notification is gone; disabling it", schedule["_id"])
             await self.store.schedules.update_one({"_id": schedule["_id"]}, {"$set": {"enabled": False}})
             return
-        added, _ = await self.notifications.add_deliveries(notification, schedule["user_ids"],
-                                                           run_key(schedule["_id"], occurrence))
-        if added:
-            await self.store.notifications.update_one({"_id": notification["_id"]},
-                                                      {"$inc": {"recipient_count": added}})
+        await self.notifications.add_deliveries(notification, schedule["user_ids"], run_key(schedule["_id"], occurrence))
 
     async def _advance(self, schedule: dict, due_at: datetime, following: datetime | None,
                        fired_at: datetime | None = None, skipped: bool = False, count: bool = True) -> None:

@@ -8,7 +8,7 @@ import platform
 import sys
 import time
 
-from . import ceilings, fanout
+from . import ceilings, fanout, scheduler
 from .harness import Infra, Steal, summary, table, write_results
 
 
@@ -46,7 +46,30 @@ def bench_fanout(infra: Infra, args) -> dict:
     return figures
 
 
-BENCHES = {"fanout": bench_fanout}
+def bench_scheduler(infra: Infra, args) -> dict:
+    n = args.schedules
+    results = {"scheduler": [], "bare": [], "steal": []}
+    for run in range(args.runs):
+        steal = Steal()
+        measured = scheduler.measure(infra.mongo_url, n)
+        for name, value in measured.items():
+            results[name].append(value)
+        results["steal"].append(steal.percent())
+        print(f"run {run + 1}: {measured['scheduler']:.0f} schedules fired/s, bare database work "
+              f"{measured['bare']:.0f}/s", flush=True)
+    figures = {name: summary(values) for name, values in results.items()}
+    figures["ratio_to_bare"] = summary([a / b for a, b in zip(results["scheduler"], results["bare"])])
+    rows = [("figure", "median", "min", "max")]
+    for name, label, fmt in (("scheduler", "fired /s", "{:.0f}"), ("bare", "bare firing work /s", "{:.0f}"),
+                             ("ratio_to_bare", "scheduler / bare", "{:.2f}"), ("steal", "CPU steal %", "{:.1f}")):
+        f = figures[name]
+        rows.append((label, fmt.format(f["median"]), fmt.format(f["min"]), fmt.format(f["max"])))
+    print(f"\n{n} schedules due in one tick, {args.runs} runs")
+    print(table(rows))
+    return figures
+
+
+BENCHES = {"fanout": bench_fanout, "scheduler": bench_scheduler}
 
 
 def main(argv=None) -> int:
@@ -55,6 +78,7 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=10000, help="recipients / messages per run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--consumers", type=int, default=2)
+    parser.add_argument("--schedules", type=int, default=1000, help="schedules due at once (scheduler)")
     args = parser.parse_args(argv)
     output = {"machine": machine(), "n": args.n, "runs": args.runs}
     with Infra() as infra:
