@@ -32,6 +32,7 @@ setup(
             "pytest-tornado>=0.8,<0.9",
             "setuptools<82",  # pytest-tornado imports pkg_resources
             "aiosmtpd>=1.4,<2",
+            "playwright>=1.45,<2",  # drives Debian's Chromium; never downloads a browser
         ],
     },
     entry_points={"console_scripts": ["notifier = notifier.__main__:main"]},

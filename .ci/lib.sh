@@ -59,3 +59,10 @@ ensure_venv() {
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$REPO[$1]"
     (cd "$REPO" && "$VENV/bin/notifier" fetch-assets >/dev/null)
 }
+
+ensure_chromium() {
+    # Browser tests drive Debian's Chromium through playwright (no browser download).
+    if [ ! -x /usr/bin/chromium ]; then
+        apt_install chromium chromium-driver
+    fi
+}

@@ -7,6 +7,7 @@ from pathlib import Path
 import tornado.web
 
 from .handlers import API_ROUTES, PAGE_ROUTES, docs
+from .handlers.admin import UI_MODULES
 from .handlers.base import NotFoundHandler
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -19,4 +20,10 @@ def make_app(ctx) -> tornado.web.Application:
         openapi=docs.build_spec(API_ROUTES),
         template_path=str(TEMPLATES),
         default_handler_class=NotFoundHandler,
+        cookie_secret=ctx.keys.derive("admin-cookies").hex(),
+        xsrf_cookies=True,
+        xsrf_cookie_kwargs={"httponly": True, "samesite": "Strict",
+                            "secure": ctx.settings.public_url.startswith("https://")},
+        login_url="/admin/login",
+        ui_modules=UI_MODULES,
     )

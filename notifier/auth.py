@@ -230,12 +230,12 @@ class Authenticator:
             return False
 
     async def issue_admin_token(self, principal: Principal) -> tuple[str, int]:
-        admin = await self.store.admins.find_one({"_id": ObjectId(principal.id)}, {"token_version": 1})
+        version = await self.admin_version(principal)
         now = int(time.time())
         ttl = self.settings.admin_jwt_ttl
         claims = {"sub": principal.id, "name": principal.name, "iat": now, "nbf": now, "exp": now + ttl,
                   "iss": ADMIN_TOKEN_ISSUER, "aud": ADMIN_TOKEN_AUDIENCE,
-                  "ver": (admin or {}).get("token_version", 0), "jti": secrets.token_hex(8)}
+                  "ver": version, "jti": secrets.token_hex(8)}
         token = jwt.encode(claims, self.keys.admin_jwt, algorithm="HS256", headers={"kid": ADMIN_TOKEN_KID})
         return token, ttl
 
@@ -250,10 +250,22 @@ class Authenticator:
             raise Unauthenticated(f"Invalid token: {exc}") from None
         except (InvalidId, TypeError):
             raise Unauthenticated("Invalid token: bad subject") from None
-        admin = await self.store.admins.find_one({"_id": admin_id})
-        if not admin or not admin.get("active", True) or admin.get("token_version", 0) != claims.get("ver"):
+        principal = await self.admin_session(admin_id, claims.get("ver"))
+        if principal is None:
             raise Unauthenticated("Invalid token: revoked")
+        return principal
+
+    async def admin_session(self, admin_id: ObjectId, version) -> Principal | None:
+        """The admin behind a token or admin-page session, if still active and not logged out since
+        (a password change or deactivation bumps token_version)."""
+        admin = await self.store.admins.find_one({"_id": admin_id})
+        if not admin or not admin.get("active", True) or admin.get("token_version", 0) != version:
+            return None
         return Principal(Role.ADMIN, str(admin["_id"]), admin["username"])
+
+    async def admin_version(self, principal: Principal) -> int:
+        admin = await self.store.admins.find_one({"_id": ObjectId(principal.id)}, {"token_version": 1})
+        return (admin or {}).get("token_version", 0)
 
     # --- end-user tokens, issued by the external auth server ---
 

@@ -19,11 +19,12 @@ from .queue.connection import BrokerConnection
 from .queue.pool import ConsumerPool
 from .queue.publisher import Publisher
 from .queue.topology import Topology
-from .services.admins import AdminService
+from .services.admins import AdminLogin, AdminService, LoginGuard
 from .services.clients import ClientService
-from .services.deliveries import Deliveries
+from .services.deliveries import Deliveries, Parked
 from .services.notifications import NotificationService
 from .services.schedules import ScheduleService
+from .services.stats import DashboardStats
 from .services.users import UserService
 from .settings import Settings
 from .store import Store, connect
@@ -48,6 +49,9 @@ class Context:
     users: UserService
     notifications: NotificationService
     schedules: ScheduleService
+    login: AdminLogin
+    parked: Parked
+    stats: DashboardStats
     readiness_checks: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
     pool: ConsumerPool | None = None
     jobs: Jobs = field(default_factory=Jobs)
@@ -65,6 +69,13 @@ class Context:
                       lambda: self.publisher.sweep(settings.outbox_grace, limit=20000))
         self.jobs.add("lease reconciler", settings.reconcile_interval, self.reconcile_leases)
         self.jobs.start()
+
+    async def redrive(self, actor: str, **selection) -> int:
+        """Send failed deliveries again (all, by reason/notification, or by id), with an audit entry."""
+        chosen = await self.parked.redrive(actor, self.clock.now(), **selection)
+        if chosen:
+            self.publisher.submit({}, chosen)
+        return len(chosen)
 
     async def reconcile_leases(self) -> int:
         released = await self.deliveries.release_expired(self.clock.now())
@@ -110,11 +121,13 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
     deliveries = Deliveries(store)
     publisher = Publisher(broker, topology, deliveries, settings, clock)
     notifications = NotificationService(store, settings, clock, publisher)
+    auth = Authenticator(store, settings, keys)
     return Context(
-        settings=settings, clock=clock, store=store, keys=keys, auth=Authenticator(store, settings, keys),
+        settings=settings, clock=clock, store=store, keys=keys, auth=auth,
         links=Links(keys, settings.public_url), topology=topology, broker=broker, publisher=publisher,
         deliveries=deliveries, admins=AdminService(store, clock), clients=ClientService(store, clock),
         users=UserService(store, clock), notifications=notifications,
         schedules=ScheduleService(store, settings, clock, notifications),
+        login=AdminLogin(auth, LoginGuard(store, clock)), parked=Parked(store), stats=DashboardStats(store, clock),
         readiness_checks={"mongodb": store.ping, "rabbitmq": broker.check},
     )

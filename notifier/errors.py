@@ -44,6 +44,14 @@ class UnsupportedMediaType(DomainError):
     """The request body is not JSON."""
 
 
+class TooManyAttempts(DomainError):
+    """Too many failed logins from one address: wait before trying again."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Unavailable(DomainError):
     """A backing service (database, broker) cannot be reached right now; retry later."""
 

@@ -25,7 +25,8 @@ HTTP_DRAIN_SECONDS = 10.0
 
 def make_http_server(app, settings: Settings) -> HTTPServer:
     # Handlers enforce MAX_BODY_BYTES themselves with a JSON 413; this is only the hard ceiling.
-    return HTTPServer(app, xheaders=True, max_body_size=max(settings.max_body_bytes, 16 * 1024 * 1024))
+    return HTTPServer(app, xheaders=settings.trust_proxy_headers,
+                      max_body_size=max(settings.max_body_bytes, 16 * 1024 * 1024))
 
 
 async def run(settings: Settings) -> None:

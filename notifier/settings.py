@@ -128,6 +128,9 @@ class Settings:
     public_url: str = setting("http://localhost:8004",
                               "Base URL users reach this service at (used in unsubscribe links).",
                               _url("http", "https"))
+    trust_proxy_headers: bool = setting("false", "Take the client address from X-Forwarded-For/X-Real-IP "
+                                        "(only behind a proxy that sets them).", _bool)
+    admin_session_hours: float = setting("12", "How long an admin stays logged in to /admin/.", _float(0.05))
     max_body_bytes: int = setting("8388608", "Largest accepted JSON request body; larger gets 413.",
                                   _int(1024))
     assets_dir: str = setting("./var/assets", "Where `notifier fetch-assets` puts ReDoc for /api/schema/redoc/.")

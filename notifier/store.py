@@ -32,6 +32,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("enabled", ASCENDING), ("next_run_at", ASCENDING)]),
         IndexModel([("author.id", ASCENDING), ("_id", DESCENDING)]),
     ],
+    "login_failures": [IndexModel([("since", ASCENDING)], expireAfterSeconds=24 * 3600)],
+    "audit": [IndexModel([("at", DESCENDING)])],
     "schedule_runs": [
         IndexModel([("schedule_id", ASCENDING), ("_id", DESCENDING)]),
         IndexModel([("claimed_at", ASCENDING)], partialFilterExpression={"status": "firing"}, name="firing"),
@@ -60,6 +62,8 @@ class Store:
         self.users = self.db["users"]
         self.schedules = self.db["schedules"]
         self.schedule_runs = self.db["schedule_runs"]
+        self.login_failures = self.db["login_failures"]
+        self.audit = self.db["audit"]
         self.meta = self.db["meta"]
 
     async def ensure_indexes(self) -> None:

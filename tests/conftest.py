@@ -83,7 +83,7 @@ async def delete_topology(amqp_url: str, topology) -> None:
     connection = await aiormq.connect(amqp_url)
     try:
         channel = await connection.channel()
-        pace = [topology.pace_queue(ms) for ms in topology._pace_declared]
+        pace = [topology.pace_queue(ms) for ms in topology.pace_declared]
         for queue in [*topology.all_queues(), *pace]:
             await channel.queue_delete(queue)
         await channel.exchange_delete(topology.exchange)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from . import docs, health, unsubscribe
+from . import admin, docs, health, unsubscribe
 from .api import auth, clients, me, notifications, schedules, system, users
 
 API_ROUTES = [*auth.routes, *notifications.routes, *schedules.routes, *users.routes, *clients.routes, *me.routes,
               *system.routes, *health.routes]
-PAGE_ROUTES = [*unsubscribe.routes]
+PAGE_ROUTES = [*unsubscribe.routes, *admin.routes]

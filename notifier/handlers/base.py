@@ -12,14 +12,14 @@ from marshmallow import Schema, ValidationError
 from pymongo.errors import ConnectionFailure
 
 from ..auth import PUBLIC, Principal, allowed
-from ..errors import (Conflict, DomainError, Forbidden, Invalid, NotFound, PayloadTooLarge, Unauthenticated,
-                      Unavailable, UnsupportedMediaType)
+from ..errors import (Conflict, DomainError, Forbidden, Invalid, NotFound, PayloadTooLarge, TooManyAttempts,
+                      Unauthenticated, Unavailable, UnsupportedMediaType)
 
 log = logging.getLogger(__name__)
 
 ERROR_STATUS: list[tuple[type[DomainError], int]] = [
     (Invalid, 400), (Unauthenticated, 401), (Forbidden, 403), (NotFound, 404), (Conflict, 409),
-    (PayloadTooLarge, 413), (UnsupportedMediaType, 415), (Unavailable, 503),
+    (PayloadTooLarge, 413), (UnsupportedMediaType, 415), (TooManyAttempts, 429), (Unavailable, 503),
 ]
 WWW_AUTHENTICATE = 'Basic realm="notifier", Bearer realm="notifier"'
 
@@ -31,6 +31,14 @@ def as_domain_error(exc: BaseException) -> DomainError | None:
     if isinstance(exc, ConnectionFailure):
         return Unavailable("The database is unavailable; retry shortly")
     return None
+
+
+def load(schema: type[Schema], data: Any, what: str = "request body") -> dict:
+    """Validate input with a marshmallow schema; field errors become one Invalid naming the fields."""
+    try:
+        return schema().load(data)
+    except ValidationError as exc:
+        raise Invalid(f"Invalid {what}", exc.messages) from None
 
 
 def error_status(error: DomainError) -> int:
@@ -86,6 +94,9 @@ class APIHandler(BaseHandler):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
 
+    def check_xsrf_cookie(self) -> None:
+        """The API authenticates every request by its Authorization header, never by cookie: no CSRF."""
+
     def _endpoint(self) -> Endpoint | None:
         return getattr(getattr(self, self.request.method.lower(), None), "endpoint", None)
 
@@ -130,19 +141,13 @@ class APIHandler(BaseHandler):
         data = self.json_body()
         if not isinstance(data, dict):
             raise Invalid("Request body must be a JSON object", {"body": ["must be a JSON object"]})
-        try:
-            return schema().load(data)
-        except ValidationError as exc:
-            raise Invalid("Invalid request body", exc.messages) from None
+        return load(schema, data)
 
     def load_query(self) -> dict:
         schema = self._endpoint().query
         arguments = {name: values[-1].decode("utf-8", "replace")
                      for name, values in self.request.query_arguments.items()}
-        try:
-            return schema().load(arguments)
-        except ValidationError as exc:
-            raise Invalid("Invalid query parameters", exc.messages) from None
+        return load(schema, arguments, "query parameters")
 
     # --- output ---
 
@@ -167,7 +172,7 @@ class APIHandler(BaseHandler):
             self.set_status(status_code)
             if isinstance(error, Unauthenticated):
                 self.set_header("WWW-Authenticate", WWW_AUTHENTICATE)
-            if isinstance(error, Unavailable):
+            if isinstance(error, (Unavailable, TooManyAttempts)):
                 self.set_header("Retry-After", str(error.retry_after))
             body = {"message": error.message, "errors": error.errors}
         elif isinstance(exc, tornado.web.HTTPError):

@@ -27,7 +27,7 @@ class Topology:
         self.parked = prefix + "parked"
         self.retry_schedule_ms = tuple(max(1, round(seconds * 1000)) for seconds in retry_delays)
         self.retry_delays_ms = tuple(sorted(set(self.retry_schedule_ms)))
-        self._pace_declared: dict[int, float] = {}
+        self.pace_declared: dict[int, float] = {}
 
     def retry_queue(self, target: str, delay_ms: int) -> str:
         return f"{self.prefix}delay.{target}.{delay_ms}"
@@ -49,7 +49,7 @@ class Topology:
         for target in (EXPRESS, REGULAR):
             for delay_ms in self.retry_delays_ms:
                 await self._declare_delay(channel, self.retry_queue(target, delay_ms), target, delay_ms)
-        self._pace_declared.clear()
+        self.pace_declared.clear()
 
     async def _declare_delay(self, channel, queue: str, target: str, delay_ms: int, idle_ms: int = 0) -> None:
         arguments = {"x-message-ttl": delay_ms, "x-dead-letter-exchange": self.exchange,
@@ -66,9 +66,9 @@ class Topology:
         """
         queue = self.pace_queue(delay_ms)
         now = time.monotonic()
-        if now - self._pace_declared.get(delay_ms, -PACE_REDECLARE_SECONDS) >= PACE_REDECLARE_SECONDS:
+        if now - self.pace_declared.get(delay_ms, -PACE_REDECLARE_SECONDS) >= PACE_REDECLARE_SECONDS:
             await self._declare_delay(channel, queue, REGULAR, delay_ms, idle_ms=PACE_QUEUE_IDLE_MS)
-            self._pace_declared[delay_ms] = now
+            self.pace_declared[delay_ms] = now
         return queue
 
     def retry_delay_ms(self, attempt: int) -> int:

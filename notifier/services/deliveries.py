@@ -156,3 +156,46 @@ class Deliveries:
                           "updated_at": now, "lease_until": None,
                           "last_error": "lease expired: the consumer stopped answering mid-send"}})
         return expired
+
+
+class Parked:
+    """Deliveries that failed for good (their copies wait in the parking queue): list them, send them again."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    @staticmethod
+    def _query(reason: str | None = None, notification_id: ObjectId | None = None) -> dict:
+        query: dict = {"status": "failed"}
+        if reason:
+            query["reason"] = reason
+        if notification_id is not None:
+            query["notification_id"] = notification_id
+        return query
+
+    async def list(self, limit: int, cursor: str | None, reason: str | None = None,
+                   notification_id: ObjectId | None = None):
+        from .paging import newest_first
+        return await newest_first(self.store.deliveries, self._query(reason, notification_id), limit, cursor)
+
+    async def redrive(self, actor: str, now: datetime, ids: list[ObjectId] | None = None, reason: str | None = None,
+                      notification_id: ObjectId | None = None) -> list[dict]:
+        """Give failed deliveries a fresh set of attempts; returns them for publishing. Audited."""
+        query = self._query(reason, notification_id)
+        if ids is not None:
+            query["_id"] = {"$in": ids}
+        chosen = await self.store.deliveries.find(query, MESSAGE_FIELDS).to_list(None)
+        chosen_ids = [d["_id"] for d in chosen]
+        for chunk in _chunks(chosen_ids, 200):
+            await self.store.deliveries.update_many(
+                {"_id": {"$in": chunk}, "status": "failed"},
+                {"$set": {"status": "pending", "is_sent_to_queue": False, "attempts": 0, "reason": None,
+                          "available_at": now, "updated_at": now, "claim": None}})
+        await self.store.audit.insert_one({
+            "at": now, "actor": actor, "action": "redrive", "count": len(chosen_ids),
+            "filter": {"ids": [str(i) for i in ids] if ids is not None else None, "reason": reason,
+                       "notification_id": str(notification_id) if notification_id else None}})
+        return chosen
+
+    async def audit(self, limit: int = 20) -> list[dict]:
+        return await self.store.audit.find({}).sort("at", -1).limit(limit).to_list(limit)

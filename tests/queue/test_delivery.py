@@ -143,7 +143,7 @@ async def test_pacing_spreads_a_large_notification(api, admin, ctx, smtp, worker
         earliest = started + (index // 100) * 0.4
         assert sent_at >= earliest - 0.05, f"message {index} sent {earliest - sent_at:.3f}s before its batch"
     assert sent_times[-1] - started >= 9 * 0.4 - 0.05
-    pace_queues = {ctx.topology.pace_queue(ms) for ms in ctx.topology._pace_declared}
+    pace_queues = {ctx.topology.pace_queue(ms) for ms in ctx.topology.pace_declared}
     assert len(pace_queues) == 9
 
 
@@ -153,7 +153,7 @@ async def test_express_is_never_paced(api, admin, ctx, smtp, workers):
     users = await add_users(ctx, 50)
     created = await create(api, admin, users, is_express=True)
     assert await settled(ctx, ObjectId(created["id"]), 50, timeout=20) == {"sent": 50}
-    assert ctx.topology._pace_declared == {}
+    assert ctx.topology.pace_declared == {}
 
 
 @pytest.mark.gen_test(timeout=90)

@@ -13,10 +13,10 @@ def _token(token: str, ttl: int) -> dict:
 
 class TokenHandler(APIHandler):
     @endpoint(PUBLIC, "Exchange an admin username and password for a JWT", body=TokenRequestSchema,
-              response=TokenSchema, tags=("auth",), errors=(400, 401))
+              response=TokenSchema, tags=("auth",), errors=(400, 401, 429))
     async def post(self):
         data = self.load_body()
-        admin = await self.ctx.auth.login_admin(data["username"], data["password"])
+        admin = await self.ctx.login.login(data["username"], data["password"], self.request.remote_ip)
         self.respond(_token(*await self.ctx.auth.issue_admin_token(admin)))
 
 

@@ -1,0 +1,42 @@
+"""Logging in and out of the admin."""
+
+from __future__ import annotations
+
+from ...errors import TooManyAttempts, Unauthenticated
+from .base import AdminHandler
+
+
+class LoginHandler(AdminHandler):
+    login_required = False
+
+    def get(self):
+        if self.current_user is not None:
+            self.redirect("/admin/")
+            return
+        self.page("login.html", values={}, errors={}, message=None, next=self.get_query_argument("next", "/admin/"))
+
+    async def post(self):
+        values = self.form()
+        target = values.get("next") or "/admin/"
+        if not target.startswith("/admin"):
+            target = "/admin/"
+        try:
+            admin = await self.ctx.login.login(values.get("username", ""), values.get("password", ""),
+                                               self.request.remote_ip)
+        except Unauthenticated as exc:
+            self.page("login.html", status=401, values={"username": values.get("username", "")}, errors={},
+                      message=exc.message, next=target)
+            return
+        except TooManyAttempts as exc:
+            self.set_header("Retry-After", str(exc.retry_after))
+            self.page("login.html", status=429, values={"username": values.get("username", "")}, errors={},
+                      message=exc.message, next=target)
+            return
+        await self.start_session(admin)
+        self.redirect(target)
+
+
+class LogoutHandler(AdminHandler):
+    def post(self):
+        self.end_session()
+        self.redirect(self.get_login_url())
