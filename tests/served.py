@@ -93,22 +93,25 @@ class Served:
         self.process.send_signal(sig)
         return self.process.wait(timeout)
 
-    def cleanup(self) -> None:
+    def cleanup(self, max_recipients: int = 10000) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
         for pid in self.consumer_pids():
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        asyncio.run(delete_queues(self.env["AMQP_URL"], self.prefix))
+        asyncio.run(delete_queues(self.env["AMQP_URL"], self.prefix, max_recipients, Settings.from_env(self.env)))
 
 
-async def delete_queues(amqp_url: str, prefix: str) -> None:
-    topology = Topology(prefix, Settings.from_env({}).retry_delays)
+async def delete_queues(amqp_url: str, prefix: str, max_recipients: int = 0, settings: Settings | None = None) -> None:
+    """Every queue a service with this prefix (and these settings) may have declared."""
+    settings = settings or Settings.from_env({})
+    topology = Topology(prefix, settings.retry_delays)
+    pace = topology.pace_queues_for(max_recipients, settings.pacing_batch, settings.pacing_interval)
     connection = await aiormq.connect(amqp_url)
     try:
         channel = await connection.channel()
-        for queue in topology.all_queues():
+        for queue in [*topology.all_queues(), *pace]:
             await channel.queue_delete(queue)
         await channel.exchange_delete(topology.exchange)
     finally:

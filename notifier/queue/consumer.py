@@ -33,7 +33,7 @@ from ..keys import load_keys
 from ..links import Links
 from ..logs import setup_logging
 from ..services.contacts import Contacts
-from ..services.deliveries import Deliveries
+from ..services.deliveries import Deliveries, new_claim_token
 from ..services.sending import DEFER, FAILED, RETRY, SENT, SKIPPED, Outcome, Sender
 from ..settings import Settings
 from ..store import Store, connect
@@ -174,10 +174,11 @@ class Consumer:
                 payloads[payload["_id"]] = payload
             if not messages:
                 return
+            token = new_claim_token()
             async with turn:
-                token, claimed_ids = await _retry_database(
+                claimed_ids = await _retry_database(
                     lambda: self.deliveries.claim(list(messages), self.consumer_id, self.clock.now(),
-                                                  self.settings.lease_seconds), self.stopping)
+                                                  self.settings.lease_seconds, token), self.stopping)
             if claimed_ids:
                 outcomes = await self.sender.attempt([payloads[i] for i in claimed_ids], token)
                 try:

@@ -14,7 +14,7 @@ import aiormq
 EXPRESS, REGULAR = "express", "regular"
 MAX_PRIORITY = 10
 PRIORITY = {EXPRESS: 9, REGULAR: 1}
-PACE_QUEUE_IDLE_MS = 10 * 60 * 1000
+PACE_QUEUE_IDLE_MS = 5 * 60 * 1000
 PACE_REDECLARE_SECONDS = 60.0
 PARKED_TTL_MS = 7 * 24 * 3600 * 1000
 
@@ -34,6 +34,11 @@ class Topology:
 
     def pace_queue(self, delay_ms: int) -> str:
         return f"{self.prefix}pace.{delay_ms}"
+
+    def pace_queues_for(self, recipients: int, batch: int, interval: float) -> list[str]:
+        """Every pace tier a fan-out of `recipients` could use (for cleaning up after tests)."""
+        batches = -(-recipients // batch) if batch else 0
+        return [self.pace_queue(round(k * interval * 1000)) for k in range(1, batches)]
 
     def all_queues(self) -> list[str]:
         """Every queue declared at startup (pace queues come and go with use)."""

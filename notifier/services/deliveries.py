@@ -60,18 +60,21 @@ class Deliveries:
         query = {"is_sent_to_queue": False, "available_at": {"$lte": cutoff}, "status": "pending"}
         return await self.collection.find(query, MESSAGE_FIELDS).limit(limit).to_list(limit)
 
-    async def claim(self, ids: list[ObjectId], owner: str, now: datetime, lease: float) -> tuple[str, list[ObjectId]]:
-        """Atomically take the deliveries that are still waiting; returns the claim token and the ids taken."""
-        token = new_claim_token()
+    async def claim(self, ids: list[ObjectId], owner: str, now: datetime, lease: float, token: str
+                    ) -> list[ObjectId]:
+        """Atomically take the deliveries that are still waiting; returns the ids taken with `token`.
+
+        Safe to repeat with the same token: a claim that was applied but whose answer was lost (the
+        database went away mid-request) is found again by its token."""
         result = await self.collection.update_many(
             {"_id": {"$in": ids}, "status": {"$in": ["pending", "queued"]}},
             {"$set": {"status": "sending", "claim": token, "claimed_by": owner,
                       "lease_until": now + timedelta(seconds=lease), "is_sent_to_queue": True, "updated_at": now},
              "$inc": {"attempts": 1}})
         if result.modified_count == len(ids):
-            return token, list(ids)
+            return list(ids)
         claimed = await self.collection.find({"_id": {"$in": ids}, "claim": token}, {"_id": 1}).to_list(None)
-        return token, [doc["_id"] for doc in claimed]
+        return [doc["_id"] for doc in claimed]
 
     async def counters(self, ids: list[ObjectId]) -> dict[ObjectId, dict]:
         """Attempts and deferrals of these deliveries (needed only when one has to be retried)."""

@@ -36,7 +36,7 @@ def run(infra: Infra, n: int, consumers: int) -> dict:
                 "last_received_after": stats["last"] - started, "all_sent_after": finished - started}
     finally:
         service.stop()
-        service.cleanup()
+        service.cleanup(max_recipients=n)
 
 
 def wait_consumers(service, auth: str, count: int, timeout: float = 60) -> None:

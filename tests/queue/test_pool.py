@@ -71,7 +71,8 @@ async def test_journal_of_a_dead_consumer_is_recovered(ctx, smtp):
                                                                   "recipients": users})
     await ctx.publisher.drain(5)
     ids = [d["_id"] for d in await ctx.store.deliveries.find({}).sort("user_id", 1).to_list(None)]
-    token, claimed = await ctx.deliveries.claim(ids, "host.1.1", ctx.clock.now(), lease=300)
+    token = "t1"
+    claimed = await ctx.deliveries.claim(ids, "host.1.1", ctx.clock.now(), lease=300, token=token)
     assert len(claimed) == 3
     journal = Journal(journal_path(ctx.settings.journal_dir, "host.1.1"))
     journal.begin(str(ids[0]), token, False)

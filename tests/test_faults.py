@@ -1,0 +1,204 @@
+"""The fault suite: a 5,000-recipient fan-out through a real `notifier serve` while something breaks.
+
+End state checked every time: each recipient received exactly one message, or its delivery is failed or
+skipped with a reason (and then received at most one); the API's counts match what the SMTP server saw;
+nothing is left pending, queued or sending.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from notifier.embedded import EmbeddedMongo
+from notifier.procs import free_port, pid_alive
+
+from .served import Served
+from .smtp_server import SmtpServer
+
+N = 5000
+AUTH = "Basic " + base64.b64encode(b"admin:fault-password").decode()
+pytestmark = pytest.mark.faults
+
+
+class Rig:
+    """A database we can stop, an SMTP server we can make fail, and the service between them."""
+
+    def __init__(self, workdir: Path, amqp_url: str):
+        self.workdir = workdir
+        self.mongo_port = free_port()
+        self.mongo = EmbeddedMongo(str(workdir / "mongo"), self.mongo_port)
+        self.smtp = SmtpServer().start()
+        self.served = Served(workdir / "service", amqp_url, MONGO_URL=self.mongo.start(), MONGO_TIMEOUT_MS="1000",
+                             SMTP_HOST="127.0.0.1", SMTP_PORT=str(self.smtp.port), CONSUMERS_START="2",
+                             CONSUMERS_MIN="2", CONSUMERS_MAX="3", OUTBOX_GRACE="2", OUTBOX_SWEEP_INTERVAL="1",
+                             RECONCILE_INTERVAL="2", RETRY_DELAYS="0.5,1,2", MAX_ATTEMPTS="6",
+                             POOL_CHECK_INTERVAL="1", SMTP_TIMEOUT="5", LEASE_SECONDS="60", LOG_LEVEL="warning")
+
+    def start(self) -> "Rig":
+        self.served.start()
+        assert self.served.cli("createsuperuser", "--username", "admin", stdin="fault-password\n").returncode == 0
+        users = [{"user_id": f"f{i}", "email": f"f{i}@example.com"} for i in range(N)]
+        for start in range(0, N, 1000):
+            status, body = self.served.call("POST", "/api/v1/users/bulk", {"users": users[start:start + 1000]}, AUTH)
+            assert status == 200, body
+        self.wait_consumers(2)
+        return self
+
+    def wait_consumers(self, count: int, timeout: float = 60) -> None:
+        wait_until(lambda: len(self.served.consumer_pids()) >= count, timeout, f"{count} consumers")
+
+    def fanout(self) -> str:
+        status, body = self.served.call("POST", "/api/v1/notifications", {
+            "title": "Fault drill", "text": "Hello {{ name }}", "channel": "email",
+            "recipients": [f"f{i}" for i in range(N)]}, AUTH)
+        assert status == 201, body
+        return body["id"]
+
+    def received(self) -> int:
+        return len(self.smtp.received)
+
+    def counts(self, notification_id: str) -> dict:
+        status, body = self.served.call("GET", f"/api/v1/notifications/{notification_id}", None, AUTH)
+        assert status == 200, body
+        return body
+
+    def settle(self, notification_id: str, timeout: float = 240) -> dict:
+        def done():
+            counts = self.counts(notification_id)["counts"]
+            return sum(counts.get(s, 0) for s in ("sent", "failed", "skipped")) == N and counts
+        return wait_until(done, timeout, "every delivery settled")
+
+    def check(self, notification_id: str) -> dict:
+        """The end state every fault must leave."""
+        detail = self.counts(notification_id)
+        counts = detail["counts"]
+        assert set(counts) <= {"sent", "failed", "skipped"}, counts
+        received = self.smtp.handler.count_by_recipient(notification_id)
+        assert not [r for r, n in received.items() if n > 1], "somebody got a message twice"
+        assert counts.get("sent", 0) + counts.get("failed", 0) + counts.get("skipped", 0) == N
+        sent_or_maybe = counts.get("sent", 0) + detail["reasons"].get("interrupted", 0)
+        assert counts.get("sent", 0) <= len(received) <= sent_or_maybe, (counts, len(received))
+        failed = set()
+        cursor = None
+        while True:
+            path = f"/api/v1/notifications/{notification_id}/deliveries?status=failed&limit=200"
+            status, page = self.served.call("GET", path + (f"&cursor={cursor}" if cursor else ""), None, AUTH)
+            failed |= {d["user_id"] for d in page["items"] if d["reason"]}
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert len(failed) == counts.get("failed", 0), "a failed delivery without a reason"
+        for user in (f"f{i}" for i in range(N)):
+            if user not in failed:
+                assert received.get(f"{user}@example.com") == 1, f"{user} got nothing and is not failed"
+        return counts
+
+    def close(self) -> None:
+        self.served.cleanup()
+        self.smtp.stop()
+        self.mongo.stop()
+
+
+def wait_until(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not reached within {timeout}s")
+
+
+@pytest.fixture
+def rig(tmp_path, amqp_url):
+    rig = Rig(tmp_path, amqp_url)
+    try:
+        yield rig.start()
+    finally:
+        rig.close()
+
+
+def test_consumers_killed_again_and_again(rig):
+    notification = rig.fanout()
+    for threshold in (500, 1500, 2500, 3500):
+        wait_until(lambda: rig.received() >= threshold, 120, f"{threshold} received")
+        victims = rig.served.consumer_pids()
+        os.kill(victims[0], signal.SIGKILL)
+    rig.settle(notification)
+    rig.check(notification)
+    rig.wait_consumers(2)
+
+
+def test_broker_restarted_mid_run(rig):
+    notification = rig.fanout()
+    wait_until(lambda: rig.received() >= 1000, 120, "1000 received")
+    subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True, timeout=300)
+    try:
+        time.sleep(3)  # the outage lasts a while
+        status, body = rig.served.call("GET", "/readyz")
+        assert status == 503 and body["checks"]["rabbitmq"].startswith("down")
+        accepted, _ = rig.served.call("POST", "/api/v1/notifications", {
+            "title": "During the outage", "text": "x", "channel": "email", "recipients": ["f1"]}, AUTH)
+        assert accepted == 201
+    finally:
+        subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True, timeout=300)
+        subprocess.run(["rabbitmqctl", "await_startup", "--timeout", "300"], check=True, capture_output=True,
+                       timeout=320)
+    rig.settle(notification)
+    assert rig.check(notification) == {"sent": N}
+
+
+def test_database_stopped_for_five_seconds(rig):
+    notification = rig.fanout()
+    wait_until(lambda: rig.received() >= 1000, 120, "1000 received")
+    rig.mongo.stop()
+    try:
+        started = time.monotonic()
+        statuses = set()
+        while time.monotonic() - started < 5:
+            status, body = rig.served.call("GET", "/api/v1/notifications?limit=1", None, AUTH)
+            statuses.add(status)
+            if status == 503:
+                assert "database" in body["message"].lower()
+            time.sleep(0.3)
+        assert statuses == {503}, statuses
+    finally:
+        rig.mongo.start()
+    rig.settle(notification)
+    assert rig.check(notification) == {"sent": N}
+
+
+def test_smtp_temporary_then_permanent_failures(rig):
+    """30% of messages get a temporary 451 throughout; from the middle on, 50 addresses get a permanent 550."""
+    rig.smtp.behaviour.tempfail_rate = 0.3
+    notification = rig.fanout()
+    wait_until(lambda: rig.received() >= 1500, 120, "1500 received")
+    already = set(rig.smtp.handler.count_by_recipient(notification))
+    rejected = [a for a in (f"f{i}@example.com" for i in range(N - 1, 0, -7)) if a not in already][:50]
+    rig.smtp.behaviour.reject = set(rejected)
+    rig.settle(notification)
+    counts = rig.check(notification)
+    reasons = rig.counts(notification)["reasons"]
+    assert set(reasons) <= {"rejected", "attempts_exhausted"}, reasons
+    assert 0 < reasons["rejected"] <= 50
+    # with six attempts at 30% each, a handful may exhaust them; they are failed with that reason
+    assert counts["failed"] == sum(reasons.values()) and reasons.get("attempts_exhausted", 0) < 30
+    assert rig.smtp.handler.refused > 500
+
+
+def test_server_killed_and_restarted(rig):
+    notification = rig.fanout()
+    wait_until(lambda: rig.received() >= 1500, 120, "1500 received")
+    consumers = rig.served.consumer_pids()
+    rig.served.stop(signal.SIGKILL)
+    wait_until(lambda: not any(pid_alive(pid) for pid in consumers), 60, "no orphan consumers")
+    rig.served.start()
+    rig.settle(notification)
+    rig.check(notification)
