@@ -33,6 +33,7 @@ setup(
             "setuptools<82",  # pytest-tornado imports pkg_resources
             "aiosmtpd>=1.4,<2",
             "playwright>=1.45,<2",  # drives Debian's Chromium; never downloads a browser
+            "schemathesis>=4.0,<5",
         ],
     },
     entry_points={"console_scripts": ["notifier = notifier.__main__:main"]},

@@ -61,6 +61,7 @@ class Endpoint:
     many: bool = False
     tags: tuple[str, ...] = ()
     errors: tuple[int, ...] = field(default=())
+    also: tuple[int, ...] = ()  # other success statuses (a PUT that creates answers 201)
 
 
 def endpoint(access: str, summary: str, **options: Any):
@@ -116,6 +117,8 @@ class APIHandler(BaseHandler):
             if content_type != "application/json" and not content_type.endswith("+json"):
                 raise UnsupportedMediaType("Request body must be JSON (Content-Type: application/json)",
                                            {"Content-Type": ["must be application/json"]})
+        if endpoint.access == PUBLIC:
+            return  # whatever Authorization header comes along is not looked at
         self.principal = await self.ctx.auth.authenticate(self.request.headers.get("Authorization"))
         if not allowed(endpoint.access, self.principal):
             if self.principal is None:

@@ -55,6 +55,8 @@ def _operation(endpoint, path_params: list[str]) -> dict:
         success["content"] = {"application/json": {
             "schema": {"type": "array", "items": schema} if endpoint.many else schema}}
     operation["responses"][str(endpoint.status)] = success
+    for status in endpoint.also:
+        operation["responses"][str(status)] = {**success, "description": http.client.responses[status]}
     for status in endpoint.errors:
         operation["responses"][str(status)] = {
             "description": http.client.responses[status],

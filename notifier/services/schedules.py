@@ -15,6 +15,7 @@ import asyncio
 import logging
 from datetime import datetime, timedelta
 
+from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
 from ..auth import Principal, Role
@@ -107,7 +108,9 @@ class ScheduleService:
         if "enabled" in query:
             conditions["enabled"] = query["enabled"]
         if "notification_id" in query:
-            conditions["notification_id"] = object_id(query["notification_id"], "Notification")
+            if not ObjectId.is_valid(query["notification_id"]):
+                raise Invalid.field("notification_id", "is not a notification id")
+            conditions["notification_id"] = ObjectId(query["notification_id"])
         return await newest_first(self.store.schedules, conditions, query["limit"], query.get("cursor"))
 
     async def update(self, principal: Principal, schedule_id: str, changes: dict) -> dict:

@@ -1,14 +1,19 @@
-"""Walks the one access table: every documented operation x every kind of caller."""
+"""The auth matrix: every documented operation x {none, admin, client, end user, another end user, expired,
+forged} gives the status the one access table promises."""
 
 from __future__ import annotations
 
 import re
+import time
 
+import jwt
 import pytest
 from bson import ObjectId
 
 from notifier.auth import ACCESS, PUBLIC, Role
 from notifier.handlers import API_ROUTES
+
+from ..conftest import USER_SECRET
 
 OPERATIONS = [(pattern, method.upper(), getattr(handler, method).endpoint)
               for pattern, handler in API_ROUTES
@@ -16,16 +21,16 @@ OPERATIONS = [(pattern, method.upper(), getattr(handler, method).endpoint)
               if hasattr(getattr(handler, method, None), "endpoint")]
 
 
-def concrete(pattern: str) -> str:
-    return re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: "someone" if m.group(1) == "user_id" else str(ObjectId()),
-                  pattern)
+def concrete(pattern: str, ids: dict) -> str:
+    return re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: ids.get(m.group(1), str(ObjectId())), pattern)
 
 
-def expected(access: str, role: Role | None) -> str:
+def expected(access: str, caller: str) -> str:
     if access == PUBLIC:
         return "let in"
-    if role is None:
+    if caller in ("none", "expired", "forged"):
         return "401"
+    role = {"admin": Role.ADMIN, "client": Role.CLIENT, "user": Role.USER, "other user": Role.USER}[caller]
     return "let in" if role in ACCESS[access] else "403"
 
 
@@ -36,15 +41,31 @@ def test_every_operation_names_a_known_permission():
 
 
 @pytest.mark.gen_test(timeout=120)
-async def test_access_matrix(api, admin, client_app, end_user):
-    callers = {None: None, Role.ADMIN: admin.header, Role.CLIENT: client_app.header, Role.USER: end_user("ann")}
+async def test_auth_matrix(api, admin, client_app, end_user):
+    created = await api.post("/api/v1/notifications", {"title": "t", "text": "x", "channel": "inbox",
+                                                       "recipients": ["ann"]}, auth=admin.header)
+    inbox = await api.get("/api/v1/me/notifications", auth=end_user("ann"))
+    ids = {"notification_id": created.body["id"], "delivery_id": inbox.body["items"][0]["id"], "user_id": "ann"}
+    expired = jwt.encode({"sub": "ann", "exp": int(time.time()) - 3600}, USER_SECRET, algorithm="HS256")
+    forged = jwt.encode({"sub": "ann", "exp": int(time.time()) + 600}, "x" * 40, algorithm="HS256")
+    callers = {"none": None, "admin": admin.header, "client": client_app.header, "user": end_user("ann"),
+               "other user": end_user("bob"), "expired": expired, "forged": forged}
     mismatches = []
     for pattern, method, endpoint in OPERATIONS:
-        for role, header in callers.items():
+        for caller, header in callers.items():
             body = {} if method in ("POST", "PUT", "PATCH") else None
-            response = await api.call(method, concrete(pattern), body, auth=header)
+            response = await api.call(method, concrete(pattern, ids), body, auth=header)
             outcome = str(response.status) if response.status in (401, 403) else "let in"
-            if outcome != expected(endpoint.access, role):
-                mismatches.append((method, pattern, role, response.status))
-            assert response.status < 500, (method, pattern, role, response.body)
+            if outcome != expected(endpoint.access, caller):
+                mismatches.append((method, pattern, caller, response.status))
+            assert response.status < 500, (method, pattern, caller, response.body)
     assert mismatches == []
+
+
+@pytest.mark.gen_test
+async def test_another_end_user_cannot_touch_my_notifications(api, admin, end_user):
+    await api.post("/api/v1/notifications", {"title": "t", "text": "x", "channel": "inbox", "recipients": ["ann"]},
+                   auth=admin.header)
+    mine = (await api.get("/api/v1/me/notifications", auth=end_user("ann"))).body["items"][0]
+    assert (await api.post(f"/api/v1/me/notifications/{mine['id']}/read", auth=end_user("bob"))).status == 404
+    assert (await api.get("/api/v1/me/notifications", auth=end_user("bob"))).body["items"] == []

@@ -31,7 +31,7 @@ class UserHandler(APIHandler):
         self.respond(await self.ctx.users.get(user_id))
 
     @endpoint("users:write", "Create or replace a user's contacts and preferences", body=UserSchema,
-              response=UserSchema, tags=TAGS, errors=(400, 401, 403, 413, 415))
+              response=UserSchema, also=(201,), tags=TAGS, errors=(400, 401, 403, 413, 415))
     async def put(self, user_id):
         user, created = await self.ctx.users.put(user_id, self.load_body())
         self.respond(user, status=201 if created else 200)
