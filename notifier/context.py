@@ -67,7 +67,7 @@ class Context:
         self.jobs.add("schedules", settings.scheduler_tick, self.schedules.fire_due)
         self.jobs.add("outbox sweep", settings.outbox_sweep_interval,
                       lambda: self.publisher.sweep(settings.outbox_grace, limit=20000))
-        self.jobs.add("lease reconciler", settings.reconcile_interval, self.reconcile_leases)
+        self.jobs.add("reconciler", settings.reconcile_interval, self.reconcile_leases)
         self.jobs.start()
 
     async def redrive(self, actor: str, **selection) -> int:
@@ -78,10 +78,12 @@ class Context:
         return len(chosen)
 
     async def reconcile_leases(self) -> int:
+        """Claims whose consumer vanished, and queued messages the broker lost, go out again."""
         released = await self.deliveries.release_expired(self.clock.now())
         if released:
             log.warning("%d deliveries had an expired lease; publishing them again", len(released))
             await self.publisher.publish(released)
+        await self.publisher.recover_lost(after=max(10.0, 4 * self.settings.outbox_grace))
         return len(released)
 
     async def stop_workers(self) -> None:

@@ -16,7 +16,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("author.id", ASCENDING), ("_id", DESCENDING)]),
         IndexModel([("idempotency_key", ASCENDING)], unique=True, sparse=True),
     ],
-    # Every index costs each delivery write; these four serve every query on the collection.
+    # Every index costs each delivery write; these five serve every query on the collection.
     "deliveries": [
         # One recipient once per occurrence; its prefix serves a notification's deliveries and counts.
         IndexModel([("notification_id", ASCENDING), ("user_id", ASCENDING), ("occurrence", ASCENDING)],
@@ -26,6 +26,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("available_at", ASCENDING)], partialFilterExpression={"is_sent_to_queue": False},
                    name="outbox"),
         IndexModel([("lease_until", ASCENDING)], partialFilterExpression={"status": "sending"}, name="leases"),
+        IndexModel([("available_at", ASCENDING)], partialFilterExpression={"status": "queued"}, name="queued"),
     ],
     "users": [IndexModel([("user_id", ASCENDING)], unique=True)],
     "schedules": [

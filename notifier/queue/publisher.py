@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import timedelta
 from itertools import groupby
 
 import aiormq
@@ -49,7 +50,8 @@ class Publisher:
         self.settings = settings
         self.clock = clock
         self._tasks: set[asyncio.Task] = set()
-        self._confirmed: set = set()  # confirmed by the broker, not yet marked queued in the database
+        # Confirmed by the broker, not yet marked queued in the database: id -> when it reaches the work queue.
+        self._confirmed: dict = {}
         self._marking: asyncio.TimerHandle | None = None
 
     def submit(self, notification: dict, deliveries: list[dict], position: int = 0) -> None:
@@ -66,10 +68,10 @@ class Publisher:
             await asyncio.wait(list(self._tasks), timeout=timeout)
         await self.mark_confirmed()
 
-    def _confirm(self, ids: list) -> None:
+    def _confirm(self, ids: list, due) -> None:
         """Mark confirmed deliveries queued a little later, in bulk: by then most are claimed already (the
         claim sets is_sent_to_queue itself), and a delivery that is no longer pending costs no write."""
-        self._confirmed.update(ids)
+        self._confirmed.update((i, due) for i in ids)
         if self._marking is None:
             self._marking = asyncio.get_running_loop().call_later(
                 self.settings.outbox_grace / 2, lambda: self.submit_task(self.mark_confirmed()))
@@ -83,12 +85,17 @@ class Publisher:
         if self._marking is not None:
             self._marking.cancel()
             self._marking = None
-        ids = list(self._confirmed)
-        if ids:
-            try:
-                await self.deliveries.mark_queued(ids, self.clock.now())
-            finally:
-                self._confirmed.difference_update(ids)
+        confirmed = dict(self._confirmed)
+        now = self.clock.now()
+        by_due: dict = {}
+        for delivery_id, due in confirmed.items():
+            by_due.setdefault(due, []).append(delivery_id)
+        try:
+            for due, ids in by_due.items():
+                await self.deliveries.mark_queued(ids, now, due)
+        finally:
+            for delivery_id in confirmed:
+                self._confirmed.pop(delivery_id, None)
 
     def _delay_ms(self, delivery: dict, index: int) -> int:
         """How long this delivery waits before reaching the work queue: pacing, for regular traffic only."""
@@ -103,9 +110,10 @@ class Publisher:
         confirmed = 0
         for start in range(0, len(deliveries), CONFIRM_WINDOW):
             window = deliveries[start:start + CONFIRM_WINDOW]
-            plan = []
+            plan, delays = [], []
             for offset, delivery in enumerate(window):
                 delay_ms = self._delay_ms(delivery, position + start + offset)
+                delays.append(delay_ms)
                 if delay_ms:
                     queue = await self.topology.ensure_pace_queue(channel, delay_ms)
                     plan.append((delivery, "", queue, REGULAR))
@@ -114,13 +122,17 @@ class Publisher:
                     plan.append((delivery, self.topology.exchange, target, target))
             results = await asyncio.gather(*(self._send(channel, *route) for route in plan),
                                            return_exceptions=True)
-            acked = [route[0]["_id"] for route, result in zip(plan, results) if isinstance(result, Basic.Ack)]
-            if len(acked) < len(plan):
+            now = self.clock.now()
+            acked = 0
+            for route, delay_ms, result in zip(plan, delays, results):
+                if isinstance(result, Basic.Ack):
+                    self._confirm([route[0]["_id"]], now + timedelta(milliseconds=delay_ms))
+                    acked += 1
+            if acked < len(plan):
                 failure = next((r for r in results if not isinstance(r, Basic.Ack)), None)
                 log.warning("broker did not confirm %d of %d messages (%r); the outbox sweep will retry",
-                            len(plan) - len(acked), len(plan), failure)
-            self._confirm(acked)
-            confirmed += len(acked)
+                            len(plan) - acked, len(plan), failure)
+            confirmed += acked
         return confirmed
 
     async def _send(self, channel, delivery: dict, exchange: str, routing_key: str, target: str):
@@ -132,6 +144,24 @@ class Publisher:
         """Publish again what was stored but never confirmed; returns how many went this time."""
         due = await self.deliveries.due_for_publishing(self.clock.now(), grace, limit)
         due = [d for d in due if d["_id"] not in self._confirmed]  # in the broker; the mark is on its way
+        return await self.republish(due)
+
+    async def recover_lost(self, after: float, limit: int = 10000) -> int:
+        """Publish again queued deliveries whose messages the broker lost (see Deliveries.lost_in_the_broker).
+        Looked for only while the work queues are empty, so nothing is still on its way."""
+        channel = await self.broker.new_channel()
+        try:
+            for queue in self.topology.queues.values():
+                if (await channel.queue_declare(queue, passive=True)).message_count:
+                    return 0
+        finally:
+            await channel.close()
+        lost = await self.deliveries.lost_in_the_broker(self.clock.now(), after, limit)
+        if lost:
+            log.warning("%d queued deliveries are missing from the broker; publishing them again", len(lost))
+        return await self.republish(lost)
+
+    async def republish(self, due: list[dict]) -> int:
         if not due:
             return 0
         published = 0

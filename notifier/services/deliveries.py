@@ -47,11 +47,20 @@ class Deliveries:
     def __init__(self, store: Store):
         self.collection = store.deliveries
 
-    async def mark_queued(self, ids: list[ObjectId], now: datetime) -> None:
+    async def mark_queued(self, ids: list[ObjectId], now: datetime, due: datetime | None = None) -> None:
+        """The broker holds their messages; `due` is when they reach the work queue (after a delay tier)."""
         for chunk in _chunks(ids, MARK_CHUNK):
             await self.collection.update_many(
-                {"_id": {"$in": chunk}, "status": "pending"},
-                {"$set": {"status": "queued", "is_sent_to_queue": True, "queued_at": now, "updated_at": now}})
+                {"_id": {"$in": chunk}, "status": {"$in": ["pending", "queued"]}},
+                {"$set": {"status": "queued", "is_sent_to_queue": True, "queued_at": now, "updated_at": now,
+                          "available_at": due or now}})
+
+    async def lost_in_the_broker(self, now: datetime, after: float, limit: int) -> list[dict]:
+        """Queued deliveries that should have reached a consumer long ago. Call it only when the work queues
+        are empty: then their messages are gone (RabbitMQ's dead-lettering from delay tiers is at-most-once,
+        so a broker stopping at the wrong moment can drop one)."""
+        query = {"status": "queued", "available_at": {"$lt": now - timedelta(seconds=after)}}
+        return await self.collection.find(query, MESSAGE_FIELDS).limit(limit).to_list(limit)
 
     async def due_for_publishing(self, now: datetime, grace: float, limit: int) -> list[dict]:
         """Deliveries stored (or due for a retry) more than `grace` seconds ago whose message the broker

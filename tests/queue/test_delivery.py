@@ -188,3 +188,21 @@ async def test_expired_lease_is_reconciled(api, admin, ctx, smtp, workers):
         "lease_until": ctx.clock.now() - timedelta(seconds=1)}})
     assert await settled(ctx, ObjectId(created["id"]), 1) == {"sent": 1}
     assert len(smtp.received) == 1
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_queued_messages_the_broker_lost_are_published_again(ctx, admin):
+    """RabbitMQ dead-letters delay tiers at most once; a message dropped there leaves a delivery queued with
+    nothing in the broker. Once the work queues are empty, the reconciler publishes it again."""
+    principal = await ctx.auth.authenticate(admin.header)
+    await ctx.notifications.create(principal, {**NOTE, "is_express": False, "content_id": None,
+                                               "recipients": ["a", "b", "c"]})
+    await ctx.publisher.drain(10)
+    assert {d["status"] for d in await ctx.store.deliveries.find({}).to_list(None)} == {"queued"}
+    channel = await ctx.broker.channel()
+    await channel.queue_purge(ctx.topology.queues["regular"])  # the broker "loses" them
+    assert await ctx.publisher.recover_lost(after=3600) == 0  # not overdue yet
+    assert await ctx.publisher.recover_lost(after=0) == 3
+    declared = await channel.queue_declare(ctx.topology.queues["regular"], passive=True)
+    assert declared.message_count == 3
+    assert await ctx.publisher.recover_lost(after=0) == 0  # the queue holds them again: nothing is lost
