@@ -99,12 +99,14 @@ async def test_a_new_schedule_fires_on_the_next_tick(api, admin, ctx, end_user):
         schedule = (await api.post("/api/v1/schedules", {**DAILY, "cron": None, "interval_seconds": 1},
                                    auth=admin.header)).body
 
-        async def two_runs():
+        async def two_finished_runs():
             runs = await api.get(f"/api/v1/schedules/{schedule['id']}/runs", auth=admin.header)
-            return len(runs.body["items"]) >= 2 and runs.body["items"]
+            done = [r for r in runs.body["items"] if r["status"] == "done"]
+            return len(done) >= 2 and done
 
-        runs = await eventually(two_runs, timeout=20, message="two firings")
-        assert {r["status"] for r in runs} == {"done"} and runs[0]["recipients"] == 2
+        # A third firing may be under way when we look; only finished ones are checked.
+        runs = await eventually(two_finished_runs, timeout=20, message="two finished firings")
+        assert all(r["recipients"] == 2 for r in runs)
         occurrences = await ctx.store.deliveries.distinct("occurrence", {"user_id": "ann"})
         assert len(occurrences) >= 2
     finally:
