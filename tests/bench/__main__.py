@@ -8,7 +8,7 @@ import platform
 import sys
 import time
 
-from . import ceilings, fanout, scheduler
+from . import api, celery_peer, ceilings, express, fanout, memory, scheduler
 from .harness import Infra, Steal, summary, table, write_results
 
 
@@ -69,7 +69,94 @@ def bench_scheduler(infra: Infra, args) -> dict:
     return figures
 
 
-BENCHES = {"fanout": bench_fanout, "scheduler": bench_scheduler}
+def bench_peer(infra: Infra, args) -> dict:
+    results = {"fanout": [], "celery": [], "steal": []}
+    for run in range(args.runs):
+        steal = Steal()
+        ours = fanout.run(infra, args.n, args.consumers)["rate"]
+        celery = celery_peer.run(infra.sink, args.n, args.consumers)
+        results["fanout"].append(ours)
+        results["celery"].append(celery)
+        results["steal"].append(steal.percent())
+        print(f"run {run + 1}: notifier {ours:.0f}/s, Celery {celery:.0f}/s", flush=True)
+    figures = {name: summary(values) for name, values in results.items()}
+    figures["ratio"] = summary([a / b for a, b in zip(results["fanout"], results["celery"])])
+    rows = [("figure", "median", "min", "max")]
+    for name, label, fmt in (("fanout", "notifier emails /s", "{:.0f}"), ("celery", "Celery emails /s", "{:.0f}"),
+                             ("ratio", "notifier / Celery", "{:.2f}"), ("steal", "CPU steal %", "{:.1f}")):
+        f = figures[name]
+        rows.append((label, fmt.format(f["median"]), fmt.format(f["min"]), fmt.format(f["max"])))
+    print(f"\n{args.n} emails, {args.consumers} worker processes each, {args.runs} runs (target: ratio >= 2)")
+    print(table(rows))
+    return figures
+
+
+def bench_express(infra: Infra, args) -> dict:
+    results: dict[str, list] = {"quiet_p50": [], "quiet_p99": [], "busy_p50": [], "busy_p99": [], "steal": []}
+    for run in range(args.runs):
+        steal = Steal()
+        measured = express.run(infra, args.backlog, 50, args.consumers)
+        for name in ("quiet_p50", "quiet_p99", "busy_p50", "busy_p99"):
+            results[name].append(measured[name] * 1000)
+        results["steal"].append(steal.percent())
+        print(f"run {run + 1}: quiet p50 {measured['quiet_p50']*1000:.0f} ms p99 {measured['quiet_p99']*1000:.0f} ms;"
+              f" behind {args.backlog} regular: p50 {measured['busy_p50']*1000:.0f} ms p99 "
+              f"{measured['busy_p99']*1000:.0f} ms ({measured['backlog_left']} still queued at the end)", flush=True)
+    figures = {name: summary(values) for name, values in results.items()}
+    figures["busy_over_quiet_p99"] = summary([b / q for b, q in zip(results["busy_p99"], results["quiet_p99"])])
+    rows = [("figure", "median", "min", "max")]
+    for name, label, fmt in (("quiet_p50", "no backlog p50 ms", "{:.0f}"), ("quiet_p99", "no backlog p99 ms", "{:.0f}"),
+                             ("busy_p50", "backlog p50 ms", "{:.0f}"), ("busy_p99", "backlog p99 ms", "{:.0f}"),
+                             ("busy_over_quiet_p99", "backlog p99 / no-backlog p99", "{:.2f}"),
+                             ("steal", "CPU steal %", "{:.1f}")):
+        f = figures[name]
+        rows.append((label, fmt.format(f["median"]), fmt.format(f["min"]), fmt.format(f["max"])))
+    print(f"\n50 express notifications one by one, with and without {args.backlog} regular queued "
+          f"(target: p99 <= 100 ms and <= 1.5x the no-backlog p99)")
+    print(table(rows))
+    return figures
+
+
+def bench_api(infra: Infra, args) -> dict:
+    runs = []
+    for run in range(args.runs):
+        steal = Steal()
+        measured = api.run(infra)
+        measured["steal"] = steal.percent()
+        runs.append(measured)
+        print(f"run {run + 1}: " + ", ".join(f"{k} {v['rate']:.0f}/s p99 {v['p99_ms']:.1f} ms"
+                                             for k, v in measured.items() if isinstance(v, dict)), flush=True)
+    figures = {}
+    rows = [("figure", "median", "min", "max")]
+    for name in ("trivial", "bare_io", "create", "list"):
+        figures[name] = {"rate": summary([r[name]["rate"] for r in runs]),
+                         "p99_ms": summary([r[name]["p99_ms"] for r in runs])}
+        for key, unit, fmt in (("rate", "req/s", "{:.0f}"), ("p99_ms", "p99 ms", "{:.1f}")):
+            f = figures[name][key]
+            rows.append((f"{name} {unit}", fmt.format(f["median"]), fmt.format(f["min"]), fmt.format(f["max"])))
+    figures["create_over_bare"] = summary([r["create"]["rate"] / r["bare_io"]["rate"] for r in runs])
+    f = figures["create_over_bare"]
+    rows.append(("create / bare I/O", f"{f['median']:.2f}", f"{f['min']:.2f}", f"{f['max']:.2f}"))
+    figures["steal"] = summary([r["steal"] for r in runs])
+    rows.append(("CPU steal %", *(f"{figures['steal'][k]:.1f}" for k in ("median", "min", "max"))))
+    print(f"\nAPI at {api.CONNECTIONS} connections for {api.SECONDS} s (target: create >= 0.5x bare I/O)")
+    print(table(rows))
+    return figures
+
+
+def bench_memory(infra: Infra, args) -> dict:
+    measured = memory.run(infra, args.memory_n, 3, args.consumers)
+    rows = [("figure", "value"), ("server peak RSS MB", f"{measured['server_peak_mb']:.0f}"),
+            ("consumer peak RSS MB", f"{measured['consumer_peak_mb']:.0f}"),
+            ("server RSS after each run MB", " / ".join(f"{v:.0f}" for v in measured["server_after_rounds_mb"])),
+            ("server growth over 3 runs %", f"{measured['growth_percent']:.1f}")]
+    print(f"\n{args.memory_n}-recipient fan-outs, three in one server (target: server <= 150 MB, growth <= 5%)")
+    print(table(rows))
+    return measured
+
+
+BENCHES = {"fanout": bench_fanout, "scheduler": bench_scheduler, "peer": bench_peer, "express": bench_express,
+           "api": bench_api, "memory": bench_memory}
 
 
 def main(argv=None) -> int:
@@ -79,6 +166,8 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--consumers", type=int, default=2)
     parser.add_argument("--schedules", type=int, default=1000, help="schedules due at once (scheduler)")
+    parser.add_argument("--backlog", type=int, default=20000, help="regular deliveries queued (express)")
+    parser.add_argument("--memory-n", type=int, default=100000, help="recipients per fan-out (memory)")
     args = parser.parse_args(argv)
     output = {"machine": machine(), "n": args.n, "runs": args.runs}
     with Infra() as infra:

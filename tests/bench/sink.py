@@ -17,7 +17,7 @@ from aiosmtpd.smtp import SMTP
 
 NOTIFICATION = re.compile(rb"\r\nX-Notifier-Notification: ([0-9a-f]+)")
 DELIVERY = re.compile(rb"\r\nX-Notifier-Delivery: ([0-9a-f]+)")
-CELERY = re.compile(rb"\r\nX-Bench-Batch: ([0-9a-zA-Z_-]+)")
+CELERY = re.compile(rb"\nX-Bench-Batch: ([0-9a-zA-Z_-]+)")
 
 
 class Stats:
