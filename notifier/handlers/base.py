@@ -12,6 +12,7 @@ from marshmallow import Schema, ValidationError
 from pymongo.errors import ConnectionFailure
 
 from ..auth import PUBLIC, Principal, allowed
+from ..logs import begin_request
 from ..errors import (Conflict, DomainError, Forbidden, Invalid, NotFound, PayloadTooLarge, TooManyAttempts,
                       Unauthenticated, Unavailable, UnsupportedMediaType)
 
@@ -73,6 +74,13 @@ def endpoint(access: str, summary: str, **options: Any):
 
 
 class BaseHandler(tornado.web.RequestHandler):
+    def prepare(self) -> None:
+        self.begin_request()
+
+    def begin_request(self) -> None:
+        """Tag this request's logs, and the notifications it creates, with its id (echoed back)."""
+        self.set_header("X-Request-Id", begin_request(self.request.headers.get("X-Request-Id")))
+
     @property
     def ctx(self):
         """The process's services and clients (notifier.context.Context), created once at startup."""
@@ -102,6 +110,7 @@ class APIHandler(BaseHandler):
         return getattr(getattr(self, self.request.method.lower(), None), "endpoint", None)
 
     async def prepare(self) -> None:
+        self.begin_request()
         self._chunks: list[bytes] = []
         endpoint = self._endpoint()
         if endpoint is None:
@@ -205,4 +214,5 @@ class NotFoundHandler(APIHandler):
     """JSON 404 for any path no route matches."""
 
     async def prepare(self) -> None:
+        self.begin_request()
         raise NotFound(f"No such path: {self.request.path}")

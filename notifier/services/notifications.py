@@ -9,6 +9,7 @@ from typing import Iterable, Protocol
 
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from .. import logs
 from ..auth import Principal, Role
 from ..clock import Clock
 from ..errors import Conflict, Invalid, NotFound
@@ -78,7 +79,8 @@ class NotificationService:
         self.check(data, recipients)
         notification = {key: data[key] for key in ("title", "text", "channel", "is_express", "content_id")}
         notification.update(variables=data.get("variables") or {}, author=author.as_author(),
-                            created_at=self.clock.now(), recipient_count=len(recipients), complete=False)
+                            created_at=self.clock.now(), recipient_count=len(recipients), complete=False,
+                            request_id=logs.request_id.get())
         if idempotency_key:
             notification.update(idempotency_key=f"{author.role.value}:{author.id}:{idempotency_key}",
                                 request_hash=_fingerprint(data))

@@ -28,6 +28,7 @@ class Outcome:
     kind: str
     reason: str | None = None
     error: str | None = None
+    seconds: float | None = None  # how long the channel took, when it was asked
 
 
 class NotificationCache:
@@ -106,14 +107,21 @@ class Sender:
                           text=render(notification["text"], values), display_name=values["name"],
                           unsubscribe_url=unsubscribe_url, is_express=notification["is_express"])
         delivery_id = message.delivery_id
+        context = {"request_id": notification.get("request_id"), "delivery_id": delivery_id,
+                   "notification_id": message.notification_id}
+        started = time.monotonic()
         try:
             await channel.send(message, lambda: self.journal.begin(delivery_id, token, channel.repeat_safe))
         except TemporaryFailure as exc:
-            return Outcome(delivery, RETRY, error=str(exc))
+            log.info("%s to %s failed for now: %s", channel.name, user_id, exc, extra=context)
+            return Outcome(delivery, RETRY, error=str(exc), seconds=time.monotonic() - started)
         except PermanentFailure as exc:
-            return Outcome(delivery, FAILED, exc.reason, str(exc))
+            log.info("%s to %s failed: %s", channel.name, user_id, exc, extra=context)
+            return Outcome(delivery, FAILED, exc.reason, str(exc), seconds=time.monotonic() - started)
         except Exception as exc:  # a bug in one send must not take the batch down; it is retried and logged
-            log.exception("unexpected error sending delivery %s", delivery_id)
-            return Outcome(delivery, RETRY, error=f"unexpected error: {type(exc).__name__}: {exc}")
+            log.exception("unexpected error sending delivery %s", delivery_id, extra=context)
+            return Outcome(delivery, RETRY, error=f"unexpected error: {type(exc).__name__}: {exc}",
+                           seconds=time.monotonic() - started)
         self.journal.sent(delivery_id, token)
-        return Outcome(delivery, SENT)
+        log.info("%s to %s sent", channel.name, user_id, extra=context)
+        return Outcome(delivery, SENT, seconds=time.monotonic() - started)

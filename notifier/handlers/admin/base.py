@@ -24,6 +24,7 @@ class AdminHandler(PageHandler):
     current_user: Principal | None
 
     async def prepare(self) -> None:
+        self.begin_request()
         self.current_user = await self._session()
         if self.current_user is None and self.login_required:
             if self.request.method in ("GET", "HEAD"):
