@@ -10,12 +10,14 @@ from typing import Awaitable, Callable
 
 from pymongo.errors import ConnectionFailure
 
+from . import metrics
 from .auth import Authenticator
 from .clock import Clock
 from .keys import Keys, load_keys
 from .links import Links
 from .scheduler import Jobs
 from .queue.connection import BrokerConnection
+from .queue.monitor import queue_depths
 from .queue.pool import ConsumerPool
 from .queue.publisher import Publisher
 from .queue.topology import Topology
@@ -85,6 +87,20 @@ class Context:
             await self.publisher.publish(released)
         await self.publisher.recover_lost(after=max(10.0, 4 * self.settings.outbox_grace))
         return len(released)
+
+    async def refresh_metrics(self) -> None:
+        """Read the queue depths and the pool's size into the gauges, just before a scrape."""
+        if self.pool is not None:
+            metrics.CONSUMERS.labels("running").set(len([p for p in self.pool.processes.values() if p.ready]))
+        metrics.CONSUMERS.labels("min").set(self.settings.consumers_min)
+        metrics.CONSUMERS.labels("max").set(self.settings.consumers_max)
+        try:
+            depths = await asyncio.wait_for(queue_depths(self.broker, self.topology), 2.0)
+        except Exception as exc:  # the broker is away: the gauges keep their last values
+            log.info("queue depths unavailable for metrics: %s", exc)
+            return
+        for row in depths:
+            metrics.QUEUE_MESSAGES.labels(row["queue"]).set(row["messages"])
 
     async def stop_workers(self) -> None:
         await self.jobs.stop()

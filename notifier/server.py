@@ -9,18 +9,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from urllib.parse import urlsplit
 
 from tornado.httpserver import HTTPServer
 
 from .app import make_app
+from .handlers.metrics import metrics_app
 from .assets import redoc_present
 from .context import Context, create_context
-from .embedded import EmbeddedMongo
+from .errors import DomainError
+from .embedded import EmbeddedError, EmbeddedMongo, EmbeddedProcess, EmbeddedRabbit
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 HTTP_DRAIN_SECONDS = 10.0
+SUPERVISE_SECONDS = 5.0
 
 
 def make_http_server(app, settings: Settings) -> HTTPServer:
@@ -29,14 +33,30 @@ def make_http_server(app, settings: Settings) -> HTTPServer:
                       max_body_size=max(settings.max_body_bytes, 16 * 1024 * 1024))
 
 
-async def run(settings: Settings) -> None:
+async def bootstrap_admin(ctx: Context) -> None:
+    try:
+        created = await ctx.admins.ensure(ctx.settings.notifier_admin_username, ctx.settings.notifier_admin_password)
+    except DomainError as exc:
+        raise SystemExit(f"NOTIFIER_ADMIN_PASSWORD: {exc.message}") from None
+    if created:
+        log.info("created admin %r from NOTIFIER_ADMIN_USERNAME", ctx.settings.notifier_admin_username)
+
+
+async def run(settings: Settings, embedded: list[EmbeddedProcess] = ()) -> None:
     ctx: Context = await create_context(settings, settings.mongo_url)
+    if settings.notifier_admin_username:
+        await bootstrap_admin(ctx)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     http_server = make_http_server(make_app(ctx), settings)
     http_server.listen(settings.http_port, settings.http_host)
+    servers = [http_server]
+    if settings.metrics_port:
+        metrics_server = HTTPServer(metrics_app(ctx))
+        metrics_server.listen(settings.metrics_port, settings.metrics_host)
+        servers.append(metrics_server)
     await ctx.broker.wait_connected(10)
     await ctx.start_workers()
     if not redoc_present(settings.assets_dir):
@@ -44,11 +64,14 @@ async def run(settings: Settings) -> None:
                     settings.assets_dir)
     log.info("notifier listening on http://%s:%d (API docs at /api/schema/redoc/)",
              settings.http_host, settings.http_port)
+    supervisor = asyncio.create_task(supervise(list(embedded)))
     await stop.wait()
     log.info("shutting down")
-    http_server.stop()
+    supervisor.cancel()
+    for server in servers:
+        server.stop()
     try:
-        await asyncio.wait_for(http_server.close_all_connections(), HTTP_DRAIN_SECONDS)
+        await asyncio.wait_for(asyncio.gather(*(s.close_all_connections() for s in servers)), HTTP_DRAIN_SECONDS)
     except asyncio.TimeoutError:
         log.warning("in-flight requests did not finish in %.0fs", HTTP_DRAIN_SECONDS)
     await ctx.stop_workers()
@@ -56,13 +79,30 @@ async def run(settings: Settings) -> None:
     log.info("stopped")
 
 
+async def supervise(embedded: list[EmbeddedProcess]) -> None:
+    """Start an embedded service again when it dies; the server reconnects on its own."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(SUPERVISE_SECONDS)
+        for service in embedded:
+            try:
+                await loop.run_in_executor(None, service.supervise)
+            except EmbeddedError:
+                log.exception("embedded %s could not be started again", service.name)
+
+
 def serve(settings: Settings) -> None:
-    embedded = None
-    if not settings.mongo_url:
-        embedded = EmbeddedMongo(settings.embedded_db_dir, settings.embedded_db_port)
-        settings = settings.replace(mongo_url=embedded.start())
+    embedded: list[EmbeddedProcess] = []
     try:
-        asyncio.run(run(settings))
+        if settings.embedded_rabbitmq:
+            rabbit = EmbeddedRabbit(settings.embedded_rabbitmq_dir, urlsplit(settings.amqp_url).port or 5672)
+            embedded.append(rabbit)
+            rabbit.start()
+        if not settings.mongo_url:
+            mongo = EmbeddedMongo(settings.embedded_db_dir, settings.embedded_db_port)
+            embedded.append(mongo)
+            settings = settings.replace(mongo_url=mongo.start())
+        asyncio.run(run(settings, embedded))
     finally:
-        if embedded is not None:
-            embedded.stop()
+        for service in reversed(embedded):
+            service.stop()

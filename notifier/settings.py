@@ -125,6 +125,9 @@ class Settings:
     # HTTP
     http_host: str = setting("0.0.0.0", "Address the HTTP server listens on.")
     http_port: int = setting("8004", "Port of the REST API, the admin and the docs.", _int(1, 65535))
+    metrics_port: int = setting("0", "Port serving /metrics without authentication, for a Prometheus scraper "
+                                "(0: none; admins can always read /metrics on HTTP_PORT).", _int(0, 65535))
+    metrics_host: str = setting("127.0.0.1", "Address of the metrics port (0.0.0.0 to scrape from elsewhere).")
     public_url: str = setting("http://localhost:8004",
                               "Base URL users reach this service at (used in unsubscribe links).",
                               _url("http", "https"))
@@ -149,11 +152,19 @@ class Settings:
     # RabbitMQ
     amqp_url: str = setting("amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL.",
                             _url("amqp", "amqps"))
+    embedded_rabbitmq: bool = setting("false", "Start Debian's RabbitMQ as a child of notifier on AMQP_URL's "
+                                      "port (the single-container image turns this on when AMQP_URL is unset).",
+                                      _bool)
+    embedded_rabbitmq_dir: str = setting("./var/rabbitmq", "Data directory of the embedded RabbitMQ node.")
     queue_prefix: str = setting("notifier.", "Prefix of every exchange and queue name.")
     publish_timeout: float = setting("10", "Seconds to wait for a publisher confirm.", _float(0.1))
     # Secrets and tokens
     secret_key: str = setting("", "Root secret for signing (cookies, unsubscribe links, derived keys). "
                                   "Empty: generated once and kept in the database.", secret=True)
+    notifier_admin_username: str = setting("", "First admin, created at startup when no admin has this "
+                                           "username (for `docker run`).")
+    notifier_admin_password: str = setting("", "Password of that first admin (12 characters or more).",
+                                           secret=True)
     admin_jwt_secret: str = setting("", "HS256 key of admin tokens. Empty: derived from SECRET_KEY.",
                                     secret=True)
     admin_jwt_ttl: int = setting("900", "Lifetime of an admin token in seconds.", _int(30))
@@ -250,6 +261,8 @@ class Settings:
             raise SettingsError(f"USER_JWT_PUBLIC_KEY is required for {', '.join(asymmetric)}")
         if not self.retry_delays:
             raise SettingsError("RETRY_DELAYS must name at least one delay")
+        if bool(self.notifier_admin_username) != bool(self.notifier_admin_password):
+            raise SettingsError("NOTIFIER_ADMIN_USERNAME and NOTIFIER_ADMIN_PASSWORD go together")
 
     def to_env(self) -> dict[str, str]:
         """These settings as environment variables, for a child process to read back with from_env."""

@@ -39,6 +39,7 @@ from ..settings import Settings
 from ..store import Store, connect
 from .connection import BrokerConnection
 from .journal import Journal, journal_path
+from .metrics import DELIVERIES, SEND_SECONDS
 from .publisher import message_body
 from .topology import EXPRESS, PRIORITY, REGULAR, Topology
 
@@ -226,6 +227,7 @@ class Consumer:
                 changes.append((delivery["_id"], Deliveries.retry(outcome.error, now + timedelta(milliseconds=delay_ms),
                                                                   in_queue, count_attempt=outcome.kind == RETRY)))
         await _retry_database(lambda: self.deliveries.finish(token, now, sent, changes), self.stopping)
+        count_outcomes(outcomes, self.settings.max_attempts, counters)
 
     async def _publish_retry(self, delivery: dict, delay_ms: int) -> bool:
         target = EXPRESS if delivery["is_express"] else REGULAR
@@ -289,6 +291,17 @@ class Consumer:
         self.http.close()
         self.journal.close(remove=not self._active_batches and not self.journal_pending)
         self.store.close()
+
+
+def count_outcomes(outcomes: list[Outcome], max_attempts: int, counters: dict) -> None:
+    for outcome in outcomes:
+        channel = outcome.delivery["channel"]
+        status = outcome.kind
+        if status == RETRY and counters.get(outcome.delivery["_id"], {}).get("attempts", 1) >= max_attempts:
+            status = FAILED
+        DELIVERIES.labels(channel, status).inc()
+        if outcome.seconds is not None:
+            SEND_SECONDS.labels(channel).observe(outcome.seconds)
 
 
 def _payload(message: DeliveredMessage) -> dict | None:

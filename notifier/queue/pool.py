@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..clock import Clock
+from ..metrics import ConsumerMetrics
 from ..procs import pid_alive
 from ..services.deliveries import Deliveries
 from ..settings import Settings
@@ -73,6 +74,7 @@ class ConsumerPool:
         self.launched = False
         self.restarts = 0
         self.last_stats: QueueStats | None = None
+        self.metrics = ConsumerMetrics()
 
     # --- sizing ---
 
@@ -158,7 +160,8 @@ class ConsumerPool:
         self._sequence += 1
         consumer_id = f"{self.prefix}.{self._sequence}"
         env = {**os.environ, **self.settings.to_env(), "NOTIFIER_CONSUMER_ID": consumer_id,
-               "NOTIFIER_PARENT_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+               "NOTIFIER_PARENT_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1",
+               "PROMETHEUS_MULTIPROC_DIR": self.metrics.directory}
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "notifier.queue", env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE)
@@ -220,6 +223,7 @@ class ConsumerPool:
                 await asyncio.wait(late, timeout=10)
         if self._watchers:
             await asyncio.wait(list(self._watchers), timeout=30)
+        self.metrics.close()
 
     # --- recovery ---
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from datetime import timedelta
 from itertools import groupby
 
@@ -17,6 +18,7 @@ from aiormq.abc import Basic
 
 from ..clock import Clock
 from ..errors import Unavailable
+from ..metrics import PUBLISH_CONFIRM_SECONDS, PUBLISHED
 from ..services.deliveries import Deliveries
 from ..settings import Settings
 from .connection import BrokerConnection
@@ -136,9 +138,15 @@ class Publisher:
         return confirmed
 
     async def _send(self, channel, delivery: dict, exchange: str, routing_key: str, target: str):
-        return await channel.basic_publish(message_body(delivery), exchange=exchange, routing_key=routing_key,
-                                           properties=properties(delivery, target), mandatory=True,
-                                           timeout=self.settings.publish_timeout)
+        started = time.monotonic()
+        result = await channel.basic_publish(message_body(delivery), exchange=exchange, routing_key=routing_key,
+                                             properties=properties(delivery, target), mandatory=True,
+                                             timeout=self.settings.publish_timeout)
+        lane = target if exchange else "paced"
+        PUBLISH_CONFIRM_SECONDS.labels(lane).observe(time.monotonic() - started)
+        if isinstance(result, Basic.Ack):
+            PUBLISHED.labels(lane).inc()
+        return result
 
     async def sweep(self, grace: float, limit: int) -> int:
         """Publish again what was stored but never confirmed; returns how many went this time."""
