@@ -81,7 +81,10 @@ class Context:
 
     async def reconcile_leases(self) -> int:
         """Claims whose consumer vanished, and queued messages the broker lost, go out again."""
-        released = await self.deliveries.release_expired(self.clock.now())
+        # This server's own consumers write their outcomes however slow the database is, and if one dies
+        # its journal settles its claims. Lease expiry is for consumers of instances that vanished.
+        owners = self.pool.claim_owners() if self.pool is not None else []
+        released = await self.deliveries.release_expired(self.clock.now(), keep_owners=owners)
         if released:
             log.warning("%d deliveries had an expired lease; publishing them again", len(released))
             await self.publisher.publish(released)

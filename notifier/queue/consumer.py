@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import time
 from datetime import timedelta
 
 import aiormq
@@ -34,7 +35,7 @@ from ..links import Links
 from ..logs import setup_logging
 from ..services.contacts import Contacts
 from ..services.deliveries import Deliveries, new_claim_token
-from ..services.sending import DEFER, FAILED, RETRY, SENT, SKIPPED, Outcome, Sender
+from ..services.sending import ABANDONED, DEFER, FAILED, RETRY, SENT, SKIPPED, Outcome, Sender
 from ..settings import Settings
 from ..store import Store, connect
 from .connection import BrokerConnection
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 
 EXPRESS_BATCH = 20
 REGULAR_BATCHES = 4  # batches in hand at once: the database answers one at a time, keep it busy
+# A batch starts no send after this share of its lease: the rest is for writing the outcomes before
+# any reconciler could take the claim back (a slow database must not turn into a second send).
+LEASE_SHARE_FOR_SENDING = 0.5
 DATABASE_RETRY_SECONDS = 600.0
 DATABASE_RETRY_WHILE_STOPPING = 10.0
 
@@ -176,12 +180,13 @@ class Consumer:
             if not messages:
                 return
             token = new_claim_token()
+            send_before = time.monotonic() + self.settings.lease_seconds * LEASE_SHARE_FOR_SENDING
             async with turn:
                 claimed_ids = await _retry_database(
                     lambda: self.deliveries.claim(list(messages), self.consumer_id, self.clock.now(),
                                                   self.settings.lease_seconds, token), self.stopping)
             if claimed_ids:
-                outcomes = await self.sender.attempt([payloads[i] for i in claimed_ids], token)
+                outcomes = await self.sender.attempt([payloads[i] for i in claimed_ids], token, send_before)
                 try:
                     async with turn:
                         await self._settle(token, outcomes)
@@ -212,6 +217,8 @@ class Consumer:
             counted = counters.get(delivery["_id"], {})
             if outcome.kind == SENT:
                 sent.append(delivery["_id"])
+            elif outcome.kind == ABANDONED:
+                changes.append((delivery["_id"], Deliveries.released(outcome.error)))
             elif outcome.kind == SKIPPED:
                 changes.append((delivery["_id"], Deliveries.skipped(outcome.reason)))
             elif outcome.kind == FAILED:

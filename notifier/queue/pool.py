@@ -75,6 +75,7 @@ class ConsumerPool:
         self.restarts = 0
         self.last_stats: QueueStats | None = None
         self.metrics = ConsumerMetrics()
+        self.unrecovered: set[str] = set()  # dead consumers whose journal is not yet applied
 
     # --- sizing ---
 
@@ -125,6 +126,8 @@ class ConsumerPool:
         """Grow with the backlog, shrink when idle, replace consumers that died: always within [min, max]."""
         if not self.running:
             return
+        for consumer_id in list(self.unrecovered):
+            await self._recover_quietly(consumer_id)
         if not self.launched:
             await self._launch()
             return
@@ -187,13 +190,22 @@ class ConsumerPool:
             self._respawn_delay = min(self._respawn_delay * 2, MAX_RESPAWN_DELAY) if quick else 1.0
             self._not_before = time.monotonic() + (self._respawn_delay if quick else 0.0)
             log.warning("consumer %s died (exit %s); recovering its work", consumer.id, code)
-        try:
-            await self.recover(consumer.id)
-        except Exception:
-            log.exception("could not recover consumer %s yet; its journal is kept for the next start", consumer.id)
+        self.unrecovered.add(consumer.id)
+        await self._recover_quietly(consumer.id)
         if not consumer.stopping and self.running:
             asyncio.get_running_loop().call_later(max(0.0, self._not_before - time.monotonic()),
                                                   lambda: asyncio.ensure_future(self._check_quietly()))
+
+    async def _recover_quietly(self, consumer_id: str) -> None:
+        try:
+            await self.recover(consumer_id)
+        except Exception as exc:  # the pool check tries again; meanwhile its claims stay with it
+            log.warning("could not recover consumer %s yet (%s); retrying on the next pool check", consumer_id, exc)
+
+    def claim_owners(self) -> list[str]:
+        """Consumers whose claims only this pool may settle: the live ones, and the dead ones whose journal
+        still has to be applied (a reconciler releasing those on lease expiry would send them twice)."""
+        return [*self.processes, *self.unrecovered]
 
     async def _check_quietly(self) -> None:
         try:
@@ -237,6 +249,7 @@ class ConsumerPool:
             log.warning("consumer %s: %d sent recorded from its journal, %d interrupted, %d requeued",
                         consumer_id, sent, failed, len(released))
         path.unlink(missing_ok=True)
+        self.unrecovered.discard(consumer_id)
         if released:
             try:
                 await self.publisher.publish(released)
@@ -252,6 +265,7 @@ class ConsumerPool:
             server_pid = int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
             if server_pid not in (None, os.getpid()) and pid_alive(server_pid):
                 continue  # another live instance's consumer
+            self.unrecovered.add(consumer_id)
             await self.recover(consumer_id)
 
     def describe(self) -> dict:

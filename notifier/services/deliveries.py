@@ -66,8 +66,11 @@ class Deliveries:
         """Deliveries stored (or due for a retry) more than `grace` seconds ago whose message the broker
         never confirmed: the outbox sweep publishes them again, tick after tick, until they go."""
         cutoff = now - timedelta(seconds=grace)
-        query = {"is_sent_to_queue": False, "available_at": {"$lte": cutoff}, "status": "pending"}
-        return await self.collection.find(query, MESSAGE_FIELDS).limit(limit).to_list(limit)
+        # Exactly the partial "outbox" index's terms: with one more term (status) SecantusDB scans the whole
+        # collection instead, every sweep. Only pending deliveries are ever unsent; the check below is a guard.
+        query = {"is_sent_to_queue": False, "available_at": {"$lte": cutoff}}
+        found = await self.collection.find(query, {**MESSAGE_FIELDS, "status": 1}).limit(limit).to_list(limit)
+        return [doc for doc in found if doc.get("status") == "pending"]
 
     async def claim(self, ids: list[ObjectId], owner: str, now: datetime, lease: float, token: str
                     ) -> list[ObjectId]:
@@ -106,6 +109,12 @@ class Deliveries:
                 [UpdateOne({"_id": delivery_id, "claim": token, "status": "sending"},
                            {**update, "$set": {**update.get("$set", {}), "updated_at": now, "lease_until": None}})
                  for delivery_id, update in changes], ordered=False)
+
+    @staticmethod
+    def released(why: str) -> dict:
+        """Back to pending, unsent and without using up an attempt; the outbox sweep publishes it again."""
+        return {"$set": {"status": "pending", "is_sent_to_queue": False, "last_error": why, "reason": None},
+                "$inc": {"attempts": -1}}
 
     @staticmethod
     def skipped(reason: str) -> dict:
@@ -155,11 +164,13 @@ class Deliveries:
                           "updated_at": now, "lease_until": None}})
         return recorded, failed, held
 
-    async def release_expired(self, now: datetime, limit: int = 10000) -> list[dict]:
+    async def release_expired(self, now: datetime, limit: int = 10000, keep_owners: list[str] = ()) -> list[dict]:
         """Claims whose lease ran out (their consumer vanished without its pool noticing) go back to
-        pending; returns them for publishing."""
-        expired = await self.collection.find({"status": "sending", "lease_until": {"$lt": now}},
-                                             MESSAGE_FIELDS).limit(limit).to_list(limit)
+        pending, except those of `keep_owners` (consumers known to be alive); returns them for publishing."""
+        query: dict = {"status": "sending", "lease_until": {"$lt": now}}
+        if keep_owners:
+            query["claimed_by"] = {"$nin": list(keep_owners)}
+        expired = await self.collection.find(query, MESSAGE_FIELDS).limit(limit).to_list(limit)
         ids = [doc["_id"] for doc in expired]
         for chunk in _chunks(ids):
             await self.collection.update_many(

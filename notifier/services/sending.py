@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import logging
 import time
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from .users import recipient_values
 log = logging.getLogger(__name__)
 
 SENT, SKIPPED, RETRY, DEFER, FAILED = "sent", "skipped", "retry", "defer", "failed"
+# Not sent because the claim's lease had run too short to finish safely: released for another try.
+ABANDONED = "abandoned"
 NOTIFICATION_CACHE_SECONDS = 60.0
 
 
@@ -64,8 +67,11 @@ class Sender:
         self.journal = journal
         self.notifications = NotificationCache(store)
 
-    async def attempt(self, claimed: list[dict], token: str) -> list[Outcome]:
-        """Try every claimed delivery of one batch, concurrently; each comes back with its outcome."""
+    async def attempt(self, claimed: list[dict], token: str, send_before: float = math.inf) -> list[Outcome]:
+        """Try every claimed delivery of one batch, concurrently; each comes back with its outcome.
+
+        No send starts after `send_before` (time.monotonic()): past it the claim's lease could run out
+        before the outcome is written, and a reconciler could hand the delivery to someone else."""
         notifications = await self.notifications.get_many({d["notification_id"] for d in claimed})
         users: dict[str, dict] = {}
         unavailable: set[str] = set()
@@ -79,11 +85,11 @@ class Sender:
             unavailable |= missing
         return list(await asyncio.gather(*(
             self._one(d, notifications.get(d["notification_id"]), users.get(d["user_id"]), d["user_id"] in unavailable,
-                      token)
+                      token, send_before)
             for d in claimed)))
 
     async def _one(self, delivery: dict, notification: dict | None, user: dict | None, contacts_down: bool,
-                   token: str) -> Outcome:
+                   token: str, send_before: float) -> Outcome:
         channel = self.channels.get(delivery["channel"])
         if notification is None or channel is None:
             return Outcome(delivery, SKIPPED, "notification_missing")
@@ -110,6 +116,8 @@ class Sender:
         context = {"request_id": notification.get("request_id"), "delivery_id": delivery_id,
                    "notification_id": message.notification_id}
         started = time.monotonic()
+        if started > send_before:
+            return Outcome(delivery, ABANDONED, error="the claim's lease ran short before the send")
         try:
             await channel.send(message, lambda: self.journal.begin(delivery_id, token, channel.repeat_safe))
         except TemporaryFailure as exc:

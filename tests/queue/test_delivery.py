@@ -10,6 +10,10 @@ import pytest
 from bson import ObjectId
 
 from notifier.queue.connection import BrokerConnection
+from notifier.queue.journal import Journal
+from notifier.services.contacts import Contacts
+from notifier.services.deliveries import Deliveries, new_claim_token
+from notifier.services.sending import ABANDONED, Sender
 
 from ..support import eventually
 from .conftest import add_users, counts, settled
@@ -206,3 +210,49 @@ async def test_queued_messages_the_broker_lost_are_published_again(ctx, admin):
     declared = await channel.queue_declare(ctx.topology.queues["regular"], passive=True)
     assert declared.message_count == 3
     assert await ctx.publisher.recover_lost(after=0) == 0  # the queue holds them again: nothing is lost
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_an_expired_lease_of_a_live_consumer_is_left_to_it(api, admin, ctx, smtp, workers):
+    """However slow the database, a consumer of ours that is alive writes its own outcomes: taking its claim
+    back on lease expiry would let a second consumer send the same message."""
+    users = await add_users(ctx, 1)
+    created = await create(api, admin, users)
+    await settled(ctx, ObjectId(created["id"]), 1)
+    alive = next(iter(ctx.pool.processes))
+    await ctx.store.deliveries.update_many({}, {"$set": {
+        "status": "sending", "claim": "slow", "claimed_by": alive, "lease_until": ctx.clock.now() - timedelta(seconds=1)}})
+    assert await ctx.reconcile_leases() == 0
+    assert await counts(ctx, ObjectId(created["id"])) == {"sending": 1}
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_batch_past_its_sending_share_of_the_lease_sends_nothing_and_is_released(ctx, admin, tmp_path):
+    """A claim that took too long to come back is not sent on: the delivery goes back to pending, unsent,
+    without using up an attempt."""
+    principal = await ctx.auth.authenticate(admin.header)
+    await ctx.users.bulk_upsert([{"user_id": "late", "email": "late@example.com"}])
+    notification, _ = await ctx.notifications.create(principal, {**NOTE, "is_express": False, "content_id": None,
+                                                                 "recipients": ["late"]})
+    await ctx.publisher.drain(10)
+    delivery = await ctx.store.deliveries.find_one({"notification_id": notification["_id"]})
+    token = new_claim_token()
+    assert await ctx.deliveries.claim([delivery["_id"]], "test-late", ctx.clock.now(), 60, token)
+
+    class NeverCalled:
+        name, contact_field, repeat_safe = "email", "email", False
+
+        def valid_contact(self, value):
+            return True
+
+        async def send(self, message, commit):
+            raise AssertionError("a send started after the claim's sending share of its lease")
+
+    journal = Journal(tmp_path / "late.journal")
+    sender = Sender(ctx.store, {"email": NeverCalled()}, Contacts(ctx.store, ctx.settings, None), ctx.links, journal)
+    outcomes = await sender.attempt([delivery], token, send_before=time.monotonic() - 1)
+    assert [o.kind for o in outcomes] == [ABANDONED]
+    await ctx.deliveries.finish(token, ctx.clock.now(), [], [(delivery["_id"], Deliveries.released(outcomes[0].error))])
+    after = await ctx.store.deliveries.find_one({"_id": delivery["_id"]})
+    assert (after["status"], after["is_sent_to_queue"], after["attempts"]) == ("pending", False, 0)
+    journal.close(remove=True)

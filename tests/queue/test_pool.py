@@ -6,6 +6,8 @@ import asyncio
 import os
 import signal
 
+from datetime import timedelta
+
 import aiormq
 import pytest
 from bson import ObjectId
@@ -164,3 +166,28 @@ async def test_sigterm_drains_and_exits_zero(ctx, workers):
     await ctx.pool.stop_one(consumer)
     assert await asyncio.wait_for(consumer.process.wait(), 30) == 0
     assert not journal_path(ctx.settings.journal_dir, consumer.id).exists()
+
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_claims_of_a_dead_consumer_wait_for_its_journal_not_for_lease_expiry(api, admin, ctx, smtp, workers):
+    """A consumer died and the database was too slow to apply its journal: until the pool manages to, its
+    claims stay put (releasing them on lease expiry would send them twice); the next pool check applies it."""
+    users = await add_users(ctx, 1)
+    created = (await api.post("/api/v1/notifications", {"title": "t", "text": "x", "channel": "email",
+                                                         "recipients": users}, auth=admin.header)).body
+    await settled(ctx, ObjectId(created["id"]), 1)
+    dead = f"{ctx.pool.prefix}.99"
+    delivery = await ctx.store.deliveries.find_one({})
+    await ctx.store.deliveries.update_one({"_id": delivery["_id"]}, {"$set": {
+        "status": "sending", "claim": "t1", "claimed_by": dead, "lease_until": ctx.clock.now() - timedelta(seconds=5)}})
+    path = journal_path(ctx.settings.journal_dir, dead)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"B {delivery['_id']} t1 0\nS {delivery['_id']} t1\n")
+    ctx.pool.unrecovered.add(dead)
+
+    assert await ctx.reconcile_leases() == 0
+    assert (await ctx.store.deliveries.find_one({"_id": delivery["_id"]}))["status"] == "sending"
+    await ctx.pool.check()
+    assert (await ctx.store.deliveries.find_one({"_id": delivery["_id"]}))["status"] == "sent"
+    assert dead not in ctx.pool.unrecovered and not path.exists()
