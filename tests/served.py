@@ -57,13 +57,13 @@ class Served:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
 
-    def call(self, method: str, path: str, body=None, auth: str | None = None):
+    def call(self, method: str, path: str, body=None, auth: str | None = None, timeout: float = 60):
         request = urllib.request.Request(self.url + path, method=method,
                                          data=json.dumps(body).encode() if body is not None else None,
                                          headers={"Content-Type": "application/json",
                                                   **({"Authorization": auth} if auth else {})})
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")

@@ -79,8 +79,8 @@ class NotificationService:
         self.check(data, recipients)
         notification = {key: data[key] for key in ("title", "text", "channel", "is_express", "content_id")}
         notification.update(variables=data.get("variables") or {}, author=author.as_author(),
-                            created_at=self.clock.now(), recipient_count=len(recipients), complete=False,
-                            request_id=logs.request_id.get())
+                            created_at=self.clock.now(), recipient_count=len(recipients),
+                            complete=not idempotency_key, request_id=logs.request_id.get())
         if idempotency_key:
             notification.update(idempotency_key=f"{author.role.value}:{author.id}:{idempotency_key}",
                                 request_hash=_fingerprint(data))
@@ -95,8 +95,10 @@ class NotificationService:
                 return earlier, False
             notification = earlier
         await self.add_deliveries(notification, recipients, ONE_OFF)
-        await self.store.notifications.update_one({"_id": notification["_id"]}, {"$set": {"complete": True}})
-        notification["complete"] = True
+        if not notification["complete"]:
+            # Only a request with an Idempotency-Key can be repeated to finish what a first attempt began.
+            await self.store.notifications.update_one({"_id": notification["_id"]}, {"$set": {"complete": True}})
+            notification["complete"] = True
         return notification, True
 
     async def add_deliveries(self, notification: dict, user_ids: list[str], occurrence: str) -> tuple[int, int]:

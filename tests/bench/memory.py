@@ -52,7 +52,7 @@ def run(infra: Infra, n: int, rounds: int, consumers: int) -> dict:
         after_each = []
         for _ in range(rounds):
             status, created = service.call("POST", "/api/v1/notifications", {
-                "title": "Hello {{ name }}", "text": "Big day.", "channel": "email", "recipients": users}, auth)
+                "title": "Hello {{ name }}", "text": "Big day.", "channel": "email", "recipients": users}, auth, timeout=3600)
             assert status == 201, created
             infra.sink.wait_for(n, timeout=3600, key=created["id"])
             while service.call("GET", f"/api/v1/notifications/{created['id']}", None, auth)[1]["counts"].get(
@@ -66,5 +66,5 @@ def run(infra: Infra, n: int, rounds: int, consumers: int) -> dict:
                 "server_after_rounds_mb": after_each,
                 "growth_percent": 100 * (after_each[-1] - after_each[0]) / after_each[0]}
     finally:
-        service.stop()
+        service.stop(timeout=300)
         service.cleanup(max_recipients=n)
