@@ -9,7 +9,7 @@ import sys
 import time
 
 from . import api, celery_peer, ceilings, express, fanout, memory, scheduler
-from .harness import Infra, Steal, summary, table, write_results
+from .harness import Infra, Steal, summary, summary_row, table, write_results
 
 
 def machine() -> dict:
@@ -35,12 +35,9 @@ def bench_fanout(infra: Infra, args) -> dict:
     figures["ratio_to_lowest_ceiling"] = summary(ratios)
     rows = [("figure", "median", "min", "max")]
     for name in ("fanout", "broker", "smtp", "database"):
-        f = figures[name]
-        rows.append((f"{name} /s", f"{f['median']:.0f}", f"{f['min']:.0f}", f"{f['max']:.0f}"))
-    r = figures["ratio_to_lowest_ceiling"]
-    rows.append(("fanout / lowest ceiling", f"{r['median']:.2f}", f"{r['min']:.2f}", f"{r['max']:.2f}"))
-    s = figures["steal"]
-    rows.append(("CPU steal %", f"{s['median']:.1f}", f"{s['min']:.1f}", f"{s['max']:.1f}"))
+        rows.append(summary_row(f"{name} /s", figures[name], "{:.0f}"))
+    rows.append(summary_row("fanout / lowest ceiling", figures["ratio_to_lowest_ceiling"], "{:.2f}"))
+    rows.append(summary_row("CPU steal %", figures["steal"], "{:.1f}"))
     print(f"\nfanout of {args.n} emails, {args.consumers} consumers, {args.runs} runs (target: ratio >= 0.5)")
     print(table(rows))
     return figures
@@ -62,8 +59,7 @@ def bench_scheduler(infra: Infra, args) -> dict:
     rows = [("figure", "median", "min", "max")]
     for name, label, fmt in (("scheduler", "fired /s", "{:.0f}"), ("bare", "bare firing work /s", "{:.0f}"),
                              ("ratio_to_bare", "scheduler / bare", "{:.2f}"), ("steal", "CPU steal %", "{:.1f}")):
-        f = figures[name]
-        rows.append((label, fmt.format(f["median"]), fmt.format(f["min"]), fmt.format(f["max"])))
+        rows.append(summary_row(label, figures[name], fmt))
     print(f"\n{n} schedules due in one tick, {args.runs} runs")
     print(table(rows))
     return figures
@@ -84,8 +80,7 @@ def bench_peer(infra: Infra, args) -> dict:
     rows = [("figure", "median", "min", "max")]
     for name, label, fmt in (("fanout", "notifier emails /s", "{:.0f}"), ("celery", "Celery emails /s", "{:.0f}"),
                              ("ratio", "notifier / Celery", "{:.2f}"), ("steal", "CPU steal %", "{:.1f}")):
-        f = figures[name]
-        rows.append((label, fmt.format(f["median"]), fmt.format(f["min"]), fmt.format(f["max"])))
+        rows.append(summary_row(label, figures[name], fmt))
     print(f"\n{args.n} emails, {args.consumers} worker processes each, {args.runs} runs (target: ratio >= 2)")
     print(table(rows))
     return figures
@@ -109,8 +104,7 @@ def bench_express(infra: Infra, args) -> dict:
                              ("busy_p50", "backlog p50 ms", "{:.0f}"), ("busy_p99", "backlog p99 ms", "{:.0f}"),
                              ("busy_over_quiet_p99", "backlog p99 / no-backlog p99", "{:.2f}"),
                              ("steal", "CPU steal %", "{:.1f}")):
-        f = figures[name]
-        rows.append((label, fmt.format(f["median"]), fmt.format(f["min"]), fmt.format(f["max"])))
+        rows.append(summary_row(label, figures[name], fmt))
     print(f"\n50 express notifications one by one, with and without {args.backlog} regular queued "
           f"(target: p99 <= 100 ms and <= 1.5x the no-backlog p99)")
     print(table(rows))
@@ -132,13 +126,11 @@ def bench_api(infra: Infra, args) -> dict:
         figures[name] = {"rate": summary([r[name]["rate"] for r in runs]),
                          "p99_ms": summary([r[name]["p99_ms"] for r in runs])}
         for key, unit, fmt in (("rate", "req/s", "{:.0f}"), ("p99_ms", "p99 ms", "{:.1f}")):
-            f = figures[name][key]
-            rows.append((f"{name} {unit}", fmt.format(f["median"]), fmt.format(f["min"]), fmt.format(f["max"])))
+            rows.append(summary_row(f"{name} {unit}", figures[name][key], fmt))
     figures["create_over_bare"] = summary([r["create"]["rate"] / r["bare_io"]["rate"] for r in runs])
-    f = figures["create_over_bare"]
-    rows.append(("create / bare I/O", f"{f['median']:.2f}", f"{f['min']:.2f}", f"{f['max']:.2f}"))
+    rows.append(summary_row("create / bare I/O", figures["create_over_bare"], "{:.2f}"))
     figures["steal"] = summary([r["steal"] for r in runs])
-    rows.append(("CPU steal %", *(f"{figures['steal'][k]:.1f}" for k in ("median", "min", "max"))))
+    rows.append(summary_row("CPU steal %", figures["steal"], "{:.1f}"))
     print(f"\nAPI at {api.CONNECTIONS} connections for {api.SECONDS} s (target: create >= 0.5x bare I/O)")
     print(table(rows))
     return figures

@@ -28,8 +28,7 @@ def _latencies(service, infra: Infra, auth: str, count: int) -> list[float]:
 
 
 def run(infra: Infra, backlog: int, count: int, consumers: int) -> dict:
-    service = infra.service(CONSUMERS_START=str(consumers), CONSUMERS_MIN=str(consumers),
-                            CONSUMERS_MAX=str(consumers))
+    service = infra.service(consumers)
     try:
         service.start()
         auth = admin_header(service)

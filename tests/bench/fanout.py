@@ -10,8 +10,7 @@ POLL = 0.2
 
 
 def run(infra: Infra, n: int, consumers: int) -> dict:
-    service = infra.service(CONSUMERS_START=str(consumers), CONSUMERS_MIN=str(consumers),
-                            CONSUMERS_MAX=str(consumers))
+    service = infra.service(consumers)
     try:
         service.start()
         auth = admin_header(service)

@@ -95,8 +95,11 @@ class Infra:
         self.sink.stop()
         self.mongo.stop()
 
-    def service(self, **env: str) -> Served:
-        """A `notifier serve` on this database (its own database name) and sink."""
+    def service(self, consumers: int | None = None, **env: str) -> Served:
+        """A `notifier serve` on this database (its own database name) and sink; `consumers` fixes the pool."""
+        if consumers is not None:
+            env = {"CONSUMERS_START": str(consumers), "CONSUMERS_MIN": str(consumers),
+                   "CONSUMERS_MAX": str(consumers), **env}
         name = uuid.uuid4().hex[:8]
         return Served(self.workdir / f"serve-{name}", AMQP_URL, MONGO_URL=self.mongo_url, MONGO_DB=f"bench_{name}",
                       SMTP_HOST="127.0.0.1", SMTP_PORT=str(self.sink.smtp_port), LOG_LEVEL="warning", **env)
@@ -121,6 +124,11 @@ def add_users(service: Served, auth: str, count: int, prefix: str = "u") -> list
 
 def summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def summary_row(label: str, figure: dict, fmt: str) -> tuple:
+    """One table row: a figure's median, min and max."""
+    return (label, *(fmt.format(figure[key]) for key in ("median", "min", "max")))
 
 
 def write_results(name: str, results: dict) -> Path:

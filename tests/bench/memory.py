@@ -40,8 +40,7 @@ class Sampler(threading.Thread):
 
 
 def run(infra: Infra, n: int, rounds: int, consumers: int) -> dict:
-    service = infra.service(CONSUMERS_START=str(consumers), CONSUMERS_MIN=str(consumers),
-                            CONSUMERS_MAX=str(consumers), MAX_RECIPIENTS=str(max(n, 100000)))
+    service = infra.service(consumers, MAX_RECIPIENTS=str(max(n, 100000)))
     try:
         service.start()
         auth = admin_header(service)
