@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
+from pymongo.errors import ConnectionFailure
 from tornado.ioloop import PeriodicCallback
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,10 @@ class Job:
             self._current = asyncio.ensure_future(self.run())
             await self._current
             self.last_error = None
+        except ConnectionFailure as exc:  # an outage, not a bug: one line per tick, no traceback
+            self.failures += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("job %s: database unavailable (%s); trying again next tick", self.name, type(exc).__name__)
         except Exception as exc:
             self.failures += 1
             self.last_error = f"{type(exc).__name__}: {exc}"

@@ -75,12 +75,18 @@ class Rig:
         return body
 
     def settle(self, notification_id: str, timeout: float = 240) -> dict:
+        last: dict = {}
+
         def done():
-            counts = self.counts(notification_id)["counts"]
-            return sum(counts.get(s, 0) for s in ("sent", "failed", "skipped")) == N and counts
+            last.clear()
+            last.update(self.counts(notification_id)["counts"])
+            return sum(last.get(s, 0) for s in ("sent", "failed", "skipped")) == N and dict(last)
         # Counting by status is a $group over all N deliveries: asking every 0.2 s would take a good share
         # of the database from the run being watched.
-        return wait_until(done, timeout, "every delivery settled", every=2.0)
+        try:
+            return wait_until(done, timeout, "every delivery settled", every=2.0)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; counts at the end: {last}") from None
 
     def check(self, notification_id: str) -> dict:
         """The end state every fault must leave."""

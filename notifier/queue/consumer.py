@@ -186,13 +186,16 @@ class Consumer:
                     lambda: self.deliveries.claim(list(messages), self.consumer_id, self.clock.now(),
                                                   self.settings.lease_seconds, token), self.stopping)
             if claimed_ids:
-                outcomes = await self.sender.attempt([payloads[i] for i in claimed_ids], token, send_before)
+                claimed = [payloads[i] for i in claimed_ids]
                 try:
+                    looked_up = await _retry_database(lambda: self.sender.look_up(claimed), self.stopping)
+                    outcomes = await self.sender.attempt(claimed, looked_up, token, send_before)
                     async with turn:
                         await self._settle(token, outcomes)
-                except PyMongoError:
-                    # What was sent is only in the journal now: stop, so the pool records it from there.
-                    log.critical("cannot record a batch's outcomes; stopping for the pool to recover them")
+                except Exception:
+                    # The claims are ours until we write their outcomes, and nobody else takes a live
+                    # consumer's claims: stop, so the pool settles them from the journal.
+                    log.critical("cannot finish a claimed batch; stopping for the pool to recover it", exc_info=True)
                     self.journal_pending = True
                     self.stopping.set()
                     return
@@ -339,7 +342,7 @@ async def _retry_database(operation, stopping: asyncio.Event, limit: float = DAT
         except PyMongoError as exc:
             if waited >= (min(limit, DATABASE_RETRY_WHILE_STOPPING) if stopping.is_set() else limit):
                 raise
-            log.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
+            log.warning("database unavailable (%s: %.120s); retrying in %.1fs", type(exc).__name__, exc, delay)
             await asyncio.sleep(delay)
             waited += delay
             delay = min(delay * 2, 5.0)

@@ -6,7 +6,7 @@ import asyncio
 import math
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bson import ObjectId
 
@@ -52,6 +52,13 @@ class NotificationCache:
         return {i: self._entries[i][1] for i in ids if i in self._entries}
 
 
+@dataclass
+class LookedUp:
+    notifications: dict[ObjectId, dict]
+    users: dict[str, dict] = field(default_factory=dict)
+    contacts_down: set[str] = field(default_factory=set)  # the user service could not say
+
+
 class JournalLike:
     def begin(self, delivery_id: str, token: str, repeat_safe: bool) -> None: ...
 
@@ -67,25 +74,30 @@ class Sender:
         self.journal = journal
         self.notifications = NotificationCache(store)
 
-    async def attempt(self, claimed: list[dict], token: str, send_before: float = math.inf) -> list[Outcome]:
-        """Try every claimed delivery of one batch, concurrently; each comes back with its outcome.
-
-        No send starts after `send_before` (time.monotonic()): past it the claim's lease could run out
-        before the outcome is written, and a reconciler could hand the delivery to someone else."""
+    async def look_up(self, claimed: list[dict]) -> LookedUp:
+        """Everything a batch reads before it sends: its notifications and recipients. Nothing is sent here,
+        so a database outage in the middle can be waited out by running it again."""
         notifications = await self.notifications.get_many({d["notification_id"] for d in claimed})
-        users: dict[str, dict] = {}
-        unavailable: set[str] = set()
+        looked_up = LookedUp(notifications)
         by_channel: dict[str, list[str]] = {}
         for delivery in claimed:
             by_channel.setdefault(delivery["channel"], []).append(delivery["user_id"])
         for channel_name, user_ids in by_channel.items():
             channel = self.channels.get(channel_name)
             found, missing = await self.contacts.lookup(user_ids, channel.contact_field if channel else None)
-            users.update(found)
-            unavailable |= missing
+            looked_up.users.update(found)
+            looked_up.contacts_down |= missing
+        return looked_up
+
+    async def attempt(self, claimed: list[dict], looked_up: LookedUp, token: str,
+                      send_before: float = math.inf) -> list[Outcome]:
+        """Try every claimed delivery of one batch, concurrently; each comes back with its outcome.
+
+        No send starts after `send_before` (time.monotonic()): past it the claim's lease could run out
+        before the outcome is written, and a reconciler could hand the delivery to someone else."""
         return list(await asyncio.gather(*(
-            self._one(d, notifications.get(d["notification_id"]), users.get(d["user_id"]), d["user_id"] in unavailable,
-                      token, send_before)
+            self._one(d, looked_up.notifications.get(d["notification_id"]), looked_up.users.get(d["user_id"]),
+                      d["user_id"] in looked_up.contacts_down, token, send_before)
             for d in claimed)))
 
     async def _one(self, delivery: dict, notification: dict | None, user: dict | None, contacts_down: bool,

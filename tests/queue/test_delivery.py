@@ -250,7 +250,8 @@ async def test_a_batch_past_its_sending_share_of_the_lease_sends_nothing_and_is_
 
     journal = Journal(tmp_path / "late.journal")
     sender = Sender(ctx.store, {"email": NeverCalled()}, Contacts(ctx.store, ctx.settings, None), ctx.links, journal)
-    outcomes = await sender.attempt([delivery], token, send_before=time.monotonic() - 1)
+    outcomes = await sender.attempt([delivery], await sender.look_up([delivery]), token,
+                                    send_before=time.monotonic() - 1)
     assert [o.kind for o in outcomes] == [ABANDONED]
     await ctx.deliveries.finish(token, ctx.clock.now(), [], [(delivery["_id"], Deliveries.released(outcomes[0].error))])
     after = await ctx.store.deliveries.find_one({"_id": delivery["_id"]})
