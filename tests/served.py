@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -20,6 +21,39 @@ from notifier.queue.topology import Topology
 from notifier.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def fetch(url: str, method: str = "GET", body=None, headers: dict | None = None, timeout: float = 30
+          ) -> tuple[int, dict, bytes]:
+    """One HTTP request (a JSON body when given); every status comes back, none raises."""
+    request = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def call(url: str, method: str = "GET", body=None, headers: dict | None = None, timeout: float = 30):
+    """(status, decoded JSON body) of one request."""
+    status, _, raw = fetch(url, method, body, headers, timeout)
+    return status, json.loads(raw or b"null")
+
+
+def wait_until(condition, timeout: float, what: str, every: float = 0.2, tolerate: tuple = ()):
+    """Poll `condition` until it returns something truthy, which is returned; `tolerate` lists exceptions
+    that count as "not yet" (a server still starting refuses connections)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+        except tolerate:
+            result = None
+        if result:
+            return result
+        time.sleep(every)
+    raise AssertionError(f"{what}: not reached within {timeout}s")
 
 
 class Served:
@@ -58,15 +92,7 @@ class Served:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
 
     def call(self, method: str, path: str, body=None, auth: str | None = None, timeout: float = 60):
-        request = urllib.request.Request(self.url + path, method=method,
-                                         data=json.dumps(body).encode() if body is not None else None,
-                                         headers={"Content-Type": "application/json",
-                                                  **({"Authorization": auth} if auth else {})})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
+        return call(self.url + path, method, body, {"Authorization": auth} if auth else None, timeout)
 
     def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "notifier", *args], input=stdin, env=self.env, cwd=self.workdir,

@@ -21,7 +21,7 @@ import pytest
 from notifier.embedded import EmbeddedMongo
 from notifier.procs import free_port, pid_alive
 
-from .served import Served
+from .served import Served, wait_until
 from .smtp_server import SmtpServer
 
 # The drill is 5,000 recipients (FAULT_RECIPIENTS=5000). CI runs a smaller one so the whole suite fits
@@ -117,16 +117,6 @@ class Rig:
         self.served.cleanup()
         self.smtp.stop()
         self.mongo.stop()
-
-
-def wait_until(condition, timeout: float, what: str, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(every)
-    raise AssertionError(f"{what}: not reached within {timeout}s")
 
 
 @pytest.fixture

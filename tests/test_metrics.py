@@ -5,27 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import re
-import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from notifier.procs import free_port
 
-from .served import Served
+from .served import Served, fetch, wait_until
 
 ADMIN = "Basic " + base64.b64encode(b"root:metrics-password").decode()
-
-
-def fetch(url: str, method: str = "GET", body=None, headers: dict | None = None) -> tuple[int, dict, bytes]:
-    request = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:
@@ -52,15 +39,11 @@ def served(tmp_path, amqp_url):
 
 
 def wait_for_metric(url: str, headers: dict, name: str, value: float, timeout: float = 60, **labels) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def reached():
         status, _, body = fetch(url, headers=headers)
         assert status == 200, body
-        text = body.decode()
-        if sample(text, name, **labels) == value:
-            return text
-        time.sleep(0.2)
-    raise AssertionError(f"{name}{labels} never reached {value}:\n{text}")
+        return sample(body.decode(), name, **labels) == value and body.decode()
+    return wait_until(reached, timeout, f"{name}{labels} == {value}")
 
 
 def test_metrics_follow_a_notification_from_the_api_to_the_consumer(served):
@@ -107,10 +90,7 @@ def test_the_request_id_reaches_the_consumer_send_log(served):
                     return entry
         return None
 
-    deadline = time.monotonic() + 60
-    while not (entry := send_logged()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert entry, served.log_tail()
+    entry = wait_until(send_logged, 60, "the send logged with the request id")
     assert entry["notification_id"] == notification_id and entry["delivery_id"]
     assert "sent" in entry["message"]
     access = [json.loads(line) for line in served.log.read_text().splitlines()

@@ -7,9 +7,7 @@ Screenshots go to test-artifacts/.
 from __future__ import annotations
 
 import base64
-import json
 import time
-import urllib.request
 
 import pytest
 from playwright.sync_api import sync_playwright
