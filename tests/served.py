@@ -91,8 +91,10 @@ class Served:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
 
-    def call(self, method: str, path: str, body=None, auth: str | None = None, timeout: float = 60):
-        return call(self.url + path, method, body, {"Authorization": auth} if auth else None, timeout)
+    def call(self, method: str, path: str, body=None, auth: str | None = None, timeout: float = 60,
+             headers: dict | None = None):
+        return call(self.url + path, method, body, {**({"Authorization": auth} if auth else {}), **(headers or {})},
+                    timeout)
 
     def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "notifier", *args], input=stdin, env=self.env, cwd=self.workdir,

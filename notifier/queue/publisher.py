@@ -27,6 +27,10 @@ from .topology import EXPRESS, PRIORITY, REGULAR, Topology
 log = logging.getLogger(__name__)
 
 CONFIRM_WINDOW = 500
+# Windows awaiting their confirms at once, across every publish of the process. Plenty for the broker's
+# speed, and it bounds memory: unbounded, a 100,000-recipient notification had all its messages in flight
+# at once (each with its future and timer) and the server grew past 500 MB.
+WINDOWS_IN_FLIGHT = 2
 
 
 def message_body(delivery: dict) -> bytes:
@@ -55,6 +59,7 @@ class Publisher:
         # Confirmed by the broker, not yet marked queued in the database: id -> when it reaches the work queue.
         self._confirmed: dict = {}
         self._marking: asyncio.TimerHandle | None = None
+        self._windows = asyncio.Semaphore(WINDOWS_IN_FLIGHT)
 
     def submit(self, notification: dict, deliveries: list[dict], position: int = 0) -> None:
         self.submit_task(self.publish(deliveries, position))
@@ -111,31 +116,36 @@ class Publisher:
         channel = await self.broker.channel()
         confirmed = 0
         for start in range(0, len(deliveries), CONFIRM_WINDOW):
-            window = deliveries[start:start + CONFIRM_WINDOW]
-            plan, delays = [], []
-            for offset, delivery in enumerate(window):
-                delay_ms = self._delay_ms(delivery, position + start + offset)
-                delays.append(delay_ms)
-                if delay_ms:
-                    queue = await self.topology.ensure_pace_queue(channel, delay_ms)
-                    plan.append((delivery, "", queue, REGULAR))
-                else:
-                    target = EXPRESS if delivery["is_express"] else REGULAR
-                    plan.append((delivery, self.topology.exchange, target, target))
-            results = await asyncio.gather(*(self._send(channel, *route) for route in plan),
-                                           return_exceptions=True)
-            now = self.clock.now()
-            acked = 0
-            for route, delay_ms, result in zip(plan, delays, results):
-                if isinstance(result, Basic.Ack):
-                    self._confirm([route[0]["_id"]], now + timedelta(milliseconds=delay_ms))
-                    acked += 1
-            if acked < len(plan):
-                failure = next((r for r in results if not isinstance(r, Basic.Ack)), None)
-                log.warning("broker did not confirm %d of %d messages (%r); the outbox sweep will retry",
-                            len(plan) - acked, len(plan), failure)
-            confirmed += acked
+            async with self._windows:
+                confirmed += await self._publish_window(channel, deliveries[start:start + CONFIRM_WINDOW],
+                                                        position + start)
         return confirmed
+
+    async def _publish_window(self, channel, window: list[dict], position: int) -> int:
+        """Publish one window (the deliveries at `position`... of one firing); returns how many were confirmed."""
+        plan, delays = [], []
+        for offset, delivery in enumerate(window):
+            delay_ms = self._delay_ms(delivery, position + offset)
+            delays.append(delay_ms)
+            if delay_ms:
+                queue = await self.topology.ensure_pace_queue(channel, delay_ms)
+                plan.append((delivery, "", queue, REGULAR))
+            else:
+                target = EXPRESS if delivery["is_express"] else REGULAR
+                plan.append((delivery, self.topology.exchange, target, target))
+        results = await asyncio.gather(*(self._send(channel, *route) for route in plan),
+                                       return_exceptions=True)
+        now = self.clock.now()
+        acked = 0
+        for route, delay_ms, result in zip(plan, delays, results):
+            if isinstance(result, Basic.Ack):
+                self._confirm([route[0]["_id"]], now + timedelta(milliseconds=delay_ms))
+                acked += 1
+        if acked < len(plan):
+            failure = next((r for r in results if not isinstance(r, Basic.Ack)), None)
+            log.warning("broker did not confirm %d of %d messages (%r); the outbox sweep will retry",
+                        len(plan) - acked, len(plan), failure)
+        return acked
 
     async def _send(self, channel, delivery: dict, exchange: str, routing_key: str, target: str):
         started = time.monotonic()
