@@ -36,14 +36,14 @@ class Job:
             self._current = asyncio.ensure_future(self.run())
             await self._current
             self.last_error = None
-        except ConnectionFailure as exc:  # an outage, not a bug: one line per tick, no traceback
-            self.failures += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("job %s: database unavailable (%s); trying again next tick", self.name, type(exc).__name__)
         except Exception as exc:
             self.failures += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
-            log.exception("job %s failed", self.name)
+            if isinstance(exc, ConnectionFailure):  # an outage, not a bug: one line per tick, no traceback
+                log.warning("job %s: database unavailable (%s); trying again next tick", self.name,
+                            type(exc).__name__)
+            else:
+                log.exception("job %s failed", self.name)
         finally:
             self.runs += 1
             self.last_duration = time.monotonic() - started

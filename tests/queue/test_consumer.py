@@ -91,4 +91,3 @@ async def test_a_claimed_batch_that_cannot_finish_stops_the_consumer_for_the_poo
 
 async def _is_set(event: asyncio.Event) -> bool:
     return event.is_set()
-
