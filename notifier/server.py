@@ -56,7 +56,7 @@ async def run(settings: Settings, embedded: list[EmbeddedProcess] = ()) -> None:
     http_server.listen(settings.http_port, settings.http_host)
     servers = [http_server]
     if settings.metrics_port:
-        metrics_server = HTTPServer(metrics_app(ctx))
+        metrics_server = make_http_server(metrics_app(ctx), settings)
         metrics_server.listen(settings.metrics_port, settings.metrics_host)
         servers.append(metrics_server)
     await ctx.broker.wait_connected(10)
