@@ -12,9 +12,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 from pymongo import MongoClient
-from pymongo.errors import OperationFailure
+from pymongo.errors import OperationFailure, ServerSelectionTimeoutError
 
-from notifier.embedded import EmbeddedMongo
+from notifier.embedded import EmbeddedMongo, setup_certificate, write_private
 from notifier.procs import free_port, wait_for_port
 
 
@@ -108,5 +108,25 @@ def test_a_data_dir_from_before_credentials_gets_them_and_keeps_its_data(tmp_pat
         with MongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true", serverSelectionTimeoutMS=5000) as anonymous:
             with pytest.raises(OperationFailure):
                 anonymous.notifier.admins.find_one()
+    finally:
+        server.stop()
+
+
+def test_while_the_account_is_made_only_the_holder_of_the_setup_certificate_gets_in(tmp_path):
+    server = EmbeddedMongo(str(tmp_path / "db"))
+    server.make_data_dir()
+    server.setup_file = server.data_dir / "setup.pem"
+    write_private(server.setup_file, setup_certificate())
+    server._spawn(60)  # the one start without --auth, as _create_account makes it
+    try:
+        address = f"mongodb://127.0.0.1:{server.port}/?directConnection=true"
+        for options in ({}, {"tls": True, "tlsAllowInvalidCertificates": True}):  # plain; TLS without a certificate
+            with MongoClient(address, serverSelectionTimeoutMS=1500, **options) as intruder:
+                with pytest.raises(ServerSelectionTimeoutError):
+                    intruder.admin.command("createUser", "intruder", pwd="intruder-password", roles=["root"])
+        setup = str(server.setup_file)
+        with MongoClient(address, tls=True, tlsCAFile=setup, tlsCertificateKeyFile=setup,
+                         serverSelectionTimeoutMS=5000) as holder:
+            assert holder.admin.command("ping")["ok"] == 1
     finally:
         server.stop()
