@@ -7,12 +7,13 @@ import re
 import pytest
 from bson import ObjectId
 
+from ...support import TEST_ADMIN
 from .conftest import field_errors, text
 
 
 @pytest.mark.gen_test
 async def test_dashboard_shows_queues_consumers_counts_and_failures(logged_in, ctx):
-    await ctx.users.bulk_upsert([{"user_id": "a", "email": "a@example.com"}])
+    await ctx.users.bulk_upsert(TEST_ADMIN, [{"user_id": "a", "email": "a@example.com"}])
     await ctx.store.deliveries.insert_one({"notification_id": ObjectId(), "user_id": "z", "channel": "email",
                                            "status": "failed", "reason": "rejected", "last_error": "SMTP 550: nope",
                                            "occurrence": "", "updated_at": ctx.clock.now(), "attempts": 1})
