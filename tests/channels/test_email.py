@@ -12,7 +12,7 @@ from notifier.settings import Settings
 
 def test_non_ascii_and_markup_are_encoded_and_escaped():
     channel = EmailChannel(Settings.from_env({}, smtp_from="Notifier <no-reply@example.com>"))
-    raw = channel.build(Message(delivery_id="d1", notification_id="n1", user_id="u1", address="zoe@example.com",
+    _, raw = channel.build(Message(delivery_id="d1", notification_id="n1", user_id="u1", address="zoe@example.com",
                                 title="Grüße, Zoë <b>", text="Line one\n<script>alert(1)</script>",
                                 display_name="Zoë Ünal", unsubscribe_url="https://n.example/unsubscribe/t",
                                 is_express=False))
