@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "email"
 _is_email = validate.Email()
+# The SMTP policy, except that a value stored with set_raw() is written as it is: it would otherwise fold a
+# long token such as the List-Unsubscribe URL into encoded words, which no mail client reads as a URL.
+MAIL_POLICY = policy.SMTP.clone(refold_source="none")
 DISCONNECTED = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError,
                 asyncio.TimeoutError, OSError)
 
@@ -126,7 +129,7 @@ class EmailChannel:
         cannot be written (a non-ASCII local part needs SMTPUTF8, which is not used)."""
         try:
             recipient = ascii_address(message.address)
-            mail = EmailMessage(policy=policy.SMTP)
+            mail = EmailMessage(policy=MAIL_POLICY)
             mail["From"] = self.settings.smtp_from
             mail["To"] = Address(display_name=one_line(message.display_name), addr_spec=recipient)
             mail["Subject"] = one_line(message.title)
@@ -137,7 +140,7 @@ class EmailChannel:
         mail["X-Notifier-Notification"] = message.notification_id
         mail["X-Notifier-Delivery"] = message.delivery_id
         if message.unsubscribe_url:
-            mail["List-Unsubscribe"] = f"<{one_line(message.unsubscribe_url)}>"
+            mail.set_raw("List-Unsubscribe", f"<{one_line(message.unsubscribe_url)}>")
             mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         mail.set_content(self.text.generate(m=message).decode())
         mail.add_alternative(self.html.generate(m=message).decode(), subtype="html")
