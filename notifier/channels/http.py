@@ -25,7 +25,8 @@ def _retry_after(response: HTTPResponse | None) -> float | None:
     return float(value) if value.replace(".", "", 1).isdigit() else None
 
 
-async def post_json(client: AsyncHTTPClient | OutboundHTTP, url: str, body: dict, headers: dict, timeout: float) -> HTTPResponse:
+async def post_json(client: AsyncHTTPClient | OutboundHTTP, url: str, body: dict, headers: dict,
+                    timeout: float) -> HTTPResponse:
     """POST `body`; return the 2xx response or raise TemporaryFailure / PermanentFailure."""
     request = HTTPRequest(url, method="POST", body=json.dumps(body), request_timeout=timeout,
                           connect_timeout=timeout, follow_redirects=False,

@@ -1,4 +1,4 @@
-"""Webhooks: a signed JSON POST to the user's URL.
+"""Webhooks: a signed JSON POST to the user's URL, through the outbound policy (notifier/outbound.py).
 
 Receivers check `X-Notifier-Signature: sha256=<hex>`, the HMAC-SHA256 of `<timestamp>.<body>` with the
 shared WEBHOOK_SECRET, and drop repeats by `Idempotency-Key` (the delivery id).
@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import time
+
 from ..outbound import DestinationRefused, OutboundHTTP, check_url
 from .base import Commit, Message
 from .http import post_json
