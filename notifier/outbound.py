@@ -141,9 +141,9 @@ def allowlist_entry(raw: str) -> str:
 class PolicyResolver(Resolver):
     """Resolves like the event loop does, then refuses the whole answer if any address is not allowed."""
 
-    def initialize(self, allow: Allowlist) -> None:  # Resolver is a tornado Configurable
+    def initialize(self, allow: Allowlist, resolver: Resolver | None = None) -> None:  # a tornado Configurable
         self.allow = allow
-        self.resolver = DefaultLoopResolver()
+        self.resolver = resolver or DefaultLoopResolver()
 
     async def resolve(self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC):
         answer = await self.resolver.resolve(host, port, family)
@@ -160,10 +160,10 @@ class PolicyResolver(Resolver):
 class OutboundHTTP:
     """The HTTP client for destinations a caller chose (same `fetch` as tornado's client)."""
 
-    def __init__(self, allow: Allowlist, max_clients: int = 64):
+    def __init__(self, allow: Allowlist, max_clients: int = 64, resolver: Resolver | None = None):
         # simple_httpclient by name: it is the implementation that connects through `resolver`.
         self.client = SimpleAsyncHTTPClient(force_instance=True, max_clients=max_clients,
-                                            resolver=PolicyResolver(allow=allow))
+                                            resolver=PolicyResolver(allow=allow, resolver=resolver))
 
     async def fetch(self, request: HTTPRequest) -> HTTPResponse:
         check_url(request.url)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 
 import pytest
 from bson import ObjectId
 from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.netutil import DefaultLoopResolver, OverrideResolver, Resolver
 
 from notifier.channels.base import PermanentFailure
 from notifier.channels.http import post_json
@@ -122,6 +124,37 @@ async def test_a_redirect_from_an_allowed_host_inward_is_not_followed(peer):
         inside.stop()
     assert answered.value.code == 302 and failed.value.reason == "rejected"
     assert len(peer.requests) == 2 and inside.requests == []
+
+
+class TwoRecords(Resolver):
+    """A DNS answer with a public and an internal address (rebinding with two records)."""
+
+    async def resolve(self, host, port, family=socket.AF_UNSPEC):
+        return [(socket.AF_INET, ("8.8.8.8", port)), (socket.AF_INET, ("127.0.0.1", port))]
+
+
+@pytest.mark.gen_test
+async def test_one_inward_address_among_public_ones_refuses_the_name(peer):
+    http = OutboundHTTP(Allowlist(), resolver=TwoRecords())
+    try:
+        with pytest.raises(PermanentFailure, match="destination not allowed"):
+            await post_json(http, f"http://rebind.test:{peer.port}/hook", {}, {}, 5)
+    finally:
+        http.close()
+    assert peer.requests == []
+
+
+@pytest.mark.gen_test
+async def test_the_connection_goes_to_the_checked_address_and_keeps_the_name(peer):
+    # hooks.internal resolves (here by tornado's OverrideResolver) to the operator's allowed 127.0.0.1.
+    dns = OverrideResolver(resolver=DefaultLoopResolver(), mapping={"hooks.internal": "127.0.0.1"})
+    http = OutboundHTTP(Allowlist.parse(["127.0.0.1"]), resolver=dns)
+    try:
+        await post_json(http, f"http://hooks.internal:{peer.port}/hook", {}, {}, 5)
+    finally:
+        http.close()
+    [request] = peer.requests
+    assert request.headers["Host"] == f"hooks.internal:{peer.port}"
 
 
 @pytest.mark.gen_test(timeout=90)
