@@ -6,11 +6,12 @@ The OpenAPI document is generated from these same schemas.
 from __future__ import annotations
 
 import zoneinfo
+from urllib.parse import urlsplit
 
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 from .auth import GRANTABLE
-from .domain import CHANNELS, STATUSES
+from .domain import CHANNELS, CONTROL_CHARACTERS, STATUSES
 from .services.users import RESERVED_USER_IDS, USER_ID_RE
 
 MAX_PAGE = 200
@@ -23,6 +24,17 @@ LOGIN = validate.And(
     validate.Regexp(r"^[a-z0-9][a-z0-9._\-]{2,63}$",
                     error="must be 3-64 lowercase letters, digits, '.', '_' or '-'"),
     validate.NoneOf(("basic", "bearer"), error="is a reserved word"))
+
+
+def no_control_characters(value: str | None) -> None:
+    """One-line values (names, addresses, titles) end up in mail headers: no line breaks or other controls."""
+    if value is not None and CONTROL_CHARACTERS.search(value):
+        raise ValidationError("must not contain line breaks or other control characters")
+
+
+def no_user_information(url: str | None) -> None:
+    if url is not None and "@" in urlsplit(url).netloc:
+        raise ValidationError("must not contain user information (user:password@)")
 
 
 def UserId(**kwargs) -> fields.Str:
@@ -75,7 +87,7 @@ class AuthorSchema(Schema):
 
 
 class NotificationContentSchema(Schema):
-    title = fields.Str(required=True, validate=validate.Length(1, 200),
+    title = fields.Str(required=True, validate=[validate.Length(1, 200), no_control_characters],
                        metadata={"description": "Subject; may use {{ placeholders }}"})
     text = fields.Str(required=True, validate=validate.Length(1, 20000),
                       metadata={"description": "Body; placeholders: {{ name }}, {{ user_id }}, {{ email }}, "
@@ -164,13 +176,13 @@ class PreferencesSchema(Schema):
 class UserWriteSchema(Schema):
     """PUT /users/{id} and each bulk item: only the fields sent change, null clears one, absent ones stay."""
 
-    email = fields.Email(allow_none=True, validate=validate.Length(max=254))
+    email = fields.Email(allow_none=True, validate=[validate.Length(max=254), no_control_characters])
     telegram_chat_id = fields.Str(allow_none=True,
                                   validate=validate.Regexp(r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$",
                                                            error="must be a numeric chat id or @channel"))
     webhook_url = fields.Url(allow_none=True, schemes={"http", "https"}, require_tld=False,
-                             validate=validate.Length(max=2000))
-    display_name = fields.Str(allow_none=True, validate=validate.Length(max=200))
+                             validate=[validate.Length(max=2000), no_user_information])
+    display_name = fields.Str(allow_none=True, validate=[validate.Length(max=200), no_control_characters])
     timezone = fields.Str(allow_none=True)
     locale = fields.Str(allow_none=True,
                         validate=validate.Regexp(r"^[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",
