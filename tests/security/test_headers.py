@@ -15,6 +15,7 @@ from notifier.channels.email import EmailChannel
 from notifier.settings import Settings
 
 from ..queue.conftest import pipeline_settings, settled, smtp, workers  # noqa: F401  (shared pipeline fixtures)
+from ..support import TEST_ADMIN
 
 INJECTIONS = ["Eve\r\nBcc: victim@example.com", "Eve\nBcc: victim@example.com", "Eve\rBcc: victim@example.com",
               "Eve\x00\r\n\r\n<html>forged body", "Eve\u2028Bcc: victim@example.com", "Eve\x85Bcc: x@example.com"]
@@ -76,7 +77,7 @@ def test_an_international_domain_is_sent_as_idna():
 @pytest.mark.gen_test(timeout=90)
 async def test_through_the_pipeline_one_to_header_and_bad_addresses_fail_once(api, admin, ctx, smtp, workers):
     # Stored directly, as the user service or an old row could hold them: the API would refuse these.
-    await ctx.users.bulk_upsert([{"user_id": "eve", "email": "eve@example.com",
+    await ctx.users.bulk_upsert(TEST_ADMIN, [{"user_id": "eve", "email": "eve@example.com",
                                   "display_name": "Eve\r\nBcc: victim@example.com\r\nX-Forged: 1"},
                                  {"user_id": "umlaut", "email": "ä@example.com"}])
     created = await api.post("/api/v1/notifications", {

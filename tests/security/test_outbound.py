@@ -18,6 +18,7 @@ from notifier.outbound import Allowlist, DestinationRefused, OutboundHTTP, check
 from notifier.settings import Settings, SettingsError
 
 from ..http_peer import Peer
+from ..support import TEST_ADMIN
 from ..queue.conftest import pipeline_settings, settled, smtp, workers  # noqa: F401  (shared pipeline fixtures)
 
 # Every way of writing loopback that getaddrinfo understands, and loopback wrapped in IPv6.
@@ -162,7 +163,7 @@ async def test_webhook_aimed_inward_fails_at_once_and_the_client_sees_a_generic_
                                                                                       workers):
     users = {f"inward-{i}": f"http://{host}:{peer.port}/hook" for i, host in
              enumerate(["127.0.0.1", "2130706433", "0x7f.1", "[::ffff:127.0.0.1]"])}
-    await ctx.users.bulk_upsert([{"user_id": uid, "webhook_url": url} for uid, url in users.items()])
+    await ctx.users.bulk_upsert(TEST_ADMIN, [{"user_id": uid, "webhook_url": url} for uid, url in users.items()])
     created = await api.post("/api/v1/notifications", {"title": "t", "text": "x", "channel": "webhook",
                                                        "recipients": list(users)}, auth=admin.header)
     assert created.status == 201, created.body
