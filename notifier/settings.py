@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+from .outbound import allowlist_entry
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value the service cannot use."""
@@ -223,6 +225,9 @@ class Settings:
                                   "SECRET_KEY.", secret=True)
     http_timeout: float = setting("10", "Seconds a webhook, Telegram or users-service call may take.",
                                   _float(0.1))
+    outbound_allow: tuple = setting("", "Hosts, addresses or networks (CIDR), comma-separated, that webhooks may "
+                                    "reach although they are loopback or private (internal hooks; empty: public "
+                                    "addresses only).", _list(allowlist_entry))
     users_service_url: str = setting("", "External user service: POST {\"ids\": [...]} returns contacts of users "
                                      "with none stored here (empty: stored contacts only).",
                                      _url("http", "https", optional=True))

@@ -12,7 +12,7 @@ import tornado.web
 from marshmallow import Schema, ValidationError
 from pymongo.errors import ConnectionFailure
 
-from ..auth import PUBLIC, Principal, allowed
+from ..auth import PUBLIC, Principal, allowed, refusal
 from ..logs import begin_request
 from ..errors import (Conflict, DomainError, Forbidden, Invalid, NotFound, PayloadTooLarge, TooManyAttempts,
                       Unauthenticated, Unavailable, UnsupportedMediaType)
@@ -167,7 +167,7 @@ class APIHandler(StreamedBody):
         if not allowed(endpoint.access, self.principal):
             if self.principal is None:
                 raise Unauthenticated("Authentication required")
-            raise Forbidden(f"A {self.principal.role.value} may not do this")
+            raise Forbidden(refusal(endpoint.access, self.principal))
 
     # --- input ---
 

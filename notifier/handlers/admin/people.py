@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from ...auth import GRANTABLE
 from ...domain import CHANNELS
 from ...errors import Conflict, Invalid
-from ...schemas import ClientCreateSchema, PageQuerySchema, UserSchema
+from ...schemas import ClientCreateSchema, ClientPermissionsSchema, PageQuerySchema, UserWriteSchema
 from ...services.users import CONTACT_FIELDS, check_user_id
 from ..base import error_status
 from .base import AdminHandler, blank_to_none, checkbox, invalid_errors
@@ -44,7 +45,7 @@ class UserFormHandler(AdminHandler):
         data["unsubscribed_all"] = checkbox(values, "unsubscribed_all")
         try:
             check_user_id(target)
-            _, created = await self.ctx.users.put(target, self.validate(UserSchema, data))
+            _, created = await self.ctx.users.put(self.current_user, target, self.validate(UserWriteSchema, data))
         except Invalid as exc:
             self.page("user_form.html", status=400, user_id=user_id, values=values, errors=invalid_errors(exc),
                       message=exc.message, channels=CHANNELS)
@@ -54,7 +55,7 @@ class UserFormHandler(AdminHandler):
 
 class UserDeleteHandler(AdminHandler):
     async def submit(self, user_id):
-        await self.ctx.users.delete(user_id)
+        await self.ctx.users.delete(self.current_user, user_id)
         self.after("/admin/users", f"User {user_id} deleted.")
 
 
@@ -63,13 +64,15 @@ class ClientsHandler(AdminHandler):
         query = page_query(self)
         page = await self.ctx.clients.list(query["limit"], query.get("cursor"))
         self.page("clients.html", status=status, page=page, filters=self.query(), values=values or {},
-                  errors=errors or {}, message=message, password=password)
+                  errors=errors or {}, message=message, password=password, grantable=GRANTABLE)
 
     async def submit(self):
         values = self.form()
         try:
-            data = self.validate(ClientCreateSchema, {"login": values.get("login", ""), "name": values.get("name", "")})
-            client, password = await self.ctx.clients.create(data["login"], data["name"], self.current_user)
+            data = self.validate(ClientCreateSchema, {"login": values.get("login", ""), "name": values.get("name", ""),
+                                                      "permissions": self.get_body_arguments("permission")})
+            client, password = await self.ctx.clients.create(data["login"], data["name"], self.current_user,
+                                                             data["permissions"])
         except (Invalid, Conflict) as exc:
             await self.get(values, invalid_errors(exc), exc.message, error_status(exc))
             return
@@ -81,6 +84,19 @@ class ClientToggleHandler(AdminHandler):
         client = await self.ctx.clients.get(client_id)
         client = await self.ctx.clients.set_active(client_id, not client.get("active", True))
         self.after("/admin/clients", f"Client {client['login']} {'activated' if client['active'] else 'deactivated'}.")
+
+
+class ClientPermissionsHandler(AdminHandler):
+    async def submit(self, client_id):
+        client = await self.ctx.clients.get(client_id)
+        try:
+            data = self.validate(ClientPermissionsSchema, {"permissions": self.get_body_arguments("permission")})
+        except Invalid as exc:
+            self.after("/admin/clients", f"Permissions of {client['login']} not changed: {exc.message}")
+            return
+        client = await self.ctx.clients.set_permissions(client_id, data["permissions"], self.current_user)
+        granted = ", ".join(client["permissions"]) or "none"
+        self.after("/admin/clients", f"Permissions of {client['login']}: {granted}.")
 
 
 class ClientResetHandler(ClientsHandler):
