@@ -138,6 +138,13 @@ class Settings:
     admin_session_hours: float = setting("12", "How long an admin stays logged in to /admin/.", _float(0.05))
     max_body_bytes: int = setting("8388608", "Largest accepted JSON request body; larger gets 413.",
                                   _int(1024))
+    max_form_bytes: int = setting("65536", "Largest accepted admin form, and body of a request made before "
+                                  "authentication (login, token); larger gets 413.", _int(1024))
+    max_upload_bytes: int = setting("8388608", "Largest accepted admin form carrying a CSV file of recipients; "
+                                    "larger gets 413.", _int(1024))
+    http_idle_timeout: float = setting("60", "Seconds a connection may stay idle, or take to send a request's "
+                                       "headers, before it is closed.", _float(0.1))
+    http_body_timeout: float = setting("60", "Seconds a client may take to send a request body.", _float(0.1))
     assets_dir: str = setting("./var/assets", "Where `notifier fetch-assets` puts ReDoc for /api/schema/redoc/.")
     max_recipients: int = setting("100000", "Most recipients one notification request may name.",
                                   _int(1))

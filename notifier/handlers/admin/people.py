@@ -37,7 +37,7 @@ class UserFormHandler(AdminHandler):
         self.page("user_form.html", user_id=user_id, values=user_values(user), errors={}, message=None,
                   channels=CHANNELS)
 
-    async def post(self, user_id=None):
+    async def submit(self, user_id=None):
         values = self.form()
         target = user_id or values.get("user_id", "").strip()
         data = blank_to_none({field: values.get(field, "").strip() for field in CONTACT_FIELDS}, *CONTACT_FIELDS)
@@ -54,7 +54,7 @@ class UserFormHandler(AdminHandler):
 
 
 class UserDeleteHandler(AdminHandler):
-    async def post(self, user_id):
+    async def submit(self, user_id):
         await self.ctx.users.delete(self.current_user, user_id)
         self.after("/admin/users", f"User {user_id} deleted.")
 
@@ -66,7 +66,7 @@ class ClientsHandler(AdminHandler):
         self.page("clients.html", status=status, page=page, filters=self.query(), values=values or {},
                   errors=errors or {}, message=message, password=password, grantable=GRANTABLE)
 
-    async def post(self):
+    async def submit(self):
         values = self.form()
         try:
             data = self.validate(ClientCreateSchema, {"login": values.get("login", ""), "name": values.get("name", ""),
@@ -80,14 +80,14 @@ class ClientsHandler(AdminHandler):
 
 
 class ClientToggleHandler(AdminHandler):
-    async def post(self, client_id):
+    async def submit(self, client_id):
         client = await self.ctx.clients.get(client_id)
         client = await self.ctx.clients.set_active(client_id, not client.get("active", True))
         self.after("/admin/clients", f"Client {client['login']} {'activated' if client['active'] else 'deactivated'}.")
 
 
 class ClientPermissionsHandler(AdminHandler):
-    async def post(self, client_id):
+    async def submit(self, client_id):
         client = await self.ctx.clients.get(client_id)
         try:
             data = self.validate(ClientPermissionsSchema, {"permissions": self.get_body_arguments("permission")})
@@ -100,14 +100,14 @@ class ClientPermissionsHandler(AdminHandler):
 
 
 class ClientResetHandler(ClientsHandler):
-    async def post(self, client_id):
+    async def submit(self, client_id):
         client = await self.ctx.clients.get(client_id)
         password = await self.ctx.clients.reset_password(client_id)
         await self.get(password={"login": client["login"], "password": password})
 
 
 class ClientDeleteHandler(AdminHandler):
-    async def post(self, client_id):
+    async def submit(self, client_id):
         await self.ctx.clients.delete(client_id)
         self.after("/admin/clients", "Client deleted.")
 
@@ -119,7 +119,7 @@ class AdminsHandler(AdminHandler):
         self.page("admins.html", status=status, page=page, filters=self.query(), values=values or {},
                   errors=errors or {}, message=message)
 
-    async def post(self):
+    async def submit(self):
         values = self.form()
         try:
             admin = await self.ctx.admins.create(values.get("username", "").strip(), values.get("password", ""))
@@ -131,7 +131,7 @@ class AdminsHandler(AdminHandler):
 
 
 class AdminToggleHandler(AdminHandler):
-    async def post(self, admin_id):
+    async def submit(self, admin_id):
         admin = await self.ctx.admins.get(admin_id)
         try:
             admin = await self.ctx.admins.set_active(admin_id, not admin.get("active", True), self.current_user)
@@ -142,7 +142,7 @@ class AdminToggleHandler(AdminHandler):
 
 
 class AdminPasswordHandler(AdminHandler):
-    async def post(self, admin_id):
+    async def submit(self, admin_id):
         admin = await self.ctx.admins.get(admin_id)
         try:
             await self.ctx.admins.set_password(admin_id, self.form().get("password", ""))
