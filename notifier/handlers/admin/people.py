@@ -58,12 +58,19 @@ class UserDeleteHandler(AdminHandler):
         self.after("/admin/users", f"User {user_id} deleted.")
 
 
-class ClientsHandler(AdminHandler):
-    async def get(self, values=None, errors=None, message=None, status=200, password=None):
+class ClientListPage(AdminHandler):
+    """The clients page, shown by the list and by the forms that answer with it (a new password)."""
+
+    async def show(self, values=None, errors=None, message=None, status=200, password=None):
         query = page_query(self)
         page = await self.ctx.clients.list(query["limit"], query.get("cursor"))
         self.page("clients.html", status=status, page=page, filters=self.query(), values=values or {},
                   errors=errors or {}, message=message, password=password)
+
+
+class ClientsHandler(ClientListPage):
+    async def get(self):
+        await self.show()
 
     async def post(self):
         values = self.form()
@@ -71,9 +78,9 @@ class ClientsHandler(AdminHandler):
             data = self.validate(ClientCreateSchema, {"login": values.get("login", ""), "name": values.get("name", "")})
             client, password = await self.ctx.clients.create(data["login"], data["name"], self.current_user)
         except (Invalid, Conflict) as exc:
-            await self.get(values, invalid_errors(exc), exc.message, error_status(exc))
+            await self.show(values, invalid_errors(exc), exc.message, error_status(exc))
             return
-        await self.get(password={"login": client["login"], "password": password})
+        await self.show(password={"login": client["login"], "password": password})
 
 
 class ClientToggleHandler(AdminHandler):
@@ -83,11 +90,11 @@ class ClientToggleHandler(AdminHandler):
         self.after("/admin/clients", f"Client {client['login']} {'activated' if client['active'] else 'deactivated'}.")
 
 
-class ClientResetHandler(ClientsHandler):
+class ClientResetHandler(ClientListPage):
     async def post(self, client_id):
         client = await self.ctx.clients.get(client_id)
         password = await self.ctx.clients.reset_password(client_id)
-        await self.get(password={"login": client["login"], "password": password})
+        await self.show(password={"login": client["login"], "password": password})
 
 
 class ClientDeleteHandler(AdminHandler):

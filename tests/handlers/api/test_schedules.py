@@ -89,7 +89,7 @@ async def test_clients_see_only_their_schedules(api, client_app, other_client_ap
 
 @pytest.fixture
 def settings_overrides():
-    return {"scheduler_tick": 0.2}
+    return {"scheduler_tick": 0.2, "schedule_min_interval": 1}
 
 
 @pytest.mark.gen_test(timeout=60)
