@@ -27,6 +27,7 @@ from croniter import CroniterBadDateError, CroniterError, croniter
 UTC = timezone.utc
 MAX_SKIPS = 1000
 MAX_ZONE_NAME = 64
+MAX_CRON = 100
 HORIZON = timedelta(days=5 * 366)  # an enabled schedule must fire within this
 CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-#?]+$")
 CRON_FORMAT = "must be a cron expression of 5 fields: minute hour day-of-month month day-of-week"
@@ -46,8 +47,9 @@ def check_timezone(name: object) -> str | None:
 
 def check_cron(expression: object) -> str | None:
     """None when `expression` is a five-field cron expression croniter accepts, else why not."""
-    if not isinstance(expression, str):
-        return CRON_FORMAT
+    if not isinstance(expression, str) or not 1 <= len(expression) <= MAX_CRON or not expression.isascii() \
+            or not expression.isprintable():
+        return CRON_FORMAT + f" (at most {MAX_CRON} printable characters)"
     parts = expression.split()
     if len(parts) != 5 or not all(CRON_FIELD.match(part) for part in parts):
         return CRON_FORMAT
@@ -90,6 +92,8 @@ class Recurrence:
 
     def __init__(self, cron: str | None, interval_seconds: int | None, tz: str = "UTC",
                  start_at: datetime | None = None, end_at: datetime | None = None, anchor: datetime | None = None):
+        if cron is not None and (reason := check_cron(cron)):
+            raise ValueError(f"cron {cron!r} {reason}")
         self.cron = cron
         self.interval = interval_seconds
         self.zone = ZoneInfo(tz)
