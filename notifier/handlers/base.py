@@ -261,3 +261,12 @@ class NotFoundHandler(APIHandler):
     async def prepare(self) -> None:
         self.begin_request()
         raise NotFound(f"No such path: {self.request.path}")
+
+
+class StaticFiles(tornado.web.StaticFileHandler):
+    """Static files; a path no file can have (a NUL byte) is a 404, not an error from the file system."""
+
+    def parse_url_path(self, url_path: str) -> str:
+        if "\x00" in url_path:
+            raise tornado.web.HTTPError(404)
+        return super().parse_url_path(url_path)

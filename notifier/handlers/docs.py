@@ -6,7 +6,6 @@ import http.client
 import json
 import re
 
-import tornado.web
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
@@ -14,7 +13,7 @@ from .. import __version__
 from ..assets import redoc_dir
 from ..auth import ACCESS, PUBLIC, Role
 from ..schemas import ErrorSchema
-from .base import BaseHandler
+from .base import BaseHandler, StaticFiles
 
 METHODS = ("get", "post", "put", "patch", "delete")
 SECURITY_SCHEMES = {
@@ -101,5 +100,5 @@ def routes(assets_dir: str) -> list:
     return [
         (r"/api/schema/?", OpenAPIHandler),
         (r"/api/schema/redoc/", RedocHandler),
-        (r"/api/schema/redoc/assets/(.*)", tornado.web.StaticFileHandler, {"path": str(redoc_dir(assets_dir))}),
+        (r"/api/schema/redoc/assets/(.*)", StaticFiles, {"path": str(redoc_dir(assets_dir))}),
     ]

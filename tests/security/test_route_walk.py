@@ -1,0 +1,101 @@
+"""Every route of the app (API, admin, docs, health) with every HTTP method, as every kind of caller, with
+path parameters that exist and junk ones, and with empty, trivial, broken and deeply nested bodies:
+no answer is ever a 5xx."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from urllib.parse import quote
+
+import pytest
+from bson import ObjectId
+from tornado.httpclient import HTTPRequest
+
+from notifier.auth import Principal, Role
+
+from ..handlers.admin.conftest import Browser
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+BODIES = (None, b"{}", b'{"junk": [1, "x", null], ', b"[" * 64 + b"]" * 64,
+          b'{"title": "\\ud800", "recipients": ["\\udfff"], "users": [{"user_id": "\\ud800"}]}')
+JUNK_IDS = ("x", str(ObjectId()), "%00", "%ff%fe", "A" * 2000, "..%2F..%2Fetc%2Fpasswd", "-1")
+PARAMETER = re.compile(r"\(\?P<(\w+)>[^)]*\)|\([^)]*\)")
+
+
+def paths(pattern: str, existing: dict[str, str]) -> list[str]:
+    """The route's path with its parameters filled: once with existing values, then once per junk value."""
+    pattern = pattern.rstrip("$").replace("/?", "/")
+
+    def fill(value_of) -> str:
+        return PARAMETER.sub(lambda match: value_of(match.group(1)), pattern)
+
+    if not PARAMETER.search(pattern):
+        return [pattern]
+    return [fill(lambda name: quote(existing.get(name or "", "admin.css"), safe="")),
+            *(fill(lambda name, junk=junk: junk) for junk in JUNK_IDS)]
+
+
+@pytest.fixture
+def callers(io_loop, ctx, http_client, base_url, admin, client_app, end_user):
+    """Authorization headers (and cookies) of each kind of caller, and ids of things that exist."""
+    async def setup():
+        browser = Browser(base_url, http_client)
+        assert (await browser.login()).status == 302
+        writer = Principal(Role.CLIENT, client_app.id, "shop")
+        await ctx.users.bulk_upsert([{"user_id": "ann", "email": "ann@example.com"}])
+        notification, _ = await ctx.notifications.create(writer, {
+            "title": "t", "text": "x", "channel": "inbox", "is_express": False, "content_id": None,
+            "variables": {}, "recipients": ["ann"]})
+        schedule = await ctx.schedules.create(writer, {"notification_id": str(notification["_id"]),
+                                                       "user_ids": ["ann"], "cron": "0 9 * * *"})
+        delivery = await ctx.store.deliveries.find_one({"user_id": "ann"})
+        session = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+        identities = {
+            "anonymous": {},
+            "admin basic": {"Authorization": admin.header},
+            "client app": {"Authorization": client_app.header},
+            "end user": {"Authorization": end_user("ann")},
+            "admin session": {"Cookie": session, "X-XSRFToken": browser.xsrf()},
+        }
+        existing = {"notification_id": str(notification["_id"]), "schedule_id": str(schedule["_id"]),
+                    "user_id": "ann", "client_id": client_app.id, "admin_id": admin.id,
+                    "delivery_id": str(delivery["_id"]), "token": ctx.links.unsubscribe_token("ann", "email")}
+        return identities, existing
+
+    return io_loop.run_sync(setup)
+
+
+@pytest.mark.gen_test(timeout=300)
+async def test_no_route_answers_5xx_to_anything(app, http_client, base_url, callers):
+    identities, existing = callers
+    requests = []
+    for rule in app.wildcard_router.rules:
+        for path in paths(rule.matcher.regex.pattern, existing):
+            for method in METHODS:
+                bodies = BODIES if method in ("POST", "PUT", "PATCH") else (None,)
+                if "A" * 2000 in path:
+                    bodies = bodies[:1]  # a long id once per method and caller is enough
+                for identity, headers in identities.items():
+                    for body in bodies:
+                        requests.append((method, path, identity, headers, body))
+    # Deletes last, so the other methods meet the existing ids while they still exist.
+    requests.sort(key=lambda request: request[0] == "DELETE")
+    assert len(requests) > 3000
+    failures = []
+    slots = asyncio.Semaphore(8)
+
+    async def one(method, path, identity, headers, body):
+        headers = dict(headers)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        async with slots:
+            response = await http_client.fetch(HTTPRequest(
+                base_url + path, method=method, headers=headers, body=body, follow_redirects=False,
+                allow_nonstandard_methods=True, request_timeout=60), raise_error=False)
+        if response.code >= 500 or response.code == 599:
+            failures.append(f"{response.code} {method} {path[:120]} as {identity} with {(body or b'')[:40]!r}")
+
+    for start in range(0, len(requests), 400):
+        await asyncio.gather(*(one(*request) for request in requests[start:start + 400]))
+    assert not failures, f"{len(failures)} of {len(requests)} requests failed:\n" + "\n".join(failures[:60])
