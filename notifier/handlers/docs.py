@@ -82,7 +82,30 @@ def build_spec(routes: list) -> dict:
                 operations[method] = _operation(endpoint, re.findall(r"\(\?P<(\w+)>", pattern))
         if operations:
             spec.path(path=openapi_path(pattern), operations=operations)
-    return spec.to_dict()
+    return add_links(spec.to_dict())
+
+
+def add_links(document: dict) -> dict:
+    """OpenAPI links from each create (a POST answering 201 with an `id`) to the operations on what it
+    created, so that clients and stateful fuzzers can follow create -> read/change/delete."""
+    paths = document["paths"]
+    for path, operations in paths.items():
+        created = operations.get("post", {}).get("responses", {}).get("201")
+        if created is None:
+            continue
+        links = {}
+        for other, others in paths.items():
+            match = re.fullmatch(re.escape(path) + r"/\{(\w+)\}(/.*)?", other)
+            if match is None:
+                continue
+            for method in others:
+                pointer = other.replace("~", "~0").replace("/", "~1")
+                name = f"{method}{''.join(part.title() for part in re.findall(r'[a-z]+', other[len(path):]))}"
+                links[name] = {"operationRef": f"#/paths/{pointer}/{method}",
+                               "parameters": {match.group(1): "$response.body#/id"}}
+        if links:
+            created["links"] = links
+    return document
 
 
 class OpenAPIHandler(BaseHandler):
