@@ -195,9 +195,12 @@ class ScheduleService:
     async def preview(self, principal: Principal, schedule_id: str, count: int) -> dict:
         """The next fire times; for a disabled schedule, those it would have once enabled, and it says so."""
         schedule = await self.get(principal, schedule_id)
-        recurrence = recurrence_of(schedule)
-        times = recurrence.preview(self.clock.now(), count)
         enabled = schedule.get("enabled", True)
+        try:
+            recurrence = recurrence_of(schedule)
+        except (ValueError, LookupError, OSError) as exc:  # stored before today's checks
+            return {"enabled": enabled, "note": f"its periodicity cannot be computed ({exc})", "items": []}
+        times = recurrence.preview(self.clock.now(), count)
         note = None if enabled else "disabled: it fires at these times only once enabled"
         if enabled and schedule.get("ended_at"):
             note = f"ended: {schedule.get('end_reason')}"

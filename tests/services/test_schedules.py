@@ -199,6 +199,8 @@ async def test_a_stored_schedule_that_cannot_go_on_is_ended_not_retried_every_ti
     clock.advance(60)
     assert await schedules.fire_due() == 0
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    preview = await schedules.preview(ADMIN, str(inserted.inserted_id), 3)
+    assert preview["items"] == [] and preview["note"]
 
 
 @pytest.mark.gen_test

@@ -66,3 +66,13 @@ async def test_bad_filters_are_400_or_shown_never_500(logged_in):
                  "/admin/parked?notification_id=%ff", "/admin/schedules?notification_id=x"):
         response = await logged_in.get(path)
         assert response.status < 500, (path, response.status)
+
+
+@pytest.mark.gen_test
+async def test_a_schedule_that_never_fires_can_be_kept_disabled_and_shown(logged_in):
+    created = await logged_in.post("/admin/schedules/new", {**SCHEDULE, "cron": "0 0 31 2 *", "enabled": ""})
+    assert created.status == 302
+    page = await logged_in.get(created.headers["Location"])
+    assert page.status == 200 and "None (disabled, or past its end)." in page.raw.decode()
+    enabled = await logged_in.post(created.headers["Location"], {**SCHEDULE, "cron": "0 0 31 2 *"})
+    assert enabled.status == 400 and field_errors(enabled, "cron")
