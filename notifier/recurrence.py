@@ -30,6 +30,8 @@ MAX_ZONE_NAME = 64
 MAX_CRON = 100
 HORIZON = timedelta(days=5 * 366)  # an enabled schedule must fire within this
 CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-#?]+$")
+# What building a Recurrence from a stored schedule raises when the stored values break today's rules.
+UNCOMPUTABLE = (ValueError, LookupError, OSError, TypeError)
 CRON_FORMAT = "must be a cron expression of 5 fields: minute hour day-of-month month day-of-week"
 
 

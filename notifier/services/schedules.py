@@ -21,7 +21,7 @@ from pymongo.errors import DuplicateKeyError
 from ..auth import Principal, Role
 from ..clock import Clock
 from ..errors import Invalid, NotFound
-from ..recurrence import HORIZON, check_periodicity, recurrence_of
+from ..recurrence import HORIZON, UNCOMPUTABLE, check_periodicity, recurrence_of
 from ..settings import Settings
 from ..store import Store
 from . import object_id
@@ -107,11 +107,10 @@ class ScheduleService:
             self.notifications.check(content, [])
             notification = {**content, "author": author.as_author(), "created_at": now, "recipient_count": 0,
                             "complete": True, "scheduled": True, "pending_schedule_since": now}
-        schedule["notification_id"] = notification.get("_id")
         schedule["next_run_at"] = self._next_run(schedule, now)
         if content is not None:
             await self.store.notifications.insert_one(notification)
-            schedule["notification_id"] = notification["_id"]
+        schedule["notification_id"] = notification["_id"]
         try:
             await self.store.schedules.insert_one(schedule)
         except BaseException:
@@ -198,7 +197,7 @@ class ScheduleService:
         enabled = schedule.get("enabled", True)
         try:
             recurrence = recurrence_of(schedule)
-        except (ValueError, LookupError, OSError) as exc:  # stored before today's checks
+        except UNCOMPUTABLE as exc:  # stored before today's checks
             return {"enabled": enabled, "note": f"its periodicity cannot be computed ({exc})", "items": []}
         times = recurrence.preview(self.clock.now(), count)
         note = None if enabled else "disabled: it fires at these times only once enabled"
@@ -242,7 +241,7 @@ class ScheduleService:
         try:
             recurrence = recurrence_of(schedule)
             recurrence.next_after(due_at)
-        except Exception as exc:  # stored before today's checks (a 6-field cron, a zone that is gone)
+        except UNCOMPUTABLE as exc:  # stored before today's checks (a 6-field cron, a zone that is gone)
             await self._end(schedule, due_at, f"its periodicity cannot be computed ({type(exc).__name__}: {exc})")
             return False
         occurrence = due_at

@@ -39,3 +39,17 @@ async def test_redoc_page_uses_local_assets(api):
     assert "spec-url=\"/api/schema/\"" in html
     bundle = await api.get(scripts[0])
     assert bundle.status == 200 and len(bundle.raw) > 100_000
+
+
+@pytest.mark.gen_test
+async def test_each_create_links_to_the_operations_on_what_it_created(api):
+    spec = (await api.get("/api/schema/")).body
+    links = spec["paths"]["/api/v1/schedules"]["post"]["responses"]["201"]["links"]
+    targets = {link["operationRef"] for link in links.values()}
+    for path, method in (("/api/v1/schedules/{schedule_id}", "get"), ("/api/v1/schedules/{schedule_id}", "patch"),
+                         ("/api/v1/schedules/{schedule_id}/enable", "post"),
+                         ("/api/v1/schedules/{schedule_id}/preview", "get")):
+        assert f"#/paths/{path.replace('/', '~1')}/{method}" in targets
+    assert all(link["parameters"] == {"schedule_id": "$response.body#/id"} for link in links.values())
+    assert "links" in spec["paths"]["/api/v1/notifications"]["post"]["responses"]["201"]
+    assert "links" in spec["paths"]["/api/v1/clients"]["post"]["responses"]["201"]
