@@ -54,3 +54,21 @@ async def test_user_time_zones_come_from_the_zone_database(api, admin, ctx, zone
     bulk = await api.post("/api/v1/users/bulk", {"users": [{"user_id": "bob", "timezone": zone}]}, auth=admin.header)
     assert bulk.status == 400
     assert await ctx.store.users.count_documents({}) == 0
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("headers", [
+    {"Authorization": "Basic \xff\xfe"}, {"Authorization": "shop \xe9\xff"}, {"Authorization": "Bearer \xff.\xfe.\xfd"},
+    {"X-Request-Id": "\xff" * 100}, {"Content-Type": "application/json; charset=\xff"},
+])
+async def test_header_bytes_that_are_not_utf8_are_refused_not_a_500(api, headers):
+    response = await api.call("POST", "/api/v1/notifications", raw=b"{}", headers={"Content-Type": "application/json",
+                                                                                    **headers})
+    assert 400 <= response.status < 500, response.raw[:300]
+
+
+@pytest.mark.gen_test
+async def test_an_idempotency_key_that_is_not_utf8_is_refused_or_kept_as_sent(api, admin, ctx):
+    body = {"title": "t", "text": "x", "channel": "inbox", "recipients": ["a"]}
+    response = await api.post("/api/v1/notifications", body, auth=admin.header, headers={"Idempotency-Key": "k\xff\xfe"})
+    assert response.status in (201, 400), response.raw[:300]
