@@ -53,6 +53,7 @@ async def test_schema_documents_client_permissions(api):
     assert "permissions" in client
 
 
+@pytest.mark.gen_test
 async def test_each_create_links_to_the_operations_on_what_it_created(api):
     spec = (await api.get("/api/schema/")).body
     links = spec["paths"]["/api/v1/schedules"]["post"]["responses"]["201"]["links"]

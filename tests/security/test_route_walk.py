@@ -15,6 +15,7 @@ from tornado.httpclient import HTTPRequest
 from notifier.auth import Principal, Role
 
 from ..handlers.admin.conftest import Browser
+from ..support import TEST_ADMIN
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 BODIES = (None, b"{}", b'{"junk": [1, "x", null], ', b"[" * 64 + b"]" * 64,
@@ -53,13 +54,13 @@ def paths(pattern: str, existing: dict[str, str]) -> list[str]:
 
 
 @pytest.fixture
-def callers(io_loop, ctx, http_client, base_url, admin, client_app, end_user):
+def callers(io_loop, ctx, http_client, base_url, admin, client_app, contacts_app, end_user):
     """Authorization headers (and cookies) of each kind of caller, and ids of things that exist."""
     async def setup():
         browser = Browser(base_url, http_client)
         assert (await browser.login()).status == 302
         writer = Principal(Role.CLIENT, client_app.id, "shop")
-        await ctx.users.bulk_upsert([{"user_id": "ann", "email": "ann@example.com"}])
+        await ctx.users.bulk_upsert(TEST_ADMIN, [{"user_id": "ann", "email": "ann@example.com"}])
         notification, _ = await ctx.notifications.create(writer, {
             "title": "t", "text": "x", "channel": "inbox", "is_express": False, "content_id": None,
             "variables": {}, "recipients": ["ann"]})
@@ -71,6 +72,7 @@ def callers(io_loop, ctx, http_client, base_url, admin, client_app, end_user):
             "anonymous": {},
             "admin basic": {"Authorization": admin.header},
             "client app": {"Authorization": client_app.header},
+            "client app with contacts": {"Authorization": contacts_app.header},
             "end user": {"Authorization": end_user("ann")},
             "admin session": {"Cookie": session, "X-XSRFToken": browser.xsrf()},
             # Bytes that are not UTF-8 (tornado reads headers as Latin-1), and a cookie that is not ours.
