@@ -10,7 +10,7 @@ import os
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
@@ -24,7 +24,9 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 BOUNDED = settings(max_examples=EXAMPLES, deadline=None,
                    derandomize="FUZZ_EXAMPLES" not in os.environ, suppress_health_check=list(HealthCheck))
-SCENARIOS = settings(BOUNDED, max_examples=max(EXAMPLES * 2, 20), stateful_step_count=8)
+# Generate only: a replay against a service whose state moved on draws other ids, and hypothesis would
+# report that as a flaky strategy instead of the failure it found.
+SCENARIOS = settings(BOUNDED, max_examples=max(EXAMPLES * 2, 20), stateful_step_count=8, phases=[Phase.generate])
 
 
 @pytest.fixture(scope="module")
