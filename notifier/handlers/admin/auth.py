@@ -21,8 +21,8 @@ class LoginHandler(AdminHandler):
         if not target.startswith("/admin"):
             target = "/admin/"
         try:
-            admin = await self.ctx.login.login(values.get("username", ""), values.get("password", ""),
-                                               self.request.remote_ip)
+            admin = await self.ctx.auth.login_admin(values.get("username", ""), values.get("password", ""),
+                                                    self.request.remote_ip)
         except Unauthenticated as exc:
             self.page("login.html", status=401, values={"username": values.get("username", "")}, errors={},
                       message=exc.message, next=target)
@@ -37,6 +37,6 @@ class LoginHandler(AdminHandler):
 
 
 class LogoutHandler(AdminHandler):
-    def post(self):
-        self.end_session()
+    async def post(self):
+        await self.end_session()
         self.redirect(self.get_login_url())
