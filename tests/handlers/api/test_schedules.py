@@ -72,11 +72,11 @@ async def test_patch_enable_disable_delete(api, admin):
     assert changed.body["cron"] == "0 18 * * *" and changed.body["next_run_at"] != schedule["next_run_at"]
     bad = await api.call("PATCH", path, {"timezone": "Nowhere/Else"}, auth=admin.header)
     assert bad.status == 400 and "timezone" in bad.body["errors"]
-    disabled = await api.post(f"{path}/disable", auth=admin.header)
+    disabled = await api.post(f"{path}/disable", auth=admin.header, headers={"Content-Type": "application/json"})
     assert disabled.body["enabled"] is False and disabled.body["next_run_at"] is None
-    enabled = await api.post(f"{path}/enable", auth=admin.header)
+    enabled = await api.post(f"{path}/enable", auth=admin.header, headers={"Content-Type": "application/json"})
     assert enabled.body["enabled"] is True and enabled.body["next_run_at"] is not None
-    assert (await api.delete(path, auth=admin.header)).status == 204
+    assert (await api.delete(path, auth=admin.header, headers={"Content-Type": "application/json"})).status == 204
     assert (await api.get(path, auth=admin.header)).status == 404
 
 
