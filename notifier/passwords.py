@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import os
+import random
 import secrets
 import time
 from collections import OrderedDict
@@ -95,22 +97,29 @@ def _common_passwords(lists) -> frozenset[str]:
 # --- scrypt off the event loop ---------------------------------------------------------------------
 
 class KdfPool:
-    """A few threads for scrypt (it releases the GIL) and a bounded number of attempts waiting for them."""
+    """A few threads for scrypt (it releases the GIL) and a bounded number of attempts waiting for them.
+
+    An attempt takes its place (`admit`) before anything else is done for it, so an overloaded server
+    refuses the surplus at once, without a database call."""
 
     def __init__(self, workers: int, queue: int):
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kdf")
         self._capacity = workers + queue
         self._admitted = 0  # changed only on the event loop
 
-    async def verify(self, password: str, encoded: str) -> bool:
+    @contextlib.contextmanager
+    def admit(self):
         if self._admitted >= self._capacity:
             raise TooManyAttempts("Too many password checks at once; retry in a moment", retry_after=1)
         self._admitted += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, verify_password,
-                                                                    password, encoded)
+            yield
         finally:
             self._admitted -= 1
+
+    async def verify(self, password: str, encoded: str) -> bool:
+        """Only within `admit()`."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, verify_password, password, encoded)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -129,6 +138,11 @@ class AttemptCounters(Protocol):
     def reserve(self, keys: list[str]) -> Awaitable[Reservation]: ...
 
     def succeeded(self, reservation: Reservation, reset: str, release: list[str]) -> Awaitable[None]: ...
+
+
+# A refused attempt is answered after this long. The wait costs the server nothing, and it keeps a client
+# that retries at once (a guessing script on many connections) from turning refusals into a busy loop.
+REFUSAL_DELAY = 1.0
 
 
 @dataclass(frozen=True)
@@ -164,7 +178,9 @@ class _VerifiedPasswords:
 class PasswordGuard:
     """The one place a password is checked (see the module docstring)."""
 
-    def __init__(self, counters: AttemptCounters, kdf: KdfPool, limits: Limits, cache_key: bytes):
+    def __init__(self, counters: AttemptCounters, kdf: KdfPool, limits: Limits, cache_key: bytes,
+                 refusal_delay: float = REFUSAL_DELAY):
+        self.refusal_delay = refusal_delay
         self.counters = counters
         self.kdf = kdf
         self.limits = limits
@@ -175,6 +191,14 @@ class PasswordGuard:
     async def check(self, login: str, password: str, stored_hash: str | None, address: str) -> bool:
         """True when `password` is the one of `stored_hash`; `stored_hash` None (no such account, or
         inactive) costs the same and is False. Raises TooManyAttempts past a limit or when the pool is full."""
+        try:
+            return await self._check(login, password, stored_hash, address)
+        except TooManyAttempts:
+            # Jittered, so that refusals of a storm do not come back (and return) all at once.
+            await asyncio.sleep(self.refusal_delay * (0.5 + random.random()))
+            raise
+
+    async def _check(self, login: str, password: str, stored_hash: str | None, address: str) -> bool:
         account, source = f"account:{login}", f"address:{address}"
         fingerprint = self._verified.fingerprint(login, password)
         if stored_hash is not None and self._verified.hit(fingerprint, stored_hash):
@@ -192,21 +216,19 @@ class PasswordGuard:
 
     async def _attempt(self, account: str, source: str, password: str, stored_hash: str | None,
                        fingerprint: bytes) -> bool:
-        reservation = await self.counters.reserve([account, source])
-        over = [key for key, limit in ((account, self.limits.per_account), (source, self.limits.per_address))
-                if reservation.counts[key] > limit]
-        if over:
-            until = time.monotonic() + reservation.retry_after
-            if len(self._locked) > 10000:
-                self._locked.clear()  # only a shortcut for cached passwords; the shared counters still hold
-            for key in over:
-                self._locked[key] = until
-            raise self._too_many(over[0], reservation.retry_after)
-        try:
+        self._refuse_if_locked(account, source)  # known here already: no database call for it
+        with self.kdf.admit():
+            reservation = await self.counters.reserve([account, source])
+            over = [key for key, limit in ((account, self.limits.per_account), (source, self.limits.per_address))
+                    if reservation.counts[key] > limit]
+            if over:
+                until = time.monotonic() + reservation.retry_after
+                if len(self._locked) > 10000:
+                    self._locked.clear()  # only a shortcut for cached passwords; the shared counters still hold
+                for key in over:
+                    self._locked[key] = until
+                raise self._too_many(over[0], reservation.retry_after)
             right = await self.kdf.verify(password, stored_hash or DUMMY_HASH) and stored_hash is not None
-        except TooManyAttempts:
-            await self.counters.succeeded(reservation, reset="", release=[account, source])  # not a guess
-            raise
         if right:
             # The account's count starts again (only its password does that); the address's keeps its
             # failures, or one valid account of an attacker's would reset the address between guesses.

@@ -176,8 +176,8 @@ class Settings:
                                        "more get 429 with Retry-After.", _int(1))
     login_address_limit: int = setting("20", "Password attempts from one address per LOGIN_WINDOW; more get 429.",
                                        _int(1))
-    password_workers: int = setting("2", "Threads running scrypt for password checks, off the event loop.",
-                                    _int(1, 64))
+    password_workers: int = setting("1", "Threads running scrypt for password checks, off the event loop (each "
+                                    "takes a CPU core while it runs: leave one for the event loop).", _int(1, 64))
     password_queue: int = setting("16", "Password checks that may wait for one of those threads; more get 429.",
                                   _int(0))
     user_jwt_algorithms: tuple = setting("HS256", "Algorithms accepted in end-user tokens "

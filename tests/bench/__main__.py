@@ -8,7 +8,7 @@ import platform
 import sys
 import time
 
-from . import api, celery_peer, ceilings, express, fanout, memory, passwords, scheduler
+from . import api, ceilings, express, fanout, memory, passwords, scheduler
 from .harness import Infra, Steal, summary, summary_row, table, write_results
 
 
@@ -66,6 +66,7 @@ def bench_scheduler(infra: Infra, args) -> dict:
 
 
 def bench_peer(infra: Infra, args) -> dict:
+    from . import celery_peer  # needs the bench extra (Celery); the other benches do not
     results = {"fanout": [], "celery": [], "steal": []}
     for run in range(args.runs):
         steal = Steal()
