@@ -21,6 +21,7 @@ import hmac
 import os
 import random
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -96,6 +97,15 @@ def _common_passwords(lists) -> frozenset[str]:
 
 # --- scrypt off the event loop ---------------------------------------------------------------------
 
+def _yield_to_the_event_loop() -> None:
+    """Run this scrypt thread at a lower CPU priority (Linux: a thread has its own nice value), so that
+    a storm of password checks slows other password checks, not every request."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # not Linux: the pool is still bounded
+        pass
+
+
 class KdfPool:
     """A few threads for scrypt (it releases the GIL) and a bounded number of attempts waiting for them.
 
@@ -103,7 +113,8 @@ class KdfPool:
     refuses the surplus at once, without a database call."""
 
     def __init__(self, workers: int, queue: int):
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kdf")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kdf",
+                                            initializer=_yield_to_the_event_loop)
         self._capacity = workers + queue
         self._admitted = 0  # changed only on the event loop
 
