@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import enum
@@ -105,6 +106,10 @@ ADMIN_TOKEN_ISSUER = "notifier"
 ADMIN_TOKEN_AUDIENCE = "notifier-admin"
 
 
+async def _nothing() -> None:
+    return None
+
+
 class Authenticator:
     """Turns an Authorization header into a Principal, or raises Unauthenticated."""
 
@@ -130,14 +135,16 @@ class Authenticator:
                            message: str = "Invalid login or password") -> Principal:
         """One guarded check (one scrypt) against the one account the login names: the active admin of
         that username when `admin`, else the active client of that login; unknown ones cost the same."""
-        account = await self.store.admins.find_one({"username": login}) if admin else None
-        if account is not None and account.get("active", True):
-            make = self._admin_principal
+        # Both lookups always (concurrently), so their timing does not tell which kind of login exists.
+        admin_account, client_account = await asyncio.gather(
+            self.store.admins.find_one({"username": login}) if admin else _nothing(),
+            self.store.clients.find_one({"login": login}) if client else _nothing())
+        if admin_account is not None and admin_account.get("active", True):
+            account, make = admin_account, self._admin_principal
+        elif client_account is not None and client_account.get("active", True):
+            account, make = client_account, self._client_principal
         else:
-            account = await self.store.clients.find_one({"login": login}) if client else None
-            make = self._client_principal
-            if account is not None and not account.get("active", True):
-                account = None
+            account, make = None, None
         if not await self.guard.check(login, password, account["password_hash"] if account else None, address):
             raise Unauthenticated(message)
         return make(account)
