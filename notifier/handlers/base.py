@@ -147,8 +147,8 @@ class APIHandler(BaseHandler):
         if endpoint.access == PUBLIC:
             return  # whatever Authorization header comes along is not looked at
         authorization = self.request.headers.get("Authorization")
-        refuse_cross_site_write(self.request.method, authorization, self.request.headers)
         self.principal = await self.ctx.auth.authenticate(authorization, self.request.remote_ip)
+        refuse_cross_site_write(self.request.method, authorization, self.request.headers)
         if not allowed(endpoint.access, self.principal):
             if self.principal is None:
                 raise Unauthenticated("Authentication required")
