@@ -20,6 +20,7 @@ setup(
         "aiormq>=6.8,<8",
         "marshmallow>=4.0,<5",
         "pyjwt[crypto]>=2.8,<3",
+        "cryptography>=41",  # the one-time certificate of the embedded database's first start
         "croniter>=2.0,<8",
         "apispec>=6.6,<7",
         "aiosmtplib>=3.0,<6",

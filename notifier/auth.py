@@ -1,6 +1,7 @@
 """Who is calling: admins (password or JWT), client applications (login + password), end users (JWT).
 
-`ACCESS` is the one table of which role may do what; handlers name a permission, never a role.
+`ACCESS` is the one table of which role may do what; handlers name a permission, never a role. A permission
+in `GRANTABLE` is held by a client application only when an admin granted it to that application.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Principal:
     role: Role
     id: str
     name: str
+    permissions: frozenset[str] = frozenset()  # what an admin granted a client application (GRANTABLE)
 
     def as_author(self) -> dict:
         return {"kind": self.role.value, "id": self.id, "name": self.name}
@@ -47,8 +49,9 @@ ADMIN, CLIENT, USER = Role.ADMIN, Role.CLIENT, Role.USER
 ACCESS: dict[str, frozenset[Role]] = {
     "notifications:write": frozenset({ADMIN, CLIENT}),
     "notifications:read": frozenset({ADMIN, CLIENT}),
-    "users:write": frozenset({ADMIN, CLIENT}),
-    "users:read": frozenset({ADMIN, CLIENT}),
+    "contacts:write": frozenset({ADMIN, CLIENT}),
+    "contacts:read": frozenset({ADMIN, CLIENT}),
+    "preferences:write": frozenset({ADMIN}),  # someone else's opt-outs (the user has "me" for their own)
     "schedules:write": frozenset({ADMIN, CLIENT}),
     "schedules:read": frozenset({ADMIN, CLIENT}),
     "clients:manage": frozenset({ADMIN}),
@@ -58,10 +61,23 @@ ACCESS: dict[str, frozenset[Role]] = {
 }
 
 
+# The contacts directory is platform-wide: a client application reads or writes it only once granted.
+GRANTABLE = ("contacts:read", "contacts:write")
+
+
 def allowed(permission: str, principal: Principal | None) -> bool:
     if permission == PUBLIC:
         return True
-    return principal is not None and principal.role in ACCESS[permission]
+    if principal is None or principal.role not in ACCESS[permission]:
+        return False
+    return principal.role is not CLIENT or permission not in GRANTABLE or permission in principal.permissions
+
+
+def refusal(permission: str, principal: Principal) -> str:
+    """Why `allowed` said no to a known caller."""
+    if principal.role in ACCESS[permission]:
+        return f"This client application has not been granted {permission!r}; an admin can grant it"
+    return f"A {principal.role.value} may not do this"
 
 
 # --- credentials -----------------------------------------------------------------------------------
@@ -155,7 +171,8 @@ class Authenticator:
 
     @staticmethod
     def _client_principal(client: dict) -> Principal:
-        return Principal(Role.CLIENT, str(client["_id"]), client["login"])
+        # Read from the client document of this request: a grant or revocation applies at once.
+        return Principal(Role.CLIENT, str(client["_id"]), client["login"], frozenset(client.get("permissions", ())))
 
     async def login_admin(self, username: str, password: str, address: str) -> Principal:
         """An admin's username and password, from the token endpoint or the login page."""

@@ -6,10 +6,12 @@ The OpenAPI document is generated from these same schemas.
 from __future__ import annotations
 
 import zoneinfo
+from urllib.parse import urlsplit
 
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
-from .domain import CHANNELS, STATUSES
+from .auth import GRANTABLE
+from .domain import CHANNELS, CONTROL_CHARACTERS, STATUSES
 from .services.users import RESERVED_USER_IDS, USER_ID_RE
 
 MAX_PAGE = 200
@@ -22,6 +24,17 @@ LOGIN = validate.And(
     validate.Regexp(r"^[a-z0-9][a-z0-9._\-]{2,63}$",
                     error="must be 3-64 lowercase letters, digits, '.', '_' or '-'"),
     validate.NoneOf(("basic", "bearer"), error="is a reserved word"))
+
+
+def no_control_characters(value: str | None) -> None:
+    """One-line values (names, addresses, titles) end up in mail headers: no line breaks or other controls."""
+    if value is not None and CONTROL_CHARACTERS.search(value):
+        raise ValidationError("must not contain line breaks or other control characters")
+
+
+def no_user_information(url: str | None) -> None:
+    if url is not None and "@" in urlsplit(url).netloc:
+        raise ValidationError("must not contain user information (user:password@)")
 
 
 def UserId(**kwargs) -> fields.Str:
@@ -74,7 +87,7 @@ class AuthorSchema(Schema):
 
 
 class NotificationContentSchema(Schema):
-    title = fields.Str(required=True, validate=validate.Length(1, 200),
+    title = fields.Str(required=True, validate=[validate.Length(1, 200), no_control_characters],
                        metadata={"description": "Subject; may use {{ placeholders }}"})
     text = fields.Str(required=True, validate=validate.Length(1, 20000),
                       metadata={"description": "Body; placeholders: {{ name }}, {{ user_id }}, {{ email }}, "
@@ -160,21 +173,24 @@ class PreferencesSchema(Schema):
     unsubscribed_all = fields.Bool(load_default=False)
 
 
-class UserSchema(PreferencesSchema):
-    user_id = UserId(dump_only=True)
-    email = fields.Email(allow_none=True, load_default=None, validate=validate.Length(max=254))
-    telegram_chat_id = fields.Str(allow_none=True, load_default=None,
+class UserWriteSchema(Schema):
+    """PUT /users/{id} and each bulk item: only the fields sent change, null clears one, absent ones stay."""
+
+    email = fields.Email(allow_none=True, validate=[validate.Length(max=254), no_control_characters])
+    telegram_chat_id = fields.Str(allow_none=True,
                                   validate=validate.Regexp(r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$",
                                                            error="must be a numeric chat id or @channel"))
-    webhook_url = fields.Url(allow_none=True, load_default=None, schemes={"http", "https"},
-                             require_tld=False, validate=validate.Length(max=2000))
-    display_name = fields.Str(allow_none=True, load_default=None, validate=validate.Length(max=200))
-    timezone = fields.Str(allow_none=True, load_default=None)
-    locale = fields.Str(allow_none=True, load_default=None,
+    webhook_url = fields.Url(allow_none=True, schemes={"http", "https"}, require_tld=False,
+                             validate=[validate.Length(max=2000), no_user_information])
+    display_name = fields.Str(allow_none=True, validate=[validate.Length(max=200), no_control_characters])
+    timezone = fields.Str(allow_none=True)
+    locale = fields.Str(allow_none=True,
                         validate=validate.Regexp(r"^[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",
                                                  error="must be a language tag such as en or pt-BR"))
-    created_at = fields.DateTime(dump_only=True)
-    updated_at = fields.DateTime(dump_only=True)
+    unsubscribed_channels = fields.List(fields.Str(validate=validate.OneOf(CHANNELS)),
+                                        metadata={"description": "Admins only (audited): a client application "
+                                                                 "sending it gets 403; users use /me/preferences"})
+    unsubscribed_all = fields.Bool(metadata={"description": "Admins only (audited), like unsubscribed_channels"})
 
     @validates("timezone")
     def _known_timezone(self, value, **_):
@@ -186,7 +202,23 @@ class UserSchema(PreferencesSchema):
             raise ValidationError("is not an IANA time zone such as Europe/Berlin") from None
 
 
-class UserBulkItemSchema(UserSchema):
+class UserSchema(Schema):
+    """A user as the API shows it: what was never set shows as null (or not unsubscribed)."""
+
+    user_id = UserId(dump_only=True)
+    email = fields.Str(allow_none=True, dump_default=None)
+    telegram_chat_id = fields.Str(allow_none=True, dump_default=None)
+    webhook_url = fields.Str(allow_none=True, dump_default=None)
+    display_name = fields.Str(allow_none=True, dump_default=None)
+    timezone = fields.Str(allow_none=True, dump_default=None)
+    locale = fields.Str(allow_none=True, dump_default=None)
+    unsubscribed_channels = fields.List(fields.Str(), dump_default=list)
+    unsubscribed_all = fields.Bool(dump_default=False)
+    created_at = fields.DateTime(dump_only=True)
+    updated_at = fields.DateTime(dump_only=True)
+
+
+class UserBulkItemSchema(UserWriteSchema):
     user_id = UserId(required=True)
 
 
@@ -206,9 +238,20 @@ class UserListQuerySchema(PageQuerySchema):
 
 # --- clients ---------------------------------------------------------------------------------------
 
+def Permissions(**kwargs) -> fields.List:
+    return fields.List(fields.Str(validate=validate.OneOf(GRANTABLE)),
+                       metadata={"description": "What the application may do beyond sending its own "
+                                                "notifications: " + ", ".join(GRANTABLE)}, **kwargs)
+
+
 class ClientCreateSchema(Schema):
     login = fields.Str(required=True, validate=LOGIN)
     name = fields.Str(required=True, validate=validate.Length(1, 200))
+    permissions = Permissions(load_default=list)
+
+
+class ClientPermissionsSchema(Schema):
+    permissions = Permissions(required=True)
 
 
 class ClientSchema(Schema):
@@ -216,6 +259,7 @@ class ClientSchema(Schema):
     login = fields.Str()
     name = fields.Str()
     active = fields.Bool()
+    permissions = fields.List(fields.Str(), dump_default=list)
     created_by = fields.Str()
     created_at = fields.DateTime()
 

@@ -28,9 +28,11 @@ SUPERVISE_SECONDS = 5.0
 
 
 def make_http_server(app, settings: Settings) -> HTTPServer:
-    # Handlers enforce MAX_BODY_BYTES themselves with a JSON 413; this is only the hard ceiling.
-    return HTTPServer(app, xheaders=settings.trust_proxy_headers,
-                      max_body_size=max(settings.max_body_bytes, 16 * 1024 * 1024))
+    # The API and the admin stream bodies and refuse one past their own limit with a 413 (handlers/base.py);
+    # this ceiling is for the handlers that take no body, which tornado would otherwise read whole.
+    return HTTPServer(app, xheaders=settings.trust_proxy_headers, max_body_size=settings.max_form_bytes,
+                      max_buffer_size=max(settings.max_body_bytes, settings.max_upload_bytes) + 1024 * 1024,
+                      idle_connection_timeout=settings.http_idle_timeout, body_timeout=settings.http_body_timeout)
 
 
 async def bootstrap_admin(ctx: Context) -> None:
@@ -54,7 +56,7 @@ async def run(settings: Settings, embedded: list[EmbeddedProcess] = ()) -> None:
     http_server.listen(settings.http_port, settings.http_host)
     servers = [http_server]
     if settings.metrics_port:
-        metrics_server = HTTPServer(metrics_app(ctx))
+        metrics_server = make_http_server(metrics_app(ctx), settings)
         metrics_server.listen(settings.metrics_port, settings.metrics_host)
         servers.append(metrics_server)
     await ctx.broker.wait_connected(10)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+from .outbound import allowlist_entry
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value the service cannot use."""
@@ -136,6 +138,13 @@ class Settings:
     admin_session_hours: float = setting("12", "How long an admin stays logged in to /admin/.", _float(0.05))
     max_body_bytes: int = setting("8388608", "Largest accepted JSON request body; larger gets 413.",
                                   _int(1024))
+    max_form_bytes: int = setting("65536", "Largest accepted admin form, and body of a request made before "
+                                  "authentication (login, token); larger gets 413.", _int(1024))
+    max_upload_bytes: int = setting("8388608", "Largest accepted admin form carrying a CSV file of recipients; "
+                                    "larger gets 413.", _int(1024))
+    http_idle_timeout: float = setting("60", "Seconds a connection may stay idle, or take to send a request's "
+                                       "headers, before it is closed.", _float(0.1))
+    http_body_timeout: float = setting("60", "Seconds a client may take to send a request body.", _float(0.1))
     assets_dir: str = setting("./var/assets", "Where `notifier fetch-assets` puts ReDoc for /api/schema/redoc/.")
     max_recipients: int = setting("100000", "Most recipients one notification request may name.",
                                   _int(1))
@@ -228,6 +237,9 @@ class Settings:
                                   "SECRET_KEY.", secret=True)
     http_timeout: float = setting("10", "Seconds a webhook, Telegram or users-service call may take.",
                                   _float(0.1))
+    outbound_allow: tuple = setting("", "Hosts, addresses or networks (CIDR), comma-separated, that webhooks may "
+                                    "reach although they are loopback or private (internal hooks; empty: public "
+                                    "addresses only).", _list(allowlist_entry))
     users_service_url: str = setting("", "External user service: POST {\"ids\": [...]} returns contacts of users "
                                      "with none stored here (empty: stored contacts only).",
                                      _url("http", "https", optional=True))

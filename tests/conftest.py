@@ -17,7 +17,7 @@ import aiormq
 import pytest
 
 from notifier.app import make_app
-from notifier.auth import Principal, Role
+from notifier.auth import GRANTABLE, Principal, Role
 from notifier.context import create_context
 from notifier.embedded import EmbeddedMongo
 from notifier.server import make_http_server
@@ -150,3 +150,11 @@ def other_client_app(io_loop, ctx) -> Credentials:
 def end_user():
     """Authorization header of an end user, as the external auth server would sign it."""
     return lambda user_id, **claims: user_token(USER_SECRET, user_id, **claims)
+
+
+@pytest.fixture
+def contacts_app(io_loop, ctx) -> Credentials:
+    """A client application an admin granted every permission there is (today: the contacts directory)."""
+    creator = Principal(Role.ADMIN, "test", "test")
+    doc, password = io_loop.run_sync(lambda: ctx.clients.create("directory", "Directory", creator, GRANTABLE))
+    return Credentials("directory", password, f"directory {password}", str(doc["_id"]))

@@ -26,7 +26,8 @@ class Recorded:
 class Peer:
     port: int = 0
     requests: list[Recorded] = field(default_factory=list)
-    # (status, JSON body) answers, used in order; the last one repeats. A callable gets the request.
+    # (status, JSON body) or (status, JSON body, headers) answers, used in order; the last one repeats.
+    # A callable gets the request.
     answers: list = field(default_factory=lambda: [(200, {"ok": True})])
     server: HTTPServer | None = None
 
@@ -34,10 +35,11 @@ class Peer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def answer(self, request: Recorded) -> tuple[int, object]:
+    def answer(self, request: Recorded) -> tuple:
         index = min(len(self.requests) - 1, len(self.answers) - 1)
         answer = self.answers[index]
-        return answer(request) if callable(answer) else answer
+        answer = answer(request) if callable(answer) else answer
+        return answer if len(answer) == 3 else (*answer, {})
 
     def start(self) -> "Peer":
         peer = self
@@ -46,8 +48,10 @@ class Peer:
             def post(self, path):
                 recorded = Recorded(self.request.path, dict(self.request.headers), self.request.body)
                 peer.requests.append(recorded)
-                status, body = peer.answer(recorded)
+                status, body, headers = peer.answer(recorded)
                 self.set_status(status)
+                for name, value in headers.items():
+                    self.set_header(name, value)
                 self.set_header("Content-Type", "application/json")
                 self.finish(json.dumps(body))
 

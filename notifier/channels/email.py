@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from email.header import Header
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
-from email.utils import formataddr, formatdate, parseaddr
+from email import policy
+from email.errors import MessageError
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
 from pathlib import Path
 
 import aiosmtplib
 from marshmallow import ValidationError, validate
 from tornado.template import Loader
 
+from ..domain import one_line
 from ..settings import Settings
 from .base import Commit, Message, PermanentFailure, TemporaryFailure
 
@@ -22,6 +24,9 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "email"
 _is_email = validate.Email()
+# The SMTP policy, except that a value stored with set_raw() is written as it is: it would otherwise fold a
+# long token such as the List-Unsubscribe URL into encoded words, which no mail client reads as a URL.
+MAIL_POLICY = policy.SMTP.clone(refold_source="none")
 DISCONNECTED = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError,
                 asyncio.TimeoutError, OSError)
 
@@ -76,6 +81,17 @@ class SmtpPool:
             await _quietly_close(smtp)
 
 
+def ascii_address(address: str) -> str:
+    """`address` as SMTP without SMTPUTF8 carries it: the domain in IDNA; ValueError if the local part is not ASCII."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local.isascii() or one_line(address) != address:
+        raise ValueError("not an ASCII address")
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError as exc:
+        raise ValueError(f"domain: {exc}") from None
+
+
 async def _reset(smtp: aiosmtplib.SMTP) -> bool:
     try:
         await smtp.rset()
@@ -108,24 +124,30 @@ class EmailChannel:
         except ValidationError:
             return False
 
-    def build(self, message: Message) -> bytes:
-        mail = MIMEMultipart("alternative")
-        mail["From"] = self.settings.smtp_from
-        mail["To"] = formataddr((message.display_name, message.address), charset="utf-8")
-        mail["Subject"] = Header(message.title, "utf-8")
+    def build(self, message: Message) -> tuple[str, bytes]:
+        """The envelope recipient and the message, or PermanentFailure "invalid_contact" when the address
+        cannot be written (a non-ASCII local part needs SMTPUTF8, which is not used)."""
+        try:
+            recipient = ascii_address(message.address)
+            mail = EmailMessage(policy=MAIL_POLICY)
+            mail["From"] = self.settings.smtp_from
+            mail["To"] = Address(display_name=one_line(message.display_name), addr_spec=recipient)
+            mail["Subject"] = one_line(message.title)
+        except (ValueError, TypeError, MessageError) as exc:
+            raise PermanentFailure(f"cannot address {message.address!r}: {exc}", reason="invalid_contact") from None
         mail["Date"] = formatdate(usegmt=True)
         mail["Message-ID"] = f"<{message.delivery_id}@notifier>"
         mail["X-Notifier-Notification"] = message.notification_id
         mail["X-Notifier-Delivery"] = message.delivery_id
         if message.unsubscribe_url:
-            mail["List-Unsubscribe"] = f"<{message.unsubscribe_url}>"
+            mail.set_raw("List-Unsubscribe", f"<{one_line(message.unsubscribe_url)}>")
             mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        mail.attach(MIMEText(self.text.generate(m=message).decode(), "plain", "utf-8"))
-        mail.attach(MIMEText(self.html.generate(m=message).decode(), "html", "utf-8"))
-        return mail.as_bytes()
+        mail.set_content(self.text.generate(m=message).decode())
+        mail.add_alternative(self.html.generate(m=message).decode(), subtype="html")
+        return recipient, mail.as_bytes()
 
     async def send(self, message: Message, commit: Commit) -> None:
-        raw = self.build(message)
+        recipient, raw = self.build(message)
         async with self.pools[message.is_express].connection() as smtp:
             try:
                 try:
@@ -133,7 +155,7 @@ class EmailChannel:
                 except aiosmtplib.SMTPServerDisconnected:
                     smtp = await self.pools[message.is_express].fresh(smtp)  # an idle connection went stale
                     await smtp.mail(self.sender)
-                await smtp.rcpt(message.address)
+                await smtp.rcpt(recipient)
                 commit()
                 await smtp.data(raw)
             except aiosmtplib.SMTPResponseException as exc:

@@ -1,4 +1,4 @@
-"""Webhooks: a signed JSON POST to the user's URL.
+"""Webhooks: a signed JSON POST to the user's URL, through the outbound policy (notifier/outbound.py).
 
 Receivers check `X-Notifier-Signature: sha256=<hex>`, the HMAC-SHA256 of `<timestamp>.<body>` with the
 shared WEBHOOK_SECRET, and drop repeats by `Idempotency-Key` (the delivery id).
@@ -10,10 +10,8 @@ import hashlib
 import hmac
 import json
 import time
-from urllib.parse import urlsplit
 
-from tornado.httpclient import AsyncHTTPClient
-
+from ..outbound import DestinationRefused, OutboundHTTP, check_url
 from .base import Commit, Message
 from .http import post_json
 
@@ -27,14 +25,17 @@ class WebhookChannel:
     contact_field = "webhook_url"
     repeat_safe = True
 
-    def __init__(self, http: AsyncHTTPClient, secret: bytes, timeout: float):
+    def __init__(self, http: OutboundHTTP, secret: bytes, timeout: float):
         self.http = http
         self.secret = secret
         self.timeout = timeout
 
     def valid_contact(self, value: str) -> bool:
-        parts = urlsplit(value)
-        return parts.scheme in ("http", "https") and bool(parts.netloc)
+        try:
+            check_url(value)
+            return True
+        except DestinationRefused:
+            return False
 
     async def send(self, message: Message, commit: Commit) -> None:
         body = {"delivery_id": message.delivery_id, "notification_id": message.notification_id,

@@ -7,11 +7,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import tornado.httputil
 import tornado.web
 from marshmallow import Schema, ValidationError
 from pymongo.errors import ConnectionFailure
 
-from ..auth import PUBLIC, Principal, allowed
+from ..auth import PUBLIC, Principal, allowed, refusal
 from ..logs import begin_request
 from ..errors import (Conflict, DomainError, Forbidden, Invalid, NotFound, PayloadTooLarge, TooManyAttempts,
                       Unauthenticated, Unavailable, UnsupportedMediaType)
@@ -23,6 +24,9 @@ ERROR_STATUS: list[tuple[type[DomainError], int]] = [
     (PayloadTooLarge, 413), (UnsupportedMediaType, 415), (TooManyAttempts, 429), (Unavailable, 503),
 ]
 WWW_AUTHENTICATE = 'Basic realm="notifier", Bearer realm="notifier"'
+# A streamed body is counted against its handler's own limit as it arrives; tornado's ceiling must never trip
+# first, since it answers an oversized chunk with a bare 400 instead of the 413 the handler gives.
+UNCOUNTED_CEILING = 2 ** 62
 
 
 def as_domain_error(exc: BaseException) -> DomainError | None:
@@ -111,8 +115,43 @@ def refuse_cross_site_write(method: str, authorization: str | None, headers) -> 
                     {"Content-Type": ["must be application/json, or send X-Requested-With"]})
 
 
+def too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"Request body is larger than {limit} bytes", {"body": [f"must be at most {limit} bytes"]})
+
+
+class StreamedBody(BaseHandler):
+    """A body received piece by piece (with @stream_request_body) and refused past the handler's limit: from
+    Content-Length before any of it is read, or as soon as the count of a chunked one passes the limit."""
+
+    _body_limit = 0  # no body at all until prepare() sets the route's limit
+    _chunks: tuple[bytes, ...] | list[bytes] = ()
+    _received = 0
+    _refused = False
+
+    def limit_body(self, limit: int) -> None:
+        self._chunks: list[bytes] = []
+        self._body_limit = limit
+        length = self.request.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > limit:
+            raise too_large(limit)
+        self.request.connection.set_max_body_size(UNCOUNTED_CEILING)
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._refused:
+            return
+        self._received += len(chunk)
+        if self._received > self._body_limit:
+            # Raising here would reach tornado's connection, not this handler: answer now; tornado then
+            # stops delivering the body and closes the connection once the answer is out.
+            self._refused = True
+            error = too_large(self._body_limit)
+            self.send_error(error_status(error), exc_info=(type(error), error, None))
+            return
+        self._chunks.append(chunk)
+
+
 @tornado.web.stream_request_body
-class APIHandler(BaseHandler):
+class APIHandler(StreamedBody):
     """JSON in, JSON out. Bodies are streamed so oversized or unauthenticated requests are refused unread."""
 
     principal: Principal | None = None
@@ -129,16 +168,12 @@ class APIHandler(BaseHandler):
 
     async def prepare(self) -> None:
         self.begin_request()
-        self._chunks: list[bytes] = []
         endpoint = self._endpoint()
         if endpoint is None:
             raise tornado.web.HTTPError(405)
-        limit = self.ctx.settings.max_body_bytes
         length = self.request.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) > limit:
-            raise PayloadTooLarge(f"Request body is larger than {limit} bytes",
-                                  {"body": [f"must be at most {limit} bytes"]})
-        self.request.connection.set_max_body_size(limit)
+        settings = self.ctx.settings
+        self.limit_body(settings.max_form_bytes if endpoint.access == PUBLIC else settings.max_body_bytes)
         if endpoint.body is not None and (length not in (None, "0") or "Transfer-Encoding" in self.request.headers):
             content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if content_type != "application/json" and not content_type.endswith("+json"):
@@ -152,10 +187,7 @@ class APIHandler(BaseHandler):
         if not allowed(endpoint.access, self.principal):
             if self.principal is None:
                 raise Unauthenticated("Authentication required")
-            raise Forbidden(f"A {self.principal.role.value} may not do this")
-
-    def data_received(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
+            raise Forbidden(refusal(endpoint.access, self.principal))
 
     # --- input ---
 
@@ -228,6 +260,44 @@ class PageHandler(BaseHandler):
         elif isinstance(exc, tornado.web.HTTPError):
             message = exc.log_message or self._reason
         self.render("error.html", status=status_code, message=message)
+
+
+@tornado.web.stream_request_body
+class FormPageHandler(StreamedBody, PageHandler):
+    """Pages with forms, streamed in so that an oversized form is refused before it is read.
+
+    Tornado checks the XSRF token before the body arrives, and the token is in the body: post() checks it once
+    the form is in, then calls the page's submit(). Pages implement submit(), never post(), so none skips it.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "post" in cls.__dict__:
+            raise TypeError(f"{cls.__name__} must implement submit(): post() checks the XSRF token first")
+
+    def check_xsrf_cookie(self) -> None:
+        """Done in post(), once the body with the `_xsrf` field has arrived."""
+
+    def parse_form(self) -> None:
+        """The received body as body arguments and files, as tornado would have parsed it unstreamed."""
+        self.request.body = b"".join(self._chunks)
+        try:
+            tornado.httputil.parse_body_arguments(self.request.headers.get("Content-Type", ""), self.request.body,
+                                                  self.request.body_arguments, self.request.files, self.request.headers)
+        except tornado.httputil.HTTPInputError as exc:
+            raise Invalid(f"The form could not be read: {exc}") from None
+        for name, values in self.request.body_arguments.items():
+            self.request.arguments.setdefault(name, []).extend(values)
+
+    async def post(self, *args: Any, **kwargs: Any) -> None:
+        submit = getattr(self, "submit", None)
+        if submit is None:
+            raise tornado.web.HTTPError(405)
+        self.parse_form()
+        tornado.web.RequestHandler.check_xsrf_cookie(self)
+        result = submit(*args, **kwargs)
+        if result is not None:
+            await result
 
 
 class NotFoundHandler(APIHandler):

@@ -12,7 +12,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 
 from .. import __version__
 from ..assets import redoc_dir
-from ..auth import ACCESS, PUBLIC, Role
+from ..auth import ACCESS, GRANTABLE, PUBLIC, Role
 from ..schemas import ErrorSchema
 from .base import WRITES, BaseHandler
 
@@ -41,6 +41,9 @@ def openapi_path(pattern: str) -> str:
 
 def _operation(endpoint, path_params: list[str]) -> dict:
     operation: dict = {"summary": endpoint.summary, "tags": list(endpoint.tags), "responses": {}}
+    if endpoint.access in GRANTABLE:
+        operation["description"] = (f"A client application needs the `{endpoint.access}` permission, granted by an "
+                                    f"admin (`PUT /api/v1/clients/{{id}}/permissions`).")
     parameters = [{"in": "path", "name": name, "required": True, "schema": {"type": "string"}}
                   for name in path_params]
     if endpoint.query is not None:

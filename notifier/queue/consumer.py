@@ -33,6 +33,7 @@ from ..clock import Clock
 from ..keys import load_keys
 from ..links import Links
 from ..logs import setup_logging
+from ..outbound import Allowlist, OutboundHTTP
 from ..services.contacts import Contacts
 from ..services.deliveries import Deliveries, new_claim_token
 from ..services.sending import ABANDONED, DEFER, FAILED, RETRY, SENT, SKIPPED, Outcome, Sender
@@ -124,9 +125,10 @@ class Consumer:
         settings = self.settings
         self.store = Store(connect(settings.mongo_url, settings.mongo_timeout_ms), settings.mongo_db)
         keys = await _retry_database(lambda: load_keys(self.store, settings), self.stopping)
-        self.http = AsyncHTTPClient(max_clients=64)
+        self.http = AsyncHTTPClient(max_clients=64)  # operator-set destinations: Telegram, the user service
+        self.outbound = OutboundHTTP(Allowlist.parse(settings.outbound_allow))  # destinations clients set
         self.channels = {"email": EmailChannel(settings), "inbox": InboxChannel(),
-                         "webhook": WebhookChannel(self.http, keys.webhook, settings.http_timeout),
+                         "webhook": WebhookChannel(self.outbound, keys.webhook, settings.http_timeout),
                          "telegram": TelegramChannel(self.http, settings.telegram_api_url, settings.telegram_bot_token,
                                                      settings.http_timeout)}
         self.journal = Journal(journal_path(settings.journal_dir, self.consumer_id))
@@ -299,6 +301,7 @@ class Consumer:
         for channel in self.channels.values():
             await channel.close()
         self.http.close()
+        self.outbound.close()
         self.journal.close(remove=not self._active_batches and not self.journal_pending)
         self.store.close()
 

@@ -1,12 +1,16 @@
-"""Client applications: third-party services that send notifications with `Authorization: <login> <password>`."""
+"""Client applications: third-party services that send notifications with `Authorization: <login> <password>`.
+
+Each sees only its own notifications and schedules; what else it may do (the contacts directory) is the
+`permissions` list an admin grants it (auth.GRANTABLE; none by default).
+"""
 
 from __future__ import annotations
 
 from pymongo.errors import DuplicateKeyError
 
-from ..auth import Principal, generate_password, hash_password
+from ..auth import GRANTABLE, Principal, generate_password, hash_password
 from ..clock import Clock
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, Invalid, NotFound
 from ..store import Store
 from . import object_id
 from .paging import Page, newest_first
@@ -17,11 +21,19 @@ class ClientService:
         self.store = store
         self.clock = clock
 
-    async def create(self, login: str, name: str, created_by: Principal) -> tuple[dict, str]:
+    @staticmethod
+    def _permissions(permissions) -> list[str]:
+        unknown = sorted(set(permissions) - set(GRANTABLE))
+        if unknown:
+            raise Invalid.field("permissions", f"unknown: {', '.join(unknown)}; known: {', '.join(GRANTABLE)}")
+        return sorted(set(permissions))
+
+    async def create(self, login: str, name: str, created_by: Principal, permissions=()) -> tuple[dict, str]:
         """The new client and its generated password, which is stored only as a hash."""
         password = generate_password()
         now = self.clock.now()
         client = {"login": login, "name": name, "password_hash": hash_password(password), "active": True,
+                  "permissions": self._permissions(permissions),
                   "created_by": created_by.name, "created_at": now, "updated_at": now}
         try:
             await self.store.clients.insert_one(client)
@@ -58,4 +70,17 @@ class ClientService:
             {"$set": {"active": active, "updated_at": self.clock.now()}})
         if not result.matched_count:
             raise NotFound(f"Client {client_id!r} not found")
+        return await self.get(client_id)
+
+    async def set_permissions(self, client_id: str, permissions, actor: Principal) -> dict:
+        """Grant exactly `permissions` (effective from the application's next request). Audited."""
+        chosen = self._permissions(permissions)
+        client = await self.get(client_id)
+        await self.store.clients.update_one({"_id": client["_id"]},
+                                            {"$set": {"permissions": chosen, "updated_at": self.clock.now()}})
+        before = client.get("permissions", [])
+        if before != chosen:
+            await self.store.audit.insert_one({
+                "at": self.clock.now(), "actor": actor.name, "actor_id": actor.id, "action": "client_permissions",
+                "client_id": str(client["_id"]), "login": client["login"], "before": before, "after": chosen})
         return await self.get(client_id)

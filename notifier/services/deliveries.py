@@ -221,4 +221,4 @@ class Parked:
         return chosen
 
     async def audit(self, limit: int = 20) -> list[dict]:
-        return await self.store.audit.find({}).sort("at", -1).limit(limit).to_list(limit)
+        return await self.store.audit.find({"action": "redrive"}).sort("at", -1).limit(limit).to_list(limit)

@@ -10,7 +10,7 @@ from typing import Iterable, Protocol
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from .. import logs
-from ..auth import Principal, Role
+from ..auth import Principal
 from ..clock import Clock
 from ..errors import Conflict, Invalid, NotFound
 from ..rendering import unknown_variables
@@ -18,6 +18,7 @@ from ..settings import Settings
 from ..store import Store
 from . import object_id
 from .paging import Page, newest_first
+from .visibility import visible_to
 
 INSERT_CHUNK = 250  # short writes: an express claim waits behind whatever the database is doing
 DUPLICATE_KEY = 11000
@@ -87,7 +88,8 @@ class NotificationService:
         try:
             await self.store.notifications.insert_one(notification)
         except DuplicateKeyError:
-            earlier = await self.store.notifications.find_one({"idempotency_key": notification["idempotency_key"]})
+            earlier = await self.store.notifications.find_one(
+                visible_to(author, {"idempotency_key": notification["idempotency_key"]}))
             if earlier is None or earlier["request_hash"] != notification["request_hash"]:
                 raise Conflict("Idempotency-Key was already used for a different request",
                                {"Idempotency-Key": ["already used for a different request"]}) from None
@@ -136,21 +138,14 @@ class NotificationService:
             raise Invalid.field("recipients", f"at most {self.settings.max_recipients} per request")
         added, present = await self.add_deliveries(notification, recipients, notification.get("occurrence", ONE_OFF))
         if added:
-            await self.store.notifications.update_one({"_id": notification["_id"]},
+            await self.store.notifications.update_one(visible_to(principal, {"_id": notification["_id"]}),
                                                       {"$inc": {"recipient_count": added}})
         return added, present
 
     # --- reading ---
 
-    @staticmethod
-    def _visibility(principal: Principal) -> dict:
-        """Admins see every notification; a client application sees the ones it created."""
-        if principal.role is Role.ADMIN:
-            return {}
-        return {"author.kind": principal.role.value, "author.id": principal.id}
-
     async def visible(self, principal: Principal, notification_id: str) -> dict:
-        query = {"_id": object_id(notification_id, "Notification"), **self._visibility(principal)}
+        query = visible_to(principal, {"_id": object_id(notification_id, "Notification")})
         notification = await self.store.notifications.find_one(query)
         if notification is None:
             raise NotFound(f"Notification {notification_id!r} not found")
@@ -172,7 +167,7 @@ class NotificationService:
         return notification
 
     async def list(self, principal: Principal, query: dict) -> Page:
-        conditions = self._visibility(principal)
+        conditions: dict = {}
         for name in ("channel", "is_express"):
             if name in query:
                 conditions[name] = query[name]
@@ -187,7 +182,8 @@ class NotificationService:
             created["$lt"] = query["created_before"]
         if created:
             conditions["created_at"] = created
-        return await newest_first(self.store.notifications, conditions, query["limit"], query.get("cursor"))
+        return await newest_first(self.store.notifications, visible_to(principal, conditions), query["limit"],
+                                  query.get("cursor"))
 
     async def deliveries(self, principal: Principal, notification_id: str, query: dict) -> Page:
         notification = await self.visible(principal, notification_id)

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from ..auth import Principal, Role
+from ..auth import Principal
 from ..clock import Clock
 from ..errors import Invalid, NotFound
 from ..recurrence import check_periodicity, recurrence_of
@@ -27,6 +27,7 @@ from ..store import Store
 from . import object_id
 from .notifications import NotificationService
 from .paging import Page, newest_first
+from .visibility import visible_to
 
 log = logging.getLogger(__name__)
 
@@ -90,28 +91,23 @@ class ScheduleService:
         await self.store.schedules.insert_one(schedule)
         return schedule
 
-    @staticmethod
-    def _visibility(principal: Principal) -> dict:
-        if principal.role is Role.ADMIN:
-            return {}
-        return {"author.kind": principal.role.value, "author.id": principal.id}
-
     async def get(self, principal: Principal, schedule_id: str) -> dict:
-        schedule = await self.store.schedules.find_one({"_id": object_id(schedule_id, "Schedule"),
-                                                        **self._visibility(principal)})
+        query = visible_to(principal, {"_id": object_id(schedule_id, "Schedule")})
+        schedule = await self.store.schedules.find_one(query)
         if schedule is None:
             raise NotFound(f"Schedule {schedule_id!r} not found")
         return schedule
 
     async def list(self, principal: Principal, query: dict) -> Page:
-        conditions = self._visibility(principal)
+        conditions: dict = {}
         if "enabled" in query:
             conditions["enabled"] = query["enabled"]
         if "notification_id" in query:
             if not ObjectId.is_valid(query["notification_id"]):
                 raise Invalid.field("notification_id", "is not a notification id")
             conditions["notification_id"] = ObjectId(query["notification_id"])
-        return await newest_first(self.store.schedules, conditions, query["limit"], query.get("cursor"))
+        return await newest_first(self.store.schedules, visible_to(principal, conditions), query["limit"],
+                                  query.get("cursor"))
 
     async def update(self, principal: Principal, schedule_id: str, changes: dict) -> dict:
         """Change a schedule; the new periodicity or state takes effect at the next scheduler tick."""
@@ -127,12 +123,12 @@ class ScheduleService:
         now = self.clock.now()
         updated["next_run_at"] = self._next_run(updated, max(now, schedule.get("last_run_at") or now))
         updated["updated_at"] = now
-        await self.store.schedules.replace_one({"_id": schedule["_id"]}, updated)
+        await self.store.schedules.replace_one(visible_to(principal, {"_id": schedule["_id"]}), updated)
         return updated
 
     async def delete(self, principal: Principal, schedule_id: str) -> None:
         schedule = await self.get(principal, schedule_id)
-        await self.store.schedules.delete_one({"_id": schedule["_id"]})
+        await self.store.schedules.delete_one(visible_to(principal, {"_id": schedule["_id"]}))
 
     async def preview(self, principal: Principal, schedule_id: str, count: int) -> list[dict]:
         schedule = await self.get(principal, schedule_id)

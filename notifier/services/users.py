@@ -1,4 +1,9 @@
-"""Recipients: their contacts, their preferences, and their own inbox."""
+"""Recipients: their contacts, their preferences, and their own inbox.
+
+The contacts are one platform-wide directory (user ids are the auth server's `sub`). Opt-outs belong to the
+user: contact writes change only the fields they send, and only the user (`set_preferences`, through their
+token or the signed link) or an admin (audited) changes `unsubscribed_*`.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,9 @@ import re
 
 from pymongo import UpdateOne
 
+from ..auth import Principal, allowed
 from ..clock import Clock
-from ..errors import Invalid, NotFound
+from ..errors import Forbidden, Invalid, NotFound
 from ..rendering import render
 from ..store import Store
 from . import object_id
@@ -16,6 +22,8 @@ from .paging import Page, by_key, newest_first
 USER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$")
 CONTACT_FIELDS = ("email", "telegram_chat_id", "webhook_url", "display_name", "timezone", "locale")
 PREFERENCE_FIELDS = ("unsubscribed_channels", "unsubscribed_all")
+PREFERENCES_AUDIT = "user_preferences"
+NOT_YOURS = "only the user (their token or the unsubscribe link) or an admin may change this"
 
 
 RESERVED_USER_IDS = frozenset({"bulk"})  # /api/v1/users/bulk is the bulk upsert
@@ -52,10 +60,41 @@ class UserService:
         return ({"user_id": user_id},
                 {"$set": {**fields, "updated_at": now}, "$setOnInsert": {"user_id": user_id, "created_at": now}})
 
-    async def put(self, user_id: str, data: dict) -> tuple[dict, bool]:
-        """Replace the user's contacts and preferences; True if the user is new."""
+    @staticmethod
+    def _refused(actor: Principal, data: dict) -> dict:
+        """The preference fields in `data` that `actor` may not set, with why."""
+        if allowed("preferences:write", actor):
+            return {}
+        return {name: [NOT_YOURS] for name in PREFERENCE_FIELDS if name in data}
+
+    async def _preferences_of(self, user_ids: list[str]) -> dict[str, dict]:
+        found = {u["user_id"]: u async for u in self.store.users.find(
+            {"user_id": {"$in": user_ids}}, {"user_id": 1, **dict.fromkeys(PREFERENCE_FIELDS, 1)})}
+        return {uid: {**default_preferences(), **{k: v for k, v in (found.get(uid) or {}).items()
+                                                  if k in PREFERENCE_FIELDS}} for uid in user_ids}
+
+    async def _audit_preferences(self, actor: Principal, before: dict[str, dict]) -> None:
+        """One audit entry per user whose preferences an admin's write changed."""
+        if not before:
+            return
+        after = await self._preferences_of(list(before))
+        now = self.clock.now()
+        entries = [{"at": now, "actor": actor.name, "actor_id": actor.id, "action": PREFERENCES_AUDIT,
+                    "user_id": uid, "before": before[uid], "after": after[uid]}
+                   for uid in before if before[uid] != after[uid]]
+        if entries:
+            await self.store.audit.insert_many(entries)
+
+    async def put(self, actor: Principal, user_id: str, data: dict) -> tuple[dict, bool]:
+        """Change the fields sent (None clears one; absent ones stay); True if the user is new."""
         check_user_id(user_id)
+        refused = self._refused(actor, data)
+        if refused:
+            raise Forbidden("Only the user or an admin may change a user's opt-outs", refused)
+        sets_preferences = any(name in data for name in PREFERENCE_FIELDS)
+        before = await self._preferences_of([user_id]) if sets_preferences else {}
         result = await self.store.users.update_one(*self._upsert(user_id, data), upsert=True)
+        await self._audit_preferences(actor, before)
         return await self.get(user_id), result.upserted_id is not None
 
     async def get(self, user_id: str) -> dict:
@@ -64,21 +103,40 @@ class UserService:
             raise NotFound(f"User {user_id!r} not found")
         return user
 
-    async def delete(self, user_id: str) -> None:
-        result = await self.store.users.delete_one({"user_id": user_id})
-        if not result.deleted_count:
+    async def delete(self, actor: Principal, user_id: str) -> None:
+        """Forget the user's contacts. Their opt-outs stay unless an admin deletes (audited): deleting and
+        re-creating a contact must not re-subscribe anyone."""
+        if allowed("preferences:write", actor):
+            before = await self._preferences_of([user_id])
+            result = await self.store.users.delete_one({"user_id": user_id})
+            if not result.deleted_count:
+                raise NotFound(f"User {user_id!r} not found")
+            await self._audit_preferences(actor, before)
+            return
+        result = await self.store.users.update_one(
+            {"user_id": user_id}, {"$set": {**dict.fromkeys(CONTACT_FIELDS), "updated_at": self.clock.now()}})
+        if not result.matched_count:
             raise NotFound(f"User {user_id!r} not found")
+        user = await self.store.users.find_one({"user_id": user_id})
+        if user and not (user.get("unsubscribed_all") or user.get("unsubscribed_channels")):
+            # Guarded by updated_at: an opt-out arriving meanwhile keeps the document.
+            await self.store.users.delete_one({"_id": user["_id"], "updated_at": user["updated_at"]})
 
     async def list(self, limit: int, cursor: str | None) -> Page:
         return await by_key(self.store.users, {}, "user_id", limit, cursor)
 
-    async def bulk_upsert(self, users: list[dict]) -> tuple[int, int]:
-        """Create or replace many users at once (the last entry wins for a repeated id): (created, updated)."""
-        latest = {user["user_id"]: user for user in users}
-        requests = [UpdateOne(*self._upsert(user_id, {k: v for k, v in user.items() if k != "user_id"}),
-                              upsert=True)
-                    for user_id, user in latest.items()]
+    async def bulk_upsert(self, actor: Principal, users: list[dict]) -> tuple[int, int]:
+        """Create or change many users at once, each as `put` does (the last entry wins for a repeated id):
+        (created, updated). Nothing is written when one entry is refused."""
+        refused = {str(i): errors for i, user in enumerate(users) if (errors := self._refused(actor, user))}
+        if refused:
+            raise Forbidden("Only the user or an admin may change a user's opt-outs", {"users": refused})
+        latest = {user["user_id"]: {k: v for k, v in user.items() if k != "user_id"} for user in users}
+        changing = [uid for uid, fields in latest.items() if any(name in fields for name in PREFERENCE_FIELDS)]
+        before = await self._preferences_of(changing) if changing else {}
+        requests = [UpdateOne(*self._upsert(user_id, fields), upsert=True) for user_id, fields in latest.items()]
         result = await self.store.users.bulk_write(requests, ordered=False)
+        await self._audit_preferences(actor, before)
         return result.upserted_count, result.matched_count
 
     async def preferences(self, user_id: str) -> dict:

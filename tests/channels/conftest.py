@@ -15,4 +15,6 @@ def peer(io_loop):
 
 @pytest.fixture
 def settings_overrides(pipeline_settings, peer):
-    return {**pipeline_settings, "telegram_api_url": peer.url, "telegram_bot_token": "123:secret-token"}
+    # The peer stands in for a webhook receiver on loopback, which only an operator's allow-list admits.
+    return {**pipeline_settings, "telegram_api_url": peer.url, "telegram_bot_token": "123:secret-token",
+            "outbound_allow": ("127.0.0.1",)}

@@ -6,11 +6,12 @@ import pytest
 from bson import ObjectId
 
 from ..queue.conftest import settled
+from ..support import TEST_ADMIN
 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_send_message_to_the_chat(api, admin, ctx, peer, workers):
-    await ctx.users.bulk_upsert([{"user_id": "t1", "telegram_chat_id": "-100123", "display_name": "Tess"}])
+    await ctx.users.bulk_upsert(TEST_ADMIN, [{"user_id": "t1", "telegram_chat_id": "-100123", "display_name": "Tess"}])
     response = await api.post("/api/v1/notifications", {"title": "Hi {{ name }}", "text": "Alarm!", "channel": "telegram",
                                                          "recipients": ["t1"], "is_express": True}, auth=admin.header)
     assert await settled(ctx, ObjectId(response.body["id"]), 1) == {"sent": 1}
@@ -32,8 +33,8 @@ async def test_rate_limit_retries_and_blocked_bot_fails(api, admin, ctx, peer, w
         return 200, {"ok": True}
 
     peer.answers = [answer]
-    await ctx.users.bulk_upsert([{"user_id": "blocked", "telegram_chat_id": "111"},
-                                 {"user_id": "busy", "telegram_chat_id": "222"}])
+    await ctx.users.bulk_upsert(TEST_ADMIN, [{"user_id": "blocked", "telegram_chat_id": "111"},
+                                             {"user_id": "busy", "telegram_chat_id": "222"}])
     response = await api.post("/api/v1/notifications", {"title": "x", "text": "y", "channel": "telegram",
                                                          "recipients": ["blocked", "busy"]}, auth=admin.header)
     assert await settled(ctx, ObjectId(response.body["id"]), 2) == {"sent": 1, "failed": 1}

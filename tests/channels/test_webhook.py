@@ -8,10 +8,11 @@ from bson import ObjectId
 from notifier.channels.webhook import signature
 
 from ..queue.conftest import settled
+from ..support import TEST_ADMIN
 
 
 async def _send(api, admin, ctx, peer, users):
-    await ctx.users.bulk_upsert([{"user_id": u, "webhook_url": f"{peer.url}/hooks/{u}"} for u in users])
+    await ctx.users.bulk_upsert(TEST_ADMIN, [{"user_id": u, "webhook_url": f"{peer.url}/hooks/{u}"} for u in users])
     response = await api.post("/api/v1/notifications", {"title": "Deploy {{ user_id }}", "text": "done",
                                                          "channel": "webhook", "recipients": users}, auth=admin.header)
     return response.body["id"]

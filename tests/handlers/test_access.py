@@ -1,5 +1,5 @@
-"""The auth matrix: every documented operation x {none, admin, client, end user, another end user, expired,
-forged} gives the status the one access table promises."""
+"""The auth matrix: every documented operation x {none, admin, client, client granted every permission, end user,
+another end user, expired, forged} gives the status the one access table promises."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import jwt
 import pytest
 from bson import ObjectId
 
-from notifier.auth import ACCESS, PUBLIC, Role
+from notifier.auth import ACCESS, GRANTABLE, PUBLIC, Role
 from notifier.handlers import API_ROUTES
 
 from ..conftest import USER_SECRET
@@ -30,25 +30,33 @@ def expected(access: str, caller: str) -> str:
         return "let in"
     if caller in ("none", "expired", "forged"):
         return "401"
-    role = {"admin": Role.ADMIN, "client": Role.CLIENT, "user": Role.USER, "other user": Role.USER}[caller]
-    return "let in" if role in ACCESS[access] else "403"
+    role = {"admin": Role.ADMIN, "client": Role.CLIENT, "granted client": Role.CLIENT, "user": Role.USER,
+            "other user": Role.USER}[caller]
+    if role not in ACCESS[access]:
+        return "403"
+    if caller == "client" and access in GRANTABLE:
+        return "403"  # a client application holds these only once an admin granted them
+    return "let in"
 
 
 def test_every_operation_names_a_known_permission():
     assert OPERATIONS
     for _, _, endpoint in OPERATIONS:
         assert endpoint.access == PUBLIC or endpoint.access in ACCESS
+    assert set(GRANTABLE) <= set(ACCESS)
+    assert {endpoint.access for _, _, endpoint in OPERATIONS} >= set(GRANTABLE)
 
 
 @pytest.mark.gen_test(timeout=120)
-async def test_auth_matrix(api, admin, client_app, end_user):
+async def test_auth_matrix(api, admin, client_app, contacts_app, end_user):
     created = await api.post("/api/v1/notifications", {"title": "t", "text": "x", "channel": "inbox",
                                                        "recipients": ["ann"]}, auth=admin.header)
     inbox = await api.get("/api/v1/me/notifications", auth=end_user("ann"))
     ids = {"notification_id": created.body["id"], "delivery_id": inbox.body["items"][0]["id"], "user_id": "ann"}
     expired = jwt.encode({"sub": "ann", "exp": int(time.time()) - 3600}, USER_SECRET, algorithm="HS256")
     forged = jwt.encode({"sub": "ann", "exp": int(time.time()) + 600}, "x" * 40, algorithm="HS256")
-    callers = {"none": None, "admin": admin.header, "client": client_app.header, "user": end_user("ann"),
+    callers = {"none": None, "admin": admin.header, "client": client_app.header,
+               "granted client": contacts_app.header, "user": end_user("ann"),
                "other user": end_user("bob"), "expired": expired, "forged": forged}
     mismatches = []
     for pattern, method, endpoint in OPERATIONS:

@@ -39,3 +39,15 @@ async def test_redoc_page_uses_local_assets(api):
     assert "spec-url=\"/api/schema/\"" in html
     bundle = await api.get(scripts[0])
     assert bundle.status == 200 and len(bundle.raw) > 100_000
+
+
+@pytest.mark.gen_test
+async def test_schema_documents_client_permissions(api):
+    spec = (await api.get("/api/schema/")).body
+    grant = spec["paths"]["/api/v1/clients/{client_id}/permissions"]["put"]
+    body = grant["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert spec["components"]["schemas"][body]["properties"]["permissions"]["items"]["enum"] == \
+        ["contacts:read", "contacts:write"]
+    assert "contacts:write" in spec["paths"]["/api/v1/users/{user_id}"]["put"]["description"]
+    client = spec["components"]["schemas"]["Client"]["properties"]
+    assert "permissions" in client

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ..smtp_server import SmtpServer
-from ..support import eventually
+from ..support import TEST_ADMIN, eventually
 
 
 @pytest.fixture
@@ -45,8 +45,8 @@ def workers(io_loop, ctx):
 async def add_users(ctx, count: int, prefix: str = "u", **fields) -> list[str]:
     ids = [f"{prefix}{i}" for i in range(count)]
     for start in range(0, count, 1000):
-        await ctx.users.bulk_upsert([{"user_id": uid, "email": f"{uid}@example.com", **fields}
-                                     for uid in ids[start:start + 1000]])
+        await ctx.users.bulk_upsert(TEST_ADMIN, [{"user_id": uid, "email": f"{uid}@example.com", **fields}
+                                                 for uid in ids[start:start + 1000]])
     return ids
 
 

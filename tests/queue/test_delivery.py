@@ -15,7 +15,7 @@ from notifier.services.contacts import Contacts
 from notifier.services.deliveries import Deliveries, new_claim_token
 from notifier.services.sending import ABANDONED, Sender
 
-from ..support import eventually
+from ..support import TEST_ADMIN, eventually
 from .conftest import add_users, counts, settled
 
 NOTE = {"title": "Hello {{ name }}", "text": "Order {{ order }} shipped.", "channel": "email",
@@ -56,7 +56,7 @@ async def test_skips_say_why(api, admin, ctx, smtp, workers):
     await add_users(ctx, 1, prefix="subscribed")
     await add_users(ctx, 1, prefix="opted-out", unsubscribed_channels=["email"])
     await add_users(ctx, 1, prefix="gone", unsubscribed_all=True)
-    await ctx.users.bulk_upsert([{"user_id": "bad-address", "email": "not an email"}])
+    await ctx.users.bulk_upsert(TEST_ADMIN, [{"user_id": "bad-address", "email": "not an email"}])
     created = await create(api, admin, ["subscribed0", "opted-out0", "gone0", "bad-address", "stranger"])
     result = await settled(ctx, ObjectId(created["id"]), 5)
     assert result == {"sent": 1, "skipped": 4}
@@ -231,7 +231,7 @@ async def test_a_batch_past_its_sending_share_of_the_lease_sends_nothing_and_is_
     """A claim that took too long to come back is not sent on: the delivery goes back to pending, unsent,
     without using up an attempt."""
     principal = await ctx.auth.authenticate(admin.header)
-    await ctx.users.bulk_upsert([{"user_id": "late", "email": "late@example.com"}])
+    await ctx.users.bulk_upsert(TEST_ADMIN, [{"user_id": "late", "email": "late@example.com"}])
     notification, _ = await ctx.notifications.create(principal, {**NOTE, "is_express": False, "content_id": None,
                                                                  "recipients": ["late"]})
     await ctx.publisher.drain(10)

@@ -35,6 +35,7 @@ routes = [
     (r"/admin/clients", people.ClientsHandler),
     (rf"/admin/clients/{ID.format('client_id')}/toggle", people.ClientToggleHandler),
     (rf"/admin/clients/{ID.format('client_id')}/reset", people.ClientResetHandler),
+    (rf"/admin/clients/{ID.format('client_id')}/permissions", people.ClientPermissionsHandler),
     (rf"/admin/clients/{ID.format('client_id')}/delete", people.ClientDeleteHandler),
     (r"/admin/admins", people.AdminsHandler),
     (rf"/admin/admins/{ID.format('admin_id')}/toggle", people.AdminToggleHandler),

@@ -15,7 +15,7 @@ class LoginHandler(AdminHandler):
             return
         self.page("login.html", values={}, errors={}, message=None, next=self.get_query_argument("next", "/admin/"))
 
-    async def post(self):
+    async def submit(self):
         values = self.form()
         target = values.get("next") or "/admin/"
         if not target.startswith("/admin"):
@@ -37,6 +37,6 @@ class LoginHandler(AdminHandler):
 
 
 class LogoutHandler(AdminHandler):
-    async def post(self):
+    async def submit(self):
         await self.end_session()
         self.redirect(self.get_login_url())

@@ -10,7 +10,7 @@ import tornado.web
 
 from ...auth import Principal
 from ...errors import DomainError
-from ..base import PageHandler, load
+from ..base import FormPageHandler, load
 
 SESSION_COOKIE = "notifier_admin"
 FLASH_COOKIE = "notifier_flash"
@@ -26,8 +26,9 @@ SECURITY_HEADERS = {
 }
 
 
-class AdminHandler(PageHandler):
+class AdminHandler(FormPageHandler):
     login_required = True
+    takes_upload = False  # a form with a CSV file: the larger MAX_UPLOAD_BYTES, once logged in
     current_user: Principal | None
 
     def set_default_headers(self) -> None:
@@ -42,6 +43,10 @@ class AdminHandler(PageHandler):
                 self.redirect(f"{self.get_login_url()}?{urlencode({'next': self.request.uri})}")
             else:
                 self.redirect(self.get_login_url())
+            return
+        settings = self.ctx.settings
+        self.limit_body(settings.max_upload_bytes if self.takes_upload and self.current_user
+                        else settings.max_form_bytes)
 
     # --- session ---
 

@@ -61,11 +61,13 @@ class NotificationsHandler(AdminHandler):
 
 
 class NotificationNewHandler(AdminHandler):
+    takes_upload = True
+
     def get(self):
         self.page("notification_new.html", values={"channel": "email"}, errors={}, message=None,
                   channel_options=CHANNEL_OPTIONS)
 
-    async def post(self):
+    async def submit(self):
         values = self.form()
         try:
             data = {"title": values.get("title", ""), "text": values.get("text", ""),
@@ -100,7 +102,9 @@ class NotificationHandler(AdminHandler):
 
 
 class NotificationRecipientsHandler(AdminHandler):
-    async def post(self, notification_id):
+    takes_upload = True
+
+    async def submit(self, notification_id):
         values = self.form()
         try:
             data = self.validate(RecipientsSchema, {"recipients": recipients_from(self, values)})

@@ -19,7 +19,7 @@ class ParkedHandler(AdminHandler):
 
 
 class RedriveHandler(AdminHandler):
-    async def post(self):
+    async def submit(self):
         values = self.form()
         ids = [object_id(i, "Delivery") for i in self.get_body_arguments("delivery_id")]
         if values.get("scope") == "selected" and not ids:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from ...auth import GRANTABLE
 from ...domain import CHANNELS
 from ...errors import Conflict, Invalid
-from ...schemas import ClientCreateSchema, PageQuerySchema, UserSchema
+from ...schemas import ClientCreateSchema, ClientPermissionsSchema, PageQuerySchema, UserWriteSchema
 from ...services.users import CONTACT_FIELDS, check_user_id
 from ..base import error_status
 from .base import AdminHandler, blank_to_none, checkbox, invalid_errors
@@ -36,7 +37,7 @@ class UserFormHandler(AdminHandler):
         self.page("user_form.html", user_id=user_id, values=user_values(user), errors={}, message=None,
                   channels=CHANNELS)
 
-    async def post(self, user_id=None):
+    async def submit(self, user_id=None):
         values = self.form()
         target = user_id or values.get("user_id", "").strip()
         data = blank_to_none({field: values.get(field, "").strip() for field in CONTACT_FIELDS}, *CONTACT_FIELDS)
@@ -44,7 +45,7 @@ class UserFormHandler(AdminHandler):
         data["unsubscribed_all"] = checkbox(values, "unsubscribed_all")
         try:
             check_user_id(target)
-            _, created = await self.ctx.users.put(target, self.validate(UserSchema, data))
+            _, created = await self.ctx.users.put(self.current_user, target, self.validate(UserWriteSchema, data))
         except Invalid as exc:
             self.page("user_form.html", status=400, user_id=user_id, values=values, errors=invalid_errors(exc),
                       message=exc.message, channels=CHANNELS)
@@ -53,8 +54,8 @@ class UserFormHandler(AdminHandler):
 
 
 class UserDeleteHandler(AdminHandler):
-    async def post(self, user_id):
-        await self.ctx.users.delete(user_id)
+    async def submit(self, user_id):
+        await self.ctx.users.delete(self.current_user, user_id)
         self.after("/admin/users", f"User {user_id} deleted.")
 
 
@@ -63,13 +64,15 @@ class ClientsHandler(AdminHandler):
         query = page_query(self)
         page = await self.ctx.clients.list(query["limit"], query.get("cursor"))
         self.page("clients.html", status=status, page=page, filters=self.query(), values=values or {},
-                  errors=errors or {}, message=message, password=password)
+                  errors=errors or {}, message=message, password=password, grantable=GRANTABLE)
 
-    async def post(self):
+    async def submit(self):
         values = self.form()
         try:
-            data = self.validate(ClientCreateSchema, {"login": values.get("login", ""), "name": values.get("name", "")})
-            client, password = await self.ctx.clients.create(data["login"], data["name"], self.current_user)
+            data = self.validate(ClientCreateSchema, {"login": values.get("login", ""), "name": values.get("name", ""),
+                                                      "permissions": self.get_body_arguments("permission")})
+            client, password = await self.ctx.clients.create(data["login"], data["name"], self.current_user,
+                                                             data["permissions"])
         except (Invalid, Conflict) as exc:
             await self.get(values, invalid_errors(exc), exc.message, error_status(exc))
             return
@@ -77,21 +80,34 @@ class ClientsHandler(AdminHandler):
 
 
 class ClientToggleHandler(AdminHandler):
-    async def post(self, client_id):
+    async def submit(self, client_id):
         client = await self.ctx.clients.get(client_id)
         client = await self.ctx.clients.set_active(client_id, not client.get("active", True))
         self.after("/admin/clients", f"Client {client['login']} {'activated' if client['active'] else 'deactivated'}.")
 
 
+class ClientPermissionsHandler(AdminHandler):
+    async def submit(self, client_id):
+        client = await self.ctx.clients.get(client_id)
+        try:
+            data = self.validate(ClientPermissionsSchema, {"permissions": self.get_body_arguments("permission")})
+        except Invalid as exc:
+            self.after("/admin/clients", f"Permissions of {client['login']} not changed: {exc.message}")
+            return
+        client = await self.ctx.clients.set_permissions(client_id, data["permissions"], self.current_user)
+        granted = ", ".join(client["permissions"]) or "none"
+        self.after("/admin/clients", f"Permissions of {client['login']}: {granted}.")
+
+
 class ClientResetHandler(ClientsHandler):
-    async def post(self, client_id):
+    async def submit(self, client_id):
         client = await self.ctx.clients.get(client_id)
         password = await self.ctx.clients.reset_password(client_id)
         await self.get(password={"login": client["login"], "password": password})
 
 
 class ClientDeleteHandler(AdminHandler):
-    async def post(self, client_id):
+    async def submit(self, client_id):
         await self.ctx.clients.delete(client_id)
         self.after("/admin/clients", "Client deleted.")
 
@@ -103,7 +119,7 @@ class AdminsHandler(AdminHandler):
         self.page("admins.html", status=status, page=page, filters=self.query(), values=values or {},
                   errors=errors or {}, message=message)
 
-    async def post(self):
+    async def submit(self):
         values = self.form()
         try:
             admin = await self.ctx.admins.create(values.get("username", "").strip(), values.get("password", ""))
@@ -115,7 +131,7 @@ class AdminsHandler(AdminHandler):
 
 
 class AdminToggleHandler(AdminHandler):
-    async def post(self, admin_id):
+    async def submit(self, admin_id):
         admin = await self.ctx.admins.get(admin_id)
         try:
             admin = await self.ctx.admins.set_active(admin_id, not admin.get("active", True), self.current_user)
@@ -126,7 +142,7 @@ class AdminToggleHandler(AdminHandler):
 
 
 class AdminPasswordHandler(AdminHandler):
-    async def post(self, admin_id):
+    async def submit(self, admin_id):
         admin = await self.ctx.admins.get(admin_id)
         try:
             await self.ctx.admins.set_password(admin_id, self.form().get("password", ""))

@@ -55,7 +55,7 @@ class ScheduleNewHandler(AdminHandler):
         return {"channel_options": CHANNEL_OPTIONS, "misfire_options": MISFIRE_OPTIONS,
                 "periodicity_options": PERIODICITY_OPTIONS}
 
-    async def post(self):
+    async def submit(self):
         values = self.form()
         data = periodicity(values)
         if values.get("notification_id"):
@@ -82,7 +82,7 @@ class ScheduleHandler(ScheduleNewHandler):
         self.page("schedule_form.html", schedule=schedule, preview=preview, message=None, errors={},
                   values=form_values(schedule), **self.options())
 
-    async def post(self, schedule_id):
+    async def submit(self, schedule_id):
         values = self.form()
         try:
             changes = self.validate(PeriodicitySchema, periodicity(values))
@@ -96,7 +96,7 @@ class ScheduleHandler(ScheduleNewHandler):
 
 
 class ScheduleToggleHandler(AdminHandler):
-    async def post(self, schedule_id):
+    async def submit(self, schedule_id):
         schedule = await self.ctx.schedules.get(self.current_user, schedule_id)
         enabled = not schedule.get("enabled", True)
         await self.ctx.schedules.update(self.current_user, schedule_id, {"enabled": enabled})
@@ -104,6 +104,6 @@ class ScheduleToggleHandler(AdminHandler):
 
 
 class ScheduleDeleteHandler(AdminHandler):
-    async def post(self, schedule_id):
+    async def submit(self, schedule_id):
         await self.ctx.schedules.delete(self.current_user, schedule_id)
         self.after("/admin/schedules", "Schedule deleted.")

@@ -13,7 +13,7 @@ def _token(token: str, ttl: int) -> dict:
 
 class TokenHandler(APIHandler):
     @endpoint(PUBLIC, "Exchange an admin username and password for a JWT", body=TokenRequestSchema,
-              response=TokenSchema, tags=("auth",), errors=(400, 401, 429))
+              response=TokenSchema, tags=("auth",), errors=(400, 401, 413, 429))
     async def post(self):
         data = self.load_body()
         admin = await self.ctx.auth.login_admin(data["username"], data["password"], self.request.remote_ip)

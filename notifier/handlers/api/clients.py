@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ...schemas import ClientCreatedSchema, ClientCreateSchema, ClientSchema, PageQuerySchema, page_of
+from ...schemas import (ClientCreatedSchema, ClientCreateSchema, ClientPermissionsSchema, ClientSchema,
+                        PageQuerySchema, page_of)
 from ..base import APIHandler, endpoint
 
 TAGS = ("clients",)
@@ -20,7 +21,8 @@ class ClientsHandler(APIHandler):
               errors=(400, 401, 403, 409, 415))
     async def post(self):
         data = self.load_body()
-        client, password = await self.ctx.clients.create(data["login"], data["name"], self.principal)
+        client, password = await self.ctx.clients.create(data["login"], data["name"], self.principal,
+                                                         data["permissions"])
         self.set_header("Location", f"/api/v1/clients/{client['_id']}")
         self.respond({**client, "password": password})
 
@@ -37,7 +39,16 @@ class ClientHandler(APIHandler):
         self.respond()
 
 
+class ClientPermissionsHandler(APIHandler):
+    @endpoint("clients:manage", "Set what a client application may do beyond its own notifications (audited)",
+              body=ClientPermissionsSchema, response=ClientSchema, tags=TAGS, errors=(400, 401, 403, 404, 415))
+    async def put(self, client_id):
+        permissions = self.load_body()["permissions"]
+        self.respond(await self.ctx.clients.set_permissions(client_id, permissions, self.principal))
+
+
 routes = [
     (r"/api/v1/clients", ClientsHandler),
     (r"/api/v1/clients/(?P<client_id>[^/]+)", ClientHandler),
+    (r"/api/v1/clients/(?P<client_id>[^/]+)/permissions", ClientPermissionsHandler),
 ]

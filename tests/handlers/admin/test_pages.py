@@ -7,12 +7,13 @@ import re
 import pytest
 from bson import ObjectId
 
+from ...support import TEST_ADMIN
 from .conftest import field_errors, text
 
 
 @pytest.mark.gen_test
 async def test_dashboard_shows_queues_consumers_counts_and_failures(logged_in, ctx):
-    await ctx.users.bulk_upsert([{"user_id": "a", "email": "a@example.com"}])
+    await ctx.users.bulk_upsert(TEST_ADMIN, [{"user_id": "a", "email": "a@example.com"}])
     await ctx.store.deliveries.insert_one({"notification_id": ObjectId(), "user_id": "z", "channel": "email",
                                            "status": "failed", "reason": "rejected", "last_error": "SMTP 550: nope",
                                            "occurrence": "", "updated_at": ctx.clock.now(), "attempts": 1})
@@ -144,6 +145,42 @@ async def test_clients_password_shown_once_deactivate_reset_delete(logged_in, ct
     assert (await api.get("/api/v1/notifications", auth=f"shop {new_password}")).status == 200
     await logged_in.post(f"/admin/clients/{client['_id']}/delete")
     assert await ctx.store.clients.count_documents({}) == 0
+
+
+@pytest.mark.gen_test
+async def test_clients_permissions_shown_granted_and_revoked_with_checkboxes(logged_in, ctx, api):
+    created = await logged_in.post("/admin/clients", [("login", "crm"), ("name", "CRM"),
+                                                      ("permission", "contacts:read")])
+    password = re.search(r'id="client-password">([^<]+)<', text(created)).group(1)
+    client = await ctx.store.clients.find_one({"login": "crm"})
+    assert client["permissions"] == ["contacts:read"]
+    page = text(await logged_in.get("/admin/clients"))
+    assert 'value="contacts:read" checked' in page and 'value="contacts:write">' in page
+    granted = await logged_in.post(f"/admin/clients/{client['_id']}/permissions",
+                                   [("permission", "contacts:read"), ("permission", "contacts:write")])
+    assert granted.status == 302
+    assert (await ctx.store.clients.find_one({"login": "crm"}))["permissions"] == ["contacts:read", "contacts:write"]
+    assert (await api.put("/api/v1/users/ann", {"email": "a@example.com"}, auth=f"crm {password}")).status == 201
+    await logged_in.post(f"/admin/clients/{client['_id']}/permissions", [])
+    assert (await ctx.store.clients.find_one({"login": "crm"}))["permissions"] == []
+    assert (await api.get("/api/v1/users/ann", auth=f"crm {password}")).status == 403
+    hostile = await logged_in.post(f"/admin/clients/{client['_id']}/permissions", [("permission", "root")])
+    assert hostile.status == 302 and (await ctx.store.clients.find_one({"login": "crm"}))["permissions"] == []
+    forged = await logged_in.post(f"/admin/clients/{client['_id']}/permissions", [("permission", "contacts:read")],
+                                  xsrf=False)
+    assert forged.status == 403
+    audit = await ctx.store.audit.find({"action": "client_permissions"}).to_list(None)
+    assert len(audit) == 2 and all(entry["actor"] == "root" for entry in audit)
+
+
+@pytest.mark.gen_test
+async def test_an_admin_changing_opt_outs_in_the_user_form_is_audited(logged_in, ctx):
+    await logged_in.post("/admin/users/new", {"user_id": "ann", "email": "ann@example.com", "unsub_email": "on"})
+    await logged_in.post("/admin/users/ann", {"email": "ann@example.com"})
+    entries = await ctx.store.audit.find({"action": "user_preferences"}).sort("at", 1).to_list(None)
+    assert [(e["user_id"], e["before"]["unsubscribed_channels"], e["after"]["unsubscribed_channels"])
+            for e in entries] == [("ann", [], ["email"]), ("ann", ["email"], [])]
+    assert "No redrives yet." in text(await logged_in.get("/admin/parked"))  # other audit entries stay off that page
 
 
 @pytest.mark.gen_test

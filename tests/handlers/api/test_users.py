@@ -9,20 +9,34 @@ ANN = {"email": "ann@example.com", "telegram_chat_id": "12345", "webhook_url": "
        "unsubscribed_channels": ["telegram"], "unsubscribed_all": False}
 
 
+CONTACTS = {k: v for k, v in ANN.items() if not k.startswith("unsubscribed")}
+
+
 @pytest.mark.gen_test
-async def test_put_creates_then_replaces(api, client_app):
-    created = await api.put("/api/v1/users/ann-1", ANN, auth=client_app.header)
+async def test_put_creates_then_changes_only_the_fields_sent(api, contacts_app):
+    created = await api.put("/api/v1/users/ann-1", CONTACTS, auth=contacts_app.header)
     assert created.status == 201
     assert created.body["user_id"] == "ann-1"
+    assert {k: created.body[k] for k in CONTACTS} == CONTACTS
+    assert created.body["unsubscribed_channels"] == [] and created.body["unsubscribed_all"] is False
+    changed = await api.put("/api/v1/users/ann-1", {"email": "new@example.com", "display_name": None},
+                            auth=contacts_app.header)
+    assert changed.status == 200
+    assert changed.body["email"] == "new@example.com"
+    assert changed.body["display_name"] is None
+    assert changed.body["telegram_chat_id"] == "12345" and changed.body["locale"] == "de-DE"
+    assert changed.body["created_at"] == created.body["created_at"]
+    fetched = await api.get("/api/v1/users/ann-1", auth=contacts_app.header)
+    assert fetched.body == changed.body
+
+
+@pytest.mark.gen_test
+async def test_an_admin_sets_contacts_and_preferences(api, admin):
+    created = await api.put("/api/v1/users/ann-1", ANN, auth=admin.header)
+    assert created.status == 201
     assert {k: created.body[k] for k in ANN} == ANN
-    replaced = await api.put("/api/v1/users/ann-1", {"email": "new@example.com"}, auth=client_app.header)
-    assert replaced.status == 200
-    assert replaced.body["email"] == "new@example.com"
-    assert replaced.body["display_name"] is None
-    assert replaced.body["unsubscribed_channels"] == []
-    assert replaced.body["created_at"] == created.body["created_at"]
-    fetched = await api.get("/api/v1/users/ann-1", auth=client_app.header)
-    assert fetched.body == replaced.body
+    minimal = await api.put("/api/v1/users/bob", {}, auth=admin.header)
+    assert minimal.status == 201 and minimal.body["email"] is None and minimal.body["unsubscribed_channels"] == []
 
 
 @pytest.mark.gen_test
