@@ -99,9 +99,11 @@ async def test_a_bodyless_basic_write_without_json_or_custom_header_is_refused(a
 
 
 @pytest.mark.gen_test
-async def test_credentials_a_browser_never_attaches_need_no_extra_header(api, client_app):
-    response = await api.delete("/api/v1/users/ann", auth=client_app.header)
-    assert response.status != 403
+async def test_credentials_a_browser_never_attaches_need_no_extra_header(api, admin, client_app):
+    token = (await api.post("/api/v1/auth/token", {"username": "root", "password": ADMIN_PASSWORD})).body
+    for header in (client_app.header, "Bearer " + token["access_token"]):
+        response = await api.delete("/api/v1/schedules/000000000000000000000000", auth=header)
+        assert response.status == 404, header
 
 
 # --- admin page headers ----------------------------------------------------------------------------
