@@ -103,7 +103,7 @@ def parse_authorization(header: str) -> Credentials:
     if scheme == "basic":
         try:
             login, _, password = base64.b64decode(rest, validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64 (or not ASCII at all), or not UTF-8 inside
             raise Unauthenticated("Malformed Basic credentials") from None
         if not login or not _:
             raise Unauthenticated("Malformed Basic credentials")

@@ -71,6 +71,7 @@ class Context:
         self.jobs.add("outbox sweep", settings.outbox_sweep_interval,
                       lambda: self.publisher.sweep(settings.outbox_grace, limit=20000))
         self.jobs.add("reconciler", settings.reconcile_interval, self.reconcile_leases)
+        self.jobs.add("schedule orphans", settings.reconcile_interval, self.schedules.reap_orphans)
         self.jobs.start()
 
     async def redrive(self, actor: str, **selection) -> int:

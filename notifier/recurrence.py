@@ -1,46 +1,92 @@
 """When a schedule fires: cron expressions in an IANA time zone (croniter) or fixed intervals.
 
-DST rules:
-- A cron time that does not exist locally (clocks jump forward) fires once, at the first valid instant after
-  the gap: 02:30 on the spring-forward night in Europe/Berlin fires at 03:00 local.
-- A cron time that occurs twice locally (clocks fall back) fires once, at its first occurrence (the earlier
-  UTC instant); the repeated hour's second pass is skipped.
+Cron expressions have exactly five fields (minute hour day-of-month month day-of-week); there is no seconds
+or year field and no `@daily`-style macro. When both day-of-month and day-of-week are restricted (anything but
+`*`, so `*/2` counts as a restriction), a day matching either fires (croniter's `day_or`, as in Vixie cron).
+
+The expression is matched against local wall-clock time in the zone; DST rules:
+- A local time that does not exist (clocks jump forward) depends on the hour field. A job whose hour field
+  covers every hour (`*`, `*/1`, `0-23`) skips it, as cron does: `32 * * * *` in Europe/Berlin fires at 01:32
+  and then 03:32 on the spring-forward night. Any other job fires once, at the first valid instant after the
+  gap: `30 2 * * *` fires at 03:00 that night.
+- A local time that occurs twice (clocks fall back) fires once, at its first occurrence (the earlier UTC
+  instant); the repeated hour's second pass is skipped, for both kinds of job.
 - Intervals are real elapsed time (UTC) and ignore DST: every 3600 s is every hour, whatever the clocks say.
 """
 
 from __future__ import annotations
 
+import functools
+import re
+import zoneinfo
 from datetime import datetime, timedelta, timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from croniter import croniter
+from croniter import CroniterBadDateError, CroniterError, croniter
 
 UTC = timezone.utc
 MAX_SKIPS = 1000
+MAX_ZONE_NAME = 64
+MAX_CRON = 100
+HORIZON = timedelta(days=5 * 366)  # an enabled schedule must fire within this
+CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-#?]+$")
+# What building a Recurrence from a stored schedule raises when the stored values break today's rules.
+UNCOMPUTABLE = (ValueError, LookupError, OSError, TypeError)
+CRON_FORMAT = "must be a cron expression of 5 fields: minute hour day-of-month month day-of-week"
 
 
-def check_timezone(name: str) -> str | None:
-    """None when `name` is a known IANA zone, else why not."""
-    try:
-        ZoneInfo(name)
-        return None
-    except (ZoneInfoNotFoundError, ValueError):
+@functools.lru_cache(maxsize=1)
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def check_timezone(name: object) -> str | None:
+    """None when `name` is a zone of the IANA database (looked up by name only, never as a path), else why not."""
+    if not isinstance(name, str) or len(name) > MAX_ZONE_NAME or name not in _zones():
         return "is not an IANA time zone such as Europe/Berlin"
+    return None
 
 
-def check_cron(expression: str) -> str | None:
-    """None when croniter accepts `expression`, else why not."""
-    if not croniter.is_valid(expression):
+def check_cron(expression: object) -> str | None:
+    """None when `expression` is a five-field cron expression croniter accepts, else why not."""
+    if not isinstance(expression, str) or not 1 <= len(expression) <= MAX_CRON or not expression.isascii() \
+            or not expression.isprintable():
+        return CRON_FORMAT + f" (at most {MAX_CRON} printable characters)"
+    parts = expression.split()
+    if len(parts) != 5 or not all(CRON_FIELD.match(part) for part in parts):
+        return CRON_FORMAT
+    try:
+        croniter(expression)
+    except (CroniterError, ValueError, KeyError, TypeError):
         return "is not a valid cron expression (minute hour day-of-month month day-of-week)"
     return None
 
 
-def _is_second_pass(moment: datetime, zone: ZoneInfo) -> bool:
-    """True for the later of two instants sharing one local wall time (the fall-back hour's repeat)."""
-    wall = moment.astimezone(zone).replace(tzinfo=None)
-    first = wall.replace(tzinfo=zone, fold=0)
-    second = wall.replace(tzinfo=zone, fold=1)
-    return first.utcoffset() != second.utcoffset() and moment.astimezone(UTC) != first.astimezone(UTC)
+def _every_hour(expression: str) -> bool:
+    """True when the hour field matches all 24 hours (`*`, `*/1`, `0-23`...): cron skips a gap for those."""
+    hours = croniter(expression).expanded[1]
+    return hours == ["*"] or set(hours) >= set(range(24))
+
+
+def _instant(wall: datetime, zone: ZoneInfo, skip_gap: bool) -> datetime | None:
+    """The UTC instant of a local wall time: its first occurrence if it repeats; if it does not exist
+    (a gap), None when skip_gap, else the first valid instant after the gap (the transition)."""
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    if first.astimezone(zone).replace(tzinfo=None) == wall:
+        return first
+    if skip_gap:
+        return None
+    # fold=0 and fold=1 read the missing time with the offsets before and after the gap; the transition
+    # lies between those two instants.
+    low, high = sorted((first, wall.replace(tzinfo=zone, fold=1).astimezone(UTC)))
+    after = high.astimezone(zone).utcoffset()
+    while high - low > timedelta(seconds=1):
+        middle = low + timedelta(seconds=int((high - low).total_seconds()) // 2)
+        if middle.astimezone(zone).utcoffset() == after:
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 class Recurrence:
@@ -48,18 +94,25 @@ class Recurrence:
 
     def __init__(self, cron: str | None, interval_seconds: int | None, tz: str = "UTC",
                  start_at: datetime | None = None, end_at: datetime | None = None, anchor: datetime | None = None):
+        if cron is not None and (reason := check_cron(cron)):
+            raise ValueError(f"cron {cron!r} {reason}")
         self.cron = cron
         self.interval = interval_seconds
         self.zone = ZoneInfo(tz)
         self.start_at = start_at
         self.end_at = end_at
         self.anchor = start_at or anchor or datetime(2000, 1, 1, tzinfo=UTC)
+        self.skip_gap = _every_hour(cron) if cron else False
 
     def next_after(self, moment: datetime) -> datetime | None:
-        """The first fire time strictly after `moment` (and not before start_at), or None after end_at."""
+        """The first fire time strictly after `moment` (and not before start_at), or None when there is none
+        (after end_at, or a cron expression that never matches again)."""
         if self.start_at is not None and moment < self.start_at:
             moment = self.start_at - timedelta(microseconds=1)
-        found = self._cron_after(moment) if self.cron else self._interval_after(moment)
+        try:
+            found = self._cron_after(moment) if self.cron else self._interval_after(moment)
+        except OverflowError:  # past the year 9999
+            return None
         if found is not None and self.end_at is not None and found > self.end_at:
             return None
         return found
@@ -70,11 +123,17 @@ class Recurrence:
         return self.anchor + timedelta(seconds=steps * self.interval)
 
     def _cron_after(self, moment: datetime) -> datetime | None:
-        iterator = croniter(self.cron, moment.astimezone(self.zone))
+        # Matched on naive local wall time, so that the DST rules above are ours, not croniter's.
+        wall = moment.astimezone(self.zone).replace(tzinfo=None, microsecond=0)
+        iterator = croniter(self.cron, wall, max_years_between_matches=9)
         for _ in range(MAX_SKIPS):
-            candidate = iterator.get_next(datetime).astimezone(UTC)
-            if candidate > moment and not _is_second_pass(candidate, self.zone):
-                return candidate
+            try:
+                candidate = iterator.get_next(datetime)
+            except (CroniterBadDateError, OverflowError, ValueError):
+                return None
+            found = _instant(candidate, self.zone, self.skip_gap)
+            if found is not None and found > moment:
+                return found
         return None
 
     def preview(self, after: datetime, count: int) -> list[datetime]:

@@ -5,13 +5,14 @@ The OpenAPI document is generated from these same schemas.
 
 from __future__ import annotations
 
-import zoneinfo
+from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
-from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from .auth import GRANTABLE
 from .domain import CHANNELS, CONTROL_CHARACTERS, STATUSES
+from .recurrence import check_cron, check_timezone
 from .services.users import RESERVED_USER_IDS, USER_ID_RE
 
 MAX_PAGE = 200
@@ -43,6 +44,52 @@ def UserId(**kwargs) -> fields.Str:
 
 def Id(**kwargs) -> fields.Str:
     return fields.Str(attribute="_id", dump_only=True, **kwargs)
+
+
+def StrictInt(**kwargs) -> fields.Int:
+    """A JSON integer: 1.5, "1" and true are refused rather than truncated or cast."""
+    return fields.Int(strict=True, **kwargs)
+
+
+def _valid_timezone(value: str) -> None:
+    if (reason := check_timezone(value)):
+        raise ValidationError(reason)
+
+
+def _valid_cron(value: str) -> None:
+    if (reason := check_cron(value)):
+        raise ValidationError(reason)
+
+
+def TimeZone(**kwargs) -> fields.Str:
+    """An IANA zone name known to the zone database (at most 64 characters, never read as a path)."""
+    return fields.Str(validate=_valid_timezone, **kwargs)
+
+
+def Cron(**kwargs) -> fields.Str:
+    """A five-field cron expression (minute hour day-of-month month day-of-week; no seconds or year)."""
+    return fields.Str(validate=_valid_cron, **kwargs)
+
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
+
+
+class BoundedDateTime(fields.AwareDateTime):
+    """An ISO 8601 instant from 1970 to 2199, UTC when no offset is given; always timezone-aware."""
+
+    def __init__(self, **kwargs):
+        super().__init__(default_timezone=timezone.utc, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        try:
+            moment = super()._deserialize(value, attr, data, **kwargs)
+            in_range = EARLIEST <= moment < LATEST
+        except OverflowError:
+            in_range = False
+        if not in_range:
+            raise ValidationError("must be between 1970-01-01 and 2199-12-31 (UTC)")
+        return moment
 
 
 # --- common ----------------------------------------------------------------------------------------
@@ -130,8 +177,8 @@ class NotificationListQuerySchema(PageQuerySchema):
     is_express = fields.Bool()
     author = fields.Str(validate=validate.Length(1, 64), metadata={"description": "Author id"})
     q = fields.Str(validate=validate.Length(1, 200), metadata={"description": "Text in the title"})
-    created_after = fields.AwareDateTime(default_timezone=zoneinfo.ZoneInfo("UTC"))
-    created_before = fields.AwareDateTime(default_timezone=zoneinfo.ZoneInfo("UTC"))
+    created_after = BoundedDateTime()
+    created_before = BoundedDateTime()
 
 
 class RecipientsSchema(Schema):
@@ -183,7 +230,7 @@ class UserWriteSchema(Schema):
     webhook_url = fields.Url(allow_none=True, schemes={"http", "https"}, require_tld=False,
                              validate=[validate.Length(max=2000), no_user_information])
     display_name = fields.Str(allow_none=True, validate=[validate.Length(max=200), no_control_characters])
-    timezone = fields.Str(allow_none=True)
+    timezone = TimeZone(allow_none=True)
     locale = fields.Str(allow_none=True,
                         validate=validate.Regexp(r"^[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",
                                                  error="must be a language tag such as en or pt-BR"))
@@ -191,15 +238,6 @@ class UserWriteSchema(Schema):
                                         metadata={"description": "Admins only (audited): a client application "
                                                                  "sending it gets 403; users use /me/preferences"})
     unsubscribed_all = fields.Bool(metadata={"description": "Admins only (audited), like unsubscribed_channels"})
-
-    @validates("timezone")
-    def _known_timezone(self, value, **_):
-        if value is None:
-            return
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValidationError("is not an IANA time zone such as Europe/Berlin") from None
 
 
 class UserSchema(Schema):
@@ -291,22 +329,20 @@ class InboxQuerySchema(PageQuerySchema):
 
 # --- schedules ------------------------------------------------------------------------------------
 
-UTC_ZONE = zoneinfo.ZoneInfo("UTC")
-
-
 class PeriodicitySchema(Schema):
-    cron = fields.Str(allow_none=True, validate=validate.Length(1, 200),
-                      metadata={"description": "Cron expression in `timezone`, e.g. `30 9 * * 1-5`"})
-    interval_seconds = fields.Int(allow_none=True, validate=validate.Range(1, 366 * 24 * 3600),
-                                  metadata={"description": "Fixed interval of real time (ignores DST)"})
-    timezone = fields.Str(validate=validate.Length(1, 64), metadata={"description": "IANA zone, default UTC"})
-    start_at = fields.AwareDateTime(allow_none=True, default_timezone=UTC_ZONE)
-    end_at = fields.AwareDateTime(allow_none=True, default_timezone=UTC_ZONE)
+    cron = Cron(allow_none=True, metadata={"description": "Cron expression of 5 fields (minute hour day-of-month "
+                                                          "month day-of-week) in `timezone`, e.g. `30 9 * * 1-5`"})
+    interval_seconds = StrictInt(allow_none=True, validate=validate.Range(1, 366 * 24 * 3600),
+                                 metadata={"description": "Fixed interval of real time (ignores DST); at least "
+                                                          "SCHEDULE_MIN_INTERVAL (60 s by default)"})
+    timezone = TimeZone(metadata={"description": "IANA zone, default UTC"})
+    start_at = BoundedDateTime(allow_none=True)
+    end_at = BoundedDateTime(allow_none=True)
     enabled = fields.Bool()
     misfire_policy = fields.Str(validate=validate.OneOf(("skip", "run_once")),
                                 metadata={"description": "Occurrences missed while down: skip them, or fire "
                                                          "the latest once within the grace window"})
-    misfire_grace_seconds = fields.Int(validate=validate.Range(0, 7 * 24 * 3600))
+    misfire_grace_seconds = StrictInt(validate=validate.Range(0, 7 * 24 * 3600))
     user_ids = fields.List(UserId(), validate=validate.Length(min=1))
 
 
@@ -316,10 +352,10 @@ class ScheduleCreateSchema(PeriodicitySchema):
     notification = fields.Nested(NotificationContentSchema,
                                  metadata={"description": "Or the content of a new one (sent only by the schedule)"})
     user_ids = fields.List(UserId(), required=True, validate=validate.Length(min=1))
-    timezone = fields.Str(load_default="UTC", validate=validate.Length(1, 64))
+    timezone = TimeZone(load_default="UTC")
     enabled = fields.Bool(load_default=True)
     misfire_policy = fields.Str(load_default="run_once", validate=validate.OneOf(("skip", "run_once")))
-    misfire_grace_seconds = fields.Int(load_default=3600, validate=validate.Range(0, 7 * 24 * 3600))
+    misfire_grace_seconds = StrictInt(load_default=3600, validate=validate.Range(0, 7 * 24 * 3600))
 
     @validates_schema
     def _one_notification(self, data, **_):
@@ -341,6 +377,9 @@ class ScheduleSchema(Schema):
     misfire_grace_seconds = fields.Int()
     next_run_at = fields.DateTime(allow_none=True)
     last_run_at = fields.DateTime(allow_none=True)
+    ended_at = fields.DateTime(allow_none=True, metadata={"description": "When it stopped for good (no further "
+                                                                         "fire time); PATCH it to revive it"})
+    end_reason = fields.Str(allow_none=True)
     fired = fields.Int()
     skipped = fields.Int()
     author = fields.Nested(AuthorSchema)
@@ -364,6 +403,8 @@ class FireTimeSchema(Schema):
 
 
 class PreviewSchema(Schema):
+    enabled = fields.Bool(metadata={"description": "False: the schedule is disabled and fires at none of these"})
+    note = fields.Str(allow_none=True, metadata={"description": "Why the schedule is not firing, if it is not"})
     items = fields.List(fields.Nested(FireTimeSchema))
 
 

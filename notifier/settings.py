@@ -247,6 +247,7 @@ class Settings:
     users_cache_ttl: float = setting("300", "Seconds contacts from the user service are cached.", _float(0.0))
     # Scheduler
     scheduler_tick: float = setting("1", "Seconds between two checks for due schedules.", _float(0.05))
+    schedule_min_interval: int = setting("60", "Shortest interval_seconds a schedule may have.", _int(1))
     outbox_sweep_interval: float = setting("10", "Seconds between two outbox sweeps.", _float(0.05))
     reconcile_interval: float = setting("30", "Seconds between two checks for expired consumer leases.",
                                         _float(0.05))

@@ -15,6 +15,8 @@ INDEXES: dict[str, list[IndexModel]] = {
     "notifications": [
         IndexModel([("author.id", ASCENDING), ("_id", DESCENDING)]),
         IndexModel([("idempotency_key", ASCENDING)], unique=True, sparse=True),
+        # Sparse: only inline notifications of a schedule create still under way (or cut short).
+        IndexModel([("pending_schedule_since", ASCENDING)], sparse=True, name="pending_schedule"),
     ],
     # Every index costs each delivery write; these five serve every query on the collection.
     "deliveries": [

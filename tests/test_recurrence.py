@@ -74,3 +74,53 @@ def test_start_and_end_bound_the_firings():
 ])
 def test_invalid_periodicity_names_the_field(cron, interval, zone, field):
     assert field in check_periodicity(cron, interval, zone)
+
+
+@pytest.mark.parametrize("cron", ["32 * * * *", "32 0-23 * * *", "32 */1 * * *"])
+def test_an_every_hour_job_skips_the_spring_forward_gap(cron):
+    """The cron convention: a job whose hour field covers every hour does not run in the missing hour."""
+    recurrence = Recurrence(cron, None, "Europe/Berlin")
+    assert local_times(recurrence, datetime(2026, 3, 29, 0, tzinfo=UTC), 3) == [
+        "2026-03-29T01:32:00+01:00", "2026-03-29T03:32:00+02:00", "2026-03-29T04:32:00+02:00"]
+
+
+def test_a_fixed_hour_job_fires_once_at_the_end_of_the_gap():
+    """`0 2,3`: 02:00 does not exist that night and moves to 03:00, where the 03:00 firing is: once."""
+    recurrence = Recurrence("0 2,3 * * *", None, "Europe/Berlin")
+    assert local_times(recurrence, datetime(2026, 3, 28, 12, tzinfo=UTC), 3) == [
+        "2026-03-29T03:00:00+02:00", "2026-03-30T02:00:00+02:00", "2026-03-30T03:00:00+02:00"]
+    shifted = Recurrence("45 1-3 * * *", None, "Europe/Berlin")
+    assert local_times(shifted, datetime(2026, 3, 29, 0, tzinfo=UTC), 3) == [
+        "2026-03-29T01:45:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-29T03:45:00+02:00"]
+
+
+def test_an_every_hour_job_fires_the_repeated_hour_once():
+    recurrence = Recurrence("32 * * * *", None, "Europe/Berlin")
+    assert local_times(recurrence, datetime(2026, 10, 24, 23, tzinfo=UTC), 3) == [
+        "2026-10-25T01:32:00+02:00", "2026-10-25T02:32:00+02:00", "2026-10-25T03:32:00+01:00"]
+
+
+def test_day_of_month_and_day_of_week_either_matches():
+    """Both restricted (and `*/10` is a restriction): a day matching either fires."""
+    recurrence = Recurrence("0 0 */10 * 1", None, "UTC")
+    days = [t.strftime("%a %d") for t in recurrence.preview(datetime(2026, 6, 1, 12, tzinfo=UTC), 5)]
+    assert days == ["Mon 08", "Thu 11", "Mon 15", "Sun 21", "Mon 22"]
+    only_days = Recurrence("0 0 1,15 * *", None, "UTC")
+    assert [t.day for t in only_days.preview(datetime(2026, 6, 1, 12, tzinfo=UTC), 2)] == [15, 1]
+
+
+def test_a_cron_that_never_matches_has_no_next_time():
+    assert Recurrence("0 0 31 2 *", None, "UTC").next_after(datetime(2026, 1, 1, tzinfo=UTC)) is None
+    assert Recurrence(None, 3600, "UTC").next_after(datetime(9999, 12, 31, 23, 30, tzinfo=UTC)) is None
+
+
+@pytest.mark.parametrize("cron", ["* * * * * *", "0 0 1 1 * 2026", "0 0 0 1 1 * 2026", "@daily", "@reboot",
+                                  "0 0 * * 1\n", "* * * *", "0 0 1 1 " + "1," * 200 + "1", "H * * * *"])
+def test_only_five_field_crons_are_accepted(cron):
+    assert "cron" in check_periodicity(cron, None, "UTC")
+
+
+@pytest.mark.parametrize("zone", ["America", "Europe", "x" * 300, "../../etc/passwd", "/etc/localtime",
+                                  "UTC\x00", "", "europe/berlin", "posixrules"])
+def test_only_zones_of_the_database_are_accepted(zone):
+    assert "timezone" in check_periodicity("* * * * *", None, zone)

@@ -1,5 +1,7 @@
 """Hostile input: schemathesis generates requests for every operation of /api/schema/, with admin credentials
-and without. No answer may be a 5xx, and every answer must match the documented schema and statuses."""
+and without, valid-looking and deliberately malformed (negative) ones, and sequences that follow the
+document's links (create, then read, change, enable, delete what was created). No answer may be a 5xx, and
+every answer must match the documented schema and statuses."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
                                                status_code_conformance)
 
@@ -18,8 +21,10 @@ from .served import Served
 ADMIN = "Basic " + base64.b64encode(b"fuzz:fuzz-password").decode()
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Bounded and repeatable in CI; FUZZ_EXAMPLES=500 explores further.
-BOUNDED = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "25")), deadline=None,
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+BOUNDED = settings(max_examples=EXAMPLES, deadline=None,
                    derandomize="FUZZ_EXAMPLES" not in os.environ, suppress_health_check=list(HealthCheck))
+SCENARIOS = settings(BOUNDED, max_examples=max(EXAMPLES * 2, 20), stateful_step_count=8)
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +40,23 @@ def service(tmp_path_factory, amqp_url):
         served.cleanup()
 
 
+def load_schema(service):
+    return schemathesis.openapi.from_url(f"{service.url}/api/schema/")
+
+
 def operations(service):
-    schema = schemathesis.openapi.from_url(f"{service.url}/api/schema/")
+    schema = load_schema(service)
     found = [result.ok() for result in schema.get_all_operations()]
     assert len(found) > 20
     return found
 
 
-def fuzz(operation, headers: dict, also=None) -> None:
+def fuzz(operation, headers: dict, also=None, mode=GenerationMode.POSITIVE, checks=CHECKS) -> None:
     """Up to BOUNDED examples of one operation; the first failed check raises with the request in the message."""
     @BOUNDED
-    @given(case=operation.as_strategy())
+    @given(case=operation.as_strategy(generation_mode=mode))
     def run(case):
-        response = case.call_and_validate(headers=headers, checks=CHECKS)
+        response = case.call_and_validate(headers=headers, checks=checks)
         if also is not None:
             also(case, response)
 
@@ -66,3 +75,33 @@ def test_every_operation_without_credentials(service):
 
     for operation in operations(service):
         fuzz(operation, {}, refused_unless_public)
+
+
+def test_malformed_requests_as_admin(service):
+    """Negative data: bodies and query strings that break the schema (wrong types, out of range, missing or
+    unknown fields) must be refused with a documented 4xx, never a 5xx."""
+    tried = 0
+    for operation in operations(service):
+        definition = operation.definition.raw
+        if "requestBody" not in definition and not any(p.get("in") == "query" for p in definition.get("parameters", [])):
+            continue
+        fuzz(operation, {"Authorization": ADMIN}, mode=GenerationMode.NEGATIVE,
+             checks=[not_a_server_error, status_code_conformance, content_type_conformance])
+        tried += 1
+    assert tried > 10
+
+
+def test_stateful_sequences_as_admin(service):
+    """Create something, then follow the document's links to read, change, enable and delete it."""
+    schema = load_schema(service)
+    machine = schema.as_state_machine()
+
+    class AsAdmin(machine):
+        def get_call_kwargs(self, case):
+            return {"headers": {"Authorization": ADMIN}}
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):
+            case.validate_response(response, checks=CHECKS)
+
+    assert schema.statistic.transitions.total >= 10
+    AsAdmin.run(settings=SCENARIOS)

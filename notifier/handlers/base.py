@@ -27,6 +27,7 @@ WWW_AUTHENTICATE = 'Basic realm="notifier", Bearer realm="notifier"'
 # A streamed body is counted against its handler's own limit as it arrives; tornado's ceiling must never trip
 # first, since it answers an oversized chunk with a bare 400 instead of the 413 the handler gives.
 UNCOUNTED_CEILING = 2 ** 62
+MAX_JSON_DEPTH = 32
 
 
 def as_domain_error(exc: BaseException) -> DomainError | None:
@@ -44,6 +45,55 @@ def load(schema: type[Schema], data: Any, what: str = "request body") -> dict:
         return schema().load(data)
     except ValidationError as exc:
         raise Invalid(f"Invalid {what}", exc.messages) from None
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON: valid UTF-8, standard JSON (no NaN), nested at most MAX_JSON_DEPTH deep, and
+    no string holding a lone surrogate (`"\\ud800"`), which nothing downstream could store or encode."""
+    try:
+        data = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        data = None
+        problem = f"is nested deeper than {MAX_JSON_DEPTH} levels"
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise Invalid(f"Request body is not valid JSON: {exc}", {"body": ["is not valid JSON"]}) from None
+    else:
+        problem = _json_problem(data)
+    if problem:
+        raise Invalid(f"Request body {problem}", {"body": [problem]})
+    return data
+
+
+def _json_problem(data: Any) -> str | None:
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                return f"is nested deeper than {MAX_JSON_DEPTH} levels"
+            children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return "has a string that is not valid Unicode (a lone surrogate such as \\ud800)"
+    return None
+
+
+def decode_query(arguments: dict[str, list[bytes]]) -> dict[str, str]:
+    """Query parameters as text (the last value of a repeated one); invalid UTF-8 is a 400 naming it."""
+    decoded = {}
+    for name, values in arguments.items():
+        try:
+            decoded[name] = values[-1].decode("utf-8")
+        except UnicodeDecodeError:
+            raise Invalid.field(name, "is not valid UTF-8") from None
+    return decoded
 
 
 def error_status(error: DomainError) -> int:
@@ -195,10 +245,7 @@ class APIHandler(StreamedBody):
         raw = b"".join(self._chunks)
         if not raw.strip():
             raise Invalid("Request body is required", {"body": ["must be a JSON object"]})
-        try:
-            return json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise Invalid(f"Request body is not valid JSON: {exc}", {"body": ["is not valid JSON"]}) from None
+        return parse_json(raw)
 
     def load_body(self) -> dict:
         schema = self._endpoint().body
@@ -209,9 +256,7 @@ class APIHandler(StreamedBody):
 
     def load_query(self) -> dict:
         schema = self._endpoint().query
-        arguments = {name: values[-1].decode("utf-8", "replace")
-                     for name, values in self.request.query_arguments.items()}
-        return load(schema, arguments, "query parameters")
+        return load(schema, decode_query(self.request.query_arguments), "query parameters")
 
     # --- output ---
 
@@ -306,3 +351,12 @@ class NotFoundHandler(APIHandler):
     async def prepare(self) -> None:
         self.begin_request()
         raise NotFound(f"No such path: {self.request.path}")
+
+
+class StaticFiles(tornado.web.StaticFileHandler):
+    """Static files; a path no file can have (a NUL byte) is a 404, not an error from the file system."""
+
+    def parse_url_path(self, url_path: str) -> str:
+        if "\x00" in url_path:
+            raise tornado.web.HTTPError(404)
+        return super().parse_url_path(url_path)

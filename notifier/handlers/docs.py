@@ -6,7 +6,6 @@ import http.client
 import json
 import re
 
-import tornado.web
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
@@ -14,7 +13,7 @@ from .. import __version__
 from ..assets import redoc_dir
 from ..auth import ACCESS, GRANTABLE, PUBLIC, Role
 from ..schemas import ErrorSchema
-from .base import WRITES, BaseHandler
+from .base import WRITES, BaseHandler, StaticFiles
 
 METHODS = ("get", "post", "put", "patch", "delete")
 SECURITY_SCHEMES = {
@@ -92,7 +91,30 @@ def build_spec(routes: list) -> dict:
                             "content": {"application/json": {"schema": "Error"}}})
         if operations:
             spec.path(path=openapi_path(pattern), operations=operations)
-    return spec.to_dict()
+    return add_links(spec.to_dict())
+
+
+def add_links(document: dict) -> dict:
+    """OpenAPI links from each create (a POST answering 201 with an `id`) to the operations on what it
+    created, so that clients and stateful fuzzers can follow create -> read/change/delete."""
+    paths = document["paths"]
+    for path, operations in paths.items():
+        created = operations.get("post", {}).get("responses", {}).get("201")
+        if created is None:
+            continue
+        links = {}
+        for other, others in paths.items():
+            match = re.fullmatch(re.escape(path) + r"/\{(\w+)\}(/.*)?", other)
+            if match is None:
+                continue
+            for method in others:
+                pointer = other.replace("~", "~0").replace("/", "~1")
+                name = f"{method}{''.join(part.title() for part in re.findall(r'[a-z]+', other[len(path):]))}"
+                links[name] = {"operationRef": f"#/paths/{pointer}/{method}",
+                               "parameters": {match.group(1): "$response.body#/id"}}
+        if links:
+            created["links"] = links
+    return document
 
 
 class OpenAPIHandler(BaseHandler):
@@ -110,5 +132,5 @@ def routes(assets_dir: str) -> list:
     return [
         (r"/api/schema/?", OpenAPIHandler),
         (r"/api/schema/redoc/", RedocHandler),
-        (r"/api/schema/redoc/assets/(.*)", tornado.web.StaticFileHandler, {"path": str(redoc_dir(assets_dir))}),
+        (r"/api/schema/redoc/assets/(.*)", StaticFiles, {"path": str(redoc_dir(assets_dir))}),
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from typing import Iterable, Protocol
 
@@ -19,6 +20,8 @@ from ..store import Store
 from . import object_id
 from .paging import Page, newest_first
 from .visibility import visible_to
+
+log = logging.getLogger(__name__)
 
 INSERT_CHUNK = 250  # short writes: an express claim waits behind whatever the database is doing
 DUPLICATE_KEY = 11000
@@ -96,12 +99,33 @@ class NotificationService:
             if earlier.get("complete"):
                 return earlier, False
             notification = earlier
-        await self.add_deliveries(notification, recipients, ONE_OFF)
+        try:
+            await self.add_deliveries(notification, recipients, ONE_OFF)
+        except BaseException:
+            if not idempotency_key:  # the caller cannot finish it by repeating the request: take it back
+                await self._take_back(notification)
+            raise
         if not notification["complete"]:
             # Only a request with an Idempotency-Key can be repeated to finish what a first attempt began.
             await self.store.notifications.update_one({"_id": notification["_id"]}, {"$set": {"complete": True}})
             notification["complete"] = True
         return notification, True
+
+    async def _take_back(self, notification: dict) -> None:
+        """Undo a create that failed half-way: its deliveries that no consumer has claimed yet are deleted
+        (a message already published for one finds nothing to claim), and so is the notification unless
+        some delivery was already under way; then its recipient_count is what was kept."""
+        try:
+            await self.store.deliveries.delete_many({"notification_id": notification["_id"],
+                                                     "status": {"$in": ["pending", "queued"]}})
+            kept = await self.store.deliveries.count_documents({"notification_id": notification["_id"]})
+            if kept:
+                await self.store.notifications.update_one({"_id": notification["_id"]},
+                                                          {"$set": {"recipient_count": kept}})
+            else:
+                await self.store.notifications.delete_one({"_id": notification["_id"]})
+        except Exception:
+            log.warning("could not take back the failed notification %s", notification["_id"], exc_info=True)
 
     async def add_deliveries(self, notification: dict, user_ids: list[str], occurrence: str) -> tuple[int, int]:
         """Insert deliveries chunk by chunk, handing each chunk to the outbox as soon as it is stored.
@@ -136,10 +160,14 @@ class NotificationService:
         recipients = list(dict.fromkeys(user_ids))
         if len(recipients) > self.settings.max_recipients:
             raise Invalid.field("recipients", f"at most {self.settings.max_recipients} per request")
-        added, present = await self.add_deliveries(notification, recipients, notification.get("occurrence", ONE_OFF))
-        if added:
-            await self.store.notifications.update_one(visible_to(principal, {"_id": notification["_id"]}),
-                                                      {"$inc": {"recipient_count": added}})
+        occurrence = notification.get("occurrence", ONE_OFF)
+        added, present = await self.add_deliveries(notification, recipients, occurrence)
+        # Counted, not incremented, so that a call which failed after storing deliveries is repaired by the
+        # next one ($max: two calls at once never lower it).
+        counted = await self.store.deliveries.count_documents({"notification_id": notification["_id"],
+                                                                "occurrence": occurrence})
+        await self.store.notifications.update_one(visible_to(principal, {"_id": notification["_id"]}),
+                                                  {"$max": {"recipient_count": counted}})
         return added, present
 
     # --- reading ---

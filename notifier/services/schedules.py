@@ -21,7 +21,7 @@ from pymongo.errors import DuplicateKeyError
 from ..auth import Principal
 from ..clock import Clock
 from ..errors import Invalid, NotFound
-from ..recurrence import check_periodicity, recurrence_of
+from ..recurrence import HORIZON, UNCOMPUTABLE, check_periodicity, recurrence_of
 from ..settings import Settings
 from ..store import Store
 from . import object_id
@@ -36,6 +36,7 @@ RUN_LEASE = timedelta(minutes=5)
 FIRING_AT_ONCE = 16
 DUE_PER_TICK = 2000
 PERIODICITY_FIELDS = ("cron", "interval_seconds", "timezone", "start_at", "end_at")
+ORPHAN_AFTER = timedelta(minutes=10)  # far longer than a create request takes
 
 
 def run_key(schedule_id, at: datetime) -> str:
@@ -61,8 +62,26 @@ class ScheduleService:
             errors["end_at"] = ["must be after start_at"]
         if len(schedule["user_ids"]) > self.settings.max_recipients:
             errors["user_ids"] = [f"at most {self.settings.max_recipients} per schedule"]
+        interval = schedule.get("interval_seconds")
+        if interval is not None and interval < self.settings.schedule_min_interval:
+            errors["interval_seconds"] = [f"must be at least {self.settings.schedule_min_interval} seconds"]
         if errors:
             raise Invalid("Invalid schedule", errors)
+        if schedule.get("enabled", True):
+            self._check_fires(schedule)
+
+    def _check_fires(self, schedule: dict) -> None:
+        """An enabled schedule must fire again within HORIZON (`0 0 31 2 *` never does)."""
+        now = self.clock.now()
+        after = max(now, schedule.get("last_run_at") or now)
+        following = recurrence_of(schedule).next_after(after)
+        if following is not None and following - now <= HORIZON:
+            return
+        unbounded = recurrence_of({**schedule, "end_at": None}).next_after(after)
+        if unbounded is not None and unbounded - now <= HORIZON:
+            raise Invalid.field("end_at", "is before the next fire time; disable the schedule instead")
+        field = "cron" if schedule.get("cron") else "start_at"
+        raise Invalid.field(field, f"gives no fire time in the next {HORIZON.days // 366} years")
 
     def _next_run(self, schedule: dict, after: datetime) -> datetime | None:
         if not schedule.get("enabled", True):
@@ -70,26 +89,62 @@ class ScheduleService:
         return recurrence_of(schedule).next_after(after)
 
     async def create(self, author: Principal, data: dict) -> dict:
+        """Validate everything, then write the inline notification (if any) and the schedule. If the schedule
+        cannot be stored the notification is taken back; one left by a crash in between is reaped later
+        (reap_orphans), as it stays marked `pending_schedule_since` until its schedule exists."""
         now = self.clock.now()
         data = dict(data)
         data["user_ids"] = list(dict.fromkeys(data["user_ids"]))
-        if "notification" in data:
-            content = data.pop("notification")
-            notification = {**content, "author": author.as_author(), "created_at": now, "recipient_count": 0,
-                            "complete": True, "scheduled": True}
-            self._check({**data, "user_ids": data["user_ids"]})
-            self.notifications.check(content, [])
-            await self.store.notifications.insert_one(notification)
-        else:
-            notification = await self.notifications.visible(author, data.pop("notification_id"))
-        schedule = {**data, "notification_id": notification["_id"], "author": author.as_author(),
-                    "created_at": now, "updated_at": now, "last_run_at": None, "fired": 0, "skipped": 0}
+        content = data.pop("notification", None)
+        notification_id = data.pop("notification_id", None)
+        schedule = {**data, "author": author.as_author(), "created_at": now, "updated_at": now,
+                    "last_run_at": None, "fired": 0, "skipped": 0, "ended_at": None, "end_reason": None}
         schedule.setdefault("timezone", "UTC")
         schedule.setdefault("enabled", True)
         self._check(schedule)
+        if content is None:
+            notification = await self.notifications.visible(author, notification_id)
+        else:
+            self.notifications.check(content, [])
+            notification = {**content, "author": author.as_author(), "created_at": now, "recipient_count": 0,
+                            "complete": True, "scheduled": True, "pending_schedule_since": now}
         schedule["next_run_at"] = self._next_run(schedule, now)
-        await self.store.schedules.insert_one(schedule)
+        if content is not None:
+            await self.store.notifications.insert_one(notification)
+        schedule["notification_id"] = notification["_id"]
+        try:
+            await self.store.schedules.insert_one(schedule)
+        except BaseException:
+            if content is not None:
+                await self._forget_notification(notification["_id"])
+            raise
+        if content is not None:
+            await self.store.notifications.update_one({"_id": notification["_id"]},
+                                                      {"$unset": {"pending_schedule_since": ""}})
         return schedule
+
+    async def _forget_notification(self, notification_id) -> None:
+        try:
+            await self.store.notifications.delete_one({"_id": notification_id, "pending_schedule_since": {"$exists": True}})
+        except Exception:
+            log.warning("notification %s of a schedule that was not stored stays until reaped", notification_id)
+
+    async def reap_orphans(self, older_than: timedelta = ORPHAN_AFTER) -> int:
+        """Delete inline notifications whose schedule was never stored (the server stopped in between)."""
+        cutoff = self.clock.now() - older_than
+        reaped = 0
+        async for notification in self.store.notifications.find({"pending_schedule_since": {"$lt": cutoff}},
+                                                                 {"_id": 1}).limit(1000):
+            if await self.store.schedules.find_one({"notification_id": notification["_id"]}, {"_id": 1}):
+                await self.store.notifications.update_one({"_id": notification["_id"]},
+                                                          {"$unset": {"pending_schedule_since": ""}})
+                continue
+            deleted = await self.store.notifications.delete_one({"_id": notification["_id"],
+                                                                 "pending_schedule_since": {"$lt": cutoff}})
+            reaped += deleted.deleted_count
+        if reaped:
+            log.warning("deleted %d notifications whose schedule was never stored", reaped)
+        return reaped
 
     async def get(self, principal: Principal, schedule_id: str) -> dict:
         query = visible_to(principal, {"_id": object_id(schedule_id, "Schedule")})
@@ -123,6 +178,8 @@ class ScheduleService:
         now = self.clock.now()
         updated["next_run_at"] = self._next_run(updated, max(now, schedule.get("last_run_at") or now))
         updated["updated_at"] = now
+        if updated["next_run_at"] is not None:
+            updated["ended_at"], updated["end_reason"] = None, None
         await self.store.schedules.replace_one(visible_to(principal, {"_id": schedule["_id"]}), updated)
         return updated
 
@@ -130,13 +187,21 @@ class ScheduleService:
         schedule = await self.get(principal, schedule_id)
         await self.store.schedules.delete_one(visible_to(principal, {"_id": schedule["_id"]}))
 
-    async def preview(self, principal: Principal, schedule_id: str, count: int) -> list[dict]:
+    async def preview(self, principal: Principal, schedule_id: str, count: int) -> dict:
+        """The next fire times; for a disabled schedule, those it would have once enabled, and it says so."""
         schedule = await self.get(principal, schedule_id)
-        recurrence = recurrence_of(schedule)
-        after = self.clock.now()
-        times = recurrence.preview(after, count)
-        return [{"at": recurrence.local(t).isoformat(), "utc": t.isoformat().replace("+00:00", "Z"),
-                 "utc_offset": recurrence.local(t).strftime("%z")} for t in times]
+        enabled = schedule.get("enabled", True)
+        try:
+            recurrence = recurrence_of(schedule)
+        except UNCOMPUTABLE as exc:  # stored before today's checks
+            return {"enabled": enabled, "note": f"its periodicity cannot be computed ({exc})", "items": []}
+        times = recurrence.preview(self.clock.now(), count)
+        note = None if enabled else "disabled: it fires at these times only once enabled"
+        if enabled and schedule.get("ended_at"):
+            note = f"ended: {schedule.get('end_reason')}"
+        return {"enabled": enabled, "note": note,
+                "items": [{"at": recurrence.local(t).isoformat(), "utc": t.isoformat().replace("+00:00", "Z"),
+                           "utc_offset": recurrence.local(t).strftime("%z")} for t in times]}
 
     async def runs(self, principal: Principal, schedule_id: str, limit: int, cursor: str | None) -> Page:
         schedule = await self.get(principal, schedule_id)
@@ -169,7 +234,12 @@ class ScheduleService:
 
     async def _fire(self, schedule: dict, now: datetime, notification: dict | None) -> bool:
         due_at = schedule["next_run_at"]
-        recurrence = recurrence_of(schedule)
+        try:
+            recurrence = recurrence_of(schedule)
+            recurrence.next_after(due_at)
+        except UNCOMPUTABLE as exc:  # stored before today's checks (a 6-field cron, a zone that is gone)
+            await self._end(schedule, due_at, f"its periodicity cannot be computed ({type(exc).__name__}: {exc})")
+            return False
         occurrence = due_at
         if now - due_at > MISFIRE_AFTER:
             latest = due_at
@@ -245,10 +315,20 @@ class ScheduleService:
             return
         await self.notifications.add_deliveries(notification, schedule["user_ids"], run_key(schedule["_id"], occurrence))
 
+    async def _end(self, schedule: dict, due_at: datetime, reason: str) -> None:
+        """Stop firing a schedule for good, saying why, instead of failing on every tick."""
+        log.warning("schedule %s: ended: %s", schedule["_id"], reason)
+        await self.store.schedules.update_one({"_id": schedule["_id"], "next_run_at": due_at},
+                                              {"$set": {"next_run_at": None, "ended_at": self.clock.now(),
+                                                        "end_reason": reason}})
+
     async def _advance(self, schedule: dict, due_at: datetime, following: datetime | None,
                        fired_at: datetime | None = None, skipped: bool = False, count: bool = True) -> None:
         """Move next_run_at on, only if nobody else did (an edit, or another instance)."""
         changes: dict = {"next_run_at": following}
+        if following is None:
+            changes.update(ended_at=self.clock.now(), end_reason="no fire time after the last one (end_at passed, "
+                                                                 "or the cron expression matches no later date)")
         increments: dict = {}
         if fired_at is not None:
             changes["last_run_at"] = fired_at

@@ -51,3 +51,16 @@ async def test_schema_documents_client_permissions(api):
     assert "contacts:write" in spec["paths"]["/api/v1/users/{user_id}"]["put"]["description"]
     client = spec["components"]["schemas"]["Client"]["properties"]
     assert "permissions" in client
+
+
+async def test_each_create_links_to_the_operations_on_what_it_created(api):
+    spec = (await api.get("/api/schema/")).body
+    links = spec["paths"]["/api/v1/schedules"]["post"]["responses"]["201"]["links"]
+    targets = {link["operationRef"] for link in links.values()}
+    for path, method in (("/api/v1/schedules/{schedule_id}", "get"), ("/api/v1/schedules/{schedule_id}", "patch"),
+                         ("/api/v1/schedules/{schedule_id}/enable", "post"),
+                         ("/api/v1/schedules/{schedule_id}/preview", "get")):
+        assert f"#/paths/{path.replace('/', '~1')}/{method}" in targets
+    assert all(link["parameters"] == {"schedule_id": "$response.body#/id"} for link in links.values())
+    assert "links" in spec["paths"]["/api/v1/notifications"]["post"]["responses"]["201"]
+    assert "links" in spec["paths"]["/api/v1/clients"]["post"]["responses"]["201"]

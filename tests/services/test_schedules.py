@@ -6,9 +6,11 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from pymongo.errors import DuplicateKeyError
 
 from notifier.auth import Principal, Role
 from notifier.clock import ManualClock
+from notifier.errors import Invalid
 from notifier.services.notifications import NotificationService
 from notifier.services.schedules import ScheduleService
 
@@ -170,3 +172,100 @@ async def test_a_stalled_firing_is_finished_by_another_instance(ctx, clock, sche
     assert await schedules.fire_due() >= 1
     counted = await occurrences(ctx)
     assert counted[key] == 2
+
+
+def stored_schedule(notification_id, **fields) -> dict:
+    """A schedule document as an older version (or another writer) may have left it in the database."""
+    return {"notification_id": notification_id, "user_ids": ["a"], "timezone": "UTC", "enabled": True,
+            "misfire_policy": "run_once", "misfire_grace_seconds": 3600, "author": ADMIN.as_author(),
+            "created_at": START, "updated_at": START, "last_run_at": None, "fired": 0, "skipped": 0,
+            "cron": None, "interval_seconds": None, "start_at": None, "end_at": None,
+            "next_run_at": START + timedelta(minutes=1), **fields}
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("fields", [{"cron": "0 0 1 1 * 2026"}, {"cron": "* * * * * *"},
+                                    {"cron": "* * * * *", "timezone": "Mars/Olympus"}, {"cron": "0 0 31 2 *"}])
+async def test_a_stored_schedule_that_cannot_go_on_is_ended_not_retried_every_tick(ctx, clock, schedules, fields,
+                                                                                    caplog):
+    notification = {**CONTENT, "author": ADMIN.as_author(), "created_at": START, "recipient_count": 0}
+    await ctx.store.notifications.insert_one(notification)
+    inserted = await ctx.store.schedules.insert_one(stored_schedule(notification["_id"], **fields))
+    clock.advance(60)
+    await schedules.fire_due()
+    stored = await ctx.store.schedules.find_one({"_id": inserted.inserted_id})
+    assert stored["next_run_at"] is None and stored["ended_at"] == clock.now() and stored["end_reason"]
+    caplog.clear()
+    clock.advance(60)
+    assert await schedules.fire_due() == 0
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    preview = await schedules.preview(ADMIN, str(inserted.inserted_id), 3)
+    assert preview["items"] == [] and preview["note"]
+
+
+@pytest.mark.gen_test
+async def test_a_schedule_past_its_end_is_ended(ctx, clock, schedules):
+    schedule = await schedules.create(ADMIN, {"notification": CONTENT, "user_ids": ["a"], "interval_seconds": 60,
+                                              "end_at": START + timedelta(minutes=2)})
+    for _ in range(3):
+        clock.advance(60)
+        await schedules.fire_due()
+    stored = await ctx.store.schedules.find_one({"_id": schedule["_id"]})
+    assert stored["fired"] == 2 and stored["next_run_at"] is None
+    assert stored["ended_at"] == START + timedelta(minutes=2) and "end_at" in stored["end_reason"]
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("periodicity, field", [
+    ({"cron": "0 0 31 2 *"}, "cron"),
+    ({"interval_seconds": 59}, "interval_seconds"),
+    ({"cron": "0 12 * * *", "end_at": START - timedelta(days=1), "start_at": START - timedelta(days=2)}, "end_at"),
+    ({"interval_seconds": 600, "start_at": datetime(2199, 1, 1, tzinfo=UTC)}, "start_at"),
+])
+async def test_an_enabled_schedule_must_fire(ctx, clock, schedules, periodicity, field):
+    with pytest.raises(Invalid) as raised:
+        await schedules.create(ADMIN, {"notification": CONTENT, "user_ids": ["a"], **periodicity})
+    assert field in raised.value.errors
+    assert await ctx.store.notifications.count_documents({}) == 0
+
+
+@pytest.mark.gen_test
+async def test_enabling_a_schedule_that_never_fires_is_refused(ctx, clock, schedules):
+    schedule = await schedules.create(ADMIN, {"notification": CONTENT, "user_ids": ["a"], "cron": "0 0 31 2 *",
+                                              "enabled": False})
+    with pytest.raises(Invalid) as raised:
+        await schedules.update(ADMIN, str(schedule["_id"]), {"enabled": True})
+    assert "cron" in raised.value.errors
+    preview = await schedules.preview(ADMIN, str(schedule["_id"]), 5)
+    assert preview == {"enabled": False, "note": "disabled: it fires at these times only once enabled", "items": []}
+
+
+@pytest.mark.gen_test
+async def test_a_failed_create_leaves_no_notification(ctx, clock, schedules, monkeypatch):
+    async def refuse(document, *args, **kwargs):
+        raise DuplicateKeyError("injected: the schedule could not be stored")
+
+    monkeypatch.setattr(ctx.store.schedules, "insert_one", refuse)
+    with pytest.raises(DuplicateKeyError):
+        await schedules.create(ADMIN, {"notification": CONTENT, "user_ids": ["a"], "interval_seconds": 600})
+    assert await ctx.store.notifications.count_documents({}) == 0
+
+
+@pytest.mark.gen_test
+async def test_orphans_of_an_interrupted_create_are_reaped(ctx, clock, schedules):
+    """The server stopped between the two writes: the notification stays marked, and is deleted later."""
+    kept = await schedules.create(ADMIN, {"notification": CONTENT, "user_ids": ["a"], "interval_seconds": 600})
+    assert "pending_schedule_since" not in await ctx.store.notifications.find_one({"_id": kept["notification_id"]})
+    orphan = {**CONTENT, "author": ADMIN.as_author(), "created_at": START, "recipient_count": 0,
+              "scheduled": True, "pending_schedule_since": START}
+    await ctx.store.notifications.insert_one(orphan)
+    attached = {**CONTENT, "author": ADMIN.as_author(), "created_at": START, "recipient_count": 0,
+                "scheduled": True, "pending_schedule_since": START}
+    await ctx.store.notifications.insert_one(attached)
+    await ctx.store.schedules.insert_one(stored_schedule(attached["_id"], interval_seconds=600))
+    assert await schedules.reap_orphans() == 0  # too recent: a create may still be under way
+    clock.advance(11 * 60)
+    assert await schedules.reap_orphans() == 1
+    left = {n["_id"]: n for n in await ctx.store.notifications.find({}).to_list(None)}
+    assert set(left) == {kept["notification_id"], attached["_id"]}
+    assert "pending_schedule_since" not in left[attached["_id"]]

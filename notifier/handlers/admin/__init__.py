@@ -6,6 +6,7 @@ from pathlib import Path
 
 import tornado.web
 
+from ..base import StaticFiles
 from . import auth, dashboard, notifications, parked, people, schedules
 from .base import Field, Pager
 
@@ -18,7 +19,7 @@ routes = [
     (r"/admin/", dashboard.DashboardHandler),
     (r"/admin/login", auth.LoginHandler),
     (r"/admin/logout", auth.LogoutHandler),
-    (r"/admin/static/(.*)", tornado.web.StaticFileHandler, {"path": str(STATIC)}),
+    (r"/admin/static/(.*)", StaticFiles, {"path": str(STATIC)}),
     (r"/admin/notifications", notifications.NotificationsHandler),
     (r"/admin/notifications/new", notifications.NotificationNewHandler),
     (rf"/admin/notifications/{ID.format('notification_id')}", notifications.NotificationHandler),

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 from ...errors import TooManyAttempts, Unauthenticated
 from .base import AdminHandler
+
+SAFE_NEXT = re.compile(r"^/admin(/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$")
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after logging in: an admin path of this site (no scheme, host, `//`, backslash or
+    control character), else the dashboard."""
+    if target and SAFE_NEXT.match(target) and "//" not in target:
+        return target
+    return "/admin/"
 
 
 class LoginHandler(AdminHandler):
@@ -13,13 +25,11 @@ class LoginHandler(AdminHandler):
         if self.current_user is not None:
             self.redirect("/admin/")
             return
-        self.page("login.html", values={}, errors={}, message=None, next=self.get_query_argument("next", "/admin/"))
+        self.page("login.html", values={}, errors={}, message=None, next=safe_next(self.get_query_argument("next", "/admin/")))
 
     async def submit(self):
         values = self.form()
-        target = values.get("next") or "/admin/"
-        if not target.startswith("/admin"):
-            target = "/admin/"
+        target = safe_next(values.get("next"))
         try:
             admin = await self.ctx.auth.login_admin(values.get("username", ""), values.get("password", ""),
                                                     self.request.remote_ip)

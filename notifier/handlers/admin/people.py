@@ -59,12 +59,19 @@ class UserDeleteHandler(AdminHandler):
         self.after("/admin/users", f"User {user_id} deleted.")
 
 
-class ClientsHandler(AdminHandler):
-    async def get(self, values=None, errors=None, message=None, status=200, password=None):
+class ClientListPage(AdminHandler):
+    """The clients page, shown by the list and by the forms that answer with it (a new password)."""
+
+    async def show(self, values=None, errors=None, message=None, status=200, password=None):
         query = page_query(self)
         page = await self.ctx.clients.list(query["limit"], query.get("cursor"))
         self.page("clients.html", status=status, page=page, filters=self.query(), values=values or {},
                   errors=errors or {}, message=message, password=password, grantable=GRANTABLE)
+
+
+class ClientsHandler(ClientListPage):
+    async def get(self):
+        await self.show()
 
     async def submit(self):
         values = self.form()
@@ -74,9 +81,9 @@ class ClientsHandler(AdminHandler):
             client, password = await self.ctx.clients.create(data["login"], data["name"], self.current_user,
                                                              data["permissions"])
         except (Invalid, Conflict) as exc:
-            await self.get(values, invalid_errors(exc), exc.message, error_status(exc))
+            await self.show(values, invalid_errors(exc), exc.message, error_status(exc))
             return
-        await self.get(password={"login": client["login"], "password": password})
+        await self.show(password={"login": client["login"], "password": password})
 
 
 class ClientToggleHandler(AdminHandler):
@@ -99,11 +106,11 @@ class ClientPermissionsHandler(AdminHandler):
         self.after("/admin/clients", f"Permissions of {client['login']}: {granted}.")
 
 
-class ClientResetHandler(ClientsHandler):
+class ClientResetHandler(ClientListPage):
     async def submit(self, client_id):
         client = await self.ctx.clients.get(client_id)
         password = await self.ctx.clients.reset_password(client_id)
-        await self.get(password={"login": client["login"], "password": password})
+        await self.show(password={"login": client["login"], "password": password})
 
 
 class ClientDeleteHandler(AdminHandler):

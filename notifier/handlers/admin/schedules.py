@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from ...domain import CHANNELS
 from ...errors import Invalid
 from ...schemas import PeriodicitySchema, ScheduleCreateSchema, ScheduleListQuerySchema
@@ -12,18 +14,23 @@ MISFIRE_OPTIONS = (("run_once", "run once (within the grace window)"), ("skip", 
 PERIODICITY_OPTIONS = (("cron", "cron expression"), ("interval", "every N seconds"))
 
 
+def whole_number(value: str) -> int | str:
+    """A form's digits as an int; anything else is left for the schema to refuse."""
+    return int(value) if re.fullmatch(r"[0-9]{1,12}", value.strip()) else value
+
+
 def periodicity(values: dict) -> dict:
     """The form's periodicity fields as the API takes them."""
     data = blank_to_none({k: values.get(k, "") for k in ("timezone", "start_at", "end_at")}, "start_at", "end_at")
     data["timezone"] = data["timezone"] or "UTC"
     if values.get("kind") == "interval":
-        data["interval_seconds"], data["cron"] = values.get("interval_seconds", ""), None
+        data["interval_seconds"], data["cron"] = whole_number(values.get("interval_seconds", "")), None
     else:
         data["cron"], data["interval_seconds"] = values.get("cron", ""), None
     data["user_ids"] = split_ids(values.get("user_ids", ""))
     data["enabled"] = checkbox(values, "enabled")
     data["misfire_policy"] = values.get("misfire_policy", "run_once")
-    data["misfire_grace_seconds"] = values.get("misfire_grace_seconds") or "3600"
+    data["misfire_grace_seconds"] = whole_number(values.get("misfire_grace_seconds") or "3600")
     return data
 
 
@@ -47,11 +54,11 @@ class SchedulesHandler(AdminHandler):
 
 class ScheduleNewHandler(AdminHandler):
     def get(self):
-        self.page("schedule_form.html", schedule=None, preview=[], message=None, errors={},
+        self.page("schedule_form.html", schedule=None, preview=None, message=None, errors={},
                   values={"kind": "cron", "timezone": "UTC", "enabled": True, "channel": "email",
-                          "misfire_policy": "run_once", "misfire_grace_seconds": 3600}, **self.options())
+                          "misfire_policy": "run_once", "misfire_grace_seconds": 3600}, **self.choices())
 
-    def options(self) -> dict:
+    def choices(self) -> dict:
         return {"channel_options": CHANNEL_OPTIONS, "misfire_options": MISFIRE_OPTIONS,
                 "periodicity_options": PERIODICITY_OPTIONS}
 
@@ -69,8 +76,8 @@ class ScheduleNewHandler(AdminHandler):
         except Invalid as exc:
             errors = invalid_errors(exc)
             errors.update(errors.pop("notification", {}) if isinstance(errors.get("notification"), dict) else {})
-            self.page("schedule_form.html", status=400, schedule=None, preview=[], message=exc.message,
-                      errors=errors, values=values, **self.options())
+            self.page("schedule_form.html", status=400, schedule=None, preview=None, message=exc.message,
+                      errors=errors, values=values, **self.choices())
             return
         self.after(f"/admin/schedules/{schedule['_id']}", "Schedule created.")
 
@@ -80,7 +87,7 @@ class ScheduleHandler(ScheduleNewHandler):
         schedule = await self.ctx.schedules.get(self.current_user, schedule_id)
         preview = await self.ctx.schedules.preview(self.current_user, schedule_id, 10)
         self.page("schedule_form.html", schedule=schedule, preview=preview, message=None, errors={},
-                  values=form_values(schedule), **self.options())
+                  values=form_values(schedule), **self.choices())
 
     async def submit(self, schedule_id):
         values = self.form()
@@ -89,8 +96,8 @@ class ScheduleHandler(ScheduleNewHandler):
             schedule = await self.ctx.schedules.update(self.current_user, schedule_id, changes)
         except Invalid as exc:
             schedule = await self.ctx.schedules.get(self.current_user, schedule_id)
-            self.page("schedule_form.html", status=400, schedule=schedule, preview=[], message=exc.message,
-                      errors=invalid_errors(exc), values=values, **self.options())
+            self.page("schedule_form.html", status=400, schedule=schedule, preview=None, message=exc.message,
+                      errors=invalid_errors(exc), values=values, **self.choices())
             return
         self.after(f"/admin/schedules/{schedule['_id']}", "Schedule saved; it applies from the next tick.")
 

@@ -54,11 +54,12 @@ class ScheduleDisableHandler(ScheduleEnableHandler):
 
 
 class SchedulePreviewHandler(APIHandler):
-    @endpoint("schedules:read", "The next n fire times, local with their UTC offsets", query=PreviewQuerySchema,
+    @endpoint("schedules:read", "The next n fire times, local with their UTC offsets (for a disabled schedule, "
+                                "those it would have once enabled)", query=PreviewQuerySchema,
               response=PreviewSchema, tags=TAGS, errors=(400, 401, 403, 404))
     async def get(self, schedule_id):
         count = self.load_query()["n"]
-        self.respond({"items": await self.ctx.schedules.preview(self.principal, schedule_id, count)})
+        self.respond(await self.ctx.schedules.preview(self.principal, schedule_id, count))
 
 
 class ScheduleRunsHandler(APIHandler):

@@ -89,7 +89,7 @@ async def test_clients_see_only_their_schedules(api, client_app, other_client_ap
 
 @pytest.fixture
 def settings_overrides():
-    return {"scheduler_tick": 0.2}
+    return {"scheduler_tick": 0.2, "schedule_min_interval": 1}
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -111,3 +111,48 @@ async def test_a_new_schedule_fires_on_the_next_tick(api, admin, ctx, end_user):
         assert len(occurrences) >= 2
     finally:
         await ctx.stop_workers()
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("changes, field", [
+    ({"cron": None, "interval_seconds": 1.5}, "interval_seconds"),
+    ({"cron": None, "interval_seconds": "60"}, "interval_seconds"),
+    ({"cron": None, "interval_seconds": True}, "interval_seconds"),
+    ({"misfire_grace_seconds": 10.5}, "misfire_grace_seconds"),
+    ({"cron": "*/5 * * * * *"}, "cron"),
+    ({"cron": "0 0 1 1 * 2027"}, "cron"),
+    ({"cron": "0 0 0 1 1 * 2027"}, "cron"),
+    ({"cron": "@hourly"}, "cron"),
+    ({"cron": "0 0 31 2 *"}, "cron"),
+    ({"timezone": "America"}, "timezone"),
+    ({"timezone": "A" * 300}, "timezone"),
+    ({"timezone": "../../../etc/passwd"}, "timezone"),
+    ({"start_at": "9999-12-31T23:59:59-12:00"}, "start_at"),
+    ({"start_at": "0001-01-01T00:00:00+01:00"}, "start_at"),
+    ({"end_at": "1900-01-01T00:00:00Z"}, "end_at"),
+])
+async def test_hostile_periodicities_are_400_on_create_and_patch(api, admin, ctx, changes, field):
+    response = await api.post("/api/v1/schedules", {**DAILY, **changes}, auth=admin.header)
+    assert response.status == 400 and field in response.body["errors"], response.body
+    assert await ctx.store.schedules.count_documents({}) == 0
+    assert await ctx.store.notifications.count_documents({}) == 0
+    schedule = (await api.post("/api/v1/schedules", DAILY, auth=admin.header)).body
+    patched = await api.call("PATCH", f"/api/v1/schedules/{schedule['id']}", changes, auth=admin.header)
+    assert patched.status == 400 and field in patched.body["errors"], patched.body
+
+
+@pytest.mark.gen_test
+async def test_a_disabled_schedule_says_so_and_cannot_be_enabled_if_it_never_fires(api, admin):
+    never = (await api.post("/api/v1/schedules", {**DAILY, "cron": "0 0 31 2 *", "enabled": False},
+                            auth=admin.header)).body
+    path = f"/api/v1/schedules/{never['id']}"
+    enabled = await api.post(f"{path}/enable", auth=admin.header)
+    assert enabled.status == 400 and "cron" in enabled.body["errors"]
+    preview = await api.get(f"{path}/preview", auth=admin.header)
+    assert preview.status == 200 and preview.body["enabled"] is False and preview.body["items"] == []
+    daily = (await api.post("/api/v1/schedules", DAILY, auth=admin.header)).body
+    active = (await api.get(f"/api/v1/schedules/{daily['id']}/preview?n=2", auth=admin.header)).body
+    assert active["enabled"] is True and active["note"] is None and len(active["items"]) == 2
+    await api.post(f"/api/v1/schedules/{daily['id']}/disable", auth=admin.header)
+    paused = (await api.get(f"/api/v1/schedules/{daily['id']}/preview?n=2", auth=admin.header)).body
+    assert paused["enabled"] is False and "disabled" in paused["note"] and paused["items"] == active["items"]
