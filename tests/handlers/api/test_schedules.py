@@ -146,7 +146,7 @@ async def test_a_disabled_schedule_says_so_and_cannot_be_enabled_if_it_never_fir
     never = (await api.post("/api/v1/schedules", {**DAILY, "cron": "0 0 31 2 *", "enabled": False},
                             auth=admin.header)).body
     path = f"/api/v1/schedules/{never['id']}"
-    enabled = await api.post(f"{path}/enable", auth=admin.header)
+    enabled = await api.post(f"{path}/enable", auth=admin.header, headers={"Content-Type": "application/json"})
     assert enabled.status == 400 and "cron" in enabled.body["errors"]
     preview = await api.get(f"{path}/preview", auth=admin.header)
     assert preview.status == 200 and preview.body["enabled"] is False and preview.body["items"] == []
