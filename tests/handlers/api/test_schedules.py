@@ -153,6 +153,7 @@ async def test_a_disabled_schedule_says_so_and_cannot_be_enabled_if_it_never_fir
     daily = (await api.post("/api/v1/schedules", DAILY, auth=admin.header)).body
     active = (await api.get(f"/api/v1/schedules/{daily['id']}/preview?n=2", auth=admin.header)).body
     assert active["enabled"] is True and active["note"] is None and len(active["items"]) == 2
-    await api.post(f"/api/v1/schedules/{daily['id']}/disable", auth=admin.header)
+    await api.post(f"/api/v1/schedules/{daily['id']}/disable", auth=admin.header,
+                   headers={"Content-Type": "application/json"})
     paused = (await api.get(f"/api/v1/schedules/{daily['id']}/preview?n=2", auth=admin.header)).body
     assert paused["enabled"] is False and "disabled" in paused["note"] and paused["items"] == active["items"]
