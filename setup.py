@@ -25,6 +25,7 @@ setup(
         "apispec>=6.6,<7",
         "aiosmtplib>=3.0,<6",
         "prometheus-client>=0.20,<1",
+        "zxcvbn>=4.4,<5",  # the common-password check of admin passwords
     ],
     extras_require={
         # SecantusDB (GPL-2.0) runs as a separate server process; notifier never imports it.

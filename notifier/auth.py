@@ -6,16 +6,14 @@ in `GRANTABLE` is held by a client application only when an admin granted it to 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import enum
-import hashlib
-import hmac
-import os
 import secrets
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 import jwt
 from bson import ObjectId
@@ -23,6 +21,7 @@ from bson.errors import InvalidId
 
 from .errors import Unauthenticated
 from .keys import Keys
+from .passwords import PasswordGuard, generate_password, hash_password, verify_password  # noqa: F401 (re-exported)
 from .settings import Settings
 from .store import Store
 
@@ -81,67 +80,6 @@ def refusal(permission: str, principal: Principal) -> str:
     return f"A {principal.role.value} may not do this"
 
 
-# --- passwords -------------------------------------------------------------------------------------
-
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def hash_password(password: str) -> str:
-    salt = os.urandom(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
-
-
-def verify_password(password: str, encoded: str) -> bool:
-    try:
-        scheme, n, r, p, salt, expected = encoded.split("$")
-        if scheme != "scrypt":
-            return False
-        digest = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r),
-                                p=int(p), dklen=32)
-    except (ValueError, binascii.Error):
-        return False
-    return hmac.compare_digest(digest, base64.b64decode(expected))
-
-
-def generate_password() -> str:
-    return secrets.token_urlsafe(24)
-
-
-# Checking an unknown login still costs one scrypt, so timing does not tell which logins exist.
-_DUMMY_HASH = hash_password(secrets.token_hex(8))
-
-
-class _VerifiedPasswords:
-    """Recently verified (account, password) pairs, so an app sending its password on every request
-    does not pay for scrypt every time. An entry holds the stored hash it was checked against: a
-    password change or reset invalidates it at once."""
-
-    def __init__(self, key: bytes, size: int = 10000, ttl: float = 300.0):
-        self._key, self._size, self._ttl = key, size, ttl
-        self._entries: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
-
-    def _fingerprint(self, kind: str, login: str, password: str) -> bytes:
-        return hmac.new(self._key, f"{kind}\0{login}\0{password}".encode(), hashlib.sha256).digest()
-
-    def verify(self, kind: str, login: str, password: str, stored_hash: str) -> bool:
-        fingerprint = self._fingerprint(kind, login, password)
-        entry = self._entries.get(fingerprint)
-        if entry and entry[0] == stored_hash and entry[1] > time.monotonic():
-            return True
-        if not verify_password(password, stored_hash):
-            return False
-        self._entries[fingerprint] = (stored_hash, time.monotonic() + self._ttl)
-        self._entries.move_to_end(fingerprint)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
-        return True
-
-
 # --- credentials -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -184,58 +122,62 @@ ADMIN_TOKEN_ISSUER = "notifier"
 ADMIN_TOKEN_AUDIENCE = "notifier-admin"
 
 
+async def _nothing() -> None:
+    return None
+
+
 class Authenticator:
     """Turns an Authorization header into a Principal, or raises Unauthenticated."""
 
-    def __init__(self, store: Store, settings: Settings, keys: Keys):
+    def __init__(self, store: Store, settings: Settings, keys: Keys, guard: PasswordGuard | None = None):
         self.store = store
         self.settings = settings
         self.keys = keys
-        self._verified = _VerifiedPasswords(keys.derive("password-cache"))
+        self.guard = guard
 
-    async def authenticate(self, header: str | None) -> Principal | None:
+    async def authenticate(self, header: str | None, address: str = "") -> Principal | None:
         if not header:
             return None
         credentials = parse_authorization(header)
         if credentials.kind == "basic":
-            return (await self._admin_by_password(credentials.login, credentials.secret)
-                    or await self._client_by_password(credentials.login, credentials.secret)
-                    or self._reject_password())
+            return await self._by_password(credentials.login, credentials.secret, address, admin=True)
         if credentials.kind == "app":
-            return (await self._client_by_password(credentials.login, credentials.secret)
-                    or self._reject_password())
+            return await self._by_password(credentials.login, credentials.secret, address, admin=False)
         if credentials.kind == "bearer" and self._is_admin_token(credentials.secret):
             return await self.verify_admin_token(credentials.secret)
         return self.verify_user_token(credentials.secret)
 
-    @staticmethod
-    def _reject_password():
-        raise Unauthenticated("Invalid login or password")
+    async def _by_password(self, login: str, password: str, address: str, admin: bool, client: bool = True,
+                           message: str = "Invalid login or password") -> Principal:
+        """One guarded check (one scrypt) against the one account the login names: the active admin of
+        that username when `admin`, else the active client of that login; unknown ones cost the same."""
+        # Both lookups always (concurrently), so their timing does not tell which kind of login exists.
+        admin_account, client_account = await asyncio.gather(
+            self.store.admins.find_one({"username": login}) if admin else _nothing(),
+            self.store.clients.find_one({"login": login}) if client else _nothing())
+        if admin_account is not None and admin_account.get("active", True):
+            account, make = admin_account, self._admin_principal
+        elif client_account is not None and client_account.get("active", True):
+            account, make = client_account, self._client_principal
+        else:
+            account, make = None, None
+        if not await self.guard.check(login, password, account["password_hash"] if account else None, address):
+            raise Unauthenticated(message)
+        return make(account)
 
-    async def _admin_by_password(self, username: str, password: str) -> Principal | None:
-        admin = await self.store.admins.find_one({"username": username})
-        if not admin or not admin.get("active", True):
-            return None
-        if not self._verified.verify("admin", username, password, admin["password_hash"]):
-            return None
+    @staticmethod
+    def _admin_principal(admin: dict) -> Principal:
         return Principal(Role.ADMIN, str(admin["_id"]), admin["username"])
 
-    async def _client_by_password(self, login: str, password: str) -> Principal | None:
-        client = await self.store.clients.find_one({"login": login})
-        if not client or not client.get("active", True):
-            verify_password(password, _DUMMY_HASH)
-            return None
-        if not self._verified.verify("client", login, password, client["password_hash"]):
-            return None
+    @staticmethod
+    def _client_principal(client: dict) -> Principal:
         # Read from the client document of this request: a grant or revocation applies at once.
         return Principal(Role.CLIENT, str(client["_id"]), client["login"], frozenset(client.get("permissions", ())))
 
-    async def login_admin(self, username: str, password: str) -> Principal:
-        principal = await self._admin_by_password(username, password)
-        if principal is None:
-            verify_password(password, _DUMMY_HASH)
-            raise Unauthenticated("Invalid username or password")
-        return principal
+    async def login_admin(self, username: str, password: str, address: str) -> Principal:
+        """An admin's username and password, from the token endpoint or the login page."""
+        return await self._by_password(username, password, address, admin=True, client=False,
+                                       message="Invalid username or password")
 
     # --- admin tokens, issued by us ---
 
@@ -246,17 +188,32 @@ class Authenticator:
         except jwt.InvalidTokenError:
             return False
 
-    async def issue_admin_token(self, principal: Principal) -> tuple[str, int]:
+    async def issue_admin_token(self, principal: Principal, auth_time: int | None = None) -> tuple[str, int]:
+        """A token for `principal`; `auth_time` is when the session began with a password (now when
+        omitted), carried through refreshes: no token of a session outlives ADMIN_SESSION_MAX."""
         version = await self.admin_version(principal)
         now = int(time.time())
-        ttl = self.settings.admin_jwt_ttl
+        auth_time = now if auth_time is None else auth_time
+        ttl = min(self.settings.admin_jwt_ttl, auth_time + self.settings.admin_session_max - now)
         claims = {"sub": principal.id, "name": principal.name, "iat": now, "nbf": now, "exp": now + ttl,
                   "iss": ADMIN_TOKEN_ISSUER, "aud": ADMIN_TOKEN_AUDIENCE,
-                  "ver": version, "jti": secrets.token_hex(8)}
+                  "ver": version, "jti": secrets.token_hex(8), "auth_time": auth_time}
         token = jwt.encode(claims, self.keys.admin_jwt, algorithm="HS256", headers={"kid": ADMIN_TOKEN_KID})
         return token, ttl
 
+    async def refresh_admin_token(self, token: str) -> tuple[str, int]:
+        """A fresh token of the same session, unless the session is older than ADMIN_SESSION_MAX."""
+        claims, principal = await self._admin_token(token)
+        auth_time = claims.get("auth_time")
+        if not isinstance(auth_time, int) or isinstance(auth_time, bool) or \
+                time.time() - auth_time >= self.settings.admin_session_max - 1:
+            raise Unauthenticated("Session too old to refresh: get a new token with your password")
+        return await self.issue_admin_token(principal, auth_time)
+
     async def verify_admin_token(self, token: str) -> Principal:
+        return (await self._admin_token(token))[1]
+
+    async def _admin_token(self, token: str) -> tuple[dict, Principal]:
         try:
             claims = jwt.decode(token, self.keys.admin_jwt, algorithms=["HS256"],
                                 audience=ADMIN_TOKEN_AUDIENCE, issuer=ADMIN_TOKEN_ISSUER,
@@ -270,7 +227,28 @@ class Authenticator:
         principal = await self.admin_session(admin_id, claims.get("ver"))
         if principal is None:
             raise Unauthenticated("Invalid token: revoked")
-        return principal
+        return claims, principal
+
+    # --- admin-page sessions: an id in the signed cookie, the session itself in the database ---
+
+    async def open_admin_session(self, principal: Principal, hours: float) -> str:
+        now = datetime.now(timezone.utc)
+        session_id = secrets.token_urlsafe(24)
+        await self.store.admin_sessions.insert_one({
+            "_id": session_id, "admin_id": ObjectId(principal.id), "ver": await self.admin_version(principal),
+            "created_at": now, "expires_at": now + timedelta(hours=hours)})
+        return session_id
+
+    async def admin_by_session(self, session_id: str) -> Principal | None:
+        """The admin of a live session: not logged out, not expired, the admin still active and not
+        changed since (a password change or deactivation ends every session)."""
+        session = await self.store.admin_sessions.find_one({"_id": session_id})
+        if session is None or session["expires_at"] <= datetime.now(timezone.utc):
+            return None
+        return await self.admin_session(session["admin_id"], session["ver"])
+
+    async def close_admin_session(self, session_id: str) -> None:
+        await self.store.admin_sessions.delete_one({"_id": session_id})
 
     async def admin_session(self, admin_id: ObjectId, version) -> Principal | None:
         """The admin behind a token or admin-page session, if still active and not logged out since

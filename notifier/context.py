@@ -21,7 +21,9 @@ from .queue.monitor import queue_depths
 from .queue.pool import ConsumerPool
 from .queue.publisher import Publisher
 from .queue.topology import Topology
-from .services.admins import AdminLogin, AdminService, LoginGuard
+from .passwords import KdfPool, Limits, PasswordGuard
+from .services.admins import AdminService
+from .services.attempts import AttemptStore
 from .services.clients import ClientService
 from .services.deliveries import Deliveries, Parked
 from .services.notifications import NotificationService
@@ -51,7 +53,6 @@ class Context:
     users: UserService
     notifications: NotificationService
     schedules: ScheduleService
-    login: AdminLogin
     parked: Parked
     stats: DashboardStats
     readiness_checks: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
@@ -115,6 +116,7 @@ class Context:
         await self.publisher.drain(timeout=5)
         await self.broker.close()
         self.store.close()
+        self.auth.guard.kdf.close()
 
 
 async def open_store(settings: Settings, mongo_url: str, wait: float = 30.0) -> Store:
@@ -143,13 +145,17 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
     deliveries = Deliveries(store)
     publisher = Publisher(broker, topology, deliveries, settings, clock)
     notifications = NotificationService(store, settings, clock, publisher)
-    auth = Authenticator(store, settings, keys)
+    guard = PasswordGuard(AttemptStore(store, clock, settings.login_window),
+                          KdfPool(settings.password_workers, settings.password_queue),
+                          Limits(settings.login_account_limit, settings.login_address_limit),
+                          keys.derive("password-cache"))
+    auth = Authenticator(store, settings, keys, guard)
     return Context(
         settings=settings, clock=clock, store=store, keys=keys, auth=auth,
         links=Links(keys, settings.public_url), topology=topology, broker=broker, publisher=publisher,
         deliveries=deliveries, admins=AdminService(store, clock), clients=ClientService(store, clock),
         users=UserService(store, clock), notifications=notifications,
         schedules=ScheduleService(store, settings, clock, notifications),
-        login=AdminLogin(auth, LoginGuard(store, clock)), parked=Parked(store), stats=DashboardStats(store, clock),
+        parked=Parked(store), stats=DashboardStats(store, clock),
         readiness_checks={"mongodb": store.ping, "rabbitmq": broker.check},
     )

@@ -177,6 +177,18 @@ class Settings:
     admin_jwt_secret: str = setting("", "HS256 key of admin tokens. Empty: derived from SECRET_KEY.",
                                     secret=True)
     admin_jwt_ttl: int = setting("900", "Lifetime of an admin token in seconds.", _int(30))
+    admin_session_max: int = setting("43200", "Seconds after the password was given that an admin token can "
+                                     "still be refreshed (the whole session's lifetime).", _int(60))
+    # Password checks (admin Basic, admin token, admin login page, client login/password)
+    login_window: float = setting("900", "Seconds of one window of the password-attempt counters.", _float(1.0))
+    login_account_limit: int = setting("5", "Password attempts per account (known or not) per LOGIN_WINDOW; "
+                                       "more get 429 with Retry-After.", _int(1))
+    login_address_limit: int = setting("20", "Password attempts from one address per LOGIN_WINDOW; more get 429.",
+                                       _int(1))
+    password_workers: int = setting("1", "Threads running scrypt for password checks, off the event loop (each "
+                                    "takes a CPU core while it runs: leave one for the event loop).", _int(1, 64))
+    password_queue: int = setting("16", "Password checks that may wait for one of those threads; more get 429.",
+                                  _int(0))
     user_jwt_algorithms: tuple = setting("HS256", "Algorithms accepted in end-user tokens "
                                          "(comma-separated; 'none' is never accepted).", _algorithms)
     user_jwt_secret: str = setting("", "HS* key shared with the auth server. Empty: derived from "

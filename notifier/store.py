@@ -36,6 +36,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("author.id", ASCENDING), ("_id", DESCENDING)]),
     ],
     "login_failures": [IndexModel([("since", ASCENDING)], expireAfterSeconds=24 * 3600)],
+    "admin_sessions": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0)],
     "audit": [IndexModel([("at", DESCENDING)])],
     "schedule_runs": [
         IndexModel([("schedule_id", ASCENDING), ("_id", DESCENDING)]),
@@ -66,6 +67,7 @@ class Store:
         self.schedules = self.db["schedules"]
         self.schedule_runs = self.db["schedule_runs"]
         self.login_failures = self.db["login_failures"]
+        self.admin_sessions = self.db["admin_sessions"]
         self.audit = self.db["audit"]
         self.meta = self.db["meta"]
 

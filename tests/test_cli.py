@@ -37,7 +37,9 @@ def test_createsuperuser_reads_password_from_stdin(cli):
     again = run("createsuperuser", "--username", "ops", stdin="long-enough-password\n")
     assert again.returncode == 1 and "already exists" in again.stderr
     weak = run("createsuperuser", "--username", "weak", stdin="short\n")
-    assert weak.returncode == 1 and "at least 8 characters" in weak.stderr
+    assert weak.returncode == 1 and "at least 12 characters" in weak.stderr
+    common = run("createsuperuser", "--username", "weak", stdin="passwordpassword\n")
+    assert common.returncode == 1 and "too common" in common.stderr
 
 
 def test_create_client_prints_its_password_once(cli):

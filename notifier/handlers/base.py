@@ -147,6 +147,24 @@ class BaseHandler(tornado.web.RequestHandler):
         super().log_exception(typ, value, tb)
 
 
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def refuse_cross_site_write(method: str, authorization: str | None, headers) -> None:
+    """A browser attaches cached HTTP Basic credentials to any request, even one another site makes it
+    send; it attaches Bearer and app credentials never (the API reads no cookie). Another site can only
+    make it send "simple" requests: no JSON Content-Type, no custom header. So a write with Basic
+    credentials must carry one of them."""
+    if method not in WRITES or not authorization or authorization.strip().split(None, 1)[0].lower() != "basic":
+        return
+    content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if content_type == "application/json" or content_type.endswith("+json") or "X-Requested-With" in headers:
+        return
+    raise Forbidden("A write with HTTP Basic credentials must send Content-Type: application/json (even without "
+                    "a body) or an X-Requested-With header, so that no other site can make a browser send it",
+                    {"Content-Type": ["must be application/json, or send X-Requested-With"]})
+
+
 def too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"Request body is larger than {limit} bytes", {"body": [f"must be at most {limit} bytes"]})
 
@@ -213,7 +231,9 @@ class APIHandler(StreamedBody):
                                            {"Content-Type": ["must be application/json"]})
         if endpoint.access == PUBLIC:
             return  # whatever Authorization header comes along is not looked at
-        self.principal = await self.ctx.auth.authenticate(self.request.headers.get("Authorization"))
+        authorization = self.request.headers.get("Authorization")
+        self.principal = await self.ctx.auth.authenticate(authorization, self.request.remote_ip)
+        refuse_cross_site_write(self.request.method, authorization, self.request.headers)
         if not allowed(endpoint.access, self.principal):
             if self.principal is None:
                 raise Unauthenticated("Authentication required")

@@ -13,7 +13,7 @@ from .. import __version__
 from ..assets import redoc_dir
 from ..auth import ACCESS, GRANTABLE, PUBLIC, Role
 from ..schemas import ErrorSchema
-from .base import BaseHandler, StaticFiles
+from .base import WRITES, BaseHandler, StaticFiles
 
 METHODS = ("get", "post", "put", "patch", "delete")
 SECURITY_SCHEMES = {
@@ -83,6 +83,12 @@ def build_spec(routes: list) -> dict:
             endpoint = getattr(getattr(handler, method, None), "endpoint", None)
             if endpoint is not None:
                 operations[method] = _operation(endpoint, re.findall(r"\(\?P<(\w+)>", pattern))
+                if endpoint.access != PUBLIC:  # the password guard's 429; a Basic write without JSON's 403
+                    refusals = (403, 429) if method.upper() in WRITES else (429,)
+                    for status in refusals:
+                        operations[method]["responses"].setdefault(str(status), {
+                            "description": http.client.responses[status],
+                            "content": {"application/json": {"schema": "Error"}}})
         if operations:
             spec.path(path=openapi_path(pattern), operations=operations)
     return add_links(spec.to_dict())

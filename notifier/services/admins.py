@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from ..auth import Authenticator, Principal, hash_password
+from ..auth import Principal
 from ..clock import Clock
-from ..errors import Conflict, Invalid, NotFound, TooManyAttempts, Unauthenticated
+from ..errors import Conflict, Invalid, NotFound
+from ..passwords import check_strength, hash_password
 from ..store import Store
 from . import object_id
 from .paging import Page, newest_first
-
-MIN_PASSWORD = 8
-MAX_FAILURES = 5
-FAILURE_WINDOW = timedelta(minutes=15)
-LOCKOUT = timedelta(minutes=15)
-
-
-def check_password_strength(password: str) -> None:
-    if len(password) < MIN_PASSWORD:
-        raise Invalid.field("password", f"must be at least {MIN_PASSWORD} characters")
 
 
 class AdminService:
@@ -33,7 +21,7 @@ class AdminService:
     async def create(self, username: str, password: str) -> dict:
         if not username or len(username) > 150:
             raise Invalid.field("username", "must be 1-150 characters")
-        check_password_strength(password)
+        check_strength(password, username)
         now = self.clock.now()
         admin = {"username": username, "password_hash": hash_password(password), "active": True,
                  "token_version": 0, "created_at": now, "updated_at": now}
@@ -75,63 +63,12 @@ class AdminService:
         return await self.get(admin_id)
 
     async def set_password(self, admin_id: str, password: str) -> None:
-        """Change the password; tokens issued before stop working."""
-        check_password_strength(password)
+        """Change the password; tokens and sessions issued before stop working."""
+        admin = await self.get(admin_id)
+        check_strength(password, admin["username"])
         result = await self.store.admins.update_one(
             {"_id": object_id(admin_id, "Admin")},
             {"$set": {"password_hash": hash_password(password), "updated_at": self.clock.now()},
              "$inc": {"token_version": 1}})
         if not result.matched_count:
             raise NotFound(f"Admin {admin_id!r} not found")
-
-
-class LoginGuard:
-    """Slows down password guessing: after MAX_FAILURES failed logins from one address within
-    FAILURE_WINDOW, that address must wait LOCKOUT before trying again (kept in the database, so every
-    instance agrees)."""
-
-    def __init__(self, store: Store, clock: Clock):
-        self.collection = store.login_failures
-        self.clock = clock
-
-    async def check(self, address: str) -> None:
-        entry = await self.collection.find_one({"_id": address})
-        now = self.clock.now()
-        if entry and entry.get("locked_until") and entry["locked_until"] > now:
-            wait = int((entry["locked_until"] - now).total_seconds()) + 1
-            minutes = max(1, round(wait / 60))
-            raise TooManyAttempts(f"Too many failed logins from your address; try again in {minutes} minute"
-                                  f"{'s' if minutes != 1 else ''}", retry_after=wait)
-
-    async def failed(self, address: str) -> None:
-        now = self.clock.now()
-        entry = await self.collection.find_one_and_update(
-            {"_id": address}, {"$inc": {"failures": 1}, "$setOnInsert": {"since": now}}, upsert=True,
-            return_document=ReturnDocument.AFTER)
-        if now - entry["since"] > FAILURE_WINDOW:
-            await self.collection.update_one({"_id": address}, {"$set": {"failures": 1, "since": now,
-                                                                        "locked_until": None}})
-        elif entry["failures"] >= MAX_FAILURES:
-            await self.collection.update_one({"_id": address}, {"$set": {"locked_until": now + LOCKOUT,
-                                                                        "failures": 0, "since": now}})
-
-    async def succeeded(self, address: str) -> None:
-        await self.collection.delete_one({"_id": address})
-
-
-class AdminLogin:
-    """An admin's username and password checked, with the failed-login guard, for the API and the admin."""
-
-    def __init__(self, auth: Authenticator, guard: LoginGuard):
-        self.auth = auth
-        self.guard = guard
-
-    async def login(self, username: str, password: str, address: str) -> Principal:
-        await self.guard.check(address)
-        try:
-            principal = await self.auth.login_admin(username, password)
-        except Unauthenticated:
-            await self.guard.failed(address)
-            raise
-        await self.guard.succeeded(address)
-        return principal

@@ -8,7 +8,7 @@ import platform
 import sys
 import time
 
-from . import api, celery_peer, ceilings, express, fanout, memory, scheduler
+from . import api, ceilings, express, fanout, memory, passwords, scheduler
 from .harness import Infra, Steal, summary, summary_row, table, write_results
 
 
@@ -66,6 +66,7 @@ def bench_scheduler(infra: Infra, args) -> dict:
 
 
 def bench_peer(infra: Infra, args) -> dict:
+    from . import celery_peer  # needs the bench extra (Celery); the other benches do not
     results = {"fanout": [], "celery": [], "steal": []}
     for run in range(args.runs):
         steal = Steal()
@@ -147,8 +148,32 @@ def bench_memory(infra: Infra, args) -> dict:
     return measured
 
 
+def bench_passwords(infra: Infra, args) -> dict:
+    results: dict[str, list] = {"quiet_p50": [], "quiet_p99": [], "storm_p50": [], "storm_p99": [], "ratio": [],
+                                "steal": []}
+    for run in range(args.runs):
+        steal = Steal()
+        measured = passwords.run(infra)
+        for name in ("quiet_p50", "quiet_p99", "storm_p50", "storm_p99", "ratio"):
+            results[name].append(measured[name])
+        results["steal"].append(steal.percent())
+        print(f"run {run + 1}: /healthz p99 {measured['quiet_p99']:.1f} ms alone, {measured['storm_p99']:.1f} ms "
+              f"under {passwords.STORM} concurrent wrong passwords (ratio {measured['ratio']:.2f}; storm answers "
+              f"{measured['storm_statuses']}; probes {measured['probes']})", flush=True)
+    figures = {name: summary(values) for name, values in results.items()}
+    rows = [("figure", "median", "min", "max")]
+    for name, label, fmt in (("quiet_p50", "/healthz alone p50 ms", "{:.1f}"), ("quiet_p99", "/healthz alone p99 ms", "{:.1f}"),
+                             ("storm_p50", "/healthz storm p50 ms", "{:.1f}"), ("storm_p99", "/healthz storm p99 ms", "{:.1f}"),
+                             ("ratio", "storm p99 / alone p99", "{:.2f}"), ("steal", "CPU steal %", "{:.1f}")):
+        rows.append(summary_row(label, figures[name], fmt))
+    print(f"\n/healthz with and without {passwords.STORM} concurrent wrong-password requests, {args.runs} runs "
+          f"(target: storm p99 <= 2x alone p99)")
+    print(table(rows))
+    return figures
+
+
 BENCHES = {"fanout": bench_fanout, "scheduler": bench_scheduler, "peer": bench_peer, "express": bench_express,
-           "api": bench_api, "memory": bench_memory}
+           "api": bench_api, "memory": bench_memory, "passwords": bench_passwords}
 
 
 def main(argv=None) -> int:

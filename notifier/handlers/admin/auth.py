@@ -31,8 +31,8 @@ class LoginHandler(AdminHandler):
         values = self.form()
         target = safe_next(values.get("next"))
         try:
-            admin = await self.ctx.login.login(values.get("username", ""), values.get("password", ""),
-                                               self.request.remote_ip)
+            admin = await self.ctx.auth.login_admin(values.get("username", ""), values.get("password", ""),
+                                                    self.request.remote_ip)
         except Unauthenticated as exc:
             self.page("login.html", status=401, values={"username": values.get("username", "")}, errors={},
                       message=exc.message, next=target)
@@ -47,6 +47,6 @@ class LoginHandler(AdminHandler):
 
 
 class LogoutHandler(AdminHandler):
-    def submit(self):
-        self.end_session()
+    async def submit(self):
+        await self.end_session()
         self.redirect(self.get_login_url())

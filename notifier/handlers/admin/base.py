@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 from urllib.parse import urlencode
 
 import tornado.web
-from bson import ObjectId
-from bson.errors import InvalidId
 
 from ...auth import Principal
 from ...errors import DomainError
@@ -19,10 +16,24 @@ SESSION_COOKIE = "notifier_admin"
 FLASH_COOKIE = "notifier_flash"
 
 
+# The admin's pages use no script, no inline style and nothing from elsewhere; no other site may frame them.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+                               "base-uri 'none'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
 class AdminHandler(FormPageHandler):
     login_required = True
     takes_upload = False  # a form with a CSV file: the larger MAX_UPLOAD_BYTES, once logged in
     current_user: Principal | None
+
+    def set_default_headers(self) -> None:
+        for name, value in SECURITY_HEADERS.items():
+            self.set_header(name, value)
 
     async def prepare(self) -> None:
         self.begin_request()
@@ -44,24 +55,29 @@ class AdminHandler(FormPageHandler):
                 "secure": self.ctx.settings.public_url.startswith("https://")}
 
     async def _session(self) -> Principal | None:
+        session_id = self._session_id()
+        return await self.ctx.auth.admin_by_session(session_id) if session_id else None
+
+    def _session_id(self) -> str | None:
         hours = self.ctx.settings.admin_session_hours
         raw = self.get_signed_cookie(SESSION_COOKIE, max_age_days=hours / 24 + 1)
-        if not raw:
-            return None
         try:
-            session = json.loads(raw)
-            if session["exp"] < time.time():
-                return None
-            return await self.ctx.auth.admin_session(ObjectId(session["id"]), session["ver"])
-        except (ValueError, KeyError, TypeError, InvalidId):
+            session_id = json.loads(raw)["sid"] if raw else None
+        except (ValueError, KeyError, TypeError):
             return None
+        return session_id if isinstance(session_id, str) else None
 
     async def start_session(self, admin: Principal) -> None:
         hours = self.ctx.settings.admin_session_hours
-        session = {"id": admin.id, "ver": await self.ctx.auth.admin_version(admin), "exp": time.time() + hours * 3600}
-        self.set_signed_cookie(SESSION_COOKIE, json.dumps(session), expires_days=hours / 24, **self._cookie_options())
+        session_id = await self.ctx.auth.open_admin_session(admin, hours)
+        self.set_signed_cookie(SESSION_COOKIE, json.dumps({"sid": session_id}), expires_days=hours / 24,
+                               **self._cookie_options())
 
-    def end_session(self) -> None:
+    async def end_session(self) -> None:
+        """Log out: the session ends in the database too, so a copied cookie is worthless."""
+        session_id = self._session_id()
+        if session_id:
+            await self.ctx.auth.close_admin_session(session_id)
         self.clear_cookie(SESSION_COOKIE, path="/admin")
 
     # --- pages ---

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...auth import PUBLIC
+from ...auth import PUBLIC, parse_authorization
 from ...schemas import TokenRequestSchema, TokenSchema
 from ..base import APIHandler, endpoint
 
@@ -16,15 +16,19 @@ class TokenHandler(APIHandler):
               response=TokenSchema, tags=("auth",), errors=(400, 401, 413, 429))
     async def post(self):
         data = self.load_body()
-        admin = await self.ctx.login.login(data["username"], data["password"], self.request.remote_ip)
+        admin = await self.ctx.auth.login_admin(data["username"], data["password"], self.request.remote_ip)
         self.respond(_token(*await self.ctx.auth.issue_admin_token(admin)))
 
 
 class TokenRefreshHandler(APIHandler):
-    @endpoint("auth:refresh", "Exchange a valid admin token for a fresh one", response=TokenSchema,
-              tags=("auth",), errors=(401, 403))
+    @endpoint("auth:refresh", "Exchange a valid admin token for a fresh one of the same session (refused once "
+              "the session is ADMIN_SESSION_MAX old)", response=TokenSchema, tags=("auth",), errors=(401, 403))
     async def post(self):
-        self.respond(_token(*await self.ctx.auth.issue_admin_token(self.principal)))
+        credentials = parse_authorization(self.request.headers["Authorization"])
+        if credentials.kind == "bearer":
+            self.respond(_token(*await self.ctx.auth.refresh_admin_token(credentials.secret)))
+        else:  # HTTP Basic: the password was just given, so a new session begins
+            self.respond(_token(*await self.ctx.auth.issue_admin_token(self.principal)))
 
 
 routes = [

@@ -51,12 +51,12 @@ async def test_a_form_that_reads_no_fields_still_checks_the_xsrf_token(logged_in
 
 
 @pytest.mark.gen_test
-async def test_repeated_failed_logins_lock_the_address_out(browser, admin):
+async def test_repeated_failed_logins_lock_the_account_out(browser, admin):
     for _ in range(5):
         assert (await browser.login(password="guess")).status == 401
     locked = await browser.login()  # even the right password waits now
     assert locked.status == 429
-    assert "Too many failed logins from your address" in text(locked)
+    assert "Too many failed logins for this account" in text(locked)
     assert int(locked.headers["Retry-After"]) > 0
 
 

@@ -72,11 +72,11 @@ async def test_patch_enable_disable_delete(api, admin):
     assert changed.body["cron"] == "0 18 * * *" and changed.body["next_run_at"] != schedule["next_run_at"]
     bad = await api.call("PATCH", path, {"timezone": "Nowhere/Else"}, auth=admin.header)
     assert bad.status == 400 and "timezone" in bad.body["errors"]
-    disabled = await api.post(f"{path}/disable", auth=admin.header)
+    disabled = await api.post(f"{path}/disable", auth=admin.header, headers={"Content-Type": "application/json"})
     assert disabled.body["enabled"] is False and disabled.body["next_run_at"] is None
-    enabled = await api.post(f"{path}/enable", auth=admin.header)
+    enabled = await api.post(f"{path}/enable", auth=admin.header, headers={"Content-Type": "application/json"})
     assert enabled.body["enabled"] is True and enabled.body["next_run_at"] is not None
-    assert (await api.delete(path, auth=admin.header)).status == 204
+    assert (await api.delete(path, auth=admin.header, headers={"Content-Type": "application/json"})).status == 204
     assert (await api.get(path, auth=admin.header)).status == 404
 
 
@@ -146,13 +146,14 @@ async def test_a_disabled_schedule_says_so_and_cannot_be_enabled_if_it_never_fir
     never = (await api.post("/api/v1/schedules", {**DAILY, "cron": "0 0 31 2 *", "enabled": False},
                             auth=admin.header)).body
     path = f"/api/v1/schedules/{never['id']}"
-    enabled = await api.post(f"{path}/enable", auth=admin.header)
+    enabled = await api.post(f"{path}/enable", auth=admin.header, headers={"Content-Type": "application/json"})
     assert enabled.status == 400 and "cron" in enabled.body["errors"]
     preview = await api.get(f"{path}/preview", auth=admin.header)
     assert preview.status == 200 and preview.body["enabled"] is False and preview.body["items"] == []
     daily = (await api.post("/api/v1/schedules", DAILY, auth=admin.header)).body
     active = (await api.get(f"/api/v1/schedules/{daily['id']}/preview?n=2", auth=admin.header)).body
     assert active["enabled"] is True and active["note"] is None and len(active["items"]) == 2
-    await api.post(f"/api/v1/schedules/{daily['id']}/disable", auth=admin.header)
+    await api.post(f"/api/v1/schedules/{daily['id']}/disable", auth=admin.header,
+                   headers={"Content-Type": "application/json"})
     paused = (await api.get(f"/api/v1/schedules/{daily['id']}/preview?n=2", auth=admin.header)).body
     assert paused["enabled"] is False and "disabled" in paused["note"] and paused["items"] == active["items"]
