@@ -147,7 +147,8 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
     notifications = NotificationService(store, settings, clock, publisher)
     guard = PasswordGuard(AttemptStore(store, clock, settings.login_window),
                           KdfPool(settings.password_workers, settings.password_queue),
-                          Limits(settings.login_account_limit, settings.login_address_limit),
+                          Limits(settings.login_account_limit, settings.login_address_limit,
+                                 settings.login_account_total_limit),
                           keys.derive("password-cache"))
     auth = Authenticator(store, settings, keys, guard)
     return Context(

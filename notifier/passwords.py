@@ -2,8 +2,11 @@
 
 The guard (PasswordGuard) serves every form that carries a password: admin HTTP Basic, the admin token
 endpoint, the admin login page and a client's `<login> <password>`. For each attempt it
-- reserves the attempt on the account's and the address's counters before any work, so concurrent
-  guesses cannot all slip in before the first failure is recorded;
+- reserves the attempt on its counters before any work, so concurrent guesses cannot all slip in before
+  the first failure is recorded: the account from this address (the lockout), the address (one source
+  guessing many logins) and the account from every address together (a higher ceiling against guessing
+  from many addresses). Locking an account per address means a stranger's wrong passwords do not lock a
+  client application out of its own integration;
 - runs scrypt exactly once, against the account's hash or a dummy one, so an unknown login costs what a
   known one does;
 - runs scrypt in a bounded thread pool, off the event loop; when the pool and its queue are full the
@@ -158,8 +161,9 @@ REFUSAL_DELAY = 1.0
 
 @dataclass(frozen=True)
 class Limits:
-    per_account: int
+    per_account: int  # from one address
     per_address: int
+    per_account_total: int  # from every address together
 
 
 class _VerifiedPasswords:
@@ -210,28 +214,31 @@ class PasswordGuard:
             raise
 
     async def _check(self, login: str, password: str, stored_hash: str | None, address: str) -> bool:
-        account, source = f"account:{login}", f"address:{address}"
+        account, source = f"account:{login}|address:{address}", f"address:{address}"
         fingerprint = self._verified.fingerprint(login, password)
         if stored_hash is not None and self._verified.hit(fingerprint, stored_hash):
             # A right password costs no scrypt and no counter, but a lockout this process knows of holds.
-            self._refuse_if_locked(account, source)
+            self._refuse_if_locked(account, source, f"account:{login}")
             return True
         # The same credentials sent concurrently (an app whose cache is cold) are one attempt.
         shared_key = fingerprint + (stored_hash or "").encode() + address.encode()
         shared = self._in_flight.get(shared_key)
         if shared is None:
-            shared = asyncio.ensure_future(self._attempt(account, source, password, stored_hash, fingerprint))
+            shared = asyncio.ensure_future(self._attempt(login, account, source, password, stored_hash,
+                                                         fingerprint))
             self._in_flight[shared_key] = shared
             shared.add_done_callback(lambda _: self._in_flight.pop(shared_key, None))
         return await asyncio.shield(shared)
 
-    async def _attempt(self, account: str, source: str, password: str, stored_hash: str | None,
+    async def _attempt(self, login: str, account: str, source: str, password: str, stored_hash: str | None,
                        fingerprint: bytes) -> bool:
-        self._refuse_if_locked(account, source)  # known here already: no database call for it
+        everywhere = f"account:{login}"
+        self._refuse_if_locked(account, source, everywhere)  # known here already: no database call for it
         with self.kdf.admit():
-            reservation = await self.counters.reserve([account, source])
-            over = [key for key, limit in ((account, self.limits.per_account), (source, self.limits.per_address))
-                    if reservation.counts[key] > limit]
+            reservation = await self.counters.reserve([account, source, everywhere])
+            limits = ((account, self.limits.per_account), (source, self.limits.per_address),
+                      (everywhere, self.limits.per_account_total))
+            over = [key for key, limit in limits if reservation.counts[key] > limit]
             if over:
                 until = time.monotonic() + reservation.retry_after
                 if len(self._locked) > 10000:
@@ -241,9 +248,10 @@ class PasswordGuard:
                 raise self._too_many(over[0], reservation.retry_after)
             right = await self.kdf.verify(password, stored_hash or DUMMY_HASH) and stored_hash is not None
         if right:
-            # The account's count starts again (only its password does that); the address's keeps its
-            # failures, or one valid account of an attacker's would reset the address between guesses.
-            await self.counters.succeeded(reservation, reset=account, release=[source])
+            # The account's count from this address starts again (only its password does that); the address's
+            # keeps its failures, or one valid account of an attacker's would reset the address between
+            # guesses, and so does the account's total, which guessers elsewhere add to.
+            await self.counters.succeeded(reservation, reset=account, release=[source, everywhere])
             self._locked.pop(account, None)
             self._verified.remember(fingerprint, stored_hash)
         return right

@@ -181,8 +181,10 @@ class Settings:
                                      "still be refreshed (the whole session's lifetime).", _int(60))
     # Password checks (admin Basic, admin token, admin login page, client login/password)
     login_window: float = setting("900", "Seconds of one window of the password-attempt counters.", _float(1.0))
-    login_account_limit: int = setting("5", "Password attempts per account (known or not) per LOGIN_WINDOW; "
-                                       "more get 429 with Retry-After.", _int(1))
+    login_account_limit: int = setting("5", "Password attempts per account (known or not) from one address per "
+                                       "LOGIN_WINDOW; more get 429 with Retry-After.", _int(1))
+    login_account_total_limit: int = setting("100", "Password attempts per account from every address together "
+                                             "per LOGIN_WINDOW; more get 429.", _int(1))
     login_address_limit: int = setting("20", "Password attempts from one address per LOGIN_WINDOW; more get 429.",
                                        _int(1))
     password_workers: int = setting("1", "Threads running scrypt for password checks, off the event loop (each "

@@ -33,7 +33,8 @@ SCENARIOS = settings(BOUNDED, max_examples=max(EXAMPLES * 2, 20), stateful_step_
 def service(tmp_path_factory, amqp_url):
     # The fuzzer sends generated Basic credentials from one address: throttling them is not under test here.
     served = Served(tmp_path_factory.mktemp("fuzz"), amqp_url, CONSUMERS_START="0", CONSUMERS_MIN="0",
-                    MAX_BODY_BYTES="65536", LOGIN_ACCOUNT_LIMIT="1000000", LOGIN_ADDRESS_LIMIT="1000000")
+                    MAX_BODY_BYTES="65536", LOGIN_ACCOUNT_LIMIT="1000000", LOGIN_ADDRESS_LIMIT="1000000",
+                    LOGIN_ACCOUNT_TOTAL_LIMIT="1000000")
     try:
         served.start()
         assert served.cli("createsuperuser", "--username", "fuzz", stdin="fuzz-password\n").returncode == 0

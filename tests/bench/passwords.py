@@ -44,7 +44,7 @@ def probe(url: str, count: int | None = None, seconds: float | None = None) -> l
 
 def run(infra: Infra, **env: str) -> dict:
     service = infra.service(CONSUMERS_START="0", CONSUMERS_MIN="0", LOGIN_ACCOUNT_LIMIT="100000000",
-                            LOGIN_ADDRESS_LIMIT="100000000", **env)
+                            LOGIN_ADDRESS_LIMIT="100000000", LOGIN_ACCOUNT_TOTAL_LIMIT="100000000", **env)
     try:
         service.start()
         result = service.cli("createsuperuser", "--username", "bench", stdin="bench-password\n")

@@ -162,3 +162,25 @@ async def test_a_full_password_pool_answers_429_with_retry_after(api, admin, mon
     assert second.status == 429 and int(second.headers["Retry-After"]) >= 1
     assert "Too many password checks" in second.body["message"]
     assert (await first).status == 401
+
+
+def _from(address: str) -> dict:
+    return {"X-Real-IP": address}
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("settings_overrides", [{"trust_proxy_headers": True, "login_account_total_limit": 8}],
+                         indirect=True)
+async def test_a_strangers_wrong_passwords_do_not_lock_the_application_out(api, client_app):
+    """The lockout is per account and address: the app keeps working from its own address, and only
+    guessing from many addresses together reaches the account's ceiling."""
+    stranger, app_host, second_stranger = "203.0.113.7", "198.51.100.1", "203.0.113.8"
+    statuses = [(await api.get("/api/v1/notifications", auth=f"shop guess-{i}", headers=_from(stranger))).status
+                for i in range(6)]
+    assert statuses == [401] * 5 + [429]
+    assert (await api.get("/api/v1/notifications", auth=client_app.header, headers=_from(app_host))).status == 200
+    statuses = [(await api.get("/api/v1/notifications", auth=f"shop more-{i}", headers=_from(second_stranger))
+                 ).status for i in range(3)]
+    assert statuses == [401, 401, 429]  # 6 + 2 attempts reach the ceiling of 8 for the account
+    refused = await api.get("/api/v1/notifications", auth=client_app.header, headers=_from("198.51.100.2"))
+    assert refused.status == 429 and "for this account" in refused.body["message"]
