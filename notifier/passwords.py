@@ -4,9 +4,10 @@ The guard (PasswordGuard) serves every form that carries a password: admin HTTP 
 endpoint, the admin login page and a client's `<login> <password>`. For each attempt it
 - reserves the attempt on its counters before any work, so concurrent guesses cannot all slip in before
   the first failure is recorded: the account from this address (the lockout), the address (one source
-  guessing many logins) and the account from every address together (a higher ceiling against guessing
-  from many addresses). Locking an account per address means a stranger's wrong passwords do not lock a
-  client application out of its own integration;
+  guessing many logins; an IPv6 address counts as its /64) and the account from every address together (a
+  higher ceiling against guessing from many addresses, which holds only for addresses that already sent a
+  wrong password for that account). So a stranger's wrong passwords, from however many addresses, never
+  lock a client application out of its own integration;
 - runs scrypt exactly once, against the account's hash or a dummy one, so an unknown login costs what a
   known one does;
 - runs scrypt in a bounded thread pool, off the event loop; when the pool and its queue are full the
@@ -21,6 +22,7 @@ import binascii
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import os
 import random
 import secrets
@@ -69,22 +71,26 @@ DUMMY_HASH = hash_password(secrets.token_hex(8))
 # --- the policy for admin passwords ----------------------------------------------------------------
 
 MIN_PASSWORD = 12
-MIN_GUESS_SCORE = 2  # zxcvbn's 0-4 scale: 0-1 are found within about 10^6 guesses
+MIN_GUESS_SCORE = 3  # zxcvbn's 0-4 scale: below 3 falls within about 10^8 guesses
+# Words an attacker of this service tries first, on top of zxcvbn's own lists.
+SERVICE_WORDS = ("notifier", "admin", "administrator", "root", "changeme", "change-me", "welcome", "password",
+                 "letmein")
 
 
 def check_strength(password: str, username: str = "") -> None:
     """12 characters or more, not a common password, not easy to derive from one (or from the username).
 
     zxcvbn's guess estimate is built on its list of the 30,000 most common passwords (and on common words,
-    keyboard walks, repeats and dates): an exact match, "passwordpassword" or "qwertyuiop12" all score
-    below 2."""
+    keyboard walks, repeats and dates): an exact match, "passwordpassword", "qwertyuiop12", "Welcome2024!"
+    or "admin@123456" (with the service's own words) all score below 3."""
     from zxcvbn import zxcvbn
     from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
     if len(password) < MIN_PASSWORD:
         raise Invalid.field("password", f"must be at least {MIN_PASSWORD} characters")
     if password.lower() in _common_passwords(FREQUENCY_LISTS) or \
-            zxcvbn(password[:100], user_inputs=[username] if username else [])["score"] < MIN_GUESS_SCORE:
+            zxcvbn(password[:100], user_inputs=[*SERVICE_WORDS, *([username] if username else [])]
+                   )["score"] < MIN_GUESS_SCORE:
         raise Invalid.field("password", "is too common or too easy to guess; choose another")
 
 
@@ -190,6 +196,19 @@ class _VerifiedPasswords:
             self._entries.popitem(last=False)
 
 
+def _network(address: str) -> str:
+    """What one source of attempts is: an IPv4 address, or an IPv6 address's /64 (one host's share)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 class PasswordGuard:
     """The one place a password is checked (see the module docstring)."""
 
@@ -214,11 +233,12 @@ class PasswordGuard:
             raise
 
     async def _check(self, login: str, password: str, stored_hash: str | None, address: str) -> bool:
-        account, source = f"account:{login}|address:{address}", f"address:{address}"
+        source = f"address:{_network(address)}"
+        account = f"account:{login}|{source}"
         fingerprint = self._verified.fingerprint(login, password)
         if stored_hash is not None and self._verified.hit(fingerprint, stored_hash):
             # A right password costs no scrypt and no counter, but a lockout this process knows of holds.
-            self._refuse_if_locked(account, source, f"account:{login}")
+            self._refuse_if_locked(account, source)
             return True
         # The same credentials sent concurrently (an app whose cache is cold) are one attempt.
         shared_key = fingerprint + (stored_hash or "").encode() + address.encode()
@@ -233,18 +253,20 @@ class PasswordGuard:
     async def _attempt(self, login: str, account: str, source: str, password: str, stored_hash: str | None,
                        fingerprint: bytes) -> bool:
         everywhere = f"account:{login}"
-        self._refuse_if_locked(account, source, everywhere)  # known here already: no database call for it
+        self._refuse_if_locked(account, source)  # known here already: no database call for it
         with self.kdf.admit():
             reservation = await self.counters.reserve([account, source, everywhere])
-            limits = ((account, self.limits.per_account), (source, self.limits.per_address),
-                      (everywhere, self.limits.per_account_total))
+            limits = [(account, self.limits.per_account), (source, self.limits.per_address)]
+            if reservation.counts[account] > 1:  # this address has guessed wrong for this account before
+                limits.append((everywhere, self.limits.per_account_total))
             over = [key for key, limit in limits if reservation.counts[key] > limit]
             if over:
                 until = time.monotonic() + reservation.retry_after
                 if len(self._locked) > 10000:
                     self._locked.clear()  # only a shortcut for cached passwords; the shared counters still hold
                 for key in over:
-                    self._locked[key] = until
+                    if key != everywhere:  # the ceiling depends on the address's own record: not a lock
+                        self._locked[key] = until
                 raise self._too_many(over[0], reservation.retry_after)
             right = await self.kdf.verify(password, stored_hash or DUMMY_HASH) and stored_hash is not None
         if right:

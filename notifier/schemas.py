@@ -216,8 +216,10 @@ class DeliveryListQuerySchema(PageQuerySchema):
 # --- users -----------------------------------------------------------------------------------------
 
 class PreferencesSchema(Schema):
-    unsubscribed_channels = fields.List(fields.Str(validate=validate.OneOf(CHANNELS)), load_default=list)
-    unsubscribed_all = fields.Bool(load_default=False)
+    """A user's own opt-outs; a PUT changes only the fields it sends."""
+
+    unsubscribed_channels = fields.List(fields.Str(validate=validate.OneOf(CHANNELS)), dump_default=list)
+    unsubscribed_all = fields.Bool(dump_default=False)
 
 
 class UserWriteSchema(Schema):

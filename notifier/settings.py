@@ -184,7 +184,8 @@ class Settings:
     login_account_limit: int = setting("5", "Password attempts per account (known or not) from one address per "
                                        "LOGIN_WINDOW; more get 429 with Retry-After.", _int(1))
     login_account_total_limit: int = setting("100", "Password attempts per account from every address together "
-                                             "per LOGIN_WINDOW; more get 429.", _int(1))
+                                             "per LOGIN_WINDOW; past it, addresses that already sent a wrong "
+                                             "password for that account get 429.", _int(1))
     login_address_limit: int = setting("20", "Password attempts from one address per LOGIN_WINDOW; more get 429.",
                                        _int(1))
     password_workers: int = setting("1", "Threads running scrypt for password checks, off the event loop (each "

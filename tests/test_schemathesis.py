@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
 
 from .served import Served
 
-ADMIN = "Basic " + base64.b64encode(b"fuzz:fuzz-password").decode()
+ADMIN = "Basic " + base64.b64encode(b"fuzz:fuzz-password-2026").decode()
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Bounded and repeatable in CI; FUZZ_EXAMPLES=500 explores further.
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
@@ -37,7 +37,7 @@ def service(tmp_path_factory, amqp_url):
                     LOGIN_ACCOUNT_TOTAL_LIMIT="1000000")
     try:
         served.start()
-        assert served.cli("createsuperuser", "--username", "fuzz", stdin="fuzz-password\n").returncode == 0
+        assert served.cli("createsuperuser", "--username", "fuzz", stdin="fuzz-password-2026\n").returncode == 0
         yield served
     finally:
         served.cleanup()

@@ -153,9 +153,12 @@ class UserService:
         """Opt the user out of one channel, or of everything with channel "all"."""
         if channel == "all":
             return await self.set_preferences(user_id, {"unsubscribed_all": True})
-        current = await self.preferences(user_id)
-        channels = sorted(set(current["unsubscribed_channels"]) | {channel})
-        return await self.set_preferences(user_id, {"unsubscribed_channels": channels})
+        check_user_id(user_id)
+        query, update = self._upsert(user_id, {})
+        # Added in place, not read and written back: two links clicked at once both hold.
+        update["$addToSet"] = {"unsubscribed_channels": channel}
+        await self.store.users.update_one(query, update, upsert=True)
+        return await self.preferences(user_id)
 
     async def inbox(self, user_id: str, limit: int, cursor: str | None, channel: str | None = None,
                     unread: bool | None = None) -> Page:

@@ -3,6 +3,8 @@ and can never re-subscribe anyone; only the user (their token, the signed link) 
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from bson import ObjectId
 
@@ -119,3 +121,19 @@ async def test_after_a_client_rewrites_the_contact_the_opted_out_user_gets_no_em
     assert [r.recipient for r in smtp.received] == ["bob@example.com"]
     skipped = await ctx.store.deliveries.find_one({"user_id": "alice"})
     assert skipped["reason"] == "unsubscribed"
+
+
+@pytest.mark.gen_test
+async def test_the_users_own_preference_writes_change_only_what_they_send(api, end_user):
+    await opted_out(api, end_user, unsubscribed_all=True)
+    after = await opted_out(api, end_user, unsubscribed_channels=["telegram"])
+    assert after == {"unsubscribed_all": True, "unsubscribed_channels": ["telegram"]}
+    unchanged = await api.put("/api/v1/me/preferences", {}, auth=end_user("alice"))
+    assert unchanged.status == 200 and unchanged.body == after
+
+
+@pytest.mark.gen_test
+async def test_unsubscribe_links_clicked_at_once_all_hold(ctx):
+    channels = ["email", "telegram", "webhook", "inbox"]
+    await asyncio.gather(*(ctx.users.unsubscribe("bob", channel) for channel in channels * 3))
+    assert sorted((await ctx.users.preferences("bob"))["unsubscribed_channels"]) == sorted(channels)

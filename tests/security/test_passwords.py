@@ -172,8 +172,9 @@ def _from(address: str) -> dict:
 @pytest.mark.parametrize("settings_overrides", [{"trust_proxy_headers": True, "login_account_total_limit": 8}],
                          indirect=True)
 async def test_a_strangers_wrong_passwords_do_not_lock_the_application_out(api, client_app):
-    """The lockout is per account and address: the app keeps working from its own address, and only
-    guessing from many addresses together reaches the account's ceiling."""
+    """The lockout is per account and address: the app keeps working from its own address and from any
+    address that never guessed wrong, while guessing from many addresses together reaches the account's
+    ceiling for the guessers."""
     stranger, app_host, second_stranger = "203.0.113.7", "198.51.100.1", "203.0.113.8"
     statuses = [(await api.get("/api/v1/notifications", auth=f"shop guess-{i}", headers=_from(stranger))).status
                 for i in range(6)]
@@ -182,5 +183,15 @@ async def test_a_strangers_wrong_passwords_do_not_lock_the_application_out(api, 
     statuses = [(await api.get("/api/v1/notifications", auth=f"shop more-{i}", headers=_from(second_stranger))
                  ).status for i in range(3)]
     assert statuses == [401, 401, 429]  # 6 + 2 attempts reach the ceiling of 8 for the account
-    refused = await api.get("/api/v1/notifications", auth=client_app.header, headers=_from("198.51.100.2"))
+    refused = await api.get("/api/v1/notifications", auth="shop once-more", headers=_from(second_stranger))
     assert refused.status == 429 and "for this account" in refused.body["message"]
+    for address in (app_host, "198.51.100.2"):  # cached, then checked afresh from a clean address
+        assert (await api.get("/api/v1/notifications", auth=client_app.header, headers=_from(address))).status == 200
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("settings_overrides", [{"trust_proxy_headers": True}], indirect=True)
+async def test_an_ipv6_host_is_one_address_whatever_its_interface_id(api):
+    statuses = [(await api.get("/api/v1/notifications", auth=f"login-{i} guess",
+                               headers=_from(f"2001:db8:1:2::{i + 1:x}"))).status for i in range(21)]
+    assert statuses == [401] * 20 + [429]

@@ -146,7 +146,8 @@ def logged_in_pages(io_loop, http_client, base_url, admin):
 
 # --- admin password policy -------------------------------------------------------------------------
 
-WEAK = ["password", "short-pass1", "passwordpassword", "qwertyuiop12", "123qweasdzxc", "aaaaaaaaaaaa", "rootroot1234"]
+WEAK = ["password", "short-pass1", "passwordpassword", "qwertyuiop12", "123qweasdzxc", "aaaaaaaaaaaa", "rootroot1234",
+        "Welcome2024!", "admin@123456", "notifier1234", "changemenow1", "Password1234!"]
 
 
 @pytest.mark.gen_test
