@@ -26,6 +26,7 @@ from tornado.simple_httpclient import SimpleAsyncHTTPClient
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # The well-known NAT64 prefix (RFC 6052); the local-use 64:ff9b:1::/48 is not global and is refused as such.
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
 REFUSED_CHECKS = ("loopback", "private", "link_local", "multicast", "reserved", "unspecified", "site_local")
 
 
@@ -139,14 +140,22 @@ def allowlist_entry(raw: str) -> str:
 
 
 class PolicyResolver(Resolver):
-    """Resolves like the event loop does, then refuses the whole answer if any address is not allowed."""
+    """Resolves like the event loop does, then refuses the whole answer if any address is not allowed.
+
+    A name that does not exist is refused too: were it "unreachable" while an internal name is "not
+    allowed", a caller could tell which internal names exist. A resolver failing for now stays retryable."""
 
     def initialize(self, allow: Allowlist, resolver: Resolver | None = None) -> None:  # a tornado Configurable
         self.allow = allow
         self.resolver = resolver or DefaultLoopResolver()
 
     async def resolve(self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC):
-        answer = await self.resolver.resolve(host, port, family)
+        try:
+            answer = await self.resolver.resolve(host, port, family)
+        except socket.gaierror as exc:
+            if exc.errno in NO_SUCH_NAME:
+                raise DestinationRefused(f"{host} does not resolve: {exc}") from None
+            raise
         if self.allow.allows_host(host):
             return answer
         for _family, sockaddr in answer:

@@ -21,19 +21,44 @@ class Message:
     is_express: bool
 
 
-class TemporaryFailure(Exception):
+# What a failed send may tell an API caller (a delivery's last_error): one of these short phrases, never the
+# contact's address nor a host, port or OS error text. The detail goes to the consumer's log line instead.
+INVALID_ADDRESS = "invalid address"
+MAIL_SERVER_UNAVAILABLE = "mail server unavailable"
+DESTINATION_REFUSED = "destination not allowed"
+DESTINATION_UNREACHABLE = "destination unreachable"
+CHANNEL_NOT_CONFIGURED = "channel not configured"
+
+
+def smtp_answer(code: int) -> str:
+    return f"SMTP {code} from the mail server"  # the code only: the server's text may quote the address
+
+
+def http_answer(status: int) -> str:
+    return f"HTTP {status} from destination"
+
+
+class SendFailure(Exception):
+    """A send that did not happen: `str()` is the public phrase, `detail` is for the log only."""
+
+    def __init__(self, public: str, detail: str = ""):
+        super().__init__(public)
+        self.detail = detail
+
+
+class TemporaryFailure(SendFailure):
     """Worth trying again later (timeouts, 4xx from SMTP, 5xx or 429 over HTTP)."""
 
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
+    def __init__(self, public: str, retry_after: float | None = None, detail: str = ""):
+        super().__init__(public, detail)
         self.retry_after = retry_after
 
 
-class PermanentFailure(Exception):
+class PermanentFailure(SendFailure):
     """Trying again would fail the same way (a rejected address, a 4xx webhook answer)."""
 
-    def __init__(self, message: str, reason: str = "rejected"):
-        super().__init__(message)
+    def __init__(self, public: str, reason: str = "rejected", detail: str = ""):
+        super().__init__(public, detail)
         self.reason = reason
 
 

@@ -18,7 +18,8 @@ from tornado.template import Loader
 
 from ..domain import one_line
 from ..settings import Settings
-from .base import Commit, Message, PermanentFailure, TemporaryFailure
+from .base import (INVALID_ADDRESS, MAIL_SERVER_UNAVAILABLE, Commit, Message, PermanentFailure, TemporaryFailure,
+                   smtp_answer)
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,9 @@ class SmtpPool:
         try:
             await smtp.connect()
         except DISCONNECTED as exc:
-            raise TemporaryFailure(f"SMTP server unreachable: {exc}") from None
+            raise TemporaryFailure(MAIL_SERVER_UNAVAILABLE, detail=f"SMTP server unreachable: {exc}") from None
         except aiosmtplib.SMTPAuthenticationError as exc:
-            raise TemporaryFailure(f"SMTP login refused: {exc}") from None
+            raise TemporaryFailure(MAIL_SERVER_UNAVAILABLE, detail=f"SMTP login refused: {exc}") from None
         return smtp
 
     @contextlib.asynccontextmanager
@@ -134,7 +135,8 @@ class EmailChannel:
             mail["To"] = Address(display_name=one_line(message.display_name), addr_spec=recipient)
             mail["Subject"] = one_line(message.title)
         except (ValueError, TypeError, MessageError) as exc:
-            raise PermanentFailure(f"cannot address {message.address!r}: {exc}", reason="invalid_contact") from None
+            raise PermanentFailure(INVALID_ADDRESS, reason="invalid_contact",
+                                   detail=f"cannot address {message.address!r}: {exc}") from None
         mail["Date"] = formatdate(usegmt=True)
         mail["Message-ID"] = f"<{message.delivery_id}@notifier>"
         mail["X-Notifier-Notification"] = message.notification_id
@@ -159,12 +161,13 @@ class EmailChannel:
                 commit()
                 await smtp.data(raw)
             except aiosmtplib.SMTPResponseException as exc:
-                text = f"SMTP {exc.code}: {exc.message}"
+                detail = f"SMTP {exc.code}: {exc.message}"
                 if 500 <= exc.code < 600:
-                    raise PermanentFailure(text) from None
-                raise TemporaryFailure(text) from None
+                    raise PermanentFailure(smtp_answer(exc.code), detail=detail) from None
+                raise TemporaryFailure(smtp_answer(exc.code), detail=detail) from None
             except DISCONNECTED as exc:
-                raise TemporaryFailure(f"SMTP connection lost: {type(exc).__name__} {exc}") from None
+                raise TemporaryFailure(MAIL_SERVER_UNAVAILABLE,
+                                       detail=f"SMTP connection lost: {type(exc).__name__} {exc}") from None
 
     async def close(self) -> None:
         for pool in self.pools.values():

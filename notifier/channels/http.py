@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
 from urllib.parse import urlsplit
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 
 from ..outbound import DestinationRefused, OutboundHTTP
-from .base import PermanentFailure, TemporaryFailure
-
-log = logging.getLogger(__name__)
+from .base import DESTINATION_REFUSED, DESTINATION_UNREACHABLE, PermanentFailure, TemporaryFailure, http_answer
 
 RETRYABLE_STATUS = {408, 425, 429}
-# All a caller learns of a refused destination: what was refused and why stays in the log.
-DESTINATION_REFUSED = "destination not allowed"
 
 
 def _retry_after(response: HTTPResponse | None) -> float | None:
@@ -27,22 +22,29 @@ def _retry_after(response: HTTPResponse | None) -> float | None:
 
 async def post_json(client: AsyncHTTPClient | OutboundHTTP, url: str, body: dict, headers: dict,
                     timeout: float) -> HTTPResponse:
-    """POST `body`; return the 2xx response or raise TemporaryFailure / PermanentFailure."""
+    """POST `body`; return the 2xx response or raise TemporaryFailure / PermanentFailure.
+
+    A caller learns the status code of an answer and nothing else: a refused connection, a timeout and a
+    name that fails to resolve for now all read "destination unreachable" (else the service is a port
+    scanner); what happened, and where (never the path, which may hold the receiver's secret), is the detail."""
     request = HTTPRequest(url, method="POST", body=json.dumps(body), request_timeout=timeout,
                           connect_timeout=timeout, follow_redirects=False,
                           headers={"Content-Type": "application/json", **headers})
     try:
         return await client.fetch(request)
     except DestinationRefused as exc:
-        log.warning("refused to connect to %s: %s", _origin(url), exc.detail)
-        raise PermanentFailure(DESTINATION_REFUSED, reason="destination_refused") from None
+        raise PermanentFailure(DESTINATION_REFUSED, reason="destination_refused",
+                               detail=f"refused to connect to {_origin(url)}: {exc.detail}") from None
     except HTTPClientError as exc:
-        status = exc.code
-        if status == 599 or status >= 500 or status in RETRYABLE_STATUS:
-            raise TemporaryFailure(f"HTTP {status}: {exc.message}", _retry_after(exc.response)) from None
-        raise PermanentFailure(f"HTTP {status}: {exc.message}") from None
+        status, detail = exc.code, f"{_origin(url)} answered HTTP {exc.code}: {exc.message}"
+        if status == 599:  # tornado's code for a timeout or a connection closed before the answer
+            raise TemporaryFailure(DESTINATION_UNREACHABLE, detail=detail) from None
+        if status >= 500 or status in RETRYABLE_STATUS:
+            raise TemporaryFailure(http_answer(status), _retry_after(exc.response), detail=detail) from None
+        raise PermanentFailure(http_answer(status), detail=detail) from None
     except OSError as exc:
-        raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from None
+        raise TemporaryFailure(DESTINATION_UNREACHABLE,
+                               detail=f"{_origin(url)} unreachable: {type(exc).__name__}: {exc}") from None
 
 
 def _origin(url: str) -> str:

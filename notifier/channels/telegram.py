@@ -6,7 +6,7 @@ import re
 
 from tornado.httpclient import AsyncHTTPClient
 
-from .base import Commit, Message, PermanentFailure
+from .base import CHANNEL_NOT_CONFIGURED, Commit, Message, PermanentFailure
 from .http import post_json
 
 CHAT_ID = re.compile(r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$")
@@ -29,7 +29,8 @@ class TelegramChannel:
 
     async def send(self, message: Message, commit: Commit) -> None:
         if not self.configured:
-            raise PermanentFailure("TELEGRAM_BOT_TOKEN is not set", reason="channel_not_configured")
+            raise PermanentFailure(CHANNEL_NOT_CONFIGURED, reason="channel_not_configured",
+                                   detail="TELEGRAM_BOT_TOKEN is not set")
         text = f"{message.title}\n\n{message.text}"
         if message.unsubscribe_url:
             text += f"\n\nUnsubscribe: {message.unsubscribe_url}"

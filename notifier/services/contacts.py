@@ -44,7 +44,7 @@ class Contacts:
             try:
                 fetched = await self._fetch(batch)
             except (TemporaryFailure, PermanentFailure, ValueError) as exc:
-                log.warning("user service unavailable for %d users: %s", len(batch), exc)
+                log.warning("user service unavailable for %d users: %s %s", len(batch), exc, getattr(exc, "detail", ""))
                 unavailable.update(batch)
                 continue
             expires = now + self.settings.users_cache_ttl

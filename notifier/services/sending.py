@@ -132,16 +132,17 @@ class Sender:
             return Outcome(delivery, ABANDONED, error="the claim's lease ran short before the send")
         try:
             await channel.send(message, lambda: self.journal.begin(delivery_id, token, channel.repeat_safe))
+        # The outcome's error is what API callers read back: the failure's public phrase only; its detail
+        # (addresses, hosts, server answers) stays in this log line, which names the delivery.
         except TemporaryFailure as exc:
-            log.info("%s to %s failed for now: %s", channel.name, user_id, exc, extra=context)
+            log.info("%s to %s failed for now: %s (%s)", channel.name, user_id, exc, exc.detail, extra=context)
             return Outcome(delivery, RETRY, error=str(exc), seconds=time.monotonic() - started)
         except PermanentFailure as exc:
-            log.info("%s to %s failed: %s", channel.name, user_id, exc, extra=context)
+            log.info("%s to %s failed: %s (%s)", channel.name, user_id, exc, exc.detail, extra=context)
             return Outcome(delivery, FAILED, exc.reason, str(exc), seconds=time.monotonic() - started)
-        except Exception as exc:  # a bug in one send must not take the batch down; it is retried and logged
+        except Exception:  # a bug in one send must not take the batch down; it is retried and logged
             log.exception("unexpected error sending delivery %s", delivery_id, extra=context)
-            return Outcome(delivery, RETRY, error=f"unexpected error: {type(exc).__name__}: {exc}",
-                           seconds=time.monotonic() - started)
+            return Outcome(delivery, RETRY, error="unexpected error", seconds=time.monotonic() - started)
         self.journal.sent(delivery_id, token)
         log.info("%s to %s sent", channel.name, user_id, extra=context)
         return Outcome(delivery, SENT, seconds=time.monotonic() - started)

@@ -4,7 +4,6 @@ pinned to it, redirects are not followed, and the caller learns only "destinatio
 from __future__ import annotations
 
 import ipaddress
-import logging
 import socket
 
 import pytest
@@ -12,7 +11,7 @@ from bson import ObjectId
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.netutil import DefaultLoopResolver, OverrideResolver, Resolver
 
-from notifier.channels.base import PermanentFailure
+from notifier.channels.base import PermanentFailure, TemporaryFailure
 from notifier.channels.http import post_json
 from notifier.outbound import Allowlist, DestinationRefused, OutboundHTTP, check_url, why_refused
 from notifier.settings import Settings, SettingsError
@@ -67,20 +66,72 @@ def test_unacceptable_url_forms_are_refused(url):
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("host", LOOPBACK_SPELLINGS)
-async def test_every_spelling_of_loopback_is_refused_before_connecting(peer, host, caplog):
+async def test_every_spelling_of_loopback_is_refused_before_connecting(peer, host):
     http = OutboundHTTP(Allowlist())
     try:
-        with caplog.at_level(logging.WARNING, logger="notifier.channels.http"):
-            with pytest.raises(PermanentFailure) as refused:
-                await post_json(http, f"http://{host}:{peer.port}/hook?token=receiver-secret", {"a": 1}, {}, 5)
+        with pytest.raises(PermanentFailure) as refused:
+            await post_json(http, f"http://{host}:{peer.port}/hook?token=receiver-secret", {"a": 1}, {}, 5)
     finally:
         http.close()
     assert refused.value.reason == "destination_refused"
     assert str(refused.value) == "destination not allowed"  # nothing about what is there
     assert peer.requests == []
-    [record] = caplog.records
-    assert "loopback" in record.getMessage() and str(peer.port) in record.getMessage()
-    assert "receiver-secret" not in record.getMessage()
+    # The detail, for the consumer's log line: what was refused and why, but not the receiver's path.
+    assert "loopback" in refused.value.detail and str(peer.port) in refused.value.detail
+    assert "receiver-secret" not in refused.value.detail
+
+
+@pytest.mark.gen_test
+async def test_a_name_that_does_not_exist_is_refused_like_an_internal_one():
+    http = OutboundHTTP(Allowlist())
+    failures = []
+    try:
+        for host in ("localhost", "localhost.", "no-such-host.invalid"):
+            with pytest.raises(PermanentFailure) as refused:
+                await post_json(http, f"http://{host}/hook", {}, {}, 5)
+            failures.append((refused.value.reason, str(refused.value)))
+    finally:
+        http.close()
+    assert failures == [("destination_refused", "destination not allowed")] * 3
+    assert "does not resolve" in refused.value.detail
+
+
+@pytest.fixture
+def silent_listener():
+    """A loopback port that accepts connections and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.gen_test
+async def test_refused_timed_out_and_unresolvable_look_the_same(silent_listener):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+
+    class FailingDns(Resolver):  # a resolver failing for now (the name may exist)
+        async def resolve(self, host, port, family=socket.AF_UNSPEC):
+            if host == "flaky.test":
+                raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+            return await DefaultLoopResolver().resolve(host, port, family)
+
+    http = OutboundHTTP(Allowlist.parse(["127.0.0.1"]), resolver=FailingDns())
+    failures = []
+    try:
+        for url in (f"http://127.0.0.1:{closed}/hook", f"http://127.0.0.1:{silent_listener}/hook",
+                    "http://flaky.test/hook"):
+            with pytest.raises(TemporaryFailure) as failed:
+                await post_json(http, url, {}, {}, 0.5)
+            failures.append((str(failed.value), failed.value.detail))
+    finally:
+        http.close()
+    assert [public for public, _ in failures] == ["destination unreachable"] * 3
+    refused, timed_out, unresolved = [detail for _, detail in failures]
+    assert str(closed) in refused and "refused" in refused.lower()
+    assert str(silent_listener) in timed_out and "timeout" in timed_out.lower()
+    assert "temporary failure" in unresolved.lower()
 
 
 @pytest.mark.gen_test
