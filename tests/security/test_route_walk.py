@@ -19,7 +19,8 @@ from ..support import TEST_ADMIN
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 BODIES = (None, b"{}", b'{"junk": [1, "x", null], ', b"[" * 64 + b"]" * 64,
-          b'{"title": "\\ud800", "recipients": ["\\udfff"], "users": [{"user_id": "\\ud800"}]}')
+          b'{"title": "\\ud800", "recipients": ["\\udfff"], "users": [{"user_id": "\\ud800"}]}',
+          b'{"webhook_url": "http://[::1", "users": [{"user_id": "w1", "webhook_url": "http://a]/"}]}')
 FORM_FIELDS = ("title", "text", "channel", "is_express", "content_id", "variables", "recipients", "notification_id",
                "user_ids", "kind", "cron", "interval_seconds", "timezone", "start_at", "end_at", "enabled",
                "misfire_policy", "misfire_grace_seconds", "user_id", "email", "telegram_chat_id", "webhook_url",
@@ -35,7 +36,7 @@ def form(value: str, **fields: str) -> bytes:
 
 FORMS = (form("-1", kind="interval"), form("America"), form("0 0 31 2 *"), form("* * * * * *"),
          form("9999-12-31T23:59:59-12:00", kind="interval"), form("1.5", kind="interval"), form("\x00"),
-         form("x" * 300))
+         form("x" * 300), form("http://[::1"))
 JUNK_IDS = ("x", str(ObjectId()), "%00", "%ff%fe", "A" * 2000, "..%2F..%2Fetc%2Fpasswd", "-1")
 PARAMETER = re.compile(r"\(\?P<(\w+)>[^)]*\)|\([^)]*\)")
 
