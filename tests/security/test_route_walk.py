@@ -1,6 +1,6 @@
 """Every route of the app (API, admin, docs, health) with every HTTP method, as every kind of caller, with
 path parameters that exist and junk ones, and with empty, trivial, broken and deeply nested bodies:
-no answer is ever a 5xx."""
+no answer is ever a 5xx, and every answer refuses sniffing and framing."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def callers(io_loop, ctx, http_client, base_url, admin, client_app, contacts_app
 
 
 @pytest.mark.gen_test(timeout=300)
-async def test_no_route_answers_5xx_to_anything(app, http_client, base_url, callers):
+async def test_no_route_answers_5xx_or_without_security_headers(app, http_client, base_url, callers):
     identities, existing = callers
     requests = []
     for rule in app.wildcard_router.rules:
@@ -120,6 +120,9 @@ async def test_no_route_answers_5xx_to_anything(app, http_client, base_url, call
                 allow_nonstandard_methods=True, request_timeout=60), raise_error=False)
         if response.code >= 500 or response.code == 599:
             failures.append(f"{response.code} {method} {path[:120]} as {identity} with {(body or b'')[:40]!r}")
+        elif response.headers.get("X-Content-Type-Options") != "nosniff" \
+                or "frame-ancestors 'none'" not in response.headers.get("Content-Security-Policy", ""):
+            failures.append(f"no security headers: {response.code} {method} {path[:120]} as {identity}")
 
     for start in range(0, len(requests), 400):
         await asyncio.gather(*(one(*request) for request in requests[start:start + 400]))
