@@ -55,6 +55,8 @@ def check_cron(expression: object) -> str | None:
     parts = expression.split()
     if len(parts) != 5 or not all(CRON_FIELD.match(part) for part in parts):
         return CRON_FORMAT
+    if re.search(r"[^0-9*/,\-?Ll]", parts[2]):
+        return "day-of-month takes numbers, *, ranges, steps and L only (no W)"
     try:
         croniter(expression)
     except (CroniterError, ValueError, KeyError, TypeError):

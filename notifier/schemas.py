@@ -6,12 +6,12 @@ The OpenAPI document is generated from these same schemas.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from urllib.parse import urlsplit
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from .auth import GRANTABLE
 from .domain import CHANNELS, CONTROL_CHARACTERS, STATUSES
+from .outbound import DestinationRefused, check_url
 from .recurrence import check_cron, check_timezone
 from .services.users import RESERVED_USER_IDS, USER_ID_RE
 
@@ -33,9 +33,15 @@ def no_control_characters(value: str | None) -> None:
         raise ValidationError("must not contain line breaks or other control characters")
 
 
-def no_user_information(url: str | None) -> None:
-    if url is not None and "@" in urlsplit(url).netloc:
-        raise ValidationError("must not contain user information (user:password@)")
+def sendable_url(url: str | None) -> None:
+    """The send path's own rule for a URL's form (scheme, host, port, no user:password@); the addresses its
+    host resolves to are checked when sending, since DNS can change in between."""
+    if url is None:
+        return
+    try:
+        check_url(url)
+    except DestinationRefused as exc:
+        raise ValidationError(f"is not a usable URL: {exc.detail}") from None
 
 
 def UserId(**kwargs) -> fields.Str:
@@ -143,7 +149,7 @@ class NotificationContentSchema(Schema):
     is_express = fields.Bool(load_default=False, metadata={"description": "Urgent: own queue, first"})
     content_id = fields.Str(allow_none=True, load_default=None, validate=validate.Length(1, 200))
     variables = fields.Dict(keys=fields.Str(validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")),
-                            values=fields.Str(validate=validate.Length(0, 2000)),
+                            values=fields.Str(validate=[validate.Length(0, 2000), no_control_characters]),
                             load_default=dict, validate=validate.Length(max=50))
 
 
@@ -230,7 +236,7 @@ class UserWriteSchema(Schema):
                                   validate=validate.Regexp(r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$",
                                                            error="must be a numeric chat id or @channel"))
     webhook_url = fields.Url(allow_none=True, schemes={"http", "https"}, require_tld=False,
-                             validate=[validate.Length(max=2000), no_user_information])
+                             validate=[validate.Length(max=2000), sendable_url])
     display_name = fields.Str(allow_none=True, validate=[validate.Length(max=200), no_control_characters])
     timezone = TimeZone(allow_none=True)
     locale = fields.Str(allow_none=True,
@@ -286,7 +292,7 @@ def Permissions(**kwargs) -> fields.List:
 
 class ClientCreateSchema(Schema):
     login = fields.Str(required=True, validate=LOGIN)
-    name = fields.Str(required=True, validate=validate.Length(1, 200))
+    name = fields.Str(required=True, validate=[validate.Length(1, 200), no_control_characters])
     permissions = Permissions(load_default=list)
 
 

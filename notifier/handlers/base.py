@@ -127,7 +127,32 @@ def endpoint(access: str, summary: str, **options: Any):
     return decorate
 
 
-class BaseHandler(tornado.web.RequestHandler):
+# What each kind of answer may load. Every answer, whatever its kind, refuses sniffing and framing.
+CSP_NOTHING = "default-src 'none'; base-uri 'none'; frame-ancestors 'none'"  # JSON, files, redirects
+CSP_ADMIN = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; "
+             "frame-ancestors 'none'")
+# The public pages (unsubscribe, their errors) run no script; their only style is inline in the page.
+CSP_PUBLIC_PAGE = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; " \
+                  "frame-ancestors 'none'"
+# ReDoc: its vendored script, the styles it injects, the spec it fetches, the blob: worker it starts.
+CSP_REDOC = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+             "font-src 'self' data:; connect-src 'self'; worker-src blob:; base-uri 'none'; frame-ancestors 'none'")
+
+
+class SecurityHeaders:
+    """The one place the security headers are set; a handler class picks its policy and referrer policy."""
+
+    content_security_policy = CSP_NOTHING
+    referrer_policy = "same-origin"
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Security-Policy", self.content_security_policy)
+        self.set_header("X-Frame-Options", "DENY")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", self.referrer_policy)
+
+
+class BaseHandler(SecurityHeaders, tornado.web.RequestHandler):
     def prepare(self) -> None:
         self.begin_request()
 
@@ -207,6 +232,7 @@ class APIHandler(StreamedBody):
     principal: Principal | None = None
 
     def set_default_headers(self) -> None:
+        super().set_default_headers()
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
 
@@ -294,6 +320,8 @@ class APIHandler(StreamedBody):
 class PageHandler(BaseHandler):
     """HTML pages: errors render as a page with the same status mapping as the API."""
 
+    content_security_policy = CSP_PUBLIC_PAGE
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         error = as_domain_error(exc) if exc is not None else None
@@ -353,10 +381,14 @@ class NotFoundHandler(APIHandler):
         raise NotFound(f"No such path: {self.request.path}")
 
 
-class StaticFiles(tornado.web.StaticFileHandler):
+class StaticFiles(SecurityHeaders, tornado.web.StaticFileHandler):
     """Static files; a path no file can have (a NUL byte) is a 404, not an error from the file system."""
 
     def parse_url_path(self, url_path: str) -> str:
         if "\x00" in url_path:
             raise tornado.web.HTTPError(404)
         return super().parse_url_path(url_path)
+
+
+class Redirect(SecurityHeaders, tornado.web.RedirectHandler):
+    """A fixed redirect, with the security headers every answer carries."""

@@ -13,7 +13,7 @@ from .. import __version__
 from ..assets import redoc_dir
 from ..auth import ACCESS, GRANTABLE, PUBLIC, Role
 from ..schemas import ErrorSchema
-from .base import WRITES, BaseHandler, StaticFiles
+from .base import CSP_REDOC, WRITES, BaseHandler, StaticFiles
 
 METHODS = ("get", "post", "put", "patch", "delete")
 SECURITY_SCHEMES = {
@@ -124,6 +124,8 @@ class OpenAPIHandler(BaseHandler):
 
 
 class RedocHandler(BaseHandler):
+    content_security_policy = CSP_REDOC
+
     def get(self):
         self.render("redoc.html")
 

@@ -10,6 +10,8 @@ from .base import PageHandler
 
 
 class UnsubscribeHandler(PageHandler):
+    referrer_policy = "no-referrer"  # the page's URL is the signed token
+
     def check_xsrf_cookie(self) -> None:
         """The signed token in the URL authorizes this form; mail clients post it without cookies."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pymongo.errors import DuplicateKeyError
 
 from ..auth import Principal
@@ -12,6 +14,10 @@ from ..store import Store
 from . import object_id
 from .paging import Page, newest_first
 
+# One rule for every way an admin is made (form, CLI, env bootstrap): a username is logged and audited, so it
+# is plain ASCII with no spaces or controls.
+USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.@+_\-]{0,149}")
+
 
 class AdminService:
     def __init__(self, store: Store, clock: Clock):
@@ -19,8 +25,9 @@ class AdminService:
         self.clock = clock
 
     async def create(self, username: str, password: str) -> dict:
-        if not username or len(username) > 150:
-            raise Invalid.field("username", "must be 1-150 characters")
+        if not USERNAME_RE.fullmatch(username):
+            raise Invalid.field("username", "must be 1-150 letters, digits, '.', '@', '+', '_' or '-' "
+                                            "(not starting with a symbol)")
         check_strength(password, username)
         now = self.clock.now()
         admin = {"username": username, "password_hash": hash_password(password), "active": True,

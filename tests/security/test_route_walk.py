@@ -1,6 +1,6 @@
 """Every route of the app (API, admin, docs, health) with every HTTP method, as every kind of caller, with
 path parameters that exist and junk ones, and with empty, trivial, broken and deeply nested bodies:
-no answer is ever a 5xx."""
+no answer is ever a 5xx, and every answer refuses sniffing and framing."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from ..support import TEST_ADMIN
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 BODIES = (None, b"{}", b'{"junk": [1, "x", null], ', b"[" * 64 + b"]" * 64,
-          b'{"title": "\\ud800", "recipients": ["\\udfff"], "users": [{"user_id": "\\ud800"}]}')
+          b'{"title": "\\ud800", "recipients": ["\\udfff"], "users": [{"user_id": "\\ud800"}]}',
+          b'{"webhook_url": "http://[::1", "users": [{"user_id": "w1", "webhook_url": "http://a]/"}]}')
 FORM_FIELDS = ("title", "text", "channel", "is_express", "content_id", "variables", "recipients", "notification_id",
                "user_ids", "kind", "cron", "interval_seconds", "timezone", "start_at", "end_at", "enabled",
                "misfire_policy", "misfire_grace_seconds", "user_id", "email", "telegram_chat_id", "webhook_url",
@@ -35,7 +36,7 @@ def form(value: str, **fields: str) -> bytes:
 
 FORMS = (form("-1", kind="interval"), form("America"), form("0 0 31 2 *"), form("* * * * * *"),
          form("9999-12-31T23:59:59-12:00", kind="interval"), form("1.5", kind="interval"), form("\x00"),
-         form("x" * 300))
+         form("x" * 300), form("http://[::1"))
 JUNK_IDS = ("x", str(ObjectId()), "%00", "%ff%fe", "A" * 2000, "..%2F..%2Fetc%2Fpasswd", "-1")
 PARAMETER = re.compile(r"\(\?P<(\w+)>[^)]*\)|\([^)]*\)")
 
@@ -88,7 +89,7 @@ def callers(io_loop, ctx, http_client, base_url, admin, client_app, contacts_app
 
 
 @pytest.mark.gen_test(timeout=300)
-async def test_no_route_answers_5xx_to_anything(app, http_client, base_url, callers):
+async def test_no_route_answers_5xx_or_without_security_headers(app, http_client, base_url, callers):
     identities, existing = callers
     requests = []
     for rule in app.wildcard_router.rules:
@@ -119,6 +120,9 @@ async def test_no_route_answers_5xx_to_anything(app, http_client, base_url, call
                 allow_nonstandard_methods=True, request_timeout=60), raise_error=False)
         if response.code >= 500 or response.code == 599:
             failures.append(f"{response.code} {method} {path[:120]} as {identity} with {(body or b'')[:40]!r}")
+        elif response.headers.get("X-Content-Type-Options") != "nosniff" \
+                or "frame-ancestors 'none'" not in response.headers.get("Content-Security-Policy", ""):
+            failures.append(f"no security headers: {response.code} {method} {path[:120]} as {identity}")
 
     for start in range(0, len(requests), 400):
         await asyncio.gather(*(one(*request) for request in requests[start:start + 400]))

@@ -122,6 +122,33 @@ async def test_admin_pages_forbid_framing_sniffing_and_leaking_referrers(http_cl
         assert page.headers["Referrer-Policy"] == "same-origin"
 
 
+def _assert_refuses_sniffing_and_framing(response, what: str) -> str:
+    csp = response.headers.get("Content-Security-Policy", "")
+    assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp, (what, csp)
+    assert response.headers.get("X-Content-Type-Options") == "nosniff", what
+    assert response.headers.get("X-Frame-Options") == "DENY", what
+    return csp
+
+
+@pytest.mark.gen_test
+async def test_every_kind_of_answer_refuses_sniffing_and_framing(api, http_client, base_url, ctx, admin):
+    browser = _browser(http_client, base_url)
+    token = ctx.links.unsubscribe_token("ann", "email")
+    answers = {path: await browser.get(path) for path in (
+        "/admin", "/admin/no-such-page", "/admin/static/admin.css", "/admin/static/missing.css",
+        "/api/schema/", "/api/schema/redoc/", "/api/schema/redoc/assets/redoc.standalone.js", "/api/v1/users",
+        "/no/such/path", "/unsubscribe/not-a-token", f"/unsubscribe/{token}")}
+    assert answers["/admin"].status == 301 and answers["/admin/no-such-page"].status == 404
+    for path, response in answers.items():
+        csp = _assert_refuses_sniffing_and_framing(response, path)
+        if path.startswith("/unsubscribe/"):
+            assert "script-src" not in csp, path
+            assert response.headers["Referrer-Policy"] == "no-referrer", path
+        elif path != "/api/schema/redoc/":
+            assert "script-src" not in csp and "'unsafe-inline'" not in csp, path
+    assert "script-src 'self'" in answers["/api/schema/redoc/"].headers["Content-Security-Policy"]
+
+
 @pytest.mark.gen_test
 async def test_admin_pages_use_no_inline_style_or_script(logged_in_pages):
     for html in logged_in_pages:

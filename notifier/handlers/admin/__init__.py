@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import tornado.web
-
-from ..base import StaticFiles
+from ..base import Redirect, StaticFiles
 from . import auth, dashboard, notifications, parked, people, schedules
 from .base import Field, Pager
 
@@ -15,7 +13,7 @@ UI_MODULES = {"Field": Field, "Pager": Pager}
 ID = r"(?P<{}>[^/]+)"
 
 routes = [
-    (r"/admin", tornado.web.RedirectHandler, {"url": "/admin/"}),
+    (r"/admin", Redirect, {"url": "/admin/"}),
     (r"/admin/", dashboard.DashboardHandler),
     (r"/admin/login", auth.LoginHandler),
     (r"/admin/logout", auth.LogoutHandler),

@@ -10,20 +10,10 @@ import tornado.web
 
 from ...auth import Principal
 from ...errors import DomainError
-from ..base import FormPageHandler, load
+from ..base import CSP_ADMIN, FormPageHandler, load
 
 SESSION_COOKIE = "notifier_admin"
 FLASH_COOKIE = "notifier_flash"
-
-
-# The admin's pages use no script, no inline style and nothing from elsewhere; no other site may frame them.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-                               "base-uri 'none'; frame-ancestors 'none'",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-}
 
 
 class AdminHandler(FormPageHandler):
@@ -31,9 +21,7 @@ class AdminHandler(FormPageHandler):
     takes_upload = False  # a form with a CSV file: the larger MAX_UPLOAD_BYTES, once logged in
     current_user: Principal | None
 
-    def set_default_headers(self) -> None:
-        for name, value in SECURITY_HEADERS.items():
-            self.set_header(name, value)
+    content_security_policy = CSP_ADMIN  # no script, no inline style, nothing from elsewhere
 
     async def prepare(self) -> None:
         self.begin_request()

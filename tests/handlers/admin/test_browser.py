@@ -89,3 +89,28 @@ def test_admin_creates_a_notification_and_sees_it_sent(service):
 
     assert sorted(r.recipient for r in smtp.received) == [f"e2e-{i}@example.com" for i in (1, 2, 3)]
     assert {r.subject for r in smtp.received} == {"Hello Reader 1", "Hello Reader 2", "Hello Reader 3"}
+
+
+@pytest.mark.browser
+def test_redoc_renders_under_its_content_security_policy(service):
+    served, _ = service
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        problems: list[str] = []
+        # Loading nothing from elsewhere is the point (ReDoc's "powered by" logo is on its CDN); anything
+        # else the policy blocks, any script error and any failed request of the page is a problem.
+        page.on("console", lambda message: problems.append(message.text) if message.type == "error"
+                and "Content Security Policy" in message.text and "Loading the image 'https://" not in message.text
+                else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.on("response", lambda response: problems.append(f"{response.status} {response.url}")
+                if response.status >= 400 and not response.url.endswith("/favicon.ico") else None)
+        page.goto(f"{served.url}/api/schema/redoc/")
+        page.wait_for_selector("h1:has-text('notifier')")
+        page.wait_for_selector("text='/api/v1/notifications'")
+        page.wait_for_load_state("networkidle")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "redoc.png"))
+        browser.close()
+    assert not problems, problems
