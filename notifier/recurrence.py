@@ -53,7 +53,7 @@ def check_cron(expression: object) -> str | None:
             or not expression.isprintable():
         return CRON_FORMAT + f" (at most {MAX_CRON} printable characters)"
     parts = expression.split()
-    if len(parts) != 5 or not all(CRON_FIELD.match(part) for part in parts):
+    if len(parts) != 5 or not all(CRON_FIELD.fullmatch(part) for part in parts):
         return CRON_FORMAT
     if re.search(r"[^0-9*/,\-?Ll]", parts[2]):
         return "day-of-month takes numbers, *, ranges, steps and L only (no W)"

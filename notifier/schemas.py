@@ -17,13 +17,23 @@ from .services.users import RESERVED_USER_IDS, USER_ID_RE
 
 MAX_PAGE = 200
 
+
+class Pattern(validate.Regexp):
+    """A regular expression the whole value must match: `$` alone lets a trailing newline through."""
+
+    def __call__(self, value):
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
 USER_ID = validate.And(
-    validate.Regexp(USER_ID_RE, error="must be 1-128 characters: letters, digits and . _ : @ + - "
-                                      "(not starting with a symbol)"),
+    Pattern(USER_ID_RE, error="must be 1-128 characters: letters, digits and . _ : @ + - "
+                              "(not starting with a symbol)"),
     validate.NoneOf(RESERVED_USER_IDS, error="is reserved"))
 LOGIN = validate.And(
-    validate.Regexp(r"^[a-z0-9][a-z0-9._\-]{2,63}$",
-                    error="must be 3-64 lowercase letters, digits, '.', '_' or '-'"),
+    Pattern(r"^[a-z0-9][a-z0-9._\-]{2,63}$",
+            error="must be 3-64 lowercase letters, digits, '.', '_' or '-'"),
     validate.NoneOf(("basic", "bearer"), error="is a reserved word"))
 
 
@@ -148,7 +158,7 @@ class NotificationContentSchema(Schema):
     channel = fields.Str(required=True, validate=validate.OneOf(CHANNELS))
     is_express = fields.Bool(load_default=False, metadata={"description": "Urgent: own queue, first"})
     content_id = fields.Str(allow_none=True, load_default=None, validate=validate.Length(1, 200))
-    variables = fields.Dict(keys=fields.Str(validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")),
+    variables = fields.Dict(keys=fields.Str(validate=Pattern(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")),
                             values=fields.Str(validate=[validate.Length(0, 2000), no_control_characters]),
                             load_default=dict, validate=validate.Length(max=50))
 
@@ -233,15 +243,15 @@ class UserWriteSchema(Schema):
 
     email = fields.Email(allow_none=True, validate=[validate.Length(max=254), no_control_characters])
     telegram_chat_id = fields.Str(allow_none=True,
-                                  validate=validate.Regexp(r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$",
-                                                           error="must be a numeric chat id or @channel"))
+                                  validate=Pattern(r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$",
+                                                   error="must be a numeric chat id or @channel"))
     webhook_url = fields.Url(allow_none=True, schemes={"http", "https"}, require_tld=False,
                              validate=[validate.Length(max=2000), sendable_url])
     display_name = fields.Str(allow_none=True, validate=[validate.Length(max=200), no_control_characters])
     timezone = TimeZone(allow_none=True)
     locale = fields.Str(allow_none=True,
-                        validate=validate.Regexp(r"^[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",
-                                                 error="must be a language tag such as en or pt-BR"))
+                        validate=Pattern(r"^[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",
+                                         error="must be a language tag such as en or pt-BR"))
     unsubscribed_channels = fields.List(fields.Str(validate=validate.OneOf(CHANNELS)),
                                         metadata={"description": "Admins only (audited): a client application "
                                                                  "sending it gets 403; users use /me/preferences"})

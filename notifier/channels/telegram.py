@@ -25,7 +25,7 @@ class TelegramChannel:
         self.timeout = timeout
 
     def valid_contact(self, value: str) -> bool:
-        return bool(CHAT_ID.match(value))
+        return bool(CHAT_ID.fullmatch(value))
 
     async def send(self, message: Message, commit: Commit) -> None:
         if not self.configured:

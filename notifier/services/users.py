@@ -32,7 +32,7 @@ RESERVED_USER_IDS = frozenset({"bulk"})  # /api/v1/users/bulk is the bulk upsert
 def check_user_id(user_id: str) -> str:
     if user_id in RESERVED_USER_IDS:
         raise Invalid.field("user_id", f"{user_id!r} is reserved")
-    if not USER_ID_RE.match(user_id):
+    if not USER_ID_RE.fullmatch(user_id):
         raise Invalid.field("user_id", "must be 1-128 characters: letters, digits and . _ : @ + -")
     return user_id
 

@@ -80,3 +80,22 @@ def test_cron_syntax_the_readme_does_not_document_is_refused(expression):
 @pytest.mark.parametrize("expression", ["0 0 L * *", "0 9 * * 1#2", "0 9 * * mon-fri", "*/5 * * jan *"])
 def test_documented_cron_syntax_is_accepted(expression):
     assert check_cron(expression) is None
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("path, body, field", [
+    ("/api/v1/users/bulk", {"users": [{"user_id": "ann\n", "email": "ann@example.com"}]}, "users"),
+    ("/api/v1/users/ann", {"telegram_chat_id": "12345\n"}, "telegram_chat_id"),
+    ("/api/v1/users/ann", {"locale": "en\n"}, "locale"),
+    ("/api/v1/clients", {"login": "crm\n", "name": "CRM"}, "login"),
+    ("/api/v1/notifications", {"title": "t", "text": "x", "channel": "inbox", "recipients": ["ann\n"]},
+     "recipients"),
+    ("/api/v1/notifications", {"title": "t", "text": "x", "channel": "inbox", "recipients": ["ann"],
+                               "variables": {"v\n": "x"}}, "variables"),
+], ids=["user id", "telegram chat id", "locale", "client login", "recipient", "variable name"])
+async def test_a_trailing_newline_never_passes_a_pattern(api, admin, path, body, field):
+    """Python's `$` matches before a final newline: every pattern must hold for the whole value."""
+    method = api.put if path == "/api/v1/users/ann" else api.post
+    response = await method(path, body, auth=admin.header)
+    assert response.status == 400 and field in response.body["errors"], response.body
+

@@ -13,7 +13,7 @@ SAFE_NEXT = re.compile(r"^/admin(/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$")
 def safe_next(target: str | None) -> str:
     """Where to go after logging in: an admin path of this site (no scheme, host, `//`, backslash or
     control character), else the dashboard."""
-    if target and SAFE_NEXT.match(target) and "//" not in target:
+    if target and SAFE_NEXT.fullmatch(target) and "//" not in target:
         return target
     return "/admin/"
 
