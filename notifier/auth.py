@@ -20,7 +20,7 @@ from bson.errors import InvalidId
 
 from .errors import Unauthenticated
 from .keys import Keys
-from .passwords import PasswordGuard, generate_password, hash_password, verify_password  # noqa: F401 (re-exported)
+from .passwords import PasswordGuard
 from .settings import Settings
 from .store import Store
 

@@ -23,6 +23,7 @@ from notifier.embedded import EmbeddedMongo
 from notifier.server import make_http_server
 from notifier.settings import Settings
 
+from .http_peer import Peer
 from .support import Api, basic, user_token
 
 RUN = uuid.uuid4().hex[:8]
@@ -158,3 +159,11 @@ def contacts_app(io_loop, ctx) -> Credentials:
     creator = Principal(Role.ADMIN, "test", "test")
     doc, password = io_loop.run_sync(lambda: ctx.clients.create("directory", "Directory", creator, GRANTABLE))
     return Credentials("directory", password, f"directory {password}", str(doc["_id"]))
+
+
+@pytest.fixture
+def peer(io_loop):
+    """A real HTTP server on loopback that records what it is sent (webhooks, the Telegram API)."""
+    server = Peer().start()
+    yield server
+    server.stop()

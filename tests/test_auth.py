@@ -9,7 +9,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from notifier.auth import Authenticator, Credentials, hash_password, parse_authorization, verify_password
+from notifier.auth import Authenticator, Credentials, parse_authorization
+from notifier.passwords import hash_password, verify_password
 from notifier.errors import Unauthenticated
 from notifier.keys import Keys
 from notifier.settings import Settings

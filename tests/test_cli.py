@@ -10,7 +10,7 @@ import uuid
 import pytest
 from pymongo import MongoClient
 
-from notifier.auth import verify_password
+from notifier.passwords import verify_password
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pymongo.errors import DuplicateKeyError
 
-from ..auth import GRANTABLE, Principal, generate_password, hash_password
+from ..auth import GRANTABLE, Principal
+from ..passwords import generate_password, hash_password
 from ..clock import Clock
 from ..errors import Conflict, Invalid, NotFound
 from ..store import Store

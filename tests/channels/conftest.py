@@ -2,15 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ..http_peer import Peer
 from ..queue.conftest import pipeline_settings, smtp, workers  # noqa: F401  (shared pipeline fixtures)
-
-
-@pytest.fixture
-def peer(io_loop):
-    server = Peer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+
+from notifier.queue.consumer import Consumer
 
 from ..smtp_server import SmtpServer
 from ..support import TEST_ADMIN, eventually
+
+
+@pytest.fixture
+def consumer(io_loop, ctx):
+    """One consumer run in this process (its log lines reach caplog), stopped and awaited afterwards."""
+    consumer = Consumer(ctx.settings, "test-host.1.1")
+    consumer.running = asyncio.ensure_future(consumer.run())
+    yield consumer
+    consumer.stopping.set()
+    io_loop.run_sync(lambda: asyncio.wait_for(consumer.running, 60))
 
 
 @pytest.fixture

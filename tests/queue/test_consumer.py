@@ -42,15 +42,6 @@ def failing_look_up(monkeypatch, times: int, error: Exception) -> list[int]:
     return calls
 
 
-@pytest.fixture
-def consumer(io_loop, ctx):
-    consumer = Consumer(ctx.settings, "test-host.1.1")
-    consumer.running = asyncio.ensure_future(consumer.run())
-    yield consumer
-    consumer.stopping.set()
-    io_loop.run_sync(lambda: asyncio.wait_for(consumer.running, 60))
-
-
 @pytest.mark.gen_test(timeout=60)
 async def test_an_outage_between_the_claim_and_the_reads_is_waited_out(ctx, smtp, monkeypatch, consumer):
     users = await add_users(ctx, 3)

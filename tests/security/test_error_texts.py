@@ -7,16 +7,14 @@ consumer in this process (so its log lines reach caplog), the real broker, datab
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 
 import pytest
 from bson import ObjectId
 
-from notifier.queue.consumer import Consumer
 
-from ..queue.conftest import pipeline_settings, settled, smtp  # noqa: F401  (shared pipeline fixtures)
+from ..queue.conftest import consumer, pipeline_settings, settled, smtp  # noqa: F401  (shared pipeline fixtures)
 from ..support import TEST_ADMIN
 
 # Linux routes all of 127/8 to the loopback interface: 127.0.0.2 is the operator's allowed internal hook host.
@@ -38,15 +36,6 @@ def settings_overrides(pipeline_settings, request):
 def mail_server_down() -> int:
     """SMTP_PORT is a port nobody listens on."""
     return closed_port("127.0.0.1")
-
-
-@pytest.fixture
-def consumer(io_loop, ctx):
-    consumer = Consumer(ctx.settings, "test-host.1.1")
-    consumer.running = asyncio.ensure_future(consumer.run())
-    yield consumer
-    consumer.stopping.set()
-    io_loop.run_sync(lambda: asyncio.wait_for(consumer.running, 60))
 
 
 def closed_port(host: str) -> int:

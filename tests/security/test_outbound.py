@@ -26,13 +26,6 @@ LOOPBACK_SPELLINGS = ["127.0.0.1", "2130706433", "0177.0.0.1", "127.1", "0x7f.1"
 
 
 @pytest.fixture
-def peer(io_loop):
-    server = Peer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def settings_overrides(pipeline_settings):
     return pipeline_settings  # OUTBOUND_ALLOW left at its default: nothing internal is allowed
 
