@@ -119,7 +119,7 @@ async def test_existing_consumers_count_toward_the_maximum(ctx, settings):
         await connection.close()
 
 
-@pytest.mark.gen_test(timeout=90)
+@pytest.mark.gen_test(timeout=150)
 @pytest.mark.parametrize("settings_overrides", [{"consumers_start": 1, "consumers_min": 1, "consumers_max": 3,
                                                  "backlog_per_consumer": 100}], indirect=True)
 async def test_pool_grows_with_backlog_and_shrinks_when_idle(ctx, smtp, workers):
@@ -129,7 +129,7 @@ async def test_pool_grows_with_backlog_and_shrinks_when_idle(ctx, smtp, workers)
         await ctx.notifications.create(principal, {"title": "t", "text": "x", "channel": "email", "is_express": False,
                                                    "content_id": None, "recipients": users})
         await ctx.publisher.drain(10)
-        await eventually(lambda: _grown(ctx, 3), timeout=20, message="pool grown to the maximum")
+        await eventually(lambda: _grown(ctx, 3), timeout=45, message="pool grown to the maximum")
         assert len(ctx.pool.processes) == 3
     await eventually(lambda: _shrunk(ctx), timeout=60, message="pool back to the minimum")
 
