@@ -135,17 +135,26 @@ async def test_pool_grows_with_backlog_and_shrinks_when_idle(ctx, smtp, workers)
 
 
 class _paused:
-    """The running consumers are frozen (SIGSTOP) while inside, so the backlog stays; beyond their
-    prefetch, messages wait ready in the queue."""
+    """Every consumer, running or spawned while inside, is frozen (SIGSTOP), so the backlog stays put
+    whichever pool check (the test's or the periodic one) sees it; beyond the first consumer's prefetch,
+    messages wait ready in the queue."""
 
     def __init__(self, ctx):
         self.ctx = ctx
+        self.spawn = ctx.pool.spawn
+
+    async def _spawn_frozen(self):
+        consumer = await self.spawn()
+        consumer.process.send_signal(signal.SIGSTOP)
+        return consumer
 
     async def __aenter__(self):
         for process in self.ctx.pool.processes.values():
             process.process.send_signal(signal.SIGSTOP)
+        self.ctx.pool.spawn = self._spawn_frozen
 
     async def __aexit__(self, *exc):
+        self.ctx.pool.spawn = self.spawn
         for process in self.ctx.pool.processes.values():
             process.process.send_signal(signal.SIGCONT)
 
