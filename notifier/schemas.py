@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from .auth import GRANTABLE
+from .access import GRANTABLE
+from .authenticator import RESERVED_LOGINS
 from .domain import CHANNELS, CONTROL_CHARACTERS, STATUSES
 from .outbound import DestinationRefused, check_url
 from .recurrence import check_cron, check_timezone
@@ -34,7 +35,7 @@ USER_ID = validate.And(
 LOGIN = validate.And(
     Pattern(r"^[a-z0-9][a-z0-9._\-]{2,63}$",
             error="must be 3-64 lowercase letters, digits, '.', '_' or '-'"),
-    validate.NoneOf(("basic", "bearer"), error="is a reserved word"))
+    validate.NoneOf(RESERVED_LOGINS, error="is a reserved word"))
 
 
 def no_control_characters(value: str | None) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable
 import jwt
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from notifier.auth import Principal, Role
+from notifier.access import Principal, Role
 
 # Who test set-up code writes as when it calls a service directly (an admin: every permission).
 TEST_ADMIN = Principal(Role.ADMIN, "test", "test")

@@ -12,7 +12,7 @@ import tornado.web
 from marshmallow import Schema, ValidationError
 from pymongo.errors import ConnectionFailure
 
-from ..auth import PUBLIC, Principal, allowed, refusal
+from ..access import PUBLIC, Principal, allowed, refusal
 from ..logs import begin_request
 from ..errors import (Conflict, DomainError, Forbidden, Invalid, NotFound, PayloadTooLarge, TooManyAttempts,
                       Unauthenticated, Unavailable, UnsupportedMediaType)

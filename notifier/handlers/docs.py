@@ -11,7 +11,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 
 from .. import __version__
 from ..assets import redoc_dir
-from ..auth import ACCESS, GRANTABLE, PUBLIC, Role
+from ..access import ACCESS, GRANTABLE, PUBLIC, Role
 from ..schemas import ErrorSchema
 from .base import CSP_REDOC, WRITES, BaseHandler, StaticFiles
 

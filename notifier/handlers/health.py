@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..auth import PUBLIC
+from ..access import PUBLIC
 from ..schemas import HealthSchema
 from .base import APIHandler, endpoint
 

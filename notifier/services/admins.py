@@ -6,7 +6,7 @@ import re
 
 from pymongo.errors import DuplicateKeyError
 
-from ..auth import Principal
+from ..access import Principal
 from ..clock import Clock
 from ..errors import Conflict, Invalid, NotFound
 from ..passwords import check_strength, hash_password

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pymongo.errors import DuplicateKeyError
 
-from ..auth import GRANTABLE, Principal
+from ..access import GRANTABLE, Principal
 from ..passwords import generate_password, hash_password
 from ..clock import Clock
 from ..errors import Conflict, Invalid, NotFound

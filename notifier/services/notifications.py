@@ -11,7 +11,7 @@ from typing import Iterable, Protocol
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from .. import logs
-from ..auth import Principal
+from ..access import Principal
 from ..clock import Clock
 from ..errors import Conflict, Invalid, NotFound
 from ..rendering import unknown_variables

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from ..auth import Principal
+from ..access import Principal
 from ..clock import Clock
 from ..errors import Invalid, NotFound
 from ..recurrence import HORIZON, UNCOMPUTABLE, check_periodicity, recurrence_of

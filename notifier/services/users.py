@@ -11,7 +11,7 @@ import re
 
 from pymongo import UpdateOne
 
-from ..auth import Principal, allowed
+from ..access import Principal, allowed
 from ..clock import Clock
 from ..errors import Forbidden, Invalid, NotFound
 from ..rendering import render

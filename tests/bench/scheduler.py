@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 from bson import ObjectId
 
-from notifier.auth import Principal, Role
+from notifier.access import Principal, Role
 from notifier.clock import ManualClock
 from notifier.context import create_context
 from notifier.services.notifications import new_delivery

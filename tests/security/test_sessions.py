@@ -9,7 +9,7 @@ import time
 import jwt
 import pytest
 
-from notifier.auth import ADMIN_TOKEN_AUDIENCE, ADMIN_TOKEN_ISSUER, ADMIN_TOKEN_KID
+from notifier.tokens import ADMIN_TOKEN_AUDIENCE, ADMIN_TOKEN_ISSUER, ADMIN_TOKEN_KID
 from notifier.errors import Invalid
 from notifier.server import bootstrap_admin
 

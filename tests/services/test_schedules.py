@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pymongo.errors import DuplicateKeyError
 
-from notifier.auth import Principal, Role
+from notifier.access import Principal, Role
 from notifier.clock import ManualClock
 from notifier.errors import Invalid
 from notifier.services.notifications import NotificationService

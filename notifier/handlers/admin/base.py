@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 import tornado.web
 
-from ...auth import Principal
+from ...access import Principal
 from ...errors import DomainError
 from ..base import CSP_ADMIN, FormPageHandler, load
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...auth import GRANTABLE
+from ...access import GRANTABLE
 from ...domain import CHANNELS
 from ...errors import Conflict, Invalid
 from ...schemas import ClientCreateSchema, ClientPermissionsSchema, PageQuerySchema, UserWriteSchema

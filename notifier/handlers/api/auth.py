@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ...auth import PUBLIC, parse_authorization
+from ...access import PUBLIC
+from ...authenticator import parse_authorization
 from ...schemas import TokenRequestSchema, TokenSchema
 from ..base import APIHandler, endpoint
 
