@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import enum
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,15 +26,22 @@ from .store import Store
 from .tokens import AdminTokens, UserTokens, is_admin_token
 
 
+class Scheme(enum.StrEnum):
+    BASIC = "basic"  # an admin's username and password
+    APP = "app"  # a client application's login and password
+    BEARER = "bearer"  # an admin token, or an end user's
+    TOKEN = "token"  # an end user's token without a scheme word
+
+
 @dataclass(frozen=True)
 class Credentials:
-    kind: str  # "basic" | "app" | "bearer" | "token"
+    kind: Scheme
     login: str = ""
     secret: str = ""
 
 
 # A client login equal to a scheme word would read as that scheme in the `<login> <password>` form.
-RESERVED_LOGINS = frozenset({"basic", "bearer"})
+RESERVED_LOGINS = frozenset({Scheme.BASIC.value, Scheme.BEARER.value})
 
 
 def parse_authorization(header: str) -> Credentials:
@@ -51,14 +59,14 @@ def parse_authorization(header: str) -> Credentials:
             raise Unauthenticated("Malformed Basic credentials") from None
         if not login or not colon:
             raise Unauthenticated("Malformed Basic credentials")
-        return Credentials("basic", login, password)
+        return Credentials(Scheme.BASIC, login, password)
     if scheme == "bearer":
         if not rest:
             raise Unauthenticated("Bearer scheme without a token")
-        return Credentials("bearer", secret=rest)
+        return Credentials(Scheme.BEARER, secret=rest)
     if rest:
-        return Credentials("app", parts[0], rest)
-    return Credentials("token", secret=parts[0])
+        return Credentials(Scheme.APP, parts[0], rest)
+    return Credentials(Scheme.TOKEN, secret=parts[0])
 
 
 async def _nothing() -> None:
@@ -79,11 +87,11 @@ class Authenticator:
         if not header:
             return None
         credentials = parse_authorization(header)
-        if credentials.kind == "basic":
+        if credentials.kind is Scheme.BASIC:
             return await self._by_password(credentials.login, credentials.secret, address, admin=True)
-        if credentials.kind == "app":
+        if credentials.kind is Scheme.APP:
             return await self._by_password(credentials.login, credentials.secret, address, admin=False)
-        if credentials.kind == "bearer" and is_admin_token(credentials.secret):
+        if credentials.kind is Scheme.BEARER and is_admin_token(credentials.secret):
             return await self.verify_admin_token(credentials.secret)
         return self.user_tokens.verify(credentials.secret)
 
