@@ -48,7 +48,7 @@ class ClientService:
             raise NotFound(f"Client {client_id!r} not found")
         return client
 
-    async def list(self, limit: int, cursor: str | None) -> Page:
+    async def page(self, limit: int, cursor: str | None) -> Page:
         return await newest_first(self.store.clients, {}, limit, cursor)
 
     async def delete(self, client_id: str) -> None:

@@ -194,7 +194,7 @@ class NotificationService:
         notification.update(counts=counts, reasons=reasons)
         return notification
 
-    async def list(self, principal: Principal, query: dict) -> Page:
+    async def page(self, principal: Principal, query: dict) -> Page:
         conditions: dict = {}
         for name in ("channel", "is_express"):
             if name in query:

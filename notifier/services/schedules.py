@@ -153,7 +153,7 @@ class ScheduleService:
             raise NotFound(f"Schedule {schedule_id!r} not found")
         return schedule
 
-    async def list(self, principal: Principal, query: dict) -> Page:
+    async def page(self, principal: Principal, query: dict) -> Page:
         conditions: dict = {}
         if "enabled" in query:
             conditions["enabled"] = query["enabled"]

@@ -122,7 +122,7 @@ class UserService:
             # Guarded by updated_at: an opt-out arriving meanwhile keeps the document.
             await self.store.users.delete_one({"_id": user["_id"], "updated_at": user["updated_at"]})
 
-    async def list(self, limit: int, cursor: str | None) -> Page:
+    async def page(self, limit: int, cursor: str | None) -> Page:
         return await by_key(self.store.users, {}, "user_id", limit, cursor)
 
     async def bulk_upsert(self, actor: Principal, users: list[dict]) -> tuple[int, int]:

@@ -51,7 +51,7 @@ class NotificationsHandler(AdminHandler):
         query = {k: (f"{v}T00:00:00" if k.startswith("created_") and len(v) == 10 else v)
                  for k, v in query.items() if v is not None}
         try:
-            page = await self.ctx.notifications.list(self.current_user,
+            page = await self.ctx.notifications.page(self.current_user,
                                                      self.validate(NotificationListQuerySchema, query))
             errors = {}
         except Invalid as exc:

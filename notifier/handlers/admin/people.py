@@ -19,7 +19,7 @@ def page_query(handler: AdminHandler) -> dict:
 class UsersHandler(AdminHandler):
     async def get(self):
         query = page_query(self)
-        page = await self.ctx.users.list(query["limit"], query.get("cursor"))
+        page = await self.ctx.users.page(query["limit"], query.get("cursor"))
         self.page("users.html", page=page, filters=self.query())
 
 
@@ -64,7 +64,7 @@ class ClientListPage(AdminHandler):
 
     async def show(self, values=None, errors=None, message=None, status=200, password=None):
         query = page_query(self)
-        page = await self.ctx.clients.list(query["limit"], query.get("cursor"))
+        page = await self.ctx.clients.page(query["limit"], query.get("cursor"))
         self.page("clients.html", status=status, page=page, filters=self.query(), values=values or {},
                   errors=errors or {}, message=message, password=password, grantable=GRANTABLE)
 
@@ -122,7 +122,7 @@ class ClientDeleteHandler(AdminHandler):
 class AdminsHandler(AdminHandler):
     async def get(self, values=None, errors=None, message=None, status=200):
         query = page_query(self)
-        page = await self.ctx.admins.list(query["limit"], query.get("cursor"))
+        page = await self.ctx.admins.page(query["limit"], query.get("cursor"))
         self.page("admins.html", status=status, page=page, filters=self.query(), values=values or {},
                   errors=errors or {}, message=message)
 

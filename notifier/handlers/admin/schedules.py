@@ -48,7 +48,7 @@ class SchedulesHandler(AdminHandler):
     async def get(self):
         filters = self.query()
         query = {k: v for k, v in blank_to_none(filters, "enabled", "cursor").items() if v is not None}
-        page = await self.ctx.schedules.list(self.current_user, self.validate(ScheduleListQuerySchema, query))
+        page = await self.ctx.schedules.page(self.current_user, self.validate(ScheduleListQuerySchema, query))
         self.page("schedules.html", page=page, filters=filters)
 
 

@@ -15,7 +15,7 @@ class UsersHandler(APIHandler):
               tags=TAGS, errors=(400, 401, 403))
     async def get(self):
         query = self.load_query()
-        self.respond(await self.ctx.users.list(query["limit"], query.get("cursor")))
+        self.respond(await self.ctx.users.page(query["limit"], query.get("cursor")))
 
 
 class UsersBulkHandler(APIHandler):
