@@ -69,11 +69,12 @@ def createsuperuser(settings: Settings, args) -> int:
 
 
 def create_client(settings: Settings, args) -> int:
+    from marshmallow import ValidationError
+
     from .access import Principal, Role
     from .clock import Clock
     from .errors import DomainError
     from .schemas import ClientCreateSchema
-    from marshmallow import ValidationError
     try:
         data = ClientCreateSchema().load({"login": args.login, "name": args.name or args.login})
     except ValidationError as exc:

@@ -26,9 +26,12 @@ class Keys:
         return hmac.new(self.derive(purpose), message, hashlib.sha256).digest()
 
     @classmethod
-    def from_root(cls, root: str, settings: Settings) -> "Keys":
+    def from_root(cls, root: str, settings: Settings) -> Keys:
         root_bytes = root.encode()
-        derived = lambda purpose: hmac.new(root_bytes, purpose.encode(), hashlib.sha256).hexdigest()
+
+        def derived(purpose: str) -> str:
+            return hmac.new(root_bytes, purpose.encode(), hashlib.sha256).hexdigest()
+
         return cls(root=root_bytes,
                    admin_jwt=settings.admin_jwt_secret or derived("admin-jwt"),
                    user_jwt=settings.user_jwt_secret or derived("user-jwt"),

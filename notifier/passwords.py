@@ -29,9 +29,10 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Awaitable, Protocol
+from typing import Protocol
 
 from .errors import Invalid, TooManyAttempts
 

@@ -19,12 +19,11 @@ from __future__ import annotations
 import functools
 import re
 import zoneinfo
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
-UTC = timezone.utc
 MAX_SKIPS = 1000
 MAX_ZONE_NAME = 64
 MAX_CRON = 100

@@ -7,7 +7,7 @@ Built on string.Template (no code runs from a template). Anything that is not a 
 from __future__ import annotations
 
 import string
-from typing import Mapping
+from collections.abc import Mapping
 
 # Filled by the service for every recipient; a notification's own `variables` add to these.
 RECIPIENT_VARIABLES = ("name", "user_id", "email", "unsubscribe_url")

@@ -5,7 +5,7 @@ The OpenAPI document is generated from these same schemas.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
@@ -88,15 +88,15 @@ def Cron(**kwargs) -> fields.Str:
     return fields.Str(validate=_valid_cron, **kwargs)
 
 
-EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
-LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 class BoundedDateTime(fields.AwareDateTime):
     """An ISO 8601 instant from 1970 to 2199, UTC when no offset is given; always timezone-aware."""
 
     def __init__(self, **kwargs):
-        super().__init__(default_timezone=timezone.utc, **kwargs)
+        super().__init__(default_timezone=UTC, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         try:

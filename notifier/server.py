@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 from tornado.httpserver import HTTPServer
 
 from .app import make_app
-from .handlers.metrics import metrics_app
 from .assets import redoc_present
 from .context import Context, create_context
-from .errors import DomainError
 from .embedded import EmbeddedError, EmbeddedMongo, EmbeddedProcess, EmbeddedRabbit
+from .errors import DomainError
+from .handlers.metrics import metrics_app
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ async def run(settings: Settings, embedded: list[EmbeddedProcess] = ()) -> None:
         server.stop()
     try:
         await asyncio.wait_for(asyncio.gather(*(s.close_all_connections() for s in servers)), HTTP_DRAIN_SECONDS)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("in-flight requests did not finish in %.0fs", HTTP_DRAIN_SECONDS)
     await ctx.stop_workers()
     await ctx.close()

@@ -6,8 +6,9 @@ import asyncio
 import base64
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import jwt
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest

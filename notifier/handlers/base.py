@@ -13,9 +13,19 @@ from marshmallow import Schema, ValidationError
 from pymongo.errors import ConnectionFailure
 
 from ..access import PUBLIC, Principal, allowed, refusal
+from ..errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    PayloadTooLarge,
+    TooManyAttempts,
+    Unauthenticated,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from ..logs import begin_request
-from ..errors import (Conflict, DomainError, Forbidden, Invalid, NotFound, PayloadTooLarge, TooManyAttempts,
-                      Unauthenticated, Unavailable, UnsupportedMediaType)
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from .. import __version__
-from ..assets import redoc_dir
 from ..access import ACCESS, GRANTABLE, PUBLIC, Role
+from ..assets import redoc_dir
 from ..schemas import ErrorSchema
 from .base import CSP_REDOC, WRITES, BaseHandler, StaticFiles
 

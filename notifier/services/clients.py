@@ -9,9 +9,9 @@ from __future__ import annotations
 from pymongo.errors import DuplicateKeyError
 
 from ..access import GRANTABLE, Principal
-from ..passwords import generate_password, hash_password
 from ..clock import Clock
 from ..errors import Conflict, Invalid, NotFound
+from ..passwords import generate_password, hash_password
 from ..store import Store
 from . import object_id
 from .paging import Page, newest_first

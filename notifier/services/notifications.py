@@ -1,4 +1,4 @@
-"""Notifications and their per-recipient deliveries (the original's Notification and UsersNotification)."""
+"""Notifications and their per-recipient deliveries."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import hashlib
 import json
 import logging
 import re
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 

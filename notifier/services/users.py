@@ -14,6 +14,7 @@ from pymongo import UpdateOne
 from ..access import Principal, allowed
 from ..clock import Clock
 from ..errors import Forbidden, Invalid, NotFound
+from ..links import ALL_CHANNELS
 from ..rendering import render
 from ..store import Store
 from . import object_id
@@ -150,8 +151,8 @@ class UserService:
         return await self.preferences(user_id)
 
     async def unsubscribe(self, user_id: str, channel: str) -> dict:
-        """Opt the user out of one channel, or of everything with channel "all"."""
-        if channel == "all":
+        """Opt the user out of one channel, or of everything with channel ALL_CHANNELS."""
+        if channel == ALL_CHANNELS:
             return await self.set_preferences(user_id, {"unsubscribed_all": True})
         check_user_id(user_id)
         query, update = self._upsert(user_id, {})

@@ -7,8 +7,7 @@ import io
 
 from ...domain import CHANNELS, STATUSES
 from ...errors import Invalid
-from ...schemas import (DeliveryListQuerySchema, NotificationCreateSchema, NotificationListQuerySchema,
-                        RecipientsSchema)
+from ...schemas import DeliveryListQuerySchema, NotificationCreateSchema, NotificationListQuerySchema, RecipientsSchema
 from .base import AdminHandler, blank_to_none, checkbox, invalid_errors, split_ids
 
 CHANNEL_OPTIONS = tuple((c, c) for c in CHANNELS)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from ...schemas import (ClientCreatedSchema, ClientCreateSchema, ClientPermissionsSchema, ClientSchema,
-                        PageQuerySchema, page_of)
+from ...schemas import (
+    ClientCreatedSchema,
+    ClientCreateSchema,
+    ClientPermissionsSchema,
+    ClientSchema,
+    PageQuerySchema,
+    page_of,
+)
 from ..base import APIHandler, endpoint
 
 TAGS = ("clients",)

@@ -29,8 +29,8 @@ class MyPreferencesHandler(APIHandler):
     async def get(self):
         self.respond(await self.ctx.users.preferences(self.principal.id))
 
-    @endpoint("me", "Unsubscribe from channels, or from everything (only the fields sent change)", body=PreferencesSchema,
-              response=PreferencesSchema, tags=TAGS, errors=(400, 401, 403, 415))
+    @endpoint("me", "Unsubscribe from channels, or from everything (only the fields sent change)",
+              body=PreferencesSchema, response=PreferencesSchema, tags=TAGS, errors=(400, 401, 403, 415))
     async def put(self):
         self.respond(await self.ctx.users.set_preferences(self.principal.id, self.load_body()))
 

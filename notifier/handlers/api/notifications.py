@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from ...errors import Invalid
-from ...schemas import (DeliveryListQuerySchema, DeliverySchema, NotificationCreateSchema,
-                        NotificationDetailSchema, NotificationListQuerySchema, NotificationSchema,
-                        RecipientsAddedSchema, RecipientsSchema, page_of)
+from ...schemas import (
+    DeliveryListQuerySchema,
+    DeliverySchema,
+    NotificationCreateSchema,
+    NotificationDetailSchema,
+    NotificationListQuerySchema,
+    NotificationSchema,
+    RecipientsAddedSchema,
+    RecipientsSchema,
+    page_of,
+)
 from ..base import APIHandler, endpoint
 
 TAGS = ("notifications",)

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from ...schemas import (PageQuerySchema, PeriodicitySchema, PreviewQuerySchema, PreviewSchema, ScheduleCreateSchema,
-                        ScheduleListQuerySchema, ScheduleRunSchema, ScheduleSchema, page_of)
+from ...schemas import (
+    PageQuerySchema,
+    PeriodicitySchema,
+    PreviewQuerySchema,
+    PreviewSchema,
+    ScheduleCreateSchema,
+    ScheduleListQuerySchema,
+    ScheduleRunSchema,
+    ScheduleSchema,
+    page_of,
+)
 from ..base import APIHandler, endpoint
 
 TAGS = ("schedules",)

@@ -3,8 +3,7 @@ granted `contacts:read` / `contacts:write`. Opt-outs are the user's: see service
 
 from __future__ import annotations
 
-from ...schemas import (UserListQuerySchema, UserSchema, UsersBulkResultSchema, UsersBulkSchema, UserWriteSchema,
-                        page_of)
+from ...schemas import UserListQuerySchema, UsersBulkResultSchema, UsersBulkSchema, UserSchema, UserWriteSchema, page_of
 from ..base import APIHandler, endpoint
 
 TAGS = ("users",)
