@@ -5,12 +5,10 @@ from __future__ import annotations
 import csv
 import io
 
-from ...domain import CHANNELS, STATUSES
+from ...domain import STATUSES
 from ...errors import Invalid
 from ...schemas import DeliveryListQuerySchema, NotificationCreateSchema, NotificationListQuerySchema, RecipientsSchema
-from .base import AdminHandler, blank_to_none, checkbox, invalid_errors, split_ids
-
-CHANNEL_OPTIONS = tuple((c, c) for c in CHANNELS)
+from .base import CHANNEL_OPTIONS, AdminHandler, blank_to_none, checkbox, invalid_errors, split_ids
 
 
 def recipients_from(handler: AdminHandler, values: dict) -> list[str]:

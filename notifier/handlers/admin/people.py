@@ -156,6 +156,6 @@ class AdminPasswordHandler(AdminHandler):
         except Invalid as exc:
             self.after("/admin/admins", f"Password not changed: {exc.message}")
             return
-        if admin_id == self.current_user.id:
-            await self.start_session(self.current_user)  # the change logged every session out, but not this one
+        if admin_id == self.admin.id:
+            await self.start_session(self.admin)  # the change logged every session out, but not this one
         self.after("/admin/admins", f"Password of {admin['username']} changed; their other sessions are logged out.")
