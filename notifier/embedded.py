@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from .procs import die_with_parent, free_port, wait_for_port
@@ -193,8 +194,10 @@ class EmbeddedMongo(EmbeddedProcess):
         try:
             self._spawn(timeout)
             setup = str(self.setup_file)
-            with MongoClient(mongo_url(self.host, self.port), tls=True, tlsCAFile=setup, tlsCertificateKeyFile=setup,
-                             serverSelectionTimeoutMS=int(timeout * 1000)) as client:
+            client: MongoClient[dict[str, Any]] = MongoClient(
+                mongo_url(self.host, self.port), tls=True, tlsCAFile=setup, tlsCertificateKeyFile=setup,
+                serverSelectionTimeoutMS=int(timeout * 1000))
+            with client:
                 try:
                     client.admin.command("createUser", self.username, pwd=password, roles=["root"])
                 except OperationFailure as exc:

@@ -44,5 +44,8 @@ async def load_keys(store: Store, settings: Settings) -> Keys:
     if not root:
         await store.meta.update_one({"_id": "secret_key"},
                                     {"$setOnInsert": {"value": secrets.token_hex(32)}}, upsert=True)
-        root = (await store.meta.find_one({"_id": "secret_key"}))["value"]
+        stored = await store.meta.find_one({"_id": "secret_key"})
+        if stored is None:
+            raise RuntimeError("the generated root key was not found in the database after it was stored")
+        root = stored["value"]
     return Keys.from_root(root, settings)

@@ -119,9 +119,12 @@ class Recurrence:
         return found
 
     def _interval_after(self, moment: datetime) -> datetime:
+        interval = self.interval
+        if interval is None:  # one of UNCOMPUTABLE, as the arithmetic with None would have raised
+            raise TypeError("a recurrence without a cron expression needs interval_seconds")
         elapsed = (moment - self.anchor).total_seconds()
-        steps = int(elapsed // self.interval) + 1 if elapsed >= 0 else 0
-        return self.anchor + timedelta(seconds=steps * self.interval)
+        steps = int(elapsed // interval) + 1 if elapsed >= 0 else 0
+        return self.anchor + timedelta(seconds=steps * interval)
 
     def _cron_after(self, moment: datetime) -> datetime | None:
         # Matched on naive local wall time, so that the DST rules above are ours, not croniter's.

@@ -13,9 +13,8 @@ from collections.abc import Mapping
 RECIPIENT_VARIABLES = ("name", "user_id", "email", "unsubscribe_url")
 
 
-class NotificationTemplate(string.Template):
-    delimiter = "{{"
-    pattern = r"""
+# `{{ name }}` only: no `$`-style braced, escaped or invalid forms.
+PLACEHOLDER = r"""
         \{\{\s*(?:
           (?P<named>[A-Za-z_][A-Za-z0-9_]*)\s*\}\}
         | (?P<braced>(?!))
@@ -23,6 +22,12 @@ class NotificationTemplate(string.Template):
         | (?P<invalid>(?!))
         )
     """
+
+
+class NotificationTemplate(string.Template):
+    delimiter = "{{"
+    # string.Template compiles a str pattern when the subclass is made; typeshed knows only the compiled one.
+    pattern = PLACEHOLDER  # type: ignore[assignment]
 
 
 def unknown_variables(text: str, variables: Mapping[str, str]) -> list[str]:

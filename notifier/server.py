@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from tornado.httpserver import HTTPServer
@@ -44,7 +45,7 @@ async def bootstrap_admin(ctx: Context) -> None:
         log.info("created admin %r from NOTIFIER_ADMIN_USERNAME", ctx.settings.notifier_admin_username)
 
 
-async def run(settings: Settings, embedded: list[EmbeddedProcess] = ()) -> None:
+async def run(settings: Settings, embedded: Sequence[EmbeddedProcess] = ()) -> None:
     ctx: Context = await create_context(settings, settings.mongo_url)
     if settings.notifier_admin_username:
         await bootstrap_admin(ctx)

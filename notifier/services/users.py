@@ -109,14 +109,14 @@ class UserService:
         re-creating a contact must not re-subscribe anyone."""
         if allowed("preferences:write", actor):
             before = await self._preferences_of([user_id])
-            result = await self.store.users.delete_one({"user_id": user_id})
-            if not result.deleted_count:
+            deleted = await self.store.users.delete_one({"user_id": user_id})
+            if not deleted.deleted_count:
                 raise NotFound(f"User {user_id!r} not found")
             await self._audit_preferences(actor, before)
             return
-        result = await self.store.users.update_one(
+        cleared = await self.store.users.update_one(
             {"user_id": user_id}, {"$set": {**dict.fromkeys(CONTACT_FIELDS), "updated_at": self.clock.now()}})
-        if not result.matched_count:
+        if not cleared.matched_count:
             raise NotFound(f"User {user_id!r} not found")
         user = await self.store.users.find_one({"user_id": user_id})
         if user and not (user.get("unsubscribed_all") or user.get("unsubscribed_channels")):
