@@ -23,11 +23,11 @@ RUN apt-get update \
 
 WORKDIR /app
 
-# Dependencies first, so a code change does not reinstall them (their ranges are in setup.py).
-COPY setup.py README.md ./
+# Dependencies first, so a code change does not reinstall them (their ranges are in setup.py, their exact
+# versions in constraints.txt).
+COPY setup.py README.md constraints.txt ./
 COPY notifier/__init__.py notifier/__init__.py
-# hadolint ignore=DL3013
-RUN pip install ".[embedded]" && pip uninstall -y notifier
+RUN pip install -c constraints.txt ".[embedded]" && pip uninstall -y notifier
 
 COPY notifier notifier
 COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh

@@ -51,12 +51,12 @@ ensure_rabbitmq() {
 }
 
 ensure_venv() {
-    # $1: the extras to install, e.g. "embedded,test"
+    # $1: the extras to install, e.g. "embedded,test"; every version is the one constraints.txt pins.
     if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV"
     fi
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$REPO[$1]"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$REPO/constraints.txt" --upgrade pip
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$REPO/constraints.txt" -e "$REPO[$1]"
     (cd "$REPO" && "$VENV/bin/notifier" fetch-assets >/dev/null)
 }
 

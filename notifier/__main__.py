@@ -69,11 +69,12 @@ def createsuperuser(settings: Settings, args) -> int:
 
 
 def create_client(settings: Settings, args) -> int:
-    from .auth import Principal, Role
+    from marshmallow import ValidationError
+
+    from .access import Principal, Role
     from .clock import Clock
     from .errors import DomainError
     from .schemas import ClientCreateSchema
-    from marshmallow import ValidationError
     try:
         data = ClientCreateSchema().load({"login": args.login, "name": args.name or args.login})
     except ValidationError as exc:
@@ -96,12 +97,12 @@ def create_client(settings: Settings, args) -> int:
 
 
 def user_token(settings: Settings, args) -> int:
-    from .auth import Authenticator
     from .keys import load_keys
+    from .tokens import UserTokens
 
     async def work(store):
         keys = await load_keys(store, settings)
-        return Authenticator(store, settings, keys).issue_user_token(args.user_id, args.ttl)
+        return UserTokens(settings, keys).issue(args.user_id, args.ttl)
 
     with database(settings) as url:
         print(asyncio.run(_with_store(settings, url, work)))

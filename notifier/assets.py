@@ -37,5 +37,8 @@ def fetch_redoc(assets_dir: str, timeout: float = 60.0) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as archive:
         for member, name in REDOC_FILES.items():
-            (target / name).write_bytes(archive.extractfile(member).read())
+            extracted = archive.extractfile(member)
+            if extracted is None:
+                raise RuntimeError(f"{REDOC_TARBALL} has no file {member}")
+            (target / name).write_bytes(extracted.read())
     return target

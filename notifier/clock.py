@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 
 def _to_millis(moment: datetime) -> datetime:
@@ -12,20 +12,20 @@ def _to_millis(moment: datetime) -> datetime:
 
 class Clock:
     def now(self) -> datetime:
-        return _to_millis(datetime.now(timezone.utc))
+        return _to_millis(datetime.now(UTC))
 
 
 class ManualClock(Clock):
     """A clock that only moves when told to."""
 
     def __init__(self, start: datetime):
-        self._now = _to_millis(start.astimezone(timezone.utc))
+        self._now = _to_millis(start.astimezone(UTC))
 
     def now(self) -> datetime:
         return self._now
 
     def set(self, moment: datetime) -> None:
-        self._now = _to_millis(moment.astimezone(timezone.utc))
+        self._now = _to_millis(moment.astimezone(UTC))
 
     def advance(self, seconds: float) -> None:
         self._now = _to_millis(self._now + timedelta(seconds=seconds))

@@ -11,7 +11,7 @@ from typing import Awaitable, Callable
 from pymongo.errors import ConnectionFailure
 
 from . import metrics
-from .auth import Authenticator
+from .authenticator import Authenticator
 from .clock import Clock
 from .keys import Keys, load_keys
 from .links import Links

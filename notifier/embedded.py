@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from .procs import die_with_parent, free_port, wait_for_port
@@ -62,10 +63,11 @@ def setup_certificate() -> bytes:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "notifier embedded database setup")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
                    .serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
                    .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
                    .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
                                   critical=False)
@@ -192,8 +194,10 @@ class EmbeddedMongo(EmbeddedProcess):
         try:
             self._spawn(timeout)
             setup = str(self.setup_file)
-            with MongoClient(mongo_url(self.host, self.port), tls=True, tlsCAFile=setup, tlsCertificateKeyFile=setup,
-                             serverSelectionTimeoutMS=int(timeout * 1000)) as client:
+            client: MongoClient[dict[str, Any]] = MongoClient(
+                mongo_url(self.host, self.port), tls=True, tlsCAFile=setup, tlsCertificateKeyFile=setup,
+                serverSelectionTimeoutMS=int(timeout * 1000))
+            with client:
                 try:
                     client.admin.command("createUser", self.username, pwd=password, roles=["root"])
                 except OperationFailure as exc:

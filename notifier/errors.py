@@ -16,7 +16,7 @@ class Invalid(DomainError):
     """The input is well-formed but not acceptable."""
 
     @classmethod
-    def field(cls, name: str, message: str) -> "Invalid":
+    def field(cls, name: str, message: str) -> Invalid:
         return cls(f"Invalid {name}: {message}", {name: [message]})
 
 

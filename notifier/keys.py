@@ -26,9 +26,12 @@ class Keys:
         return hmac.new(self.derive(purpose), message, hashlib.sha256).digest()
 
     @classmethod
-    def from_root(cls, root: str, settings: Settings) -> "Keys":
+    def from_root(cls, root: str, settings: Settings) -> Keys:
         root_bytes = root.encode()
-        derived = lambda purpose: hmac.new(root_bytes, purpose.encode(), hashlib.sha256).hexdigest()
+
+        def derived(purpose: str) -> str:
+            return hmac.new(root_bytes, purpose.encode(), hashlib.sha256).hexdigest()
+
         return cls(root=root_bytes,
                    admin_jwt=settings.admin_jwt_secret or derived("admin-jwt"),
                    user_jwt=settings.user_jwt_secret or derived("user-jwt"),
@@ -41,5 +44,8 @@ async def load_keys(store: Store, settings: Settings) -> Keys:
     if not root:
         await store.meta.update_one({"_id": "secret_key"},
                                     {"$setOnInsert": {"value": secrets.token_hex(32)}}, upsert=True)
-        root = (await store.meta.find_one({"_id": "secret_key"}))["value"]
+        stored = await store.meta.find_one({"_id": "secret_key"})
+        if stored is None:
+            raise RuntimeError("the generated root key was not found in the database after it was stored")
+        root = stored["value"]
     return Keys.from_root(root, settings)

@@ -14,7 +14,6 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from .queue.metrics import LATENCY_BUCKETS
 
-
 REGISTRY = CollectorRegistry()
 HTTP_REQUESTS = Counter("notifier_http_requests_total", "HTTP requests answered, by route and status",
                         ["method", "route", "status"], registry=REGISTRY)

@@ -100,7 +100,7 @@ class Allowlist:
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @classmethod
-    def parse(cls, entries: tuple[str, ...] | list[str]) -> "Allowlist":
+    def parse(cls, entries: tuple[str, ...] | list[str]) -> Allowlist:
         hosts, networks = set(), []
         for entry in entries:
             try:

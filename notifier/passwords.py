@@ -29,9 +29,10 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Awaitable, Protocol
+from typing import Protocol
 
 from .errors import Invalid, TooManyAttempts
 
@@ -269,7 +270,7 @@ class PasswordGuard:
                         self._locked[key] = until
                 raise self._too_many(over[0], reservation.retry_after)
             right = await self.kdf.verify(password, stored_hash or DUMMY_HASH) and stored_hash is not None
-        if right:
+        if right and stored_hash is not None:  # (right implies it; said again for the type checker)
             # The account's count from this address starts again (only its password does that); the address's
             # keeps its failures, or one valid account of an attacker's would reset the address between
             # guesses, and so does the account's total, which guessers elsewhere add to.

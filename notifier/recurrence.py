@@ -19,12 +19,11 @@ from __future__ import annotations
 import functools
 import re
 import zoneinfo
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
-UTC = timezone.utc
 MAX_SKIPS = 1000
 MAX_ZONE_NAME = 64
 MAX_CRON = 100
@@ -120,9 +119,12 @@ class Recurrence:
         return found
 
     def _interval_after(self, moment: datetime) -> datetime:
+        interval = self.interval
+        if interval is None:  # one of UNCOMPUTABLE, as the arithmetic with None would have raised
+            raise TypeError("a recurrence without a cron expression needs interval_seconds")
         elapsed = (moment - self.anchor).total_seconds()
-        steps = int(elapsed // self.interval) + 1 if elapsed >= 0 else 0
-        return self.anchor + timedelta(seconds=steps * self.interval)
+        steps = int(elapsed // interval) + 1 if elapsed >= 0 else 0
+        return self.anchor + timedelta(seconds=steps * interval)
 
     def _cron_after(self, moment: datetime) -> datetime | None:
         # Matched on naive local wall time, so that the DST rules above are ours, not croniter's.

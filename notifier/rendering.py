@@ -7,15 +7,14 @@ Built on string.Template (no code runs from a template). Anything that is not a 
 from __future__ import annotations
 
 import string
-from typing import Mapping
+from collections.abc import Mapping
 
 # Filled by the service for every recipient; a notification's own `variables` add to these.
 RECIPIENT_VARIABLES = ("name", "user_id", "email", "unsubscribe_url")
 
 
-class NotificationTemplate(string.Template):
-    delimiter = "{{"
-    pattern = r"""
+# `{{ name }}` only: no `$`-style braced, escaped or invalid forms.
+PLACEHOLDER = r"""
         \{\{\s*(?:
           (?P<named>[A-Za-z_][A-Za-z0-9_]*)\s*\}\}
         | (?P<braced>(?!))
@@ -23,6 +22,12 @@ class NotificationTemplate(string.Template):
         | (?P<invalid>(?!))
         )
     """
+
+
+class NotificationTemplate(string.Template):
+    delimiter = "{{"
+    # string.Template compiles a str pattern when the subclass is made; typeshed knows only the compiled one.
+    pattern = PLACEHOLDER  # type: ignore[assignment]
 
 
 def unknown_variables(text: str, variables: Mapping[str, str]) -> list[str]:

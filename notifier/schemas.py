@@ -5,11 +5,12 @@ The OpenAPI document is generated from these same schemas.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from .auth import GRANTABLE
+from .access import GRANTABLE
+from .authenticator import RESERVED_LOGINS
 from .domain import CHANNELS, CONTROL_CHARACTERS, STATUSES
 from .outbound import DestinationRefused, check_url
 from .recurrence import check_cron, check_timezone
@@ -34,7 +35,7 @@ USER_ID = validate.And(
 LOGIN = validate.And(
     Pattern(r"^[a-z0-9][a-z0-9._\-]{2,63}$",
             error="must be 3-64 lowercase letters, digits, '.', '_' or '-'"),
-    validate.NoneOf(("basic", "bearer"), error="is a reserved word"))
+    validate.NoneOf(RESERVED_LOGINS, error="is a reserved word"))
 
 
 def no_control_characters(value: str | None) -> None:
@@ -87,15 +88,15 @@ def Cron(**kwargs) -> fields.Str:
     return fields.Str(validate=_valid_cron, **kwargs)
 
 
-EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
-LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 class BoundedDateTime(fields.AwareDateTime):
     """An ISO 8601 instant from 1970 to 2199, UTC when no offset is given; always timezone-aware."""
 
     def __init__(self, **kwargs):
-        super().__init__(default_timezone=timezone.utc, **kwargs)
+        super().__init__(default_timezone=UTC, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         try:

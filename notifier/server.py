@@ -9,16 +9,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from tornado.httpserver import HTTPServer
 
 from .app import make_app
-from .handlers.metrics import metrics_app
 from .assets import redoc_present
 from .context import Context, create_context
-from .errors import DomainError
 from .embedded import EmbeddedError, EmbeddedMongo, EmbeddedProcess, EmbeddedRabbit
+from .errors import DomainError
+from .handlers.metrics import metrics_app
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ async def bootstrap_admin(ctx: Context) -> None:
         log.info("created admin %r from NOTIFIER_ADMIN_USERNAME", ctx.settings.notifier_admin_username)
 
 
-async def run(settings: Settings, embedded: list[EmbeddedProcess] = ()) -> None:
+async def run(settings: Settings, embedded: Sequence[EmbeddedProcess] = ()) -> None:
     ctx: Context = await create_context(settings, settings.mongo_url)
     if settings.notifier_admin_username:
         await bootstrap_admin(ctx)
@@ -74,7 +75,7 @@ async def run(settings: Settings, embedded: list[EmbeddedProcess] = ()) -> None:
         server.stop()
     try:
         await asyncio.wait_for(asyncio.gather(*(s.close_all_connections() for s in servers)), HTTP_DRAIN_SECONDS)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("in-flight requests did not finish in %.0fs", HTTP_DRAIN_SECONDS)
     await ctx.stop_workers()
     await ctx.close()

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import aiormq
 import pytest
 
+from notifier.access import GRANTABLE, Principal, Role
 from notifier.app import make_app
-from notifier.auth import GRANTABLE, Principal, Role
 from notifier.context import create_context
 from notifier.embedded import EmbeddedMongo
 from notifier.server import make_http_server

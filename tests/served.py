@@ -72,7 +72,7 @@ class Served:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60) -> "Served":
+    def start(self, timeout: float = 60) -> Served:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen([sys.executable, "-m", "notifier", "serve"], env=self.env, cwd=self.workdir,
                                         stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)

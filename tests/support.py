@@ -6,13 +6,14 @@ import asyncio
 import base64
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import jwt
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from notifier.auth import Principal, Role
+from notifier.access import Principal, Role
 
 # Who test set-up code writes as when it calls a service directly (an admin: every permission).
 TEST_ADMIN = Principal(Role.ADMIN, "test", "test")

@@ -54,6 +54,7 @@ def test_create_client_prints_its_password_once(cli):
 def test_user_token_is_accepted_by_the_service(cli):
     run, _ = cli
     import jwt
+
     from notifier.keys import Keys
     from notifier.settings import Settings
     token = run("user-token", "alice").stdout.strip()

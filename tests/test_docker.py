@@ -68,7 +68,8 @@ def test_the_entrypoint_runs_everything_embedded_and_stops_it_on_sigterm(tmp_pat
         status, created = call(base + "/api/v1/notifications", "POST", {
             "title": "Hi", "text": "From the container", "channel": "inbox", "recipients": ["u1"]}, AUTH)
         assert status == 201, created
-        wait_until(lambda: call(f"{base}/api/v1/notifications/{created['id']}", headers=AUTH)[1]["counts"].get("sent") == 1, 60,
+        notification = f"{base}/api/v1/notifications/{created['id']}"
+        wait_until(lambda: call(notification, headers=AUTH)[1]["counts"].get("sent") == 1, 60,
                    "the notification sent through the embedded broker")
 
         process.send_signal(signal.SIGTERM)

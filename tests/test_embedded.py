@@ -105,7 +105,8 @@ def test_a_data_dir_from_before_credentials_gets_them_and_keeps_its_data(tmp_pat
     try:
         with MongoClient(url, serverSelectionTimeoutMS=5000) as client:
             assert client.notifier.admins.find_one()["username"] == "kept"
-        with MongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true", serverSelectionTimeoutMS=5000) as anonymous:
+        with MongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true",
+                         serverSelectionTimeoutMS=5000) as anonymous:
             with pytest.raises(OperationFailure):
                 anonymous.notifier.admins.find_one()
     finally:

@@ -46,7 +46,7 @@ class Rig:
                              RECONCILE_INTERVAL="2", RETRY_DELAYS="0.5,1,2", MAX_ATTEMPTS="6",
                              POOL_CHECK_INTERVAL="1", SMTP_TIMEOUT="5", LEASE_SECONDS="60", LOG_LEVEL="warning")
 
-    def start(self) -> "Rig":
+    def start(self) -> Rig:
         self.served.start()
         assert self.served.cli("createsuperuser", "--username", "admin", stdin="fault-password\n").returncode == 0
         users = [{"user_id": f"f{i}", "email": f"f{i}@example.com"} for i in range(N)]
@@ -131,7 +131,7 @@ def rig(tmp_path, amqp_url):
 def test_consumers_killed_again_and_again(rig):
     notification = rig.fanout()
     for threshold in (N // 10, 3 * N // 10, N // 2, 7 * N // 10):
-        wait_until(lambda: rig.received() >= threshold, 120, f"{threshold} received")
+        wait_until(lambda wanted=threshold: rig.received() >= wanted, 120, f"{threshold} received")
         victims = rig.served.consumer_pids()
         os.kill(victims[0], signal.SIGKILL)
     rig.settle(notification)

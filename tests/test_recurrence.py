@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 
 from notifier.recurrence import Recurrence, check_periodicity
-
-UTC = timezone.utc
 
 
 def local_times(recurrence: Recurrence, after: datetime, count: int) -> list[str]:
@@ -56,7 +55,7 @@ def test_interval_is_real_time_across_dst():
     anchor = datetime(2026, 10, 24, 23, tzinfo=UTC)
     hourly = Recurrence(None, 3600, "Europe/Berlin", anchor=anchor)
     times = hourly.preview(anchor, 4)
-    assert [b - a for a, b in zip(times, times[1:])] == [timedelta(hours=1)] * 3
+    assert [b - a for a, b in pairwise(times)] == [timedelta(hours=1)] * 3
     assert local_times(hourly, anchor, 3) == ["2026-10-25T02:00:00+02:00", "2026-10-25T02:00:00+01:00",
                                               "2026-10-25T03:00:00+01:00"]
 

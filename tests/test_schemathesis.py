@@ -13,8 +13,11 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
-from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
-                                               status_code_conformance)
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from .served import Served
 
@@ -86,7 +89,8 @@ def test_malformed_requests_as_admin(service):
     tried = 0
     for operation in operations(service):
         definition = operation.definition.raw
-        if "requestBody" not in definition and not any(p.get("in") == "query" for p in definition.get("parameters", [])):
+        parameters = definition.get("parameters", [])
+        if "requestBody" not in definition and not any(p.get("in") == "query" for p in parameters):
             continue
         fuzz(operation, {"Authorization": ADMIN}, mode=GenerationMode.NEGATIVE,
              checks=[not_a_server_error, status_code_conformance, content_type_conformance])

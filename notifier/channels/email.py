@@ -18,8 +18,15 @@ from tornado.template import Loader
 
 from ..domain import one_line
 from ..settings import Settings
-from .base import (INVALID_ADDRESS, MAIL_SERVER_UNAVAILABLE, Commit, Message, PermanentFailure, TemporaryFailure,
-                   smtp_answer)
+from .base import (
+    INVALID_ADDRESS,
+    MAIL_SERVER_UNAVAILABLE,
+    Commit,
+    Message,
+    PermanentFailure,
+    TemporaryFailure,
+    smtp_answer,
+)
 
 log = logging.getLogger(__name__)
 

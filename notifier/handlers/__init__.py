@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import admin, docs, health, metrics, unsubscribe
+from . import admin, health, metrics, unsubscribe
 from .api import auth, clients, me, notifications, schedules, system, users
 
 API_ROUTES = [*auth.routes, *notifications.routes, *schedules.routes, *users.routes, *clients.routes, *me.routes,

@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import tornado.httputil
 import tornado.web
 from marshmallow import Schema, ValidationError
 from pymongo.errors import ConnectionFailure
+from tornado.http1connection import HTTP1Connection
 
-from ..auth import PUBLIC, Principal, allowed, refusal
+from ..access import PUBLIC, Principal, allowed, refusal
+from ..errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    PayloadTooLarge,
+    TooManyAttempts,
+    Unauthenticated,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from ..logs import begin_request
-from ..errors import (Conflict, DomainError, Forbidden, Invalid, NotFound, PayloadTooLarge, TooManyAttempts,
-                      Unauthenticated, Unavailable, UnsupportedMediaType)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +56,7 @@ def load(schema: type[Schema], data: Any, what: str = "request body") -> dict:
     try:
         return schema().load(data)
     except ValidationError as exc:
-        raise Invalid(f"Invalid {what}", exc.messages) from None
+        raise Invalid(f"Invalid {what}", exc.normalized_messages()) from None
 
 
 def _no_constant(name: str) -> None:
@@ -54,6 +66,7 @@ def _no_constant(name: str) -> None:
 def parse_json(raw: bytes) -> Any:
     """A request body as JSON: valid UTF-8, standard JSON (no NaN), nested at most MAX_JSON_DEPTH deep, and
     no string holding a lone surrogate (`"\\ud800"`), which nothing downstream could store or encode."""
+    problem: str | None
     try:
         data = json.loads(raw, parse_constant=_no_constant)
     except RecursionError:
@@ -139,13 +152,22 @@ CSP_REDOC = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-in
              "font-src 'self' data:; connect-src 'self'; worker-src blob:; base-uri 'none'; frame-ancestors 'none'")
 
 
+class _Answer(Protocol):
+    """What SecurityHeaders needs of the tornado handler it is mixed into."""
+
+    content_security_policy: str
+    referrer_policy: str
+
+    def set_header(self, name: str, value: str) -> None: ...
+
+
 class SecurityHeaders:
     """The one place the security headers are set; a handler class picks its policy and referrer policy."""
 
     content_security_policy = CSP_NOTHING
     referrer_policy = "same-origin"
 
-    def set_default_headers(self) -> None:
+    def set_default_headers(self: _Answer) -> None:
         self.set_header("Content-Security-Policy", self.content_security_policy)
         self.set_header("X-Frame-Options", "DENY")
         self.set_header("X-Content-Type-Options", "nosniff")
@@ -153,8 +175,9 @@ class SecurityHeaders:
 
 
 class BaseHandler(SecurityHeaders, tornado.web.RequestHandler):
-    def prepare(self) -> None:
+    def prepare(self) -> Awaitable[None] | None:
         self.begin_request()
+        return None
 
     def begin_request(self) -> None:
         """Tag this request's logs, and the notifications it creates, with its id (echoed back)."""
@@ -175,15 +198,20 @@ class BaseHandler(SecurityHeaders, tornado.web.RequestHandler):
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def refuse_cross_site_write(method: str, authorization: str | None, headers) -> None:
+def says_json(headers: tornado.httputil.HTTPHeaders) -> bool:
+    """Whether the request's Content-Type is JSON: application/json or a `+json` type, any parameters."""
+    content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
+def refuse_cross_site_write(method: str, authorization: str | None, headers: tornado.httputil.HTTPHeaders) -> None:
     """A browser attaches cached HTTP Basic credentials to any request, even one another site makes it
     send; it attaches Bearer and app credentials never (the API reads no cookie). Another site can only
     make it send "simple" requests: no JSON Content-Type, no custom header. So a write with Basic
     credentials must carry one of them."""
     if method not in WRITES or not authorization or authorization.strip().split(None, 1)[0].lower() != "basic":
         return
-    content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if content_type == "application/json" or content_type.endswith("+json") or "X-Requested-With" in headers:
+    if says_json(headers) or "X-Requested-With" in headers:
         return
     raise Forbidden("A write with HTTP Basic credentials must send Content-Type: application/json (even without "
                     "a body) or an X-Requested-With header, so that no other site can make a browser send it",
@@ -199,17 +227,21 @@ class StreamedBody(BaseHandler):
     Content-Length before any of it is read, or as soon as the count of a chunked one passes the limit."""
 
     _body_limit = 0  # no body at all until prepare() sets the route's limit
-    _chunks: tuple[bytes, ...] | list[bytes] = ()
     _received = 0
     _refused = False
 
-    def limit_body(self, limit: int) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._chunks: list[bytes] = []
+        super().__init__(*args, **kwargs)
+
+    def limit_body(self, limit: int) -> None:
         self._body_limit = limit
         length = self.request.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > limit:
             raise too_large(limit)
-        self.request.connection.set_max_body_size(UNCOUNTED_CEILING)
+        connection = self.request.connection
+        if isinstance(connection, HTTP1Connection):  # the only kind tornado's HTTPServer makes
+            connection.set_max_body_size(UNCOUNTED_CEILING)
 
     def data_received(self, chunk: bytes) -> None:
         if self._refused:
@@ -239,27 +271,36 @@ class APIHandler(StreamedBody):
     def check_xsrf_cookie(self) -> None:
         """The API authenticates every request by its Authorization header, never by cookie: no CSRF."""
 
-    def _endpoint(self) -> Endpoint | None:
-        return getattr(getattr(self, self.request.method.lower(), None), "endpoint", None)
+    @property
+    def caller(self) -> Principal:
+        """The authenticated caller of an endpoint that is not PUBLIC (prepare() refused anyone else)."""
+        if self.principal is None:
+            raise Unauthenticated("Authentication required")
+        return self.principal
+
+    def _endpoint(self) -> Endpoint:
+        """What this request's method declared with @endpoint; a method without one is a 405."""
+        method = getattr(self, (self.request.method or "").lower(), None)
+        declared = getattr(method, "endpoint", None)
+        if not isinstance(declared, Endpoint):
+            raise tornado.web.HTTPError(405)
+        return declared
 
     async def prepare(self) -> None:
         self.begin_request()
         endpoint = self._endpoint()
-        if endpoint is None:
-            raise tornado.web.HTTPError(405)
         length = self.request.headers.get("Content-Length")
         settings = self.ctx.settings
         self.limit_body(settings.max_form_bytes if endpoint.access == PUBLIC else settings.max_body_bytes)
         if endpoint.body is not None and (length not in (None, "0") or "Transfer-Encoding" in self.request.headers):
-            content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            if content_type != "application/json" and not content_type.endswith("+json"):
+            if not says_json(self.request.headers):
                 raise UnsupportedMediaType("Request body must be JSON (Content-Type: application/json)",
                                            {"Content-Type": ["must be application/json"]})
         if endpoint.access == PUBLIC:
             return  # whatever Authorization header comes along is not looked at
         authorization = self.request.headers.get("Authorization")
         self.principal = await self.ctx.auth.authenticate(authorization, self.request.remote_ip)
-        refuse_cross_site_write(self.request.method, authorization, self.request.headers)
+        refuse_cross_site_write(self.request.method or "", authorization, self.request.headers)
         if not allowed(endpoint.access, self.principal):
             if self.principal is None:
                 raise Unauthenticated("Authentication required")
@@ -275,6 +316,8 @@ class APIHandler(StreamedBody):
 
     def load_body(self) -> dict:
         schema = self._endpoint().body
+        if schema is None:
+            raise TypeError(f"{type(self).__name__}.{self.request.method} declares no body schema")
         data = self.json_body()
         if not isinstance(data, dict):
             raise Invalid("Request body must be a JSON object", {"body": ["must be a JSON object"]})
@@ -282,6 +325,8 @@ class APIHandler(StreamedBody):
 
     def load_query(self) -> dict:
         schema = self._endpoint().query
+        if schema is None:
+            raise TypeError(f"{type(self).__name__}.{self.request.method} declares no query schema")
         return load(schema, decode_query(self.request.query_arguments), "query parameters")
 
     # --- output ---

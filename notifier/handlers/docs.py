@@ -10,8 +10,8 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from .. import __version__
+from ..access import ACCESS, GRANTABLE, PUBLIC, Role
 from ..assets import redoc_dir
-from ..auth import ACCESS, GRANTABLE, PUBLIC, Role
 from ..schemas import ErrorSchema
 from .base import CSP_REDOC, WRITES, BaseHandler, StaticFiles
 

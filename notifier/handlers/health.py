@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..auth import PUBLIC
+from ..access import PUBLIC
 from ..schemas import HealthSchema
 from .base import APIHandler, endpoint
 
@@ -25,7 +25,7 @@ class ReadinessHandler(APIHandler):
         results = await asyncio.gather(*(asyncio.wait_for(check(), CHECK_TIMEOUT) for check in checks.values()),
                                        return_exceptions=True)
         report = {name: "ok" if result is None else f"down: {type(result).__name__} {result}".strip()
-                  for name, result in zip(checks, results)}
+                  for name, result in zip(checks, results, strict=True)}
         ready = all(result is None for result in results)
         self.respond({"status": "ready" if ready else "unavailable", "checks": report},
                      status=200 if ready else 503)

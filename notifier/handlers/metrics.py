@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tornado.web
 
-from ..auth import PUBLIC
+from ..access import PUBLIC
 from ..metrics import exposition
 from .base import APIHandler, endpoint
 

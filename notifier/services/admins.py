@@ -6,7 +6,7 @@ import re
 
 from pymongo.errors import DuplicateKeyError
 
-from ..auth import Principal
+from ..access import Principal
 from ..clock import Clock
 from ..errors import Conflict, Invalid, NotFound
 from ..passwords import check_strength, hash_password
@@ -49,7 +49,7 @@ class AdminService:
             return False
         return True
 
-    async def list(self, limit: int, cursor: str | None) -> Page:
+    async def page(self, limit: int, cursor: str | None) -> Page:
         return await newest_first(self.store.admins, {}, limit, cursor)
 
     async def get(self, admin_id: str) -> dict:

@@ -33,7 +33,7 @@ class AttemptStore:
         window = int(now.timestamp() // self.window)
         counts = await asyncio.gather(*(self._increment(f"{key}@{window}", now) for key in keys))
         retry_after = int((window + 1) * self.window - now.timestamp()) + 1
-        return Reservation(window, dict(zip(keys, counts)), retry_after)
+        return Reservation(window, dict(zip(keys, counts, strict=True)), retry_after)
 
     async def _increment(self, document_id: str, now) -> int:
         # The counting is always a plain $inc on an existing document: upserts racing to create it are

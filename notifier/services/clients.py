@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pymongo.errors import DuplicateKeyError
 
-from ..auth import GRANTABLE, Principal
-from ..passwords import generate_password, hash_password
+from ..access import GRANTABLE, Principal
 from ..clock import Clock
 from ..errors import Conflict, Invalid, NotFound
+from ..passwords import generate_password, hash_password
 from ..store import Store
 from . import object_id
 from .paging import Page, newest_first
@@ -48,7 +48,7 @@ class ClientService:
             raise NotFound(f"Client {client_id!r} not found")
         return client
 
-    async def list(self, limit: int, cursor: str | None) -> Page:
+    async def page(self, limit: int, cursor: str | None) -> Page:
         return await newest_first(self.store.clients, {}, limit, cursor)
 
     async def delete(self, client_id: str) -> None:

@@ -1,4 +1,4 @@
-"""Notifications and their per-recipient deliveries (the original's Notification and UsersNotification)."""
+"""Notifications and their per-recipient deliveries."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import hashlib
 import json
 import logging
 import re
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from .. import logs
-from ..auth import Principal
+from ..access import Principal
 from ..clock import Clock
 from ..errors import Conflict, Invalid, NotFound
 from ..rendering import unknown_variables
@@ -194,7 +195,7 @@ class NotificationService:
         notification.update(counts=counts, reasons=reasons)
         return notification
 
-    async def list(self, principal: Principal, query: dict) -> Page:
+    async def page(self, principal: Principal, query: dict) -> Page:
         conditions: dict = {}
         for name in ("channel", "is_express"):
             if name in query:

@@ -1,4 +1,4 @@
-"""Recurring notifications (the original's NotificationFrequency), fired exactly once per occurrence.
+"""Recurring notifications, fired exactly once per occurrence.
 
 Each occurrence is claimed with a run document whose id is `<schedule id>@<UTC instant>`: the unique _id
 decides which instance (of any number sharing the database) fires it. Its deliveries carry the same key as
@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from ..auth import Principal
+from ..access import Principal
 from ..clock import Clock
 from ..errors import Invalid, NotFound
 from ..recurrence import HORIZON, UNCOMPUTABLE, check_periodicity, recurrence_of
@@ -35,7 +35,6 @@ MISFIRE_AFTER = timedelta(seconds=60)
 RUN_LEASE = timedelta(minutes=5)
 FIRING_AT_ONCE = 16
 DUE_PER_TICK = 2000
-PERIODICITY_FIELDS = ("cron", "interval_seconds", "timezone", "start_at", "end_at")
 ORPHAN_AFTER = timedelta(minutes=10)  # far longer than a create request takes
 
 
@@ -125,7 +124,8 @@ class ScheduleService:
 
     async def _forget_notification(self, notification_id) -> None:
         try:
-            await self.store.notifications.delete_one({"_id": notification_id, "pending_schedule_since": {"$exists": True}})
+            await self.store.notifications.delete_one({"_id": notification_id,
+                                                       "pending_schedule_since": {"$exists": True}})
         except Exception:
             log.warning("notification %s of a schedule that was not stored stays until reaped", notification_id)
 
@@ -153,7 +153,7 @@ class ScheduleService:
             raise NotFound(f"Schedule {schedule_id!r} not found")
         return schedule
 
-    async def list(self, principal: Principal, query: dict) -> Page:
+    async def page(self, principal: Principal, query: dict) -> Page:
         conditions: dict = {}
         if "enabled" in query:
             conditions["enabled"] = query["enabled"]
@@ -313,7 +313,8 @@ class ScheduleService:
             log.error("schedule %s: its notification is gone; disabling it", schedule["_id"])
             await self.store.schedules.update_one({"_id": schedule["_id"]}, {"$set": {"enabled": False}})
             return
-        await self.notifications.add_deliveries(notification, schedule["user_ids"], run_key(schedule["_id"], occurrence))
+        await self.notifications.add_deliveries(notification, schedule["user_ids"],
+                                                run_key(schedule["_id"], occurrence))
 
     async def _end(self, schedule: dict, due_at: datetime, reason: str) -> None:
         """Stop firing a schedule for good, saying why, instead of failing on every tick."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
 from bson import ObjectId
 
@@ -32,7 +33,7 @@ class DashboardStats:
 
     async def _by_status(self, since: datetime) -> dict[str, int]:
         # ObjectIds start with their creation time: an _id range is a time range with an index.
-        pipeline = [{"$match": {"_id": {"$gte": ObjectId.from_datetime(since)}}},
+        pipeline: list[dict[str, Any]] = [{"$match": {"_id": {"$gte": ObjectId.from_datetime(since)}}},
                     {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
         return {group["_id"]: group["n"] async for group in self.store.deliveries.aggregate(pipeline)}
 

@@ -11,9 +11,10 @@ import re
 
 from pymongo import UpdateOne
 
-from ..auth import Principal, allowed
+from ..access import Principal, allowed
 from ..clock import Clock
 from ..errors import Forbidden, Invalid, NotFound
+from ..links import ALL_CHANNELS
 from ..rendering import render
 from ..store import Store
 from . import object_id
@@ -108,21 +109,21 @@ class UserService:
         re-creating a contact must not re-subscribe anyone."""
         if allowed("preferences:write", actor):
             before = await self._preferences_of([user_id])
-            result = await self.store.users.delete_one({"user_id": user_id})
-            if not result.deleted_count:
+            deleted = await self.store.users.delete_one({"user_id": user_id})
+            if not deleted.deleted_count:
                 raise NotFound(f"User {user_id!r} not found")
             await self._audit_preferences(actor, before)
             return
-        result = await self.store.users.update_one(
+        cleared = await self.store.users.update_one(
             {"user_id": user_id}, {"$set": {**dict.fromkeys(CONTACT_FIELDS), "updated_at": self.clock.now()}})
-        if not result.matched_count:
+        if not cleared.matched_count:
             raise NotFound(f"User {user_id!r} not found")
         user = await self.store.users.find_one({"user_id": user_id})
         if user and not (user.get("unsubscribed_all") or user.get("unsubscribed_channels")):
             # Guarded by updated_at: an opt-out arriving meanwhile keeps the document.
             await self.store.users.delete_one({"_id": user["_id"], "updated_at": user["updated_at"]})
 
-    async def list(self, limit: int, cursor: str | None) -> Page:
+    async def page(self, limit: int, cursor: str | None) -> Page:
         return await by_key(self.store.users, {}, "user_id", limit, cursor)
 
     async def bulk_upsert(self, actor: Principal, users: list[dict]) -> tuple[int, int]:
@@ -150,8 +151,8 @@ class UserService:
         return await self.preferences(user_id)
 
     async def unsubscribe(self, user_id: str, channel: str) -> dict:
-        """Opt the user out of one channel, or of everything with channel "all"."""
-        if channel == "all":
+        """Opt the user out of one channel, or of everything with channel ALL_CHANNELS."""
+        if channel == ALL_CHANNELS:
             return await self.set_preferences(user_id, {"unsubscribed_all": True})
         check_user_id(user_id)
         query, update = self._upsert(user_id, {})

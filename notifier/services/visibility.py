@@ -8,7 +8,7 @@ a filter can narrow what the rule allows but never widen or replace it.
 
 from __future__ import annotations
 
-from ..auth import Principal, Role
+from ..access import Principal, Role
 
 
 def _owned_by(principal: Principal) -> dict:

@@ -31,7 +31,7 @@ def bench_fanout(infra: Infra, args) -> dict:
               f"ceilings " + ", ".join(f"{k} {v:.0f}/s" for k, v in ceiling.items()), flush=True)
     figures = {name: summary(values) for name, values in results.items()}
     ratios = [f / min(b, s, d) for f, b, s, d in zip(results["fanout"], results["broker"], results["smtp"],
-                                                      results["database"])]
+                                                      results["database"], strict=True)]
     figures["ratio_to_lowest_ceiling"] = summary(ratios)
     rows = [("figure", "median", "min", "max")]
     for name in ("fanout", "broker", "smtp", "database"):
@@ -55,7 +55,7 @@ def bench_scheduler(infra: Infra, args) -> dict:
         print(f"run {run + 1}: {measured['scheduler']:.0f} schedules fired/s, bare database work "
               f"{measured['bare']:.0f}/s", flush=True)
     figures = {name: summary(values) for name, values in results.items()}
-    figures["ratio_to_bare"] = summary([a / b for a, b in zip(results["scheduler"], results["bare"])])
+    figures["ratio_to_bare"] = summary([a / b for a, b in zip(results["scheduler"], results["bare"], strict=True)])
     rows = [("figure", "median", "min", "max")]
     for name, label, fmt in (("scheduler", "fired /s", "{:.0f}"), ("bare", "bare firing work /s", "{:.0f}"),
                              ("ratio_to_bare", "scheduler / bare", "{:.2f}"), ("steal", "CPU steal %", "{:.1f}")):
@@ -77,7 +77,7 @@ def bench_peer(infra: Infra, args) -> dict:
         results["steal"].append(steal.percent())
         print(f"run {run + 1}: notifier {ours:.0f}/s, Celery {celery:.0f}/s", flush=True)
     figures = {name: summary(values) for name, values in results.items()}
-    figures["ratio"] = summary([a / b for a, b in zip(results["fanout"], results["celery"])])
+    figures["ratio"] = summary([a / b for a, b in zip(results["fanout"], results["celery"], strict=True)])
     rows = [("figure", "median", "min", "max")]
     for name, label, fmt in (("fanout", "notifier emails /s", "{:.0f}"), ("celery", "Celery emails /s", "{:.0f}"),
                              ("ratio", "notifier / Celery", "{:.2f}"), ("steal", "CPU steal %", "{:.1f}")):
@@ -99,7 +99,8 @@ def bench_express(infra: Infra, args) -> dict:
               f" behind {args.backlog} regular: p50 {measured['busy_p50']*1000:.0f} ms p99 "
               f"{measured['busy_p99']*1000:.0f} ms ({measured['backlog_left']} still queued at the end)", flush=True)
     figures = {name: summary(values) for name, values in results.items()}
-    figures["busy_over_quiet_p99"] = summary([b / q for b, q in zip(results["busy_p99"], results["quiet_p99"])])
+    figures["busy_over_quiet_p99"] = summary([b / q for b, q in zip(results["busy_p99"], results["quiet_p99"],
+                                                                     strict=True)])
     rows = [("figure", "median", "min", "max")]
     for name, label, fmt in (("quiet_p50", "no backlog p50 ms", "{:.0f}"), ("quiet_p99", "no backlog p99 ms", "{:.0f}"),
                              ("busy_p50", "backlog p50 ms", "{:.0f}"), ("busy_p99", "backlog p99 ms", "{:.0f}"),
@@ -162,8 +163,10 @@ def bench_passwords(infra: Infra, args) -> dict:
               f"{measured['storm_statuses']}; probes {measured['probes']})", flush=True)
     figures = {name: summary(values) for name, values in results.items()}
     rows = [("figure", "median", "min", "max")]
-    for name, label, fmt in (("quiet_p50", "/healthz alone p50 ms", "{:.1f}"), ("quiet_p99", "/healthz alone p99 ms", "{:.1f}"),
-                             ("storm_p50", "/healthz storm p50 ms", "{:.1f}"), ("storm_p99", "/healthz storm p99 ms", "{:.1f}"),
+    for name, label, fmt in (("quiet_p50", "/healthz alone p50 ms", "{:.1f}"),
+                             ("quiet_p99", "/healthz alone p99 ms", "{:.1f}"),
+                             ("storm_p50", "/healthz storm p50 ms", "{:.1f}"),
+                             ("storm_p99", "/healthz storm p99 ms", "{:.1f}"),
                              ("ratio", "storm p99 / alone p99", "{:.2f}"), ("steal", "CPU steal %", "{:.1f}")):
         rows.append(summary_row(label, figures[name], fmt))
     print(f"\n/healthz with and without {passwords.STORM} concurrent wrong-password requests, {args.runs} runs "

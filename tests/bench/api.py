@@ -20,8 +20,8 @@ from bson import ObjectId
 from notifier.procs import free_port
 from notifier.store import Store, connect
 
-from .harness import AMQP_URL, REPO, Infra, admin_header
 from .express import percentile
+from .harness import AMQP_URL, REPO, Infra, admin_header
 
 CONNECTIONS = 32
 SECONDS = 10

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import aiormq
 import aiosmtplib
@@ -89,7 +89,7 @@ async def smtp(n: int, port: int) -> float:
 async def database(n: int, mongo_url: str) -> float:
     store = Store(connect(mongo_url, 5000), f"ceiling_{uuid.uuid4().hex[:8]}")
     await store.ensure_indexes()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     notification = {"_id": ObjectId(), "channel": "email", "is_express": False}
     deliveries = [{"_id": ObjectId(), **new_delivery(notification, f"u{i}", "", now)} for i in range(n)]
     batches = [deliveries[i:i + 100] for i in range(0, n, 100)]

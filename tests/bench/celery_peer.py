@@ -48,7 +48,7 @@ def send_email(self, batch: str, to: str, name: str) -> None:
         _connection().send_message(message)
     except (smtplib.SMTPServerDisconnected, OSError) as exc:
         _smtp = None
-        raise self.retry(exc=exc)
+        raise self.retry(exc=exc) from exc
 
 
 def _wait_for_consumers(queue: str, workers: int, timeout: float) -> None:

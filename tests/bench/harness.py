@@ -36,7 +36,7 @@ class Steal:
 
     def percent(self) -> float:
         end = cpu_times()
-        deltas = [b - a for a, b in zip(self.start, end)]
+        deltas = [b - a for a, b in zip(self.start, end, strict=True)]
         total = sum(deltas) or 1
         return 100.0 * (deltas[7] if len(deltas) > 7 else 0) / total
 
@@ -84,7 +84,7 @@ class Sink:
 class Infra:
     """A SecantusDB server and an SMTP sink for one benchmark session."""
 
-    def __enter__(self) -> "Infra":
+    def __enter__(self) -> Infra:
         self.workdir = Path(tempfile.mkdtemp(prefix="notifier-bench-"))
         self.mongo = EmbeddedMongo(str(self.workdir / "db"))
         self.mongo_url = self.mongo.start()
@@ -140,4 +140,4 @@ def write_results(name: str, results: dict) -> Path:
 
 def table(rows: list[tuple]) -> str:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) for row in rows)
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows)

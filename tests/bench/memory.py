@@ -51,7 +51,8 @@ def run(infra: Infra, n: int, rounds: int, consumers: int) -> dict:
         after_each = []
         for _ in range(rounds):
             status, created = service.call("POST", "/api/v1/notifications", {
-                "title": "Hello {{ name }}", "text": "Big day.", "channel": "email", "recipients": users}, auth, timeout=3600)
+                "title": "Hello {{ name }}", "text": "Big day.", "channel": "email", "recipients": users},
+                auth, timeout=3600)
             assert status == 201, created
             infra.sink.wait_for(n, timeout=3600, key=created["id"])
             while service.call("GET", f"/api/v1/notifications/{created['id']}", None, auth)[1]["counts"].get(

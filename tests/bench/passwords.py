@@ -81,7 +81,8 @@ async def _storm(url: str, seconds: float) -> Counter:
         while time.monotonic() < deadline:
             attempt += 1
             secret = base64.b64encode(f"bench:wrong-{number}-{attempt}".encode()).decode()
-            response = await client.fetch(HTTPRequest(url + "/api/v1/clients", headers={"Authorization": f"Basic {secret}"},
+            response = await client.fetch(HTTPRequest(url + "/api/v1/clients",
+                                                      headers={"Authorization": f"Basic {secret}"},
                                                       request_timeout=60), raise_error=False)
             statuses[response.code] += 1
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from bson import ObjectId
 
-from notifier.auth import Principal, Role
+from notifier.access import Principal, Role
 from notifier.clock import ManualClock
 from notifier.context import create_context
 from notifier.services.notifications import new_delivery
@@ -19,7 +19,7 @@ from notifier.settings import Settings
 
 from .harness import AMQP_URL
 
-START = datetime(2026, 6, 1, 8, 0, tzinfo=timezone.utc)
+START = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 CONTENT = {"title": "Digest", "text": "Hi {{ name }}", "channel": "inbox", "is_express": False, "content_id": None,
            "variables": {}}
 

@@ -12,8 +12,9 @@ from ..support import TEST_ADMIN
 @pytest.mark.gen_test(timeout=60)
 async def test_send_message_to_the_chat(api, admin, ctx, peer, workers):
     await ctx.users.bulk_upsert(TEST_ADMIN, [{"user_id": "t1", "telegram_chat_id": "-100123", "display_name": "Tess"}])
-    response = await api.post("/api/v1/notifications", {"title": "Hi {{ name }}", "text": "Alarm!", "channel": "telegram",
-                                                         "recipients": ["t1"], "is_express": True}, auth=admin.header)
+    response = await api.post("/api/v1/notifications", {"title": "Hi {{ name }}", "text": "Alarm!",
+                                                         "channel": "telegram", "recipients": ["t1"],
+                                                         "is_express": True}, auth=admin.header)
     assert await settled(ctx, ObjectId(response.body["id"]), 1) == {"sent": 1}
     [request] = peer.requests
     assert request.path == "/bot123:secret-token/sendMessage"

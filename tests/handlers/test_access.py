@@ -10,7 +10,7 @@ import jwt
 import pytest
 from bson import ObjectId
 
-from notifier.auth import ACCESS, GRANTABLE, PUBLIC, Role
+from notifier.access import ACCESS, GRANTABLE, PUBLIC, Role
 from notifier.handlers import API_ROUTES
 
 from ..conftest import USER_SECRET

@@ -1,4 +1,4 @@
-"""The OpenAPI document at /api/schema/ and ReDoc at /api/schema/redoc/ (the original address), no CDN."""
+"""The OpenAPI document at /api/schema/ and ReDoc at /api/schema/redoc/, no CDN."""
 
 from __future__ import annotations
 

@@ -70,5 +70,6 @@ async def test_header_bytes_that_are_not_utf8_are_refused_not_a_500(api, headers
 @pytest.mark.gen_test
 async def test_an_idempotency_key_that_is_not_utf8_is_refused_or_kept_as_sent(api, admin, ctx):
     body = {"title": "t", "text": "x", "channel": "inbox", "recipients": ["a"]}
-    response = await api.post("/api/v1/notifications", body, auth=admin.header, headers={"Idempotency-Key": "k\xff\xfe"})
+    response = await api.post("/api/v1/notifications", body, auth=admin.header,
+                              headers={"Idempotency-Key": "k\xff\xfe"})
     assert response.status in (201, 400), response.raw[:300]

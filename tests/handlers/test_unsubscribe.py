@@ -31,8 +31,8 @@ async def test_one_click_post_from_a_mail_client(api, ctx):
 async def test_forged_or_altered_links_are_refused(api, ctx):
     token = ctx.links.unsubscribe_token("ann", "email")
     import jwt
-    forged = jwt.encode({"sub": "victim", "scope": "all", "aud": "notifier-unsubscribe"}, "guess-the-key-of-the-site-and-make-it-long-enough",
-                        algorithm="HS256")
+    forged = jwt.encode({"sub": "victim", "scope": "all", "aud": "notifier-unsubscribe"},
+                        "guess-the-key-of-the-site-and-make-it-long-enough", algorithm="HS256")
     for bad in (token[:-3] + "abc", forged, "nonsense"):
         response = await api.call("POST", f"/unsubscribe/{bad}", raw=b"")
         assert response.status == 400 and b"not a valid unsubscribe link" in response.raw

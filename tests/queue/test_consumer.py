@@ -9,7 +9,7 @@ import pytest
 from bson import ObjectId
 from pymongo.errors import AutoReconnect
 
-from notifier.auth import Principal, Role
+from notifier.access import Principal, Role
 from notifier.queue.consumer import Consumer
 from notifier.queue.journal import journal_path
 from notifier.queue.pool import ConsumerPool

@@ -92,7 +92,7 @@ async def test_journal_of_a_dead_consumer_is_recovered(ctx, smtp):
 
 
 async def _admin_principal(ctx):
-    from notifier.auth import Principal, Role
+    from notifier.access import Principal, Role
     return Principal(Role.ADMIN, "test", "test")
 
 

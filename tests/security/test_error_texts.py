@@ -13,7 +13,6 @@ import socket
 import pytest
 from bson import ObjectId
 
-
 from ..queue.conftest import consumer, pipeline_settings, settled, smtp  # noqa: F401  (shared pipeline fixtures)
 from ..support import TEST_ADMIN
 

@@ -17,8 +17,8 @@ from notifier.outbound import Allowlist, DestinationRefused, OutboundHTTP, check
 from notifier.settings import Settings, SettingsError
 
 from ..http_peer import Peer
-from ..support import TEST_ADMIN
 from ..queue.conftest import pipeline_settings, settled, smtp, workers  # noqa: F401  (shared pipeline fixtures)
+from ..support import TEST_ADMIN
 
 # Every way of writing loopback that getaddrinfo understands, and loopback wrapped in IPv6.
 LOOPBACK_SPELLINGS = ["127.0.0.1", "2130706433", "0177.0.0.1", "127.1", "0x7f.1", "0x7f000001", "017700000001",

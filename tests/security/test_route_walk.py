@@ -12,7 +12,7 @@ import pytest
 from bson import ObjectId
 from tornado.httpclient import HTTPRequest
 
-from notifier.auth import Principal, Role
+from notifier.access import Principal, Role
 
 from ..handlers.admin.conftest import Browser
 from ..support import TEST_ADMIN

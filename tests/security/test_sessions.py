@@ -9,9 +9,9 @@ import time
 import jwt
 import pytest
 
-from notifier.auth import ADMIN_TOKEN_AUDIENCE, ADMIN_TOKEN_ISSUER, ADMIN_TOKEN_KID
 from notifier.errors import Invalid
 from notifier.server import bootstrap_admin
+from notifier.tokens import ADMIN_TOKEN_AUDIENCE, ADMIN_TOKEN_ISSUER, ADMIN_TOKEN_KID
 
 from ..conftest import ADMIN_PASSWORD
 from ..handlers.admin.conftest import Browser, text

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pymongo.errors import AutoReconnect
 
-from notifier.auth import Principal, Role
+from notifier.access import Principal, Role
 from notifier.services import notifications as module
 
 ADMIN = Principal(Role.ADMIN, "a1", "root")

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pymongo.errors import DuplicateKeyError
 
-from notifier.auth import Principal, Role
+from notifier.access import Principal, Role
 from notifier.clock import ManualClock
 from notifier.errors import Invalid
 from notifier.services.notifications import NotificationService
 from notifier.services.schedules import ScheduleService
 
-UTC = timezone.utc
 START = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 ADMIN = Principal(Role.ADMIN, "a1", "root")
 CONTENT = {"title": "Daily digest", "text": "Hi {{ name }}", "channel": "inbox", "is_express": False,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from notifier.auth import Principal, Role
+from notifier.access import Principal, Role
 from notifier.services.visibility import visible_to
 
 ADMIN = Principal(Role.ADMIN, "a1", "root")

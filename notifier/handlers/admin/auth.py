@@ -25,7 +25,8 @@ class LoginHandler(AdminHandler):
         if self.current_user is not None:
             self.redirect("/admin/")
             return
-        self.page("login.html", values={}, errors={}, message=None, next=safe_next(self.get_query_argument("next", "/admin/")))
+        self.page("login.html", values={}, errors={}, message=None,
+                  next=safe_next(self.get_query_argument("next", "/admin/")))
 
     async def submit(self):
         values = self.form()

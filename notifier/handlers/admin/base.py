@@ -8,10 +8,12 @@ from urllib.parse import urlencode
 
 import tornado.web
 
-from ...auth import Principal
-from ...errors import DomainError
+from ...access import Principal
+from ...domain import CHANNELS
+from ...errors import DomainError, Unauthenticated
 from ..base import CSP_ADMIN, FormPageHandler, load
 
+CHANNEL_OPTIONS = tuple((channel, channel) for channel in CHANNELS)  # a select's (value, label) pairs
 SESSION_COOKIE = "notifier_admin"
 FLASH_COOKIE = "notifier_flash"
 
@@ -35,6 +37,13 @@ class AdminHandler(FormPageHandler):
         settings = self.ctx.settings
         self.limit_body(settings.max_upload_bytes if self.takes_upload and self.current_user
                         else settings.max_form_bytes)
+
+    @property
+    def admin(self) -> Principal:
+        """The logged-in admin of a page that needs one (prepare() sent anyone else to the login page)."""
+        if self.current_user is None:
+            raise Unauthenticated("Log in first")
+        return self.current_user
 
     # --- session ---
 
@@ -129,7 +138,7 @@ class Field(tornado.web.UIModule):
     """A labelled input that keeps what was typed and shows its errors beside it."""
 
     def render(self, name: str, label: str, values: dict, errors: dict, kind: str = "text",
-               options: tuple = (), help: str = "", required: bool = False, rows: int = 4) -> str:
+               options: tuple = (), help: str = "", required: bool = False, rows: int = 4) -> bytes:
         return self.render_string("admin/_field.html", name=name, label=label, value=values.get(name, ""),
                                   errors=errors.get(name, []), kind=kind, options=options, help=help,
                                   required=required, rows=rows)

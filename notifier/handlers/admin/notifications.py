@@ -5,13 +5,10 @@ from __future__ import annotations
 import csv
 import io
 
-from ...domain import CHANNELS, STATUSES
+from ...domain import STATUSES
 from ...errors import Invalid
-from ...schemas import (DeliveryListQuerySchema, NotificationCreateSchema, NotificationListQuerySchema,
-                        RecipientsSchema)
-from .base import AdminHandler, blank_to_none, checkbox, invalid_errors, split_ids
-
-CHANNEL_OPTIONS = tuple((c, c) for c in CHANNELS)
+from ...schemas import DeliveryListQuerySchema, NotificationCreateSchema, NotificationListQuerySchema, RecipientsSchema
+from .base import CHANNEL_OPTIONS, AdminHandler, blank_to_none, checkbox, invalid_errors, split_ids
 
 
 def recipients_from(handler: AdminHandler, values: dict) -> list[str]:
@@ -51,7 +48,7 @@ class NotificationsHandler(AdminHandler):
         query = {k: (f"{v}T00:00:00" if k.startswith("created_") and len(v) == 10 else v)
                  for k, v in query.items() if v is not None}
         try:
-            page = await self.ctx.notifications.list(self.current_user,
+            page = await self.ctx.notifications.page(self.current_user,
                                                      self.validate(NotificationListQuerySchema, query))
             errors = {}
         except Invalid as exc:

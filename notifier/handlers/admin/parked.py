@@ -28,7 +28,7 @@ class RedriveHandler(AdminHandler):
         selection = blank_to_none({k: values.get(k, "") for k in ("reason", "notification_id")},
                                   "reason", "notification_id")
         notification = object_id(selection["notification_id"], "Notification") if selection["notification_id"] else None
-        count = await self.ctx.redrive(self.current_user.name, ids=ids if values.get("scope") == "selected" else None,
+        count = await self.ctx.redrive(self.admin.name, ids=ids if values.get("scope") == "selected" else None,
                                        reason=selection["reason"], notification_id=notification)
         self.ctx.stats.forget()
         self.after("/admin/parked", f"{count} deliveries sent again.")

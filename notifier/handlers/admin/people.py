@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...auth import GRANTABLE
+from ...access import GRANTABLE
 from ...domain import CHANNELS
 from ...errors import Conflict, Invalid
 from ...schemas import ClientCreateSchema, ClientPermissionsSchema, PageQuerySchema, UserWriteSchema
@@ -19,7 +19,7 @@ def page_query(handler: AdminHandler) -> dict:
 class UsersHandler(AdminHandler):
     async def get(self):
         query = page_query(self)
-        page = await self.ctx.users.list(query["limit"], query.get("cursor"))
+        page = await self.ctx.users.page(query["limit"], query.get("cursor"))
         self.page("users.html", page=page, filters=self.query())
 
 
@@ -64,7 +64,7 @@ class ClientListPage(AdminHandler):
 
     async def show(self, values=None, errors=None, message=None, status=200, password=None):
         query = page_query(self)
-        page = await self.ctx.clients.list(query["limit"], query.get("cursor"))
+        page = await self.ctx.clients.page(query["limit"], query.get("cursor"))
         self.page("clients.html", status=status, page=page, filters=self.query(), values=values or {},
                   errors=errors or {}, message=message, password=password, grantable=GRANTABLE)
 
@@ -122,7 +122,7 @@ class ClientDeleteHandler(AdminHandler):
 class AdminsHandler(AdminHandler):
     async def get(self, values=None, errors=None, message=None, status=200):
         query = page_query(self)
-        page = await self.ctx.admins.list(query["limit"], query.get("cursor"))
+        page = await self.ctx.admins.page(query["limit"], query.get("cursor"))
         self.page("admins.html", status=status, page=page, filters=self.query(), values=values or {},
                   errors=errors or {}, message=message)
 
@@ -156,6 +156,6 @@ class AdminPasswordHandler(AdminHandler):
         except Invalid as exc:
             self.after("/admin/admins", f"Password not changed: {exc.message}")
             return
-        if admin_id == self.current_user.id:
-            await self.start_session(self.current_user)  # the change logged every session out, but not this one
+        if admin_id == self.admin.id:
+            await self.start_session(self.admin)  # the change logged every session out, but not this one
         self.after("/admin/admins", f"Password of {admin['username']} changed; their other sessions are logged out.")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from ...domain import CHANNELS
 from ...errors import Invalid
 from ...schemas import PeriodicitySchema, ScheduleCreateSchema, ScheduleListQuerySchema
-from .base import AdminHandler, blank_to_none, checkbox, invalid_errors, split_ids
+from .base import CHANNEL_OPTIONS, AdminHandler, blank_to_none, checkbox, invalid_errors, split_ids
 
-CHANNEL_OPTIONS = tuple((c, c) for c in CHANNELS)
 MISFIRE_OPTIONS = (("run_once", "run once (within the grace window)"), ("skip", "skip"))
 PERIODICITY_OPTIONS = (("cron", "cron expression"), ("interval", "every N seconds"))
 
@@ -48,19 +47,19 @@ class SchedulesHandler(AdminHandler):
     async def get(self):
         filters = self.query()
         query = {k: v for k, v in blank_to_none(filters, "enabled", "cursor").items() if v is not None}
-        page = await self.ctx.schedules.list(self.current_user, self.validate(ScheduleListQuerySchema, query))
+        page = await self.ctx.schedules.page(self.current_user, self.validate(ScheduleListQuerySchema, query))
         self.page("schedules.html", page=page, filters=filters)
+
+
+FORM_CHOICES: dict[str, Any] = {"channel_options": CHANNEL_OPTIONS, "misfire_options": MISFIRE_OPTIONS,
+                "periodicity_options": PERIODICITY_OPTIONS}
 
 
 class ScheduleNewHandler(AdminHandler):
     def get(self):
         self.page("schedule_form.html", schedule=None, preview=None, message=None, errors={},
                   values={"kind": "cron", "timezone": "UTC", "enabled": True, "channel": "email",
-                          "misfire_policy": "run_once", "misfire_grace_seconds": 3600}, **self.choices())
-
-    def choices(self) -> dict:
-        return {"channel_options": CHANNEL_OPTIONS, "misfire_options": MISFIRE_OPTIONS,
-                "periodicity_options": PERIODICITY_OPTIONS}
+                          "misfire_policy": "run_once", "misfire_grace_seconds": 3600}, **FORM_CHOICES)
 
     async def submit(self):
         values = self.form()
@@ -77,17 +76,17 @@ class ScheduleNewHandler(AdminHandler):
             errors = invalid_errors(exc)
             errors.update(errors.pop("notification", {}) if isinstance(errors.get("notification"), dict) else {})
             self.page("schedule_form.html", status=400, schedule=None, preview=None, message=exc.message,
-                      errors=errors, values=values, **self.choices())
+                      errors=errors, values=values, **FORM_CHOICES)
             return
         self.after(f"/admin/schedules/{schedule['_id']}", "Schedule created.")
 
 
-class ScheduleHandler(ScheduleNewHandler):
+class ScheduleHandler(AdminHandler):
     async def get(self, schedule_id):
         schedule = await self.ctx.schedules.get(self.current_user, schedule_id)
         preview = await self.ctx.schedules.preview(self.current_user, schedule_id, 10)
         self.page("schedule_form.html", schedule=schedule, preview=preview, message=None, errors={},
-                  values=form_values(schedule), **self.choices())
+                  values=form_values(schedule), **FORM_CHOICES)
 
     async def submit(self, schedule_id):
         values = self.form()
@@ -97,7 +96,7 @@ class ScheduleHandler(ScheduleNewHandler):
         except Invalid as exc:
             schedule = await self.ctx.schedules.get(self.current_user, schedule_id)
             self.page("schedule_form.html", status=400, schedule=schedule, preview=None, message=exc.message,
-                      errors=invalid_errors(exc), values=values, **self.choices())
+                      errors=invalid_errors(exc), values=values, **FORM_CHOICES)
             return
         self.after(f"/admin/schedules/{schedule['_id']}", "Schedule saved; it applies from the next tick.")
 

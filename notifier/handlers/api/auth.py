@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ...auth import PUBLIC, parse_authorization
+from ...access import PUBLIC
+from ...authenticator import Scheme, parse_authorization
 from ...schemas import TokenRequestSchema, TokenSchema
 from ..base import APIHandler, endpoint
 
@@ -25,7 +26,7 @@ class TokenRefreshHandler(APIHandler):
               "the session is ADMIN_SESSION_MAX old)", response=TokenSchema, tags=("auth",), errors=(401, 403))
     async def post(self):
         credentials = parse_authorization(self.request.headers["Authorization"])
-        if credentials.kind == "bearer":
+        if credentials.kind is Scheme.BEARER:
             self.respond(_token(*await self.ctx.auth.refresh_admin_token(credentials.secret)))
         else:  # HTTP Basic: the password was just given, so a new session begins
             self.respond(_token(*await self.ctx.auth.issue_admin_token(self.principal)))

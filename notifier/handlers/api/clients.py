@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from ...schemas import (ClientCreatedSchema, ClientCreateSchema, ClientPermissionsSchema, ClientSchema,
-                        PageQuerySchema, page_of)
+from ...schemas import (
+    ClientCreatedSchema,
+    ClientCreateSchema,
+    ClientPermissionsSchema,
+    ClientSchema,
+    PageQuerySchema,
+    page_of,
+)
 from ..base import APIHandler, endpoint
 
 TAGS = ("clients",)
@@ -14,7 +20,7 @@ class ClientsHandler(APIHandler):
               response=page_of(ClientSchema), tags=TAGS, errors=(400, 401, 403))
     async def get(self):
         query = self.load_query()
-        self.respond(await self.ctx.clients.list(query["limit"], query.get("cursor")))
+        self.respond(await self.ctx.clients.page(query["limit"], query.get("cursor")))
 
     @endpoint("clients:manage", "Register a client application; its password is shown only here",
               body=ClientCreateSchema, response=ClientCreatedSchema, status=201, tags=TAGS,

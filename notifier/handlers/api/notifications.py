@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from ...errors import Invalid
-from ...schemas import (DeliveryListQuerySchema, DeliverySchema, NotificationCreateSchema,
-                        NotificationDetailSchema, NotificationListQuerySchema, NotificationSchema,
-                        RecipientsAddedSchema, RecipientsSchema, page_of)
+from ...schemas import (
+    DeliveryListQuerySchema,
+    DeliverySchema,
+    NotificationCreateSchema,
+    NotificationDetailSchema,
+    NotificationListQuerySchema,
+    NotificationSchema,
+    RecipientsAddedSchema,
+    RecipientsSchema,
+    page_of,
+)
 from ..base import APIHandler, endpoint
 
 TAGS = ("notifications",)
@@ -15,7 +23,7 @@ class NotificationsHandler(APIHandler):
     @endpoint("notifications:read", "List notifications, newest first", query=NotificationListQuerySchema,
               response=page_of(NotificationSchema), tags=TAGS, errors=(400, 401, 403))
     async def get(self):
-        self.respond(await self.ctx.notifications.list(self.principal, self.load_query()))
+        self.respond(await self.ctx.notifications.page(self.principal, self.load_query()))
 
     @endpoint("notifications:write", "Create a notification for a list of recipients",
               body=NotificationCreateSchema, response=NotificationSchema, status=201, tags=TAGS,

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from ...schemas import (PageQuerySchema, PeriodicitySchema, PreviewQuerySchema, PreviewSchema, ScheduleCreateSchema,
-                        ScheduleListQuerySchema, ScheduleRunSchema, ScheduleSchema, page_of)
+from ...schemas import (
+    PageQuerySchema,
+    PeriodicitySchema,
+    PreviewQuerySchema,
+    PreviewSchema,
+    ScheduleCreateSchema,
+    ScheduleListQuerySchema,
+    ScheduleRunSchema,
+    ScheduleSchema,
+    page_of,
+)
 from ..base import APIHandler, endpoint
 
 TAGS = ("schedules",)
@@ -13,7 +22,7 @@ class SchedulesHandler(APIHandler):
     @endpoint("schedules:read", "List schedules", query=ScheduleListQuerySchema, response=page_of(ScheduleSchema),
               tags=TAGS, errors=(400, 401, 403))
     async def get(self):
-        self.respond(await self.ctx.schedules.list(self.principal, self.load_query()))
+        self.respond(await self.ctx.schedules.page(self.principal, self.load_query()))
 
     @endpoint("schedules:write", "Create a schedule: a notification, its recipients and a periodicity",
               body=ScheduleCreateSchema, response=ScheduleSchema, status=201, tags=TAGS,

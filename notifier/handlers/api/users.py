@@ -3,8 +3,7 @@ granted `contacts:read` / `contacts:write`. Opt-outs are the user's: see service
 
 from __future__ import annotations
 
-from ...schemas import (UserListQuerySchema, UserSchema, UsersBulkResultSchema, UsersBulkSchema, UserWriteSchema,
-                        page_of)
+from ...schemas import UserListQuerySchema, UsersBulkResultSchema, UsersBulkSchema, UserSchema, UserWriteSchema, page_of
 from ..base import APIHandler, endpoint
 
 TAGS = ("users",)
@@ -15,7 +14,7 @@ class UsersHandler(APIHandler):
               tags=TAGS, errors=(400, 401, 403))
     async def get(self):
         query = self.load_query()
-        self.respond(await self.ctx.users.list(query["limit"], query.get("cursor")))
+        self.respond(await self.ctx.users.page(query["limit"], query.get("cursor")))
 
 
 class UsersBulkHandler(APIHandler):

@@ -56,7 +56,8 @@ class Browser:
             boundary = uuid.uuid4().hex
             parts = []
             for name, value in pairs:
-                parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+                parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+                             f'{value}\r\n'.encode())
             for name, (filename, content) in files.items():
                 parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
                              f'Content-Type: text/csv\r\n\r\n'.encode() + content + b"\r\n")

@@ -41,7 +41,9 @@ async def test_bad_logins_are_400(api, admin, login):
 @pytest.mark.gen_test
 async def test_deleted_client_can_no_longer_authenticate(api, admin, client_app):
     assert (await api.get("/api/v1/notifications", auth=client_app.header)).status == 200
-    assert (await api.delete(f"/api/v1/clients/{client_app.id}", auth=admin.header, headers={"Content-Type": "application/json"})).status == 204
+    deleted = await api.delete(f"/api/v1/clients/{client_app.id}", auth=admin.header,
+                               headers={"Content-Type": "application/json"})
+    assert deleted.status == 204
     assert (await api.get("/api/v1/notifications", auth=client_app.header)).status == 401
     assert (await api.get(f"/api/v1/clients/{client_app.id}", auth=admin.header)).status == 404
 

@@ -35,7 +35,7 @@ async def test_deliveries_start_unsent_to_queue(ctx, admin):
 
 
 @pytest.mark.gen_test
-async def test_client_application_creates_with_original_authorization_form(api, client_app):
+async def test_client_application_creates_with_login_password_authorization_form(api, client_app):
     response = await api.post("/api/v1/notifications", NEW, auth=client_app.header)
     assert response.status == 201
     assert response.body["author"]["kind"] == "client"

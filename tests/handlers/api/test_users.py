@@ -42,9 +42,10 @@ async def test_an_admin_sets_contacts_and_preferences(api, admin):
 @pytest.mark.gen_test
 async def test_delete_then_404(api, admin):
     await api.put("/api/v1/users/bob", {"email": "bob@example.com"}, auth=admin.header)
-    assert (await api.delete("/api/v1/users/bob", auth=admin.header, headers={"Content-Type": "application/json"})).status == 204
+    json_body = {"Content-Type": "application/json"}
+    assert (await api.delete("/api/v1/users/bob", auth=admin.header, headers=json_body)).status == 204
     assert (await api.get("/api/v1/users/bob", auth=admin.header)).status == 404
-    assert (await api.delete("/api/v1/users/bob", auth=admin.header, headers={"Content-Type": "application/json"})).status == 404
+    assert (await api.delete("/api/v1/users/bob", auth=admin.header, headers=json_body)).status == 404
 
 
 @pytest.mark.gen_test
