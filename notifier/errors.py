@@ -1,6 +1,9 @@
-"""Domain errors raised by services; handlers/base.py is the one place that maps them to HTTP."""
+"""Domain errors raised by services, and what an infrastructure error means to a caller; handlers/base.py is
+the one place that maps them to HTTP."""
 
 from __future__ import annotations
+
+from pymongo.errors import ConnectionFailure
 
 
 class DomainError(Exception):
@@ -58,3 +61,12 @@ class Unavailable(DomainError):
     def __init__(self, message: str, retry_after: int = 5):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+def as_domain_error(exc: BaseException) -> DomainError | None:
+    """The domain meaning of an exception, if it has one (an unreachable database is `Unavailable`)."""
+    if isinstance(exc, DomainError):
+        return exc
+    if isinstance(exc, ConnectionFailure):
+        return Unavailable("The database is unavailable; retry shortly")
+    return None

@@ -11,7 +11,6 @@ from typing import Any, Protocol
 import tornado.httputil
 import tornado.web
 from marshmallow import Schema, ValidationError
-from pymongo.errors import ConnectionFailure
 from tornado.http1connection import HTTP1Connection
 
 from ..access import PUBLIC, Principal, allowed, refusal
@@ -26,6 +25,7 @@ from ..errors import (
     Unauthenticated,
     Unavailable,
     UnsupportedMediaType,
+    as_domain_error,
 )
 from ..logs import begin_request
 
@@ -40,15 +40,6 @@ WWW_AUTHENTICATE = 'Basic realm="notifier", Bearer realm="notifier"'
 # first, since it answers an oversized chunk with a bare 400 instead of the 413 the handler gives.
 UNCOUNTED_CEILING = 2 ** 62
 MAX_JSON_DEPTH = 32
-
-
-def as_domain_error(exc: BaseException) -> DomainError | None:
-    """The domain meaning of an exception, if it has one (an unreachable database is `Unavailable`)."""
-    if isinstance(exc, DomainError):
-        return exc
-    if isinstance(exc, ConnectionFailure):
-        return Unavailable("The database is unavailable; retry shortly")
-    return None
 
 
 def load(schema: type[Schema], data: Any, what: str = "request body") -> dict:
