@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from .outbound import allowlist_entry
@@ -261,7 +262,7 @@ class Settings:
     log_format: str = setting("text", "Log line format.", _choice("text", "json"))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read every option from `environ` (default: os.environ); raise SettingsError naming the variable."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -305,7 +306,7 @@ class Settings:
             env[option.name.upper()] = str(value)
         return env
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         settings = dataclasses.replace(self, **changes)
         settings.check()
         return settings

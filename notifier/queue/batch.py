@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from aiormq.abc import DeliveredMessage
 from bson import ObjectId
@@ -19,10 +19,9 @@ from bson.errors import InvalidId
 from pymongo.errors import PyMongoError
 
 from ..clock import Clock
-from ..domain import DeliveryStatus
 from ..services.deliveries import Deliveries, new_claim_token
-from ..services.outcomes import Decision, OutcomeKind, RetryPolicy, decide
-from ..services.sending import Outcome, Sender
+from ..services.outcomes import OutcomeKind, RetryPolicy, decide
+from ..services.sending import Sender
 from ..settings import Settings
 from .journal import Journal
 from .metrics import DELIVERIES, SEND_SECONDS
@@ -41,8 +40,8 @@ T = TypeVar("T")
 
 
 class Batches:
-    """Runs a consumer's batches; `stopping` is set when a claimed batch cannot finish (the pool then
-    settles it from the journal)."""
+    """Runs a consumer's batches; `stopping` is set when a claimed batch cannot finish (the pool's journal
+    replay then settles it)."""
 
     def __init__(self, consumer_id: str, settings: Settings, clock: Clock, deliveries: Deliveries, sender: Sender,
                  publisher: Publisher, journal: Journal, stopping: asyncio.Event):
@@ -57,37 +56,53 @@ class Batches:
         self.policy = RetryPolicy.of(settings.max_attempts, settings.retry_delays)
         self.active = 0
         self.journal_pending = False  # a batch stopped half-way: its journal is for the pool's journal replay
-        # Regular batches take turns for the database: it answers one request at a time, so a queue of
-        # regular writes would hold up every express claim.
+        # Regular batches take turns for the database (Consumer passes this as their `turn`): it answers one
+        # request at a time, so a queue of regular writes would hold up every express claim.
         self.regular_turn = asyncio.Semaphore(1)
 
-    async def regular(self, batch: list[DeliveredMessage]) -> None:
-        await self.run(batch, self.regular_turn)
-
-    async def express(self, batch: list[DeliveredMessage]) -> None:
-        await self.run(batch)
-
     async def run(self, batch: list[DeliveredMessage], turn: asyncio.Semaphore | None = None) -> None:
-        """Claim, send, decide and apply, ack."""
+        """Claim, send, decide, apply the decisions, ack: the whole life of one batch."""
         database_turn: contextlib.AbstractAsyncContextManager[Any] = turn or contextlib.nullcontext()
         self.active += 1
         try:
             messages, payloads = await _by_delivery(batch)
             if not messages:
                 return
+            # 1. Claim: only deliveries still waiting become ours (a redelivered message finds nothing).
             token = new_claim_token()
             send_before = time.monotonic() + self.settings.lease_seconds * LEASE_SHARE_FOR_SENDING
             async with database_turn:
-                claimed_ids = await self._database(
+                claimed_ids = await retry_database(
                     lambda: self.deliveries.claim(list(messages), self.consumer_id, self.clock.now(),
-                                                  self.settings.lease_seconds, token))
+                                                  self.settings.lease_seconds, token), self.stopping)
             if claimed_ids:
                 claimed = [payloads[i] for i in claimed_ids]
                 try:
-                    looked_up = await self._database(lambda: self.sender.look_up(claimed))
+                    # 2. Send: read what the batch needs (an outage is waited out), then try each delivery.
+                    looked_up = await retry_database(lambda: self.sender.look_up(claimed), self.stopping)
                     outcomes = await self.sender.attempt(claimed, looked_up, token, send_before)
                     async with database_turn:
-                        await self._settle(token, outcomes)
+                        # 3. Decide each outcome (services/outcomes.py) and apply it: publish where the decision
+                        # routes the delivery, then write every outcome of the claim at once.
+                        now = self.clock.now()
+                        again = [o.delivery["_id"] for o in outcomes if o.kind in AGAIN]
+                        counters = await retry_database(lambda: self.deliveries.counters(again),
+                                                        self.stopping) if again else {}
+                        changes: list[tuple[ObjectId, dict]] = []
+                        counted_as: list[str] = []
+                        for outcome in outcomes:
+                            delivery = outcome.delivery
+                            counted = counters.get(delivery["_id"], {})
+                            decision = decide(outcome.kind, now, self.policy, attempts=counted.get("attempts", 1),
+                                              deferrals=counted.get("deferrals", 0), reason=outcome.reason,
+                                              error=outcome.error)
+                            published = True
+                            if decision.route is not None:
+                                published = await self.publisher.route(delivery, decision.route, decision.delay_ms,
+                                                                       decision.headers)
+                            changes.append((delivery["_id"], decision.update(published)))
+                            counted_as.append(decision.counted_as)
+                        await retry_database(lambda: self.deliveries.finish(token, changes), self.stopping)
                 except Exception:
                     # The claims are ours until we write their outcomes, and nobody else takes a live
                     # consumer's claims: stop, so the pool's journal replay settles them.
@@ -95,6 +110,11 @@ class Batches:
                     self.journal_pending = True
                     self.stopping.set()
                     return
+                for outcome, status in zip(outcomes, counted_as, strict=True):
+                    DELIVERIES.labels(outcome.delivery["channel"], status).inc()
+                    if outcome.seconds is not None:
+                        SEND_SECONDS.labels(outcome.delivery["channel"]).observe(outcome.seconds)
+            # 4. Ack, only now that every outcome is written.
             for delivery_messages in messages.values():
                 for message in delivery_messages:
                     await _ack(message)
@@ -103,69 +123,35 @@ class Batches:
             if not self.active and not self.journal_pending:
                 self.journal.truncate()
 
-    async def _settle(self, token: str, outcomes: list[Outcome]) -> None:
-        """Decide every outcome, publish what goes to a delay tier or the parking queue, write them all."""
-        now = self.clock.now()
-        again = [o.delivery["_id"] for o in outcomes if o.kind in AGAIN]
-        counters = await self._database(lambda: self.deliveries.counters(again)) if again else {}
-        sent: list[ObjectId] = []
-        changes: list[tuple[ObjectId, dict]] = []
-        decisions: list[tuple[Outcome, Decision]] = []
-        for outcome in outcomes:
-            delivery = outcome.delivery
-            counted = counters.get(delivery["_id"], {})
-            decision = decide(outcome.kind, now, self.policy, attempts=counted.get("attempts", 1),
-                              deferrals=counted.get("deferrals", 0), reason=outcome.reason, error=outcome.error)
-            decisions.append((outcome, decision))
-            if decision.status is DeliveryStatus.SENT:
-                sent.append(delivery["_id"])
-                continue
-            published = True
-            if decision.route is not None:
-                published = await self.publisher.route(delivery, decision.route, decision.delay_ms, decision.headers)
-            changes.append((delivery["_id"], decision.update(published)))
-        await self._database(lambda: self.deliveries.finish(token, now, sent, changes))
-        for outcome, decision in decisions:
-            channel = outcome.delivery["channel"]
-            DELIVERIES.labels(channel, decision.counted_as).inc()
-            if outcome.seconds is not None:
-                SEND_SECONDS.labels(channel).observe(outcome.seconds)
-
-    async def _database(self, operation: Callable[[], Awaitable[T]]) -> T:
-        return await retry_database(operation, self.stopping)
-
 
 async def _by_delivery(batch: list[DeliveredMessage]) -> tuple[dict[ObjectId, list[DeliveredMessage]],
                                                                  dict[ObjectId, dict]]:
-    """The batch's messages by the delivery they name (a redelivered one may come twice); a message that
-    names none is acked and dropped."""
+    """The batch's messages by the delivery they name (a redelivered one may come twice), with the delivery
+    as the publisher described it (publisher.message_body); a message that names none is acked and dropped."""
     messages: dict[ObjectId, list[DeliveredMessage]] = {}
     payloads: dict[ObjectId, dict] = {}
     for message in batch:
-        payload = _payload(message)
-        if payload is None:
+        try:
+            body = json.loads(message.body)
+            delivery_id = ObjectId(body["delivery_id"])
+            payload = {"_id": delivery_id, "notification_id": ObjectId(body["notification_id"]),
+                       "user_id": str(body["user_id"]), "channel": str(body["channel"]),
+                       "is_express": bool(body["is_express"])}
+        except (ValueError, KeyError, TypeError, InvalidId):
             log.error("dropping a message that names no delivery: %r", message.body[:200])
             await _ack(message)
             continue
-        messages.setdefault(payload["_id"], []).append(message)
-        payloads[payload["_id"]] = payload
+        messages.setdefault(delivery_id, []).append(message)
+        payloads[delivery_id] = payload
     return messages, payloads
 
 
-def _payload(message: DeliveredMessage) -> dict | None:
-    """The delivery a message is about, as the publisher described it (see publisher.message_body)."""
-    try:
-        body = json.loads(message.body)
-        return {"_id": ObjectId(body["delivery_id"]), "notification_id": ObjectId(body["notification_id"]),
-                "user_id": str(body["user_id"]), "channel": str(body["channel"]),
-                "is_express": bool(body["is_express"])}
-    except (ValueError, KeyError, TypeError, InvalidId):
-        return None
+# A consumed message always carries its delivery tag (only a basic.get answer could lack one).
 
 
 async def _ack(message: DeliveredMessage) -> None:
     try:
-        await message.channel.basic_ack(_tag(message), wait=False)
+        await message.channel.basic_ack(cast(int, message.delivery_tag), wait=False)
     except Exception:  # a closed channel: the broker redelivers, and the claim makes that harmless
         pass
 
@@ -173,16 +159,9 @@ async def _ack(message: DeliveredMessage) -> None:
 async def nack(message: DeliveredMessage) -> None:
     """Give a message back to its queue (one never started, at shutdown)."""
     try:
-        await message.channel.basic_nack(_tag(message), requeue=True)
+        await message.channel.basic_nack(cast(int, message.delivery_tag), requeue=True)
     except Exception:  # the channel is gone: the broker requeues it anyway
         pass
-
-
-def _tag(message: DeliveredMessage) -> int:
-    tag = message.delivery_tag
-    if tag is None:  # only a consumed (Deliver) message is ever in a batch
-        raise ValueError("a message without a delivery tag")
-    return tag
 
 
 async def retry_database(operation: Callable[[], Awaitable[T]], stopping: asyncio.Event,

@@ -9,6 +9,7 @@ stop taking messages, finish what is in hand, exit 0. When the parent dies the c
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -77,8 +78,8 @@ class Consumer:
         self.batches = Batches(self.consumer_id, settings, self.clock, deliveries, sender, publisher, self.journal,
                                self.stopping)
         self.lanes = {REGULAR: Lane(REGULAR, settings.consumer_batch, settings.consumer_batch_wait, REGULAR_BATCHES,
-                                    self.batches.regular),
-                      EXPRESS: Lane(EXPRESS, EXPRESS_BATCH, 0.0, EXPRESS_BATCHES, self.batches.express)}
+                                    functools.partial(self.batches.run, turn=self.batches.regular_turn)),
+                      EXPRESS: Lane(EXPRESS, EXPRESS_BATCH, 0.0, EXPRESS_BATCHES, self.batches.run)}
         self.lane_tasks = [asyncio.get_running_loop().create_task(lane.run()) for lane in self.lanes.values()]
         self.broker.start()
 

@@ -43,11 +43,6 @@ def message_body(delivery: dict) -> bytes:
                        "is_express": delivery["is_express"]}).encode()
 
 
-def properties(delivery: dict, target: str, headers: dict | None = None) -> Basic.Properties:
-    return Basic.Properties(delivery_mode=2, priority=PRIORITY[target], content_type="application/json",
-                            message_id=str(delivery["_id"]), headers=headers)
-
-
 def lane(delivery: dict) -> str:
     return EXPRESS if delivery["is_express"] else REGULAR
 
@@ -161,20 +156,22 @@ class Publisher:
                         len(plan) - acked, len(plan), failure)
         return acked
 
-    async def _send(self, channel, delivery: dict, exchange: str, routing_key: str, target: str):
+    async def _send(self, channel, delivery: dict, exchange: str, routing_key: str, target: str,
+                    headers: dict | None = None, observed: bool = True):
+        """The one basic_publish of a delivery's message; `observed` counts it in the server's metrics
+        (first publishes and republishes, not a consumer's retries and parked copies)."""
         started = time.monotonic()
-        result = await self._basic_publish(channel, delivery, exchange, routing_key, target)
-        lane = target if exchange else "paced"
-        PUBLISH_CONFIRM_SECONDS.labels(lane).observe(time.monotonic() - started)
-        if isinstance(result, Basic.Ack):
-            PUBLISHED.labels(lane).inc()
+        properties = Basic.Properties(delivery_mode=2, priority=PRIORITY[target], content_type="application/json",
+                                      message_id=str(delivery["_id"]), headers=headers)
+        result = await channel.basic_publish(message_body(delivery), exchange=exchange, routing_key=routing_key,
+                                             properties=properties, mandatory=True,
+                                             timeout=self.settings.publish_timeout)
+        if observed:
+            lane = target if exchange else "paced"
+            PUBLISH_CONFIRM_SECONDS.labels(lane).observe(time.monotonic() - started)
+            if isinstance(result, Basic.Ack):
+                PUBLISHED.labels(lane).inc()
         return result
-
-    async def _basic_publish(self, channel, delivery: dict, exchange: str, routing_key: str, target: str,
-                             headers: dict | None = None):
-        return await channel.basic_publish(message_body(delivery), exchange=exchange, routing_key=routing_key,
-                                           properties=properties(delivery, target, headers), mandatory=True,
-                                           timeout=self.settings.publish_timeout)
 
     async def route(self, delivery: dict, route: Route, delay_ms: int = 0, headers: dict | None = None) -> bool:
         """Publish one delivery on `route` (a delay tier, the parking queue); True when the broker confirmed.
@@ -183,7 +180,7 @@ class Publisher:
         try:
             channel = await self.broker.channel()
             exchange, routing_key, target = await self._destination(channel, delivery, route, delay_ms)
-            confirmation = await self._basic_publish(channel, delivery, exchange, routing_key, target, headers)
+            confirmation = await self._send(channel, delivery, exchange, routing_key, target, headers, observed=False)
             return isinstance(confirmation, Basic.Ack)
         except Exception as exc:  # the broker is away
             log.warning("could not publish delivery %s to %s: %s", delivery["_id"], routing_key, exc)

@@ -25,8 +25,8 @@ from ..store import Store
 from .outcomes import Decision, OutcomeKind, decide
 from .paging import Page, newest_first
 
-PENDING, QUEUED, SENDING, FAILED = (DeliveryStatus.PENDING, DeliveryStatus.QUEUED, DeliveryStatus.SENDING,
-                                    DeliveryStatus.FAILED)
+PENDING, QUEUED, SENDING, SENT, FAILED = (DeliveryStatus.PENDING, DeliveryStatus.QUEUED, DeliveryStatus.SENDING,
+                                          DeliveryStatus.SENT, DeliveryStatus.FAILED)
 WAITING = [PENDING, QUEUED]
 LEASE_EXPIRED = "lease expired: the consumer stopped answering mid-send"
 IN_CHUNK = 1000
@@ -104,41 +104,42 @@ class Deliveries:
         docs = await self.collection.find({"_id": {"$in": ids}}, {"attempts": 1, "deferrals": 1}).to_list(None)
         return {doc["_id"]: doc for doc in docs}
 
-    async def finish(self, token: str, now: datetime, sent: list[ObjectId],
-                     changes: list[tuple[ObjectId, dict]]) -> None:
-        """Write the results of one claim: `sent` ids, and an update per delivery for the rest (each the
-        `update()` of its outcomes.Decision).
+    async def finish(self, token: str, changes: list[tuple[ObjectId, dict]]) -> None:
+        """Write the results of one claim: per delivery the `update()` of its outcomes.Decision. The sent
+        ones of a claim all write the same fields, so they go in one update_many.
 
         Guarded by the claim token, so a claim that was taken away (lease expired) is never overwritten.
         """
+        sent = [(delivery_id, update) for delivery_id, update in changes if update["$set"]["status"] == SENT]
+        others = [(delivery_id, update) for delivery_id, update in changes if update["$set"]["status"] != SENT]
         if sent:
-            await self.collection.update_many({"_id": {"$in": sent}, "claim": token, "status": SENDING},
-                                              _written(decide(OutcomeKind.SENT, now).update(), now))
-        if changes:
+            await self.collection.update_many({"_id": {"$in": [i for i, _ in sent]}, "claim": token,
+                                               "status": SENDING}, sent[0][1])
+        if others:
             await self.collection.bulk_write(
-                [UpdateOne({"_id": delivery_id, "claim": token, "status": SENDING}, _written(update, now))
-                 for delivery_id, update in changes], ordered=False)
+                [UpdateOne({"_id": delivery_id, "claim": token, "status": SENDING}, update)
+                 for delivery_id, update in others], ordered=False)
 
     async def recover(self, consumer_id: str, sent: dict[str, str], interrupted: dict[str, str],
                       now: datetime) -> tuple[int, int, list[dict]]:
         """Journal replay, after a consumer died: record what its journal says it sent, fail what it may
         have half-sent on a channel where a repeat would show, and release every other claim it held.
         Returns (sent, interrupted, released deliveries)."""
-        recorded = await self._settle_journal(sent, decide(OutcomeKind.SENT, now), now)
-        failed = await self._settle_journal(interrupted, decide(OutcomeKind.INTERRUPTED, now), now)
+        recorded = await self._settle_journal(sent, decide(OutcomeKind.SENT, now))
+        failed = await self._settle_journal(interrupted, decide(OutcomeKind.INTERRUPTED, now))
         held = await self.collection.find({"status": SENDING, "claimed_by": consumer_id},
                                           MESSAGE_FIELDS).to_list(None)
-        released = _written(decide(OutcomeKind.RELEASED, now).update(), now)
+        released = decide(OutcomeKind.RELEASED, now).update()
         for chunk in _chunks([doc["_id"] for doc in held]):
             await self.collection.update_many(
                 {"_id": {"$in": chunk}, "status": SENDING, "claimed_by": consumer_id}, released)
         return recorded, failed, held
 
-    async def _settle_journal(self, entries: dict[str, str], decision: Decision, now: datetime) -> int:
+    async def _settle_journal(self, entries: dict[str, str], decision: Decision) -> int:
         settled = 0
         for token, ids in _by_token(entries).items():
             result = await self.collection.update_many({"_id": {"$in": ids}, "claim": token, "status": SENDING},
-                                                       _written(decision.update(), now))
+                                                       decision.update())
             settled += result.modified_count
         return settled
 
@@ -151,16 +152,11 @@ class Deliveries:
         if owners:
             query["claimed_by"] = {"$nin": owners}
         expired = await self.collection.find(query, MESSAGE_FIELDS).limit(limit).to_list(limit)
-        released = _written(decide(OutcomeKind.RELEASED, now, error=LEASE_EXPIRED).update(), now)
+        released = decide(OutcomeKind.RELEASED, now, error=LEASE_EXPIRED).update()
         for chunk in _chunks([doc["_id"] for doc in expired]):
             await self.collection.update_many(
                 {"_id": {"$in": chunk}, "status": SENDING, "lease_until": {"$lt": now}}, released)
         return expired
-
-
-def _written(update: dict, now: datetime) -> dict:
-    """`update` as a claim's writer stores it: stamped, and the lease is over."""
-    return {**update, "$set": {**update.get("$set", {}), "updated_at": now, "lease_until": None}}
 
 
 class Outbox(Protocol):

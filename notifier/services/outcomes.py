@@ -73,7 +73,8 @@ class RetryPolicy:
 @dataclass(frozen=True)
 class Decision:
     status: DeliveryStatus
-    fields: dict = field(default_factory=dict)  # set with the status (updated_at and lease_until are the writer's)
+    at: datetime
+    fields: dict = field(default_factory=dict)  # set with the status
     inc: dict = field(default_factory=dict)
     route: Route | None = None
     delay_ms: int = 0
@@ -81,9 +82,9 @@ class Decision:
     counted_as: str = ""  # the status label of notifier_deliveries_total
 
     def update(self, published: bool = True) -> dict:
-        """The database update; a retry whose delayed message the broker did not confirm waits pending,
-        unsent, for the outbox sweep."""
-        fields = {"status": self.status, **self.fields}
+        """The database update, which ends the claim; a retry whose delayed message the broker did not
+        confirm waits pending, unsent, for the outbox sweep."""
+        fields = {"status": self.status, **self.fields, "updated_at": self.at, "lease_until": None}
         if self.route is Route.RETRY and not published:
             fields.update(status=DeliveryStatus.PENDING, is_sent_to_queue=False)
         update: dict = {"$set": fields}
@@ -92,14 +93,14 @@ class Decision:
         return update
 
 
-def _failed(reason: str, error: str | None) -> Decision:
-    return Decision(DeliveryStatus.FAILED, {"reason": reason, "last_error": error}, route=Route.PARKED,
+def _failed(reason: str, error: str | None, now: datetime) -> Decision:
+    return Decision(DeliveryStatus.FAILED, now, {"reason": reason, "last_error": error}, route=Route.PARKED,
                     headers={"reason": reason, "error": (error or "")[:PARKED_ERROR_LENGTH]},
                     counted_as=OutcomeKind.FAILED)
 
 
 def _again(delay_ms: int, now: datetime, error: str | None, inc: dict, kind: OutcomeKind) -> Decision:
-    return Decision(DeliveryStatus.QUEUED, {"is_sent_to_queue": True, "last_error": error,
+    return Decision(DeliveryStatus.QUEUED, now, {"is_sent_to_queue": True, "last_error": error,
                                             "available_at": now + timedelta(milliseconds=delay_ms), "reason": None},
                     inc, route=Route.RETRY, delay_ms=delay_ms, counted_as=kind)
 
@@ -109,27 +110,27 @@ def decide(kind: OutcomeKind, now: datetime, policy: RetryPolicy | None = None, 
     """What follows `kind` for a delivery with `attempts` (this one included, counted at the claim) and
     `deferrals` so far. Retries and deferrals need the `policy`."""
     if kind is OutcomeKind.SENT:
-        return Decision(DeliveryStatus.SENT, {"sent_at": now, "last_error": None, "reason": None}, counted_as=kind)
+        return Decision(DeliveryStatus.SENT, now, {"sent_at": now, "last_error": None, "reason": None}, counted_as=kind)
     if kind is OutcomeKind.SKIPPED:
-        return Decision(DeliveryStatus.SKIPPED, {"reason": reason}, counted_as=kind)
+        return Decision(DeliveryStatus.SKIPPED, now, {"reason": reason}, counted_as=kind)
     if kind is OutcomeKind.FAILED:
-        return _failed(reason or "rejected", error)
+        return _failed(reason or "rejected", error, now)
     if kind is OutcomeKind.ABANDONED:
-        return Decision(DeliveryStatus.PENDING, {"is_sent_to_queue": False, "last_error": error, "reason": None},
+        return Decision(DeliveryStatus.PENDING, now, {"is_sent_to_queue": False, "last_error": error, "reason": None},
                         {"attempts": -1}, counted_as=kind)
     if kind is OutcomeKind.INTERRUPTED:
-        return Decision(DeliveryStatus.FAILED, {"reason": "interrupted", "last_error": INTERRUPTED_ERROR},
+        return Decision(DeliveryStatus.FAILED, now, {"reason": "interrupted", "last_error": INTERRUPTED_ERROR},
                         counted_as=OutcomeKind.FAILED)
     if kind is OutcomeKind.RELEASED:
         fields: dict = {"is_sent_to_queue": False, "available_at": now, "claim": None}
         if error:
             fields["last_error"] = error
-        return Decision(DeliveryStatus.PENDING, fields, route=Route.WORK, counted_as=kind)
+        return Decision(DeliveryStatus.PENDING, now, fields, route=Route.WORK, counted_as=kind)
     if policy is None:
         raise ValueError(f"deciding on {kind} needs a retry policy")
     if kind is OutcomeKind.RETRY:
         if attempts >= policy.max_attempts:
-            return _failed(EXHAUSTED, error)
+            return _failed(EXHAUSTED, error, now)
         return _again(policy.delay_ms(attempts), now, error, {}, kind)
     if kind is OutcomeKind.DEFER:
         return _again(policy.delay_ms(deferrals + 1), now, error, {"attempts": -1, "deferrals": 1}, kind)

@@ -257,7 +257,7 @@ async def test_a_batch_past_its_sending_share_of_the_lease_sends_nothing_and_is_
     assert [o.kind for o in outcomes] == [OutcomeKind.ABANDONED]
     now = ctx.clock.now()
     released = decide(outcomes[0].kind, now, error=outcomes[0].error)
-    await ctx.deliveries.finish(token, now, [], [(delivery["_id"], released.update())])
+    await ctx.deliveries.finish(token, [(delivery["_id"], released.update())])
     after = await ctx.store.deliveries.find_one({"_id": delivery["_id"]})
     assert (after["status"], after["is_sent_to_queue"], after["attempts"]) == ("pending", False, 0)
     journal.close(remove=True)

@@ -86,3 +86,10 @@ def test_the_last_delay_repeats(number, expected):
 
 def test_delays_are_whole_milliseconds_of_at_least_one():
     assert delays_ms((0.0001, 0.2, 1.5)) == (1, 200, 1500)
+
+
+@pytest.mark.parametrize("kind", list(OutcomeKind))
+def test_every_decision_ends_the_claim(kind):
+    """Whoever writes it (a batch, journal replay, the lease reconciler), the update stamps it and ends the lease."""
+    update = decide(kind, NOW, POLICY, reason="r", error="e").update()["$set"]
+    assert (update["updated_at"], update["lease_until"]) == (NOW, None)
