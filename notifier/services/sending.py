@@ -95,7 +95,7 @@ class Sender:
         """Try every claimed delivery of one batch, concurrently; each comes back with its outcome.
 
         No send starts after `send_before` (time.monotonic()): past it the claim's lease could run out
-        before the outcome is written, and a reconciler could hand the delivery to someone else."""
+        before the outcome is written, and the lease reconciler could hand the delivery to someone else."""
         return list(await asyncio.gather(*(
             self._one(d, looked_up.notifications.get(d["notification_id"]), looked_up.users.get(d["user_id"]),
                       d["user_id"] in looked_up.contacts_down, token, send_before)

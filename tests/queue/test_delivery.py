@@ -198,7 +198,7 @@ async def test_expired_lease_is_reconciled(api, admin, ctx, smtp, workers):
 @pytest.mark.gen_test(timeout=60)
 async def test_queued_messages_the_broker_lost_are_published_again(ctx, admin):
     """RabbitMQ dead-letters delay tiers at most once; a message dropped there leaves a delivery queued with
-    nothing in the broker. Once the work queues are empty, the reconciler publishes it again."""
+    nothing in the broker. Once the work queues are empty, the lost-message finder publishes it again."""
     principal = await ctx.auth.authenticate(admin.header)
     await ctx.notifications.create(principal, {**NOTE, "is_express": False, "content_id": None,
                                                "recipients": ["a", "b", "c"]})
