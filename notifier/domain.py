@@ -1,14 +1,28 @@
 """Words of the domain shared by every layer."""
 
+import enum
 import re
 
 CHANNELS = ("email", "telegram", "webhook", "inbox")
 
 # A delivery's life: pending (stored, not yet confirmed by the broker) -> queued (in the broker)
 # -> sending (claimed by one consumer) -> sent | skipped (with a reason) | failed (with a reason).
-# A retry goes back to pending/queued with attempts + 1.
-STATUSES = ("pending", "queued", "sending", "sent", "failed", "skipped")
-FINAL_STATUSES = ("sent", "failed", "skipped")
+# A retry goes back to pending/queued with attempts + 1 (services/outcomes.py decides each step).
+
+
+class DeliveryStatus(enum.StrEnum):
+    """The status stored on a delivery (the strings are what the database and the API hold)."""
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+STATUSES = tuple(status.value for status in DeliveryStatus)
+FINAL_STATUSES = (DeliveryStatus.SENT.value, DeliveryStatus.FAILED.value, DeliveryStatus.SKIPPED.value)
 
 # What may never be part of a one-line value (a name, an address, a title): C0 controls (tab too), DEL, C1
 # and the Unicode line and paragraph separators. In a mail header they would end the line or start another.

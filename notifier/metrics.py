@@ -6,13 +6,25 @@ PROMETHEUS_MULTIPROC_DIR (prometheus-client's multiprocess mode) and the server 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import shutil
 import tempfile
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from .queue.connection import BrokerConnection
 from .queue.metrics import LATENCY_BUCKETS
+from .queue.monitor import queue_depths
+from .queue.topology import Topology
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .queue.pool import ConsumerPool
+
+log = logging.getLogger(__name__)
 
 REGISTRY = CollectorRegistry()
 HTTP_REQUESTS = Counter("notifier_http_requests_total", "HTTP requests answered, by route and status",
@@ -43,6 +55,22 @@ class ConsumerMetrics:
     def close(self) -> None:
         REGISTRY.unregister(self._collector)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+async def refresh_gauges(settings: Settings, pool: ConsumerPool | None, broker: BrokerConnection,
+                         topology: Topology) -> None:
+    """Read the queue depths and the pool's size into the gauges, just before a scrape."""
+    if pool is not None:
+        CONSUMERS.labels("running").set(len([p for p in pool.processes.values() if p.ready]))
+    CONSUMERS.labels("min").set(settings.consumers_min)
+    CONSUMERS.labels("max").set(settings.consumers_max)
+    try:
+        depths = await asyncio.wait_for(queue_depths(broker, topology), 2.0)
+    except Exception as exc:  # the broker is away: the gauges keep their last values
+        log.info("queue depths unavailable for metrics: %s", exc)
+        return
+    for row in depths:
+        QUEUE_MESSAGES.labels(row["queue"]).set(row["messages"])
 
 
 def exposition() -> tuple[bytes, str]:

@@ -217,7 +217,7 @@ class Settings:
     consumer_batch_wait: float = setting("0.02", "Seconds a consumer waits to fill a regular batch.",
                                          _float(0.0))
     lease_seconds: float = setting("300", "How long a claimed delivery stays with its consumer before the "
-                                   "reconciler hands it to another.", _float(1.0))
+                                   "lease reconciler hands it to another.", _float(1.0))
     backlog_per_consumer: int = setting("2000", "Queued messages per consumer before the pool grows.", _int(1))
     journal_dir: str = setting("./var/journal", "Where consumers note what they sent before it is recorded, "
                                "so a killed consumer never causes a second send.")
@@ -253,7 +253,8 @@ class Settings:
     scheduler_tick: float = setting("1", "Seconds between two checks for due schedules.", _float(0.05))
     schedule_min_interval: int = setting("60", "Shortest interval_seconds a schedule may have.", _int(1))
     outbox_sweep_interval: float = setting("10", "Seconds between two outbox sweeps.", _float(0.05))
-    reconcile_interval: float = setting("30", "Seconds between two checks for expired consumer leases.",
+    reconcile_interval: float = setting("30", "Seconds between two lease reconciler runs (expired consumer "
+                                        "leases, then the lost-message finder).",
                                         _float(0.05))
     pool_check_interval: float = setting("5", "Seconds between two consumer pool checks.", _float(0.05))
     # Logging

@@ -67,11 +67,17 @@ Commit = Callable[[], None]
 
 
 class Channel(Protocol):
-    name: str
-    contact_field: str | None
-    # True when sending twice is harmless (the receiver can tell): then an interrupted send is retried;
-    # otherwise it is failed with reason "interrupted" rather than risk a second copy.
-    repeat_safe: bool
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def contact_field(self) -> str | None: ...
+
+    @property
+    def repeat_safe(self) -> bool:
+        """True when sending twice is harmless (the receiver can tell): then an interrupted send is retried;
+        otherwise it is failed with reason "interrupted" rather than risk a second copy."""
+        ...
 
     def valid_contact(self, value: str) -> bool: ...
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import tornado.web
 
 from ..access import PUBLIC
-from ..metrics import exposition
+from ..metrics import exposition, refresh_gauges
 from .base import APIHandler, endpoint
 
 
 class MetricsHandler(APIHandler):
     @endpoint("system:read", "Prometheus metrics (text exposition format)", tags=("system",), errors=(401, 403))
     async def get(self):
-        await self.ctx.refresh_metrics()
+        ctx = self.ctx
+        await refresh_gauges(ctx.settings, ctx.pool, ctx.broker, ctx.topology)
         body, content_type = exposition()
         self.set_header("Content-Type", content_type)
         self.finish(body)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import aiormq
 
@@ -46,12 +46,13 @@ class BrokerConnection:
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def channel(self, timeout: float = 0.0) -> aiormq.abc.AbstractChannel:
         if not self._ready.is_set() and not (timeout and await self.wait_connected(timeout)):
             raise Unavailable(f"RabbitMQ is unavailable: {self.last_error}")
+        assert self._channel is not None  # set before the connection is announced ready
         return self._channel
 
     async def check(self) -> None:
@@ -60,7 +61,7 @@ class BrokerConnection:
 
     async def new_channel(self, **kwargs) -> aiormq.abc.AbstractChannel:
         """Another channel on the same connection (a consumer's express channel, say)."""
-        if not self.connected:
+        if not self.connected or self.connection is None:
             raise Unavailable(f"RabbitMQ is unavailable: {self.last_error}")
         return await self.connection.channel(**kwargs)
 

@@ -1,5 +1,9 @@
 """The consumer pool: spawned processes (never forked from the running loop), sized within
-[CONSUMERS_MIN, CONSUMERS_MAX] counting the consumers other instances already run on the queues."""
+[CONSUMERS_MIN, CONSUMERS_MAX] counting the consumers other instances already run on the queues.
+
+Home of the pool restarts (see queue/recovery.py for every recovery mechanism); the journal replay of a
+consumer that died is triggered here and done by Recovery.replay_journal.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +16,11 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from ..clock import Clock
 from ..metrics import ConsumerMetrics
-from ..procs import pid_alive
-from ..services.deliveries import Deliveries
 from ..settings import Settings
 from .connection import BrokerConnection
-from .journal import journal_path, read_journal
-from .publisher import Publisher
+from .recovery import Recovery
 from .topology import EXPRESS, REGULAR, Topology
 
 log = logging.getLogger(__name__)
@@ -55,14 +54,11 @@ class ConsumerProcess:
 
 
 class ConsumerPool:
-    def __init__(self, settings: Settings, broker: BrokerConnection, topology: Topology, deliveries: Deliveries,
-                 publisher: Publisher, clock: Clock):
+    def __init__(self, settings: Settings, broker: BrokerConnection, topology: Topology, recovery: Recovery):
         self.settings = settings
         self.broker = broker
         self.topology = topology
-        self.deliveries = deliveries
-        self.publisher = publisher
-        self.clock = clock
+        self.recovery = recovery
         self.processes: dict[str, ConsumerProcess] = {}
         self.prefix = f"{socket.gethostname()}.{os.getpid()}"
         self._sequence = 0
@@ -75,7 +71,7 @@ class ConsumerPool:
         self.restarts = 0
         self.last_stats: QueueStats | None = None
         self.metrics = ConsumerMetrics()
-        self.unrecovered: set[str] = set()  # dead consumers whose journal is not yet applied
+        self.unrecovered: set[str] = set()  # dead consumers whose journal replay has not succeeded yet
 
     # --- sizing ---
 
@@ -86,9 +82,9 @@ class ConsumerPool:
             messages, consumers = {}, 0
             for target, queue in self.topology.queues.items():
                 declared = await channel.queue_declare(queue, passive=True)
-                messages[target] = declared.message_count
+                messages[target] = declared.message_count or 0
                 if target == REGULAR:
-                    consumers = declared.consumer_count
+                    consumers = declared.consumer_count or 0
             return QueueStats(messages, consumers)
         finally:
             await channel.close()
@@ -110,9 +106,9 @@ class ConsumerPool:
             log.warning("consumer pool start deferred (%s); the pool check retries", exc)
 
     async def _launch(self) -> None:
-        """Recover what consumers of an earlier run left behind, then launch CONSUMERS_START, counting
+        """Replay the journals consumers of an earlier run left behind, then launch CONSUMERS_START, counting
         consumers that already exist, so the total stays within [CONSUMERS_MIN, CONSUMERS_MAX]."""
-        await self.recover_orphans()
+        await self.replay_orphan_journals()
         stats = await self.queue_stats()
         others = self.others(stats)
         wanted = min(max(self.settings.consumers_start, self.settings.consumers_min), self.settings.consumers_max)
@@ -127,7 +123,7 @@ class ConsumerPool:
         if not self.running:
             return
         for consumer_id in list(self.unrecovered):
-            await self._recover_quietly(consumer_id)
+            await self._replay_quietly(consumer_id)
         if not self.launched:
             await self._launch()
             return
@@ -177,6 +173,7 @@ class ConsumerPool:
         return consumer
 
     async def _watch(self, consumer: ConsumerProcess) -> None:
+        assert consumer.process.stdout is not None  # spawned with stdout=PIPE
         async for line in consumer.process.stdout:
             if line.strip() == b"ready":
                 consumer.ready = True
@@ -189,22 +186,22 @@ class ConsumerPool:
             quick = time.time() - consumer.started < QUICK_EXIT_SECONDS
             self._respawn_delay = min(self._respawn_delay * 2, MAX_RESPAWN_DELAY) if quick else 1.0
             self._not_before = time.monotonic() + (self._respawn_delay if quick else 0.0)
-            log.warning("consumer %s died (exit %s); recovering its work", consumer.id, code)
+            log.warning("consumer %s died (exit %s); pool restart and journal replay follow", consumer.id, code)
         self.unrecovered.add(consumer.id)
-        await self._recover_quietly(consumer.id)
+        await self._replay_quietly(consumer.id)
         if not consumer.stopping and self.running:
             asyncio.get_running_loop().call_later(max(0.0, self._not_before - time.monotonic()),
                                                   lambda: asyncio.ensure_future(self._check_quietly()))
 
-    async def _recover_quietly(self, consumer_id: str) -> None:
+    async def _replay_quietly(self, consumer_id: str) -> None:
         try:
-            await self.recover(consumer_id)
+            await self.replay_journal(consumer_id)
         except Exception as exc:  # the pool check tries again; meanwhile its claims stay with it
-            log.warning("could not recover consumer %s yet (%s); retrying on the next pool check", consumer_id, exc)
+            log.warning("journal replay of consumer %s failed (%s); retrying on the next pool check", consumer_id, exc)
 
     def claim_owners(self) -> list[str]:
         """Consumers whose claims only this pool may settle: the live ones, and the dead ones whose journal
-        still has to be applied (a reconciler releasing those on lease expiry would send them twice)."""
+        still has to be replayed (the lease reconciler releasing those would send them twice)."""
         return [*self.processes, *self.unrecovered]
 
     async def _check_quietly(self) -> None:
@@ -237,36 +234,19 @@ class ConsumerPool:
             await asyncio.wait(list(self._watchers), timeout=30)
         self.metrics.close()
 
-    # --- recovery ---
+    # --- journal replay ---
 
-    async def recover(self, consumer_id: str) -> None:
-        """Record what a dead consumer's journal says it sent, and put everything else it held back."""
-        path = journal_path(self.settings.journal_dir, consumer_id)
-        entries = read_journal(path)
-        sent, failed, released = await self.deliveries.recover(consumer_id, entries.sent, entries.interrupted,
-                                                                 self.clock.now())
-        if sent or failed or released:
-            log.warning("consumer %s: %d sent recorded from its journal, %d interrupted, %d requeued",
-                        consumer_id, sent, failed, len(released))
-        path.unlink(missing_ok=True)
+    async def replay_journal(self, consumer_id: str) -> None:
+        """Settle a dead consumer's claims from its journal (Recovery.replay_journal); until that succeeds,
+        they stay out of the lease reconciler's reach (claim_owners)."""
+        self.unrecovered.add(consumer_id)
+        await self.recovery.replay_journal(consumer_id)
         self.unrecovered.discard(consumer_id)
-        if released:
-            try:
-                await self.publisher.publish(released)
-            except Exception as exc:  # they are pending: the outbox sweep publishes them
-                log.warning("republishing %d released deliveries failed (%s); the sweep will", len(released), exc)
 
-    async def recover_orphans(self) -> None:
+    async def replay_orphan_journals(self) -> None:
         """Journals of consumers whose server is gone (this host, an earlier run)."""
-        directory = Path(self.settings.journal_dir)
-        for path in sorted(directory.glob("*.journal")) if directory.is_dir() else []:
-            consumer_id = path.name[:-len(".journal")]
-            parts = consumer_id.split(".")
-            server_pid = int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
-            if server_pid not in (None, os.getpid()) and pid_alive(server_pid):
-                continue  # another live instance's consumer
-            self.unrecovered.add(consumer_id)
-            await self.recover(consumer_id)
+        for consumer_id in self.recovery.orphan_journals(os.getpid()):
+            await self.replay_journal(consumer_id)
 
     def describe(self) -> dict:
         stats = self.last_stats

@@ -1,7 +1,9 @@
-"""Publishing deliveries from the Tornado process: confirms pipelined in windows, pacing through delay tiers.
+"""Every publish of a delivery's message goes through Publisher: first publishes and recovery republishes
+(confirms pipelined in windows, pacing through delay tiers), and a consumer's retries and parked copies.
+The choice of exchange and queue for each route (services/outcomes.Route) is made here only.
 
 Deliveries are stored before they are published; only the ones the broker confirmed are marked queued
-(`is_sent_to_queue`). Anything else is found by the outbox sweep and published again.
+(`is_sent_to_queue`). Anything else is found by the outbox sweep (queue/recovery.py) and published again.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ..clock import Clock
 from ..errors import Unavailable
 from ..metrics import PUBLISH_CONFIRM_SECONDS, PUBLISHED
 from ..services.deliveries import Deliveries
+from ..services.outcomes import Route
 from ..settings import Settings
 from .connection import BrokerConnection
 from .topology import EXPRESS, PRIORITY, REGULAR, Topology
@@ -40,13 +43,13 @@ def message_body(delivery: dict) -> bytes:
                        "is_express": delivery["is_express"]}).encode()
 
 
-def properties(delivery: dict, target: str) -> Basic.Properties:
-    return Basic.Properties(delivery_mode=2, priority=PRIORITY[target], content_type="application/json",
-                            message_id=str(delivery["_id"]))
+def lane(delivery: dict) -> str:
+    return EXPRESS if delivery["is_express"] else REGULAR
 
 
 class Publisher:
-    """The process's outbox: `submit` publishes in the background; `publish` awaits the confirms."""
+    """The process's outbox: `submit` publishes in the background; `publish` awaits the confirms; `route`
+    sends one delivery to a delay tier or the parking queue (a consumer's retries and failures)."""
 
     def __init__(self, broker: BrokerConnection, topology: Topology, deliveries: Deliveries,
                  settings: Settings, clock: Clock):
@@ -121,23 +124,29 @@ class Publisher:
                                                         position + start)
         return confirmed
 
+    async def _destination(self, channel, delivery: dict, route: Route, delay_ms: int) -> tuple[str, str, str]:
+        """(exchange, routing key, lane) of a message on `route`; a WORK message with a delay is paced."""
+        target = lane(delivery)
+        if route is Route.RETRY:
+            return "", self.topology.retry_queue(target, delay_ms), target
+        if route is Route.PARKED:
+            return "", self.topology.parked, REGULAR
+        if delay_ms:
+            return "", await self.topology.ensure_pace_queue(channel, delay_ms), REGULAR
+        return self.topology.exchange, target, target
+
     async def _publish_window(self, channel, window: list[dict], position: int) -> int:
         """Publish one window (the deliveries at `position`... of one firing); returns how many were confirmed."""
         plan, delays = [], []
         for offset, delivery in enumerate(window):
             delay_ms = self._delay_ms(delivery, position + offset)
             delays.append(delay_ms)
-            if delay_ms:
-                queue = await self.topology.ensure_pace_queue(channel, delay_ms)
-                plan.append((delivery, "", queue, REGULAR))
-            else:
-                target = EXPRESS if delivery["is_express"] else REGULAR
-                plan.append((delivery, self.topology.exchange, target, target))
+            plan.append((delivery, *await self._destination(channel, delivery, Route.WORK, delay_ms)))
         results = await asyncio.gather(*(self._send(channel, *route) for route in plan),
                                        return_exceptions=True)
         now = self.clock.now()
         acked = 0
-        for route, delay_ms, result in zip(plan, delays, results):
+        for route, delay_ms, result in zip(plan, delays, results, strict=True):
             if isinstance(result, Basic.Ack):
                 self._confirm([route[0]["_id"]], now + timedelta(milliseconds=delay_ms))
                 acked += 1
@@ -147,39 +156,42 @@ class Publisher:
                         len(plan) - acked, len(plan), failure)
         return acked
 
-    async def _send(self, channel, delivery: dict, exchange: str, routing_key: str, target: str):
+    async def _send(self, channel, delivery: dict, exchange: str, routing_key: str, target: str,
+                    headers: dict | None = None, observed: bool = True):
+        """The one basic_publish of a delivery's message; `observed` counts it in the server's metrics
+        (first publishes and republishes, not a consumer's retries and parked copies)."""
         started = time.monotonic()
+        properties = Basic.Properties(delivery_mode=2, priority=PRIORITY[target], content_type="application/json",
+                                      message_id=str(delivery["_id"]), headers=headers)
         result = await channel.basic_publish(message_body(delivery), exchange=exchange, routing_key=routing_key,
-                                             properties=properties(delivery, target), mandatory=True,
+                                             properties=properties, mandatory=True,
                                              timeout=self.settings.publish_timeout)
-        lane = target if exchange else "paced"
-        PUBLISH_CONFIRM_SECONDS.labels(lane).observe(time.monotonic() - started)
-        if isinstance(result, Basic.Ack):
-            PUBLISHED.labels(lane).inc()
+        if observed:
+            lane = target if exchange else "paced"
+            PUBLISH_CONFIRM_SECONDS.labels(lane).observe(time.monotonic() - started)
+            if isinstance(result, Basic.Ack):
+                PUBLISHED.labels(lane).inc()
         return result
 
-    async def sweep(self, grace: float, limit: int) -> int:
-        """Publish again what was stored but never confirmed; returns how many went this time."""
-        due = await self.deliveries.due_for_publishing(self.clock.now(), grace, limit)
-        due = [d for d in due if d["_id"] not in self._confirmed]  # in the broker; the mark is on its way
-        return await self.republish(due)
-
-    async def recover_lost(self, after: float, limit: int = 10000) -> int:
-        """Publish again queued deliveries whose messages the broker lost (see Deliveries.lost_in_the_broker).
-        Looked for only while the work queues are empty, so nothing is still on its way."""
-        channel = await self.broker.new_channel()
+    async def route(self, delivery: dict, route: Route, delay_ms: int = 0, headers: dict | None = None) -> bool:
+        """Publish one delivery on `route` (a delay tier, the parking queue); True when the broker confirmed.
+        A failure is logged, not raised: the outbox sweep publishes the delivery later."""
+        routing_key = route.value
         try:
-            for queue in self.topology.queues.values():
-                if (await channel.queue_declare(queue, passive=True)).message_count:
-                    return 0
-        finally:
-            await channel.close()
-        lost = await self.deliveries.lost_in_the_broker(self.clock.now(), after, limit)
-        if lost:
-            log.warning("%d queued deliveries are missing from the broker; publishing them again", len(lost))
-        return await self.republish(lost)
+            channel = await self.broker.channel()
+            exchange, routing_key, target = await self._destination(channel, delivery, route, delay_ms)
+            confirmation = await self._send(channel, delivery, exchange, routing_key, target, headers, observed=False)
+            return isinstance(confirmation, Basic.Ack)
+        except Exception as exc:  # the broker is away
+            log.warning("could not publish delivery %s to %s: %s", delivery["_id"], routing_key, exc)
+            return False
+
+    def unconfirmed(self, deliveries: list[dict]) -> list[dict]:
+        """Those of `deliveries` this publisher has no confirm for (a confirmed one's mark is on its way)."""
+        return [d for d in deliveries if d["_id"] not in self._confirmed]
 
     async def republish(self, due: list[dict]) -> int:
+        """Publish again, notification by notification (recovery); returns how many were confirmed."""
         if not due:
             return 0
         published = 0
@@ -190,5 +202,5 @@ class Publisher:
             except Unavailable:
                 break
             except aiormq.exceptions.AMQPError as exc:
-                log.warning("outbox sweep: publish failed (%s); next tick retries", exc)
+                log.warning("republish failed (%s); the outbox sweep retries", exc)
         return published

@@ -11,6 +11,8 @@ import time
 
 import aiormq
 
+from ..services.outcomes import delays_ms
+
 EXPRESS, REGULAR = "express", "regular"
 MAX_PRIORITY = 10
 PRIORITY = {EXPRESS: 9, REGULAR: 1}
@@ -25,8 +27,7 @@ class Topology:
         self.exchange = prefix + "work"
         self.queues = {EXPRESS: prefix + EXPRESS, REGULAR: prefix + REGULAR}
         self.parked = prefix + "parked"
-        self.retry_schedule_ms = tuple(max(1, round(seconds * 1000)) for seconds in retry_delays)
-        self.retry_delays_ms = tuple(sorted(set(self.retry_schedule_ms)))
+        self.retry_delays_ms = tuple(sorted(set(delays_ms(retry_delays))))  # one delay tier per distinct delay
         self.pace_declared: dict[int, float] = {}
 
     def retry_queue(self, target: str, delay_ms: int) -> str:
@@ -75,7 +76,3 @@ class Topology:
             await self._declare_delay(channel, queue, REGULAR, delay_ms, idle_ms=PACE_QUEUE_IDLE_MS)
             self.pace_declared[delay_ms] = now
         return queue
-
-    def retry_delay_ms(self, attempt: int) -> int:
-        """Delay before retry number `attempt` (1-based); the last tier repeats."""
-        return self.retry_schedule_ms[min(attempt, len(self.retry_schedule_ms)) - 1]

@@ -2,22 +2,33 @@
 
 pending -> queued      the broker confirmed the message (publisher)
 pending|queued -> sending    one consumer claimed it (the guard makes a redelivered message harmless)
-sending -> sent | skipped | failed    by the claimer only (the claim token guards it)
-sending -> pending     a retry (attempts counted at the claim), or a lease that expired
+sending -> sent | skipped | failed | queued | pending    by the claimer only (the claim token guards it),
+                       as services/outcomes.py decides
+sending -> sent | failed | pending     journal replay and the lease reconciler (queue/recovery.py)
+failed -> pending      an operator's redrive (Parked)
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Iterable
+from typing import Protocol
 
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import UpdateOne
 
+from ..clock import Clock
+from ..domain import DeliveryStatus
 from ..store import Store
+from .outcomes import Decision, OutcomeKind, decide
+from .paging import Page, newest_first
 
+PENDING, QUEUED, SENDING, SENT, FAILED = (DeliveryStatus.PENDING, DeliveryStatus.QUEUED, DeliveryStatus.SENDING,
+                                          DeliveryStatus.SENT, DeliveryStatus.FAILED)
+WAITING = [PENDING, QUEUED]
+LEASE_EXPIRED = "lease expired: the consumer stopped answering mid-send"
 IN_CHUNK = 1000
 MARK_CHUNK = 200  # the database answers one request at a time: keep background writes short
 # What a queue message carries, so a consumer needs no read to start on it.
@@ -51,15 +62,15 @@ class Deliveries:
         """The broker holds their messages; `due` is when they reach the work queue (after a delay tier)."""
         for chunk in _chunks(ids, MARK_CHUNK):
             await self.collection.update_many(
-                {"_id": {"$in": chunk}, "status": {"$in": ["pending", "queued"]}},
-                {"$set": {"status": "queued", "is_sent_to_queue": True, "queued_at": now, "updated_at": now,
+                {"_id": {"$in": chunk}, "status": {"$in": WAITING}},
+                {"$set": {"status": QUEUED, "is_sent_to_queue": True, "queued_at": now, "updated_at": now,
                           "available_at": due or now}})
 
     async def lost_in_the_broker(self, now: datetime, after: float, limit: int) -> list[dict]:
         """Queued deliveries that should have reached a consumer long ago. Call it only when the work queues
         are empty: then their messages are gone (RabbitMQ's dead-lettering from delay tiers is at-most-once,
         so a broker stopping at the wrong moment can drop one)."""
-        query = {"status": "queued", "available_at": {"$lt": now - timedelta(seconds=after)}}
+        query = {"status": QUEUED, "available_at": {"$lt": now - timedelta(seconds=after)}}
         return await self.collection.find(query, MESSAGE_FIELDS).limit(limit).to_list(limit)
 
     async def due_for_publishing(self, now: datetime, grace: float, limit: int) -> list[dict]:
@@ -70,7 +81,7 @@ class Deliveries:
         # collection instead, every sweep. Only pending deliveries are ever unsent; the check below is a guard.
         query = {"is_sent_to_queue": False, "available_at": {"$lte": cutoff}}
         found = await self.collection.find(query, {**MESSAGE_FIELDS, "status": 1}).limit(limit).to_list(limit)
-        return [doc for doc in found if doc.get("status") == "pending"]
+        return [doc for doc in found if doc.get("status") == PENDING]
 
     async def claim(self, ids: list[ObjectId], owner: str, now: datetime, lease: float, token: str
                     ) -> list[ObjectId]:
@@ -79,8 +90,8 @@ class Deliveries:
         Safe to repeat with the same token: a claim that was applied but whose answer was lost (the
         database went away mid-request) is found again by its token."""
         result = await self.collection.update_many(
-            {"_id": {"$in": ids}, "status": {"$in": ["pending", "queued"]}},
-            {"$set": {"status": "sending", "claim": token, "claimed_by": owner,
+            {"_id": {"$in": ids}, "status": {"$in": WAITING}},
+            {"$set": {"status": SENDING, "claim": token, "claimed_by": owner,
                       "lease_until": now + timedelta(seconds=lease), "is_sent_to_queue": True, "updated_at": now},
              "$inc": {"attempts": 1}})
         if result.modified_count == len(ids):
@@ -93,117 +104,94 @@ class Deliveries:
         docs = await self.collection.find({"_id": {"$in": ids}}, {"attempts": 1, "deferrals": 1}).to_list(None)
         return {doc["_id"]: doc for doc in docs}
 
-    async def finish(self, token: str, now: datetime, sent: list[ObjectId],
-                     changes: list[tuple[ObjectId, dict]]) -> None:
-        """Write the results of one claim: `sent` ids, and an update per delivery for the rest.
+    async def finish(self, token: str, changes: list[tuple[ObjectId, dict]]) -> None:
+        """Write the results of one claim: per delivery the `update()` of its outcomes.Decision. The sent
+        ones of a claim all write the same fields, so they go in one update_many.
 
         Guarded by the claim token, so a claim that was taken away (lease expired) is never overwritten.
         """
+        sent = [(delivery_id, update) for delivery_id, update in changes if update["$set"]["status"] == SENT]
+        others = [(delivery_id, update) for delivery_id, update in changes if update["$set"]["status"] != SENT]
         if sent:
-            await self.collection.update_many(
-                {"_id": {"$in": sent}, "claim": token, "status": "sending"},
-                {"$set": {"status": "sent", "sent_at": now, "updated_at": now, "lease_until": None,
-                          "last_error": None, "reason": None}})
-        if changes:
+            await self.collection.update_many({"_id": {"$in": [i for i, _ in sent]}, "claim": token,
+                                               "status": SENDING}, sent[0][1])
+        if others:
             await self.collection.bulk_write(
-                [UpdateOne({"_id": delivery_id, "claim": token, "status": "sending"},
-                           {**update, "$set": {**update.get("$set", {}), "updated_at": now, "lease_until": None}})
-                 for delivery_id, update in changes], ordered=False)
-
-    @staticmethod
-    def released(why: str) -> dict:
-        """Back to pending, unsent and without using up an attempt; the outbox sweep publishes it again."""
-        return {"$set": {"status": "pending", "is_sent_to_queue": False, "last_error": why, "reason": None},
-                "$inc": {"attempts": -1}}
-
-    @staticmethod
-    def skipped(reason: str) -> dict:
-        return {"$set": {"status": "skipped", "reason": reason}}
-
-    @staticmethod
-    def failed(reason: str, error: str) -> dict:
-        return {"$set": {"status": "failed", "reason": reason, "last_error": error}}
-
-    @staticmethod
-    def retry(error: str, at: datetime, in_queue: bool, count_attempt: bool = True) -> dict:
-        """Back to waiting until `at`: queued when its delayed message is in the broker, else pending
-        for the outbox sweep. A retry that is not the channel's fault does not use up an attempt."""
-        update: dict = {"$set": {"status": "queued" if in_queue else "pending", "is_sent_to_queue": in_queue,
-                                 "last_error": error, "available_at": at, "reason": None}}
-        if not count_attempt:
-            update["$inc"] = {"attempts": -1, "deferrals": 1}
-        return update
+                [UpdateOne({"_id": delivery_id, "claim": token, "status": SENDING}, update)
+                 for delivery_id, update in others], ordered=False)
 
     async def recover(self, consumer_id: str, sent: dict[str, str], interrupted: dict[str, str],
                       now: datetime) -> tuple[int, int, list[dict]]:
-        """After a consumer died: record what its journal says it sent, fail what it may have half-sent
-        on a channel where a repeat would show, and return every other claim it held to pending.
+        """Journal replay, after a consumer died: record what its journal says it sent, fail what it may
+        have half-sent on a channel where a repeat would show, and release every other claim it held.
         Returns (sent, interrupted, released deliveries)."""
-        recorded = 0
-        for token, ids in _by_token(sent).items():
-            result = await self.collection.update_many(
-                {"_id": {"$in": ids}, "claim": token, "status": "sending"},
-                {"$set": {"status": "sent", "sent_at": now, "updated_at": now, "lease_until": None,
-                          "last_error": None, "reason": None}})
-            recorded += result.modified_count
-        failed = 0
-        for token, ids in _by_token(interrupted).items():
-            result = await self.collection.update_many(
-                {"_id": {"$in": ids}, "claim": token, "status": "sending"},
-                {"$set": {"status": "failed", "reason": "interrupted", "updated_at": now, "lease_until": None,
-                          "last_error": "the consumer stopped during the send; it may or may not have "
-                                        "arrived, so it is not sent again (redrive to send anyway)"}})
-            failed += result.modified_count
-        held = await self.collection.find({"status": "sending", "claimed_by": consumer_id},
+        recorded = await self._settle_journal(sent, decide(OutcomeKind.SENT, now))
+        failed = await self._settle_journal(interrupted, decide(OutcomeKind.INTERRUPTED, now))
+        held = await self.collection.find({"status": SENDING, "claimed_by": consumer_id},
                                           MESSAGE_FIELDS).to_list(None)
-        ids = [doc["_id"] for doc in held]
-        for chunk in _chunks(ids):
+        released = decide(OutcomeKind.RELEASED, now).update()
+        for chunk in _chunks([doc["_id"] for doc in held]):
             await self.collection.update_many(
-                {"_id": {"$in": chunk}, "status": "sending", "claimed_by": consumer_id},
-                {"$set": {"status": "pending", "is_sent_to_queue": False, "available_at": now, "claim": None,
-                          "updated_at": now, "lease_until": None}})
+                {"_id": {"$in": chunk}, "status": SENDING, "claimed_by": consumer_id}, released)
         return recorded, failed, held
 
-    async def release_expired(self, now: datetime, limit: int = 10000, keep_owners: list[str] = ()) -> list[dict]:
+    async def _settle_journal(self, entries: dict[str, str], decision: Decision) -> int:
+        settled = 0
+        for token, ids in _by_token(entries).items():
+            result = await self.collection.update_many({"_id": {"$in": ids}, "claim": token, "status": SENDING},
+                                                       decision.update())
+            settled += result.modified_count
+        return settled
+
+    async def release_expired(self, now: datetime, limit: int = 10000,
+                              keep_owners: Iterable[str] = ()) -> list[dict]:
         """Claims whose lease ran out (their consumer vanished without its pool noticing) go back to
         pending, except those of `keep_owners` (consumers known to be alive); returns them for publishing."""
-        query: dict = {"status": "sending", "lease_until": {"$lt": now}}
-        if keep_owners:
-            query["claimed_by"] = {"$nin": list(keep_owners)}
+        query: dict = {"status": SENDING, "lease_until": {"$lt": now}}
+        owners = list(keep_owners)
+        if owners:
+            query["claimed_by"] = {"$nin": owners}
         expired = await self.collection.find(query, MESSAGE_FIELDS).limit(limit).to_list(limit)
-        ids = [doc["_id"] for doc in expired]
-        for chunk in _chunks(ids):
+        released = decide(OutcomeKind.RELEASED, now, error=LEASE_EXPIRED).update()
+        for chunk in _chunks([doc["_id"] for doc in expired]):
             await self.collection.update_many(
-                {"_id": {"$in": chunk}, "status": "sending", "lease_until": {"$lt": now}},
-                {"$set": {"status": "pending", "is_sent_to_queue": False, "available_at": now, "claim": None,
-                          "updated_at": now, "lease_until": None,
-                          "last_error": "lease expired: the consumer stopped answering mid-send"}})
+                {"_id": {"$in": chunk}, "status": SENDING, "lease_until": {"$lt": now}}, released)
         return expired
 
 
-class Parked:
-    """Deliveries that failed for good (their copies wait in the parking queue): list them, send them again."""
+class Outbox(Protocol):
+    """Where redriven deliveries go to be published (queue/publisher.py)."""
 
-    def __init__(self, store: Store):
+    def submit(self, notification: dict, deliveries: list[dict], position: int = 0) -> None: ...
+
+
+class Parked:
+    """Deliveries that failed for good (their copies wait in the parking queue): page through them, send
+    them again."""
+
+    def __init__(self, store: Store, clock: Clock, outbox: Outbox):
         self.store = store
+        self.clock = clock
+        self.outbox = outbox
 
     @staticmethod
     def _query(reason: str | None = None, notification_id: ObjectId | None = None) -> dict:
-        query: dict = {"status": "failed"}
+        query: dict = {"status": FAILED}
         if reason:
             query["reason"] = reason
         if notification_id is not None:
             query["notification_id"] = notification_id
         return query
 
-    async def list(self, limit: int, cursor: str | None, reason: str | None = None,
-                   notification_id: ObjectId | None = None):
-        from .paging import newest_first
+    async def page(self, limit: int, cursor: str | None, reason: str | None = None,
+                   notification_id: ObjectId | None = None) -> Page:
         return await newest_first(self.store.deliveries, self._query(reason, notification_id), limit, cursor)
 
-    async def redrive(self, actor: str, now: datetime, ids: list[ObjectId] | None = None, reason: str | None = None,
-                      notification_id: ObjectId | None = None) -> list[dict]:
-        """Give failed deliveries a fresh set of attempts; returns them for publishing. Audited."""
+    async def redrive(self, actor: str, ids: list[ObjectId] | None = None, reason: str | None = None,
+                      notification_id: ObjectId | None = None) -> int:
+        """Give failed deliveries (all, by reason/notification, or by id) a fresh set of attempts and publish
+        them again; returns how many. Audited."""
+        now = self.clock.now()
         query = self._query(reason, notification_id)
         if ids is not None:
             query["_id"] = {"$in": ids}
@@ -211,14 +199,16 @@ class Parked:
         chosen_ids = [d["_id"] for d in chosen]
         for chunk in _chunks(chosen_ids, 200):
             await self.store.deliveries.update_many(
-                {"_id": {"$in": chunk}, "status": "failed"},
-                {"$set": {"status": "pending", "is_sent_to_queue": False, "attempts": 0, "reason": None,
+                {"_id": {"$in": chunk}, "status": FAILED},
+                {"$set": {"status": PENDING, "is_sent_to_queue": False, "attempts": 0, "reason": None,
                           "available_at": now, "updated_at": now, "claim": None}})
         await self.store.audit.insert_one({
             "at": now, "actor": actor, "action": "redrive", "count": len(chosen_ids),
             "filter": {"ids": [str(i) for i in ids] if ids is not None else None, "reason": reason,
                        "notification_id": str(notification_id) if notification_id else None}})
-        return chosen
+        if chosen:
+            self.outbox.submit({}, chosen)
+        return len(chosen)
 
     async def audit(self, limit: int = 20) -> list[dict]:
         return await self.store.audit.find({"action": "redrive"}).sort("at", -1).limit(limit).to_list(limit)

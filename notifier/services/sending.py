@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import logging
+import math
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from bson import ObjectId
 
@@ -15,20 +16,20 @@ from ..links import Links
 from ..rendering import render
 from ..store import Store
 from .contacts import Contacts
+from .outcomes import OutcomeKind
 from .users import recipient_values
 
 log = logging.getLogger(__name__)
 
-SENT, SKIPPED, RETRY, DEFER, FAILED = "sent", "skipped", "retry", "defer", "failed"
-# Not sent because the claim's lease had run too short to finish safely: released for another try.
-ABANDONED = "abandoned"
 NOTIFICATION_CACHE_SECONDS = 60.0
 
 
 @dataclass
 class Outcome:
+    """What one attempt came to; services/outcomes.py decides what follows."""
+
     delivery: dict
-    kind: str
+    kind: OutcomeKind
     reason: str | None = None
     error: str | None = None
     seconds: float | None = None  # how long the channel took, when it was asked
@@ -59,7 +60,7 @@ class LookedUp:
     contacts_down: set[str] = field(default_factory=set)  # the user service could not say
 
 
-class JournalLike:
+class JournalLike(Protocol):
     def begin(self, delivery_id: str, token: str, repeat_safe: bool) -> None: ...
 
     def sent(self, delivery_id: str, token: str) -> None: ...
@@ -94,7 +95,7 @@ class Sender:
         """Try every claimed delivery of one batch, concurrently; each comes back with its outcome.
 
         No send starts after `send_before` (time.monotonic()): past it the claim's lease could run out
-        before the outcome is written, and a reconciler could hand the delivery to someone else."""
+        before the outcome is written, and the lease reconciler could hand the delivery to someone else."""
         return list(await asyncio.gather(*(
             self._one(d, looked_up.notifications.get(d["notification_id"]), looked_up.users.get(d["user_id"]),
                       d["user_id"] in looked_up.contacts_down, token, send_before)
@@ -104,18 +105,18 @@ class Sender:
                    token: str, send_before: float) -> Outcome:
         channel = self.channels.get(delivery["channel"])
         if notification is None or channel is None:
-            return Outcome(delivery, SKIPPED, "notification_missing")
+            return Outcome(delivery, OutcomeKind.SKIPPED, "notification_missing")
         user_id = delivery["user_id"]
         if user and (user.get("unsubscribed_all") or channel.name in (user.get("unsubscribed_channels") or [])):
-            return Outcome(delivery, SKIPPED, "unsubscribed")
+            return Outcome(delivery, OutcomeKind.SKIPPED, "unsubscribed")
         if channel.contact_field:
             address = (user or {}).get(channel.contact_field)
             if not address:
                 if contacts_down:
-                    return Outcome(delivery, DEFER, error="the user service is unavailable")
-                return Outcome(delivery, SKIPPED, "no_contact")
+                    return Outcome(delivery, OutcomeKind.DEFER, error="the user service is unavailable")
+                return Outcome(delivery, OutcomeKind.SKIPPED, "no_contact")
             if not channel.valid_contact(address):
-                return Outcome(delivery, SKIPPED, "invalid_contact")
+                return Outcome(delivery, OutcomeKind.SKIPPED, "invalid_contact")
         else:
             address = user_id
         unsubscribe_url = self.links.unsubscribe_url(user_id, channel.name)
@@ -129,20 +130,20 @@ class Sender:
                    "notification_id": message.notification_id}
         started = time.monotonic()
         if started > send_before:
-            return Outcome(delivery, ABANDONED, error="the claim's lease ran short before the send")
+            return Outcome(delivery, OutcomeKind.ABANDONED, error="the claim's lease ran short before the send")
         try:
             await channel.send(message, lambda: self.journal.begin(delivery_id, token, channel.repeat_safe))
         # The outcome's error is what API callers read back: the failure's public phrase only; its detail
         # (addresses, hosts, server answers) stays in this log line, which names the delivery.
         except TemporaryFailure as exc:
             log.info("%s to %s failed for now: %s (%s)", channel.name, user_id, exc, exc.detail, extra=context)
-            return Outcome(delivery, RETRY, error=str(exc), seconds=time.monotonic() - started)
+            return Outcome(delivery, OutcomeKind.RETRY, error=str(exc), seconds=time.monotonic() - started)
         except PermanentFailure as exc:
             log.info("%s to %s failed: %s (%s)", channel.name, user_id, exc, exc.detail, extra=context)
-            return Outcome(delivery, FAILED, exc.reason, str(exc), seconds=time.monotonic() - started)
+            return Outcome(delivery, OutcomeKind.FAILED, exc.reason, str(exc), seconds=time.monotonic() - started)
         except Exception:  # a bug in one send must not take the batch down; it is retried and logged
             log.exception("unexpected error sending delivery %s", delivery_id, extra=context)
-            return Outcome(delivery, RETRY, error="unexpected error", seconds=time.monotonic() - started)
+            return Outcome(delivery, OutcomeKind.RETRY, error="unexpected error", seconds=time.monotonic() - started)
         self.journal.sent(delivery_id, token)
         log.info("%s to %s sent", channel.name, user_id, extra=context)
-        return Outcome(delivery, SENT, seconds=time.monotonic() - started)
+        return Outcome(delivery, OutcomeKind.SENT, seconds=time.monotonic() - started)

@@ -67,8 +67,8 @@ async def test_a_claimed_batch_that_cannot_finish_stops_the_consumer_for_the_poo
     await asyncio.wait_for(consumer.running, 60)
     assert journal_path(ctx.settings.journal_dir, consumer.consumer_id).exists()
     monkeypatch.undo()
-    pool = ConsumerPool(ctx.settings, ctx.broker, ctx.topology, ctx.deliveries, ctx.publisher, ctx.clock)
-    await pool.recover(consumer.consumer_id)
+    pool = ConsumerPool(ctx.settings, ctx.broker, ctx.topology, ctx.recovery)
+    await pool.replay_journal(consumer.consumer_id)
     assert (await counts(ctx, notification)).keys() <= {"pending", "queued"}
     replacement = Consumer(ctx.settings, "test-host.1.2")
     running = asyncio.ensure_future(replacement.run())

@@ -12,8 +12,9 @@ from bson import ObjectId
 from notifier.queue.connection import BrokerConnection
 from notifier.queue.journal import Journal
 from notifier.services.contacts import Contacts
-from notifier.services.deliveries import Deliveries, new_claim_token
-from notifier.services.sending import ABANDONED, Sender
+from notifier.services.deliveries import new_claim_token
+from notifier.services.outcomes import OutcomeKind, decide
+from notifier.services.sending import Sender
 
 from ..support import TEST_ADMIN, eventually
 from .conftest import add_users, counts, settled
@@ -197,7 +198,7 @@ async def test_expired_lease_is_reconciled(api, admin, ctx, smtp, workers):
 @pytest.mark.gen_test(timeout=60)
 async def test_queued_messages_the_broker_lost_are_published_again(ctx, admin):
     """RabbitMQ dead-letters delay tiers at most once; a message dropped there leaves a delivery queued with
-    nothing in the broker. Once the work queues are empty, the reconciler publishes it again."""
+    nothing in the broker. Once the work queues are empty, the lost-message finder publishes it again."""
     principal = await ctx.auth.authenticate(admin.header)
     await ctx.notifications.create(principal, {**NOTE, "is_express": False, "content_id": None,
                                                "recipients": ["a", "b", "c"]})
@@ -205,11 +206,11 @@ async def test_queued_messages_the_broker_lost_are_published_again(ctx, admin):
     assert {d["status"] for d in await ctx.store.deliveries.find({}).to_list(None)} == {"queued"}
     channel = await ctx.broker.channel()
     await channel.queue_purge(ctx.topology.queues["regular"])  # the broker "loses" them
-    assert await ctx.publisher.recover_lost(after=3600) == 0  # not overdue yet
-    assert await ctx.publisher.recover_lost(after=0) == 3
+    assert await ctx.recovery.find_lost(after=3600) == 0  # not overdue yet
+    assert await ctx.recovery.find_lost(after=0) == 3
     declared = await channel.queue_declare(ctx.topology.queues["regular"], passive=True)
     assert declared.message_count == 3
-    assert await ctx.publisher.recover_lost(after=0) == 0  # the queue holds them again: nothing is lost
+    assert await ctx.recovery.find_lost(after=0) == 0  # the queue holds them again: nothing is lost
 
 
 @pytest.mark.gen_test(timeout=90)
@@ -221,8 +222,9 @@ async def test_an_expired_lease_of_a_live_consumer_is_left_to_it(api, admin, ctx
     await settled(ctx, ObjectId(created["id"]), 1)
     alive = next(iter(ctx.pool.processes))
     await ctx.store.deliveries.update_many({}, {"$set": {
-        "status": "sending", "claim": "slow", "claimed_by": alive, "lease_until": ctx.clock.now() - timedelta(seconds=1)}})
-    assert await ctx.reconcile_leases() == 0
+        "status": "sending", "claim": "slow", "claimed_by": alive,
+        "lease_until": ctx.clock.now() - timedelta(seconds=1)}})
+    assert await ctx.recovery.reconcile_leases() == 0
     assert await counts(ctx, ObjectId(created["id"])) == {"sending": 1}
 
 
@@ -252,8 +254,10 @@ async def test_a_batch_past_its_sending_share_of_the_lease_sends_nothing_and_is_
     sender = Sender(ctx.store, {"email": NeverCalled()}, Contacts(ctx.store, ctx.settings, None), ctx.links, journal)
     outcomes = await sender.attempt([delivery], await sender.look_up([delivery]), token,
                                     send_before=time.monotonic() - 1)
-    assert [o.kind for o in outcomes] == [ABANDONED]
-    await ctx.deliveries.finish(token, ctx.clock.now(), [], [(delivery["_id"], Deliveries.released(outcomes[0].error))])
+    assert [o.kind for o in outcomes] == [OutcomeKind.ABANDONED]
+    now = ctx.clock.now()
+    released = decide(outcomes[0].kind, now, error=outcomes[0].error)
+    await ctx.deliveries.finish(token, [(delivery["_id"], released.update())])
     after = await ctx.store.deliveries.find_one({"_id": delivery["_id"]})
     assert (after["status"], after["is_sent_to_queue"], after["attempts"]) == ("pending", False, 0)
     journal.close(remove=True)

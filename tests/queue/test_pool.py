@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-
 from datetime import timedelta
 
 import aiormq
@@ -43,7 +42,7 @@ async def test_kill_9_of_consumers_mid_run_sends_each_message_at_most_once(api, 
     created = (await api.post("/api/v1/notifications", {"title": "t", "text": "x", "channel": "email",
                                                          "recipients": users}, auth=admin.header)).body
     for kill_after in (200, 600, 1000):
-        await eventually(lambda: _received(smtp, kill_after), timeout=60, message=f"{kill_after} received")
+        await eventually(lambda count=kill_after: _received(smtp, count), timeout=60, message=f"{kill_after} received")
         victim = next(p for p in ctx.pool.processes.values() if p.ready and not p.stopping)
         os.kill(victim.pid, signal.SIGKILL)
     await settled(ctx, ObjectId(created["id"]), 1500, timeout=120)
@@ -81,8 +80,8 @@ async def test_journal_of_a_dead_consumer_is_recovered(ctx, smtp):
     journal.sent(str(ids[0]), token)
     journal.begin(str(ids[1]), token, False)
     journal.close(remove=False)
-    pool = ConsumerPool(ctx.settings, ctx.broker, ctx.topology, ctx.deliveries, ctx.publisher, ctx.clock)
-    await pool.recover("host.1.1")
+    pool = ConsumerPool(ctx.settings, ctx.broker, ctx.topology, ctx.recovery)
+    await pool.replay_journal("host.1.1")
     await ctx.publisher.drain(5)
     by_user = {d["user_id"]: d for d in await ctx.store.deliveries.find({}).to_list(None)}
     assert by_user["u0"]["status"] == "sent"
@@ -195,7 +194,7 @@ async def test_claims_of_a_dead_consumer_wait_for_its_journal_not_for_lease_expi
     path.write_text(f"B {delivery['_id']} t1 0\nS {delivery['_id']} t1\n")
     ctx.pool.unrecovered.add(dead)
 
-    assert await ctx.reconcile_leases() == 0
+    assert await ctx.recovery.reconcile_leases() == 0
     assert (await ctx.store.deliveries.find_one({"_id": delivery["_id"]}))["status"] == "sending"
     await ctx.pool.check()
     assert (await ctx.store.deliveries.find_one({"_id": delivery["_id"]}))["status"] == "sent"

@@ -14,7 +14,7 @@ class ParkedHandler(AdminHandler):
         selection = blank_to_none({k: filters.get(k, "") for k in ("reason", "notification_id")},
                                   "reason", "notification_id")
         notification = object_id(selection["notification_id"], "Notification") if selection["notification_id"] else None
-        page = await self.ctx.parked.list(query["limit"], query.get("cursor"), selection["reason"], notification)
+        page = await self.ctx.parked.page(query["limit"], query.get("cursor"), selection["reason"], notification)
         self.page("parked.html", page=page, filters=filters, audit=await self.ctx.parked.audit())
 
 
@@ -28,8 +28,8 @@ class RedriveHandler(AdminHandler):
         selection = blank_to_none({k: values.get(k, "") for k in ("reason", "notification_id")},
                                   "reason", "notification_id")
         notification = object_id(selection["notification_id"], "Notification") if selection["notification_id"] else None
-        count = await self.ctx.redrive(self.admin.name, ids=ids if values.get("scope") == "selected" else None,
-                                       reason=selection["reason"], notification_id=notification)
+        count = await self.ctx.parked.redrive(self.admin.name, ids=ids if values.get("scope") == "selected" else None,
+                                              reason=selection["reason"], notification_id=notification)
         self.ctx.stats.forget()
         self.after("/admin/parked", f"{count} deliveries sent again.")
 

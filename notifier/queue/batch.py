@@ -1,0 +1,181 @@
+"""One batch of a consumer, from its messages to their ack: claim the deliveries in the database, send what
+was claimed, decide each outcome (services/outcomes.py), apply the decisions (publish retries and parked
+copies, write every outcome), and only then ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+from aiormq.abc import DeliveredMessage
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo.errors import PyMongoError
+
+from ..clock import Clock
+from ..services.deliveries import Deliveries, new_claim_token
+from ..services.outcomes import OutcomeKind, RetryPolicy, decide
+from ..services.sending import Sender
+from ..settings import Settings
+from .journal import Journal
+from .metrics import DELIVERIES, SEND_SECONDS
+from .publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+# A batch starts no send after this share of its lease: the rest is for writing the outcomes before
+# any lease reconciler could take the claim back (a slow database must not turn into a second send).
+LEASE_SHARE_FOR_SENDING = 0.5
+DATABASE_RETRY_SECONDS = 600.0
+DATABASE_RETRY_WHILE_STOPPING = 10.0
+AGAIN = (OutcomeKind.RETRY, OutcomeKind.DEFER)
+
+T = TypeVar("T")
+
+
+class Batches:
+    """Runs a consumer's batches; `stopping` is set when a claimed batch cannot finish (the pool's journal
+    replay then settles it)."""
+
+    def __init__(self, consumer_id: str, settings: Settings, clock: Clock, deliveries: Deliveries, sender: Sender,
+                 publisher: Publisher, journal: Journal, stopping: asyncio.Event):
+        self.consumer_id = consumer_id
+        self.settings = settings
+        self.clock = clock
+        self.deliveries = deliveries
+        self.sender = sender
+        self.publisher = publisher
+        self.journal = journal
+        self.stopping = stopping
+        self.policy = RetryPolicy.of(settings.max_attempts, settings.retry_delays)
+        self.active = 0
+        self.journal_pending = False  # a batch stopped half-way: its journal is for the pool's journal replay
+        # Regular batches take turns for the database (Consumer passes this as their `turn`): it answers one
+        # request at a time, so a queue of regular writes would hold up every express claim.
+        self.regular_turn = asyncio.Semaphore(1)
+
+    async def run(self, batch: list[DeliveredMessage], turn: asyncio.Semaphore | None = None) -> None:
+        """Claim, send, decide, apply the decisions, ack: the whole life of one batch."""
+        database_turn: contextlib.AbstractAsyncContextManager[Any] = turn or contextlib.nullcontext()
+        self.active += 1
+        try:
+            messages, payloads = await _by_delivery(batch)
+            if not messages:
+                return
+            # 1. Claim: only deliveries still waiting become ours (a redelivered message finds nothing).
+            token = new_claim_token()
+            send_before = time.monotonic() + self.settings.lease_seconds * LEASE_SHARE_FOR_SENDING
+            async with database_turn:
+                claimed_ids = await retry_database(
+                    lambda: self.deliveries.claim(list(messages), self.consumer_id, self.clock.now(),
+                                                  self.settings.lease_seconds, token), self.stopping)
+            if claimed_ids:
+                claimed = [payloads[i] for i in claimed_ids]
+                try:
+                    # 2. Send: read what the batch needs (an outage is waited out), then try each delivery.
+                    looked_up = await retry_database(lambda: self.sender.look_up(claimed), self.stopping)
+                    outcomes = await self.sender.attempt(claimed, looked_up, token, send_before)
+                    async with database_turn:
+                        # 3. Decide each outcome (services/outcomes.py) and apply it: publish where the decision
+                        # routes the delivery, then write every outcome of the claim at once.
+                        now = self.clock.now()
+                        again = [o.delivery["_id"] for o in outcomes if o.kind in AGAIN]
+                        counters = await retry_database(lambda: self.deliveries.counters(again),
+                                                        self.stopping) if again else {}
+                        changes: list[tuple[ObjectId, dict]] = []
+                        counted_as: list[str] = []
+                        for outcome in outcomes:
+                            delivery = outcome.delivery
+                            counted = counters.get(delivery["_id"], {})
+                            decision = decide(outcome.kind, now, self.policy, attempts=counted.get("attempts", 1),
+                                              deferrals=counted.get("deferrals", 0), reason=outcome.reason,
+                                              error=outcome.error)
+                            published = True
+                            if decision.route is not None:
+                                published = await self.publisher.route(delivery, decision.route, decision.delay_ms,
+                                                                       decision.headers)
+                            changes.append((delivery["_id"], decision.update(published)))
+                            counted_as.append(decision.counted_as)
+                        await retry_database(lambda: self.deliveries.finish(token, changes), self.stopping)
+                except Exception:
+                    # The claims are ours until we write their outcomes, and nobody else takes a live
+                    # consumer's claims: stop, so the pool's journal replay settles them.
+                    log.critical("cannot finish a claimed batch; stopping for the pool to recover it", exc_info=True)
+                    self.journal_pending = True
+                    self.stopping.set()
+                    return
+                for outcome, status in zip(outcomes, counted_as, strict=True):
+                    DELIVERIES.labels(outcome.delivery["channel"], status).inc()
+                    if outcome.seconds is not None:
+                        SEND_SECONDS.labels(outcome.delivery["channel"]).observe(outcome.seconds)
+            # 4. Ack, only now that every outcome is written.
+            for delivery_messages in messages.values():
+                for message in delivery_messages:
+                    await _ack(message)
+        finally:
+            self.active -= 1
+            if not self.active and not self.journal_pending:
+                self.journal.truncate()
+
+
+async def _by_delivery(batch: list[DeliveredMessage]) -> tuple[dict[ObjectId, list[DeliveredMessage]],
+                                                                 dict[ObjectId, dict]]:
+    """The batch's messages by the delivery they name (a redelivered one may come twice), with the delivery
+    as the publisher described it (publisher.message_body); a message that names none is acked and dropped."""
+    messages: dict[ObjectId, list[DeliveredMessage]] = {}
+    payloads: dict[ObjectId, dict] = {}
+    for message in batch:
+        try:
+            body = json.loads(message.body)
+            delivery_id = ObjectId(body["delivery_id"])
+            payload = {"_id": delivery_id, "notification_id": ObjectId(body["notification_id"]),
+                       "user_id": str(body["user_id"]), "channel": str(body["channel"]),
+                       "is_express": bool(body["is_express"])}
+        except (ValueError, KeyError, TypeError, InvalidId):
+            log.error("dropping a message that names no delivery: %r", message.body[:200])
+            await _ack(message)
+            continue
+        messages.setdefault(delivery_id, []).append(message)
+        payloads[delivery_id] = payload
+    return messages, payloads
+
+
+# A consumed message always carries its delivery tag (only a basic.get answer could lack one).
+
+
+async def _ack(message: DeliveredMessage) -> None:
+    try:
+        await message.channel.basic_ack(cast(int, message.delivery_tag), wait=False)
+    except Exception:  # a closed channel: the broker redelivers, and the claim makes that harmless
+        pass
+
+
+async def nack(message: DeliveredMessage) -> None:
+    """Give a message back to its queue (one never started, at shutdown)."""
+    try:
+        await message.channel.basic_nack(cast(int, message.delivery_tag), requeue=True)
+    except Exception:  # the channel is gone: the broker requeues it anyway
+        pass
+
+
+async def retry_database(operation: Callable[[], Awaitable[T]], stopping: asyncio.Event,
+                         limit: float = DATABASE_RETRY_SECONDS) -> T:
+    """Run a database operation, waiting out an outage (a batch in hand must not be lost or half-written).
+    While stopping, it waits only briefly: what is left is in the journal for the pool's journal replay."""
+    delay, waited = 0.2, 0.0
+    while True:
+        try:
+            return await operation()
+        except PyMongoError as exc:
+            if waited >= (min(limit, DATABASE_RETRY_WHILE_STOPPING) if stopping.is_set() else limit):
+                raise
+            log.warning("database unavailable (%s: %.120s); retrying in %.1fs", type(exc).__name__, exc, delay)
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 5.0)
