@@ -92,10 +92,15 @@ class ConsumerPool:
     def _live(self) -> list[ConsumerProcess]:
         return [p for p in self.processes.values() if not p.stopping]
 
-    def others(self, stats: QueueStats) -> int:
-        """Consumers on the queues that are not ours (other server instances')."""
-        ours_consuming = sum(1 for p in self._live() if p.ready)
-        return max(0, stats.consumers - ours_consuming)
+    def others(self, stats: QueueStats, counting_starting: bool = False) -> int:
+        """Consumers on the queues that are not ours (other server instances').
+
+        Ours that are still starting may or may not be attached yet. Left out (the default), the count is
+        an upper bound: growth never passes the maximum. With `counting_starting`, a lower bound: the pool
+        never stops one of its own starting consumers, taking it for another instance's.
+        """
+        ours = sum(1 for p in self._live() if p.ready or counting_starting)
+        return max(0, stats.consumers - ours)
 
     async def start(self) -> None:
         """Begin; when the broker or database is away, the first successful check does the launch."""
@@ -129,9 +134,10 @@ class ConsumerPool:
             return
         stats = await self.queue_stats()
         self.last_stats = stats
-        others = self.others(stats)
         live = self._live()
-        total = others + len(live)
+        started = [p for p in live if p.ready]
+        total = self.others(stats) + len(live)
+        surely_total = self.others(stats, counting_starting=True) + len(live)
         needed = math.ceil(stats.backlog / self.settings.backlog_per_consumer)
         wanted = self._bounded(needed)
         # Shrink only when even twice the backlog would not need this many (no flapping around a border).
@@ -142,11 +148,12 @@ class ConsumerPool:
                 return
             for _ in range(wanted - total):
                 await self.spawn()
-        elif live and (total > self.settings.consumers_max or total > enough):
+        elif started and (surely_total > self.settings.consumers_max or surely_total > enough):
+            # A consumer still starting is never the one stopped (its start would be wasted, the pool flap).
             self._idle_checks += 1
-            if self._idle_checks >= IDLE_CHECKS_BEFORE_SHRINKING or total > self.settings.consumers_max:
+            if self._idle_checks >= IDLE_CHECKS_BEFORE_SHRINKING or surely_total > self.settings.consumers_max:
                 self._idle_checks = 0
-                await self.stop_one(max(live, key=lambda p: p.started))
+                await self.stop_one(max(started, key=lambda p: p.started))
         else:
             self._idle_checks = 0
 

@@ -108,7 +108,16 @@ async def test_existing_consumers_count_toward_the_maximum(ctx, settings):
             await channel.basic_consume(ctx.topology.queues["regular"], lambda m: None, consumer_tag=tag)
         await ctx.start_workers()
         assert len(ctx.pool.processes) == 1
-        await eventually(lambda: _consumers(ctx, 1), timeout=30, message="our consumer ready")
+        ours = next(iter(ctx.pool.processes.values()))
+
+        async def ready_and_kept():
+            # Checked as often as can be while it starts: attached but not yet announced ready, it
+            # must not be taken for a third foreign consumer and stopped.
+            await ctx.pool.check()
+            assert not ours.stopping and len(ctx.pool.processes) == 1
+            return ours.ready
+
+        await eventually(ready_and_kept, timeout=60, interval=0.01, message="our consumer ready")
         await ctx.pool.check()
         assert len(ctx.pool.processes) == 1
         described = ctx.pool.describe()
