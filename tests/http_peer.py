@@ -41,7 +41,7 @@ class Peer:
         answer = answer(request) if callable(answer) else answer
         return answer if len(answer) == 3 else (*answer, {})
 
-    def start(self) -> "Peer":
+    def start(self) -> Peer:
         peer = self
 
         class Handler(tornado.web.RequestHandler):

@@ -85,7 +85,7 @@ class SmtpServer:
     def behaviour(self) -> Behaviour:
         return self.handler.behaviour
 
-    def start(self) -> "SmtpServer":
+    def start(self) -> SmtpServer:
         self.controller.start()
         return self
 
