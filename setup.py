@@ -35,6 +35,7 @@ setup(
         "test": [
             "pytest>=8,<10",
             "pytest-tornado>=0.8,<0.9",
+            "pytest-xdist>=3.5,<4",  # .ci/run spreads the suite over workers (-n, --dist loadgroup)
             "setuptools<82",  # pytest-tornado imports pkg_resources
             "aiosmtpd>=1.4,<2",
             "playwright>=1.45,<2",  # drives Debian's Chromium; never downloads a browser

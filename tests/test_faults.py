@@ -6,8 +6,8 @@ skipped with a reason (and then received at most one); the API's counts match wh
 nothing is left pending, queued or sending.
 
 The drills share one rig (a RabbitMQ node, a database, an SMTP server and the service, with the N recipients
-already stored); each drill sends its own fan-out and finds every part running again, however the drill
-before it left them.
+already stored); each drill finds every part running again, however the drill before it left them, and no
+earlier fan-out in the database or the SMTP server.
 """
 
 from __future__ import annotations
@@ -93,6 +93,11 @@ class Rig:
             self.mongo.start()
         if self.served.process is None or self.served.process.poll() is not None:
             self.served.start()
+        # The drill starts from the state a new rig has: the recipients and the admin, no earlier fan-out.
+        with pymongo.MongoClient(self.mongo.url) as client:
+            for collection in ("notifications", "deliveries"):
+                client["notifier"][collection].delete_many({})
+        self.smtp.handler.received.clear()
         self.smtp.handler.behaviour = Behaviour()
         self.smtp.handler.refused = 0
         self.wait_consumers(2)
