@@ -67,16 +67,25 @@ class Credentials:
     id: str = ""
 
 
+# Modules holding the longest single tests (the route walk: ~2 minutes alone), run first so that no worker
+# starts one of them while the others are already done. Their order within the module stays.
+STARTED_FIRST = ("tests/security/test_route_walk.py", "tests/queue/test_pool.py", "tests/queue/test_delivery.py")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    """Under `--dist loadgroup` (pytest-xdist) a module whose tests share a module-scoped fixture (a served
-    service, the fault rig) runs on one worker, so that fixture is built once rather than once per worker."""
+    """Under `--dist loadgroup` (pytest-xdist) the tests that share a module-scoped fixture (a served service,
+    a fault rig) run on one worker, so that fixture is built once rather than once per worker."""
     for item in items:
         definitions = getattr(item, "_fixtureinfo", None)
         if definitions is None:
             continue
-        if any(fixture.scope == "module" for chain in definitions.name2fixturedefs.values() for fixture in chain):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+        shared = sorted(name for name, chain in definitions.name2fixturedefs.items()
+                        if any(fixture.scope == "module" for fixture in chain))
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{'+'.join(shared)}"))
+    rank = {module: place for place, module in enumerate(STARTED_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
 @pytest.fixture(scope="session")
