@@ -72,18 +72,20 @@ class Credentials:
 STARTED_FIRST = ("tests/security/test_route_walk.py", "tests/queue/test_pool.py", "tests/queue/test_delivery.py")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
+def pytest_itemcollected(item):
     """Under `--dist loadgroup` (pytest-xdist) the tests that share a module-scoped fixture (a served service,
-    a fault rig) run on one worker, so that fixture is built once rather than once per worker."""
-    for item in items:
-        definitions = getattr(item, "_fixtureinfo", None)
-        if definitions is None:
-            continue
-        shared = sorted(name for name, chain in definitions.name2fixturedefs.items()
-                        if any(fixture.scope == "module" for fixture in chain))
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{'+'.join(shared)}"))
+    a fault rig) run on one worker, so that fixture is built once rather than once per worker. (Marked as
+    each test is collected: xdist reads the marks in its own pytest_collection_modifyitems.)"""
+    definitions = getattr(item, "_fixtureinfo", None)
+    if definitions is None:
+        return
+    shared = sorted(name for name, chain in definitions.name2fixturedefs.items()
+                    if any(fixture.scope == "module" for fixture in chain))
+    if shared:
+        item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{'+'.join(shared)}"))
+
+
+def pytest_collection_modifyitems(items):
     rank = {module: place for place, module in enumerate(STARTED_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
