@@ -132,10 +132,6 @@ def _queues(topology) -> list[str]:
     return [*topology.all_queues(), *(topology.pace_queue(ms) for ms in topology.pace_declared)]
 
 
-async def delete_topology(amqp_url: str, topology) -> None:
-    await _delete_topologies(amqp_url, [topology])
-
-
 async def _delete_topologies(amqp_url: str, topologies: list) -> None:
     if not topologies:
         return
