@@ -1,10 +1,14 @@
 """Test harness: real RabbitMQ, a real MongoDB-protocol server (SecantusDB, or MONGO_URL), real HTTP.
 
-Every test gets its own database and queue prefix, so tests and runs never see each other's data.
+Every test gets a database and a queue prefix no other test is using, so tests and runs never see each
+other's data. One database server serves a whole session (each pytest-xdist worker has its own); a test's
+database is emptied and its queues purged afterwards, and the next test gets them again: creating indexes
+in a new database and declaring new durable queues cost more than emptying the ones there are.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import socket
@@ -33,12 +37,57 @@ ADMIN_PASSWORD = "admin-password-1"
 _numbers = itertools.count()
 
 
+class Recycled:
+    """Emptied databases and purged queue prefixes of this session, handed to the next test that needs one."""
+
+    def __init__(self):
+        self.databases: list[str] = []
+        self.prefixes: list[str] = []
+        self.topologies: dict[str, list] = {}  # every topology a prefix had, to delete at the end of the session
+
+    def database(self) -> str:
+        return self.databases.pop() if self.databases else f"nt_{RUN}_{next(_numbers)}"
+
+    def prefix(self) -> str:
+        return self.prefixes.pop() if self.prefixes else f"test.{RUN}.{next(_numbers)}."
+
+
+@pytest.fixture(scope="session")
+def recycled(amqp_url):
+    pool = Recycled()
+    yield pool
+    asyncio.run(_delete_topologies(amqp_url, [t for ts in pool.topologies.values() for t in ts]))
+
+
 @dataclass
 class Credentials:
     login: str
     password: str
     header: str
     id: str = ""
+
+
+# Modules holding the longest single tests (the route walk: ~2 minutes alone), run first so that no worker
+# starts one of them while the others are already done. Their order within the module stays.
+STARTED_FIRST = ("tests/security/test_route_walk.py", "tests/queue/test_pool.py", "tests/queue/test_delivery.py")
+
+
+def pytest_itemcollected(item):
+    """Under `--dist loadgroup` (pytest-xdist) the tests that share a module-scoped fixture (a served service,
+    a fault rig) run on one worker, so that fixture is built once rather than once per worker. (Marked as
+    each test is collected: xdist reads the marks in its own pytest_collection_modifyitems.)"""
+    definitions = getattr(item, "_fixtureinfo", None)
+    if definitions is None:
+        return
+    shared = sorted(name for name, chain in definitions.name2fixturedefs.items()
+                    if any(fixture.scope == "module" for fixture in chain))
+    if shared:
+        item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{'+'.join(shared)}"))
+
+
+def pytest_collection_modifyitems(items):
+    rank = {module: place for place, module in enumerate(STARTED_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
 @pytest.fixture(scope="session")
@@ -72,39 +121,85 @@ def settings_overrides():
 
 
 @pytest.fixture
-def settings(mongo_url, amqp_url, settings_overrides):
-    number = next(_numbers)
+def settings(mongo_url, amqp_url, settings_overrides, recycled):
     return Settings.from_env(
-        {}, mongo_url=mongo_url, mongo_db=f"nt_{RUN}_{number}", amqp_url=amqp_url,
-        queue_prefix=f"test.{RUN}.{number}.", secret_key="test-root-secret", user_jwt_secret=USER_SECRET,
+        {}, mongo_url=mongo_url, mongo_db=recycled.database(), amqp_url=amqp_url,
+        queue_prefix=recycled.prefix(), secret_key="test-root-secret", user_jwt_secret=USER_SECRET,
         assets_dir=str(REPO / "var" / "assets"), public_url="http://notifier.test", **settings_overrides)
 
 
-async def delete_topology(amqp_url: str, topology) -> None:
+def _queues(topology) -> list[str]:
+    return [*topology.all_queues(), *(topology.pace_queue(ms) for ms in topology.pace_declared)]
+
+
+async def _delete_topologies(amqp_url: str, topologies: list) -> None:
+    if not topologies:
+        return
     connection = await aiormq.connect(amqp_url)
     try:
         channel = await connection.channel()
-        pace = [topology.pace_queue(ms) for ms in topology.pace_declared]
-        for queue in [*topology.all_queues(), *pace]:
-            await channel.queue_delete(queue)
-        await channel.exchange_delete(topology.exchange)
+        for topology in topologies:
+            for queue in _queues(topology):
+                await channel.queue_delete(queue)
+            await channel.exchange_delete(topology.exchange)
     finally:
         await connection.close()
 
 
-async def _teardown(context) -> None:
+# A database with more documents than this is dropped rather than emptied, and not handed out again.
+EMPTY_AT_MOST = 2000
+
+
+async def _empty_database(store) -> bool:
+    """Delete every document (the indexes stay); False when the database was big enough to drop instead."""
+    names = [name for name in await store.db.list_collection_names() if not name.startswith("system.")]
+    sizes = [await store.db[name].estimated_document_count() for name in names]
+    if sum(sizes) > EMPTY_AT_MOST:
+        await store.client.drop_database(store.db.name)
+        return False
+    for name, size in zip(names, sizes, strict=True):
+        if size:
+            await store.db[name].delete_many({})
+    return True
+
+
+async def _purge_queues(amqp_url: str, topology) -> bool:
+    """Purge every queue of the topology; False when it declared pace tiers, which are deleted instead (a
+    consumer of an earlier connection may have declared tiers this topology no longer knows of)."""
+    connection = await aiormq.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        if topology.pace_declared:
+            for queue in _queues(topology):
+                await channel.queue_delete(queue)
+            await channel.exchange_delete(topology.exchange)
+            return False
+        for queue in topology.all_queues():
+            await channel.queue_purge(queue)
+        return True
+    finally:
+        await connection.close()
+
+
+async def _teardown(context, recycled: Recycled) -> None:
+    settings = context.settings
     await context.publisher.drain(timeout=5)
-    await context.store.client.drop_database(context.settings.mongo_db)
+    if await _empty_database(context.store):
+        recycled.databases.append(settings.mongo_db)
     await context.close()
-    await delete_topology(context.settings.amqp_url, context.topology)
+    topologies = recycled.topologies.setdefault(settings.queue_prefix, [])
+    if await _purge_queues(settings.amqp_url, context.topology):
+        if not any(t.all_queues() == context.topology.all_queues() for t in topologies):
+            topologies.append(context.topology)
+        recycled.prefixes.append(settings.queue_prefix)
 
 
 @pytest.fixture
-def ctx(io_loop, settings):
+def ctx(io_loop, settings, recycled):
     context = io_loop.run_sync(lambda: create_context(settings, settings.mongo_url))
     assert io_loop.run_sync(lambda: context.broker.wait_connected(10)), "no RabbitMQ connection"
     yield context
-    io_loop.run_sync(lambda: _teardown(context))
+    io_loop.run_sync(lambda: _teardown(context, recycled))
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -19,6 +18,8 @@ import aiormq
 from notifier.procs import free_port, pid_alive
 from notifier.queue.topology import Topology
 from notifier.settings import Settings
+
+from .support import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,21 +42,6 @@ def call(url: str, method: str = "GET", body=None, headers: dict | None = None, 
     return status, json.loads(raw or b"null")
 
 
-def wait_until(condition, timeout: float, what: str, every: float = 0.2, tolerate: tuple = ()):
-    """Poll `condition` until it returns something truthy, which is returned; `tolerate` lists exceptions
-    that count as "not yet" (a server still starting refuses connections)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = condition()
-        except tolerate:
-            result = None
-        if result:
-            return result
-        time.sleep(every)
-    raise AssertionError(f"{what}: not reached within {timeout}s")
-
-
 class Served:
     def __init__(self, workdir: Path, amqp_url: str, **env: str):
         self.port = free_port()
@@ -76,17 +62,16 @@ class Served:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen([sys.executable, "-m", "notifier", "serve"], env=self.env, cwd=self.workdir,
                                         stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             assert self.process.poll() is None, f"notifier serve exited early:\n{self.log_tail()}"
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"notifier serve did not become ready:\n{self.log_tail()}")
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as response:
+                return response.status == 200
+        try:
+            wait_until(ready, timeout, "notifier serve ready", tolerate=(OSError,))
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{self.log_tail()}") from None
+        return self
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""

@@ -80,7 +80,8 @@ def user_token(secret: str, user_id: str, ttl: int = 600, algorithm: str = "HS25
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0, interval: float = 0.05,
                      message: str = "condition"):
-    """Poll `check` until it returns a truthy value; fail with `message` when the deadline passes."""
+    """Poll `check` until it returns a truthy value, which is returned; fail with `message` when the deadline
+    passes."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -89,3 +90,21 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0,
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"{message} not reached within {timeout}s (last: {last!r})")
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.2, tolerate: tuple = ()):
+    """`eventually` for code outside an event loop (tests of real processes): poll `condition` until it returns
+    something truthy, which is returned; `tolerate` lists exceptions that count as "not yet" (a server still
+    starting refuses connections)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = condition()
+        except tolerate as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(every)
+    raise AssertionError(f"{what}: not reached within {timeout}s (last: {last!r})")

@@ -4,6 +4,10 @@
 End state checked every time: each recipient received exactly one message, or its delivery is failed or
 skipped with a reason (and then received at most one); the API's counts match what the SMTP server saw;
 nothing is left pending, queued or sending.
+
+The drills share one rig (a RabbitMQ node, a database, an SMTP server and the service, with the N recipients
+already stored); each drill finds every part running again, however the drill before it left them, and counts and
+checks only its own notification.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from pathlib import Path
 import pymongo
 import pytest
 
-from notifier.embedded import EmbeddedMongo
-from notifier.procs import free_port, pid_alive
+from notifier.embedded import EmbeddedMongo, EmbeddedRabbit
+from notifier.procs import free_port, pid_alive, wait_for_port
 
-from .served import Served, wait_until
-from .smtp_server import SmtpServer
+from .served import Served
+from .smtp_server import Behaviour, SmtpServer
+from .support import wait_until
 
 # The issue's drill is 5,000 recipients (FAULT_RECIPIENTS=5000). CI runs a smaller one so the whole suite fits
 # its time budget on this machine's embedded database (SecantusDB does ~150-400 document writes/s here);
@@ -30,17 +35,40 @@ from .smtp_server import SmtpServer
 N = int(os.environ.get("FAULT_RECIPIENTS", "1500"))
 AUTH = "Basic " + base64.b64encode(b"admin:fault-password").decode()
 pytestmark = pytest.mark.faults
+RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
+
+
+class Broker(EmbeddedRabbit):
+    """The drills' own RabbitMQ node: stopping it disturbs no other test, nor anyone else on the machine's broker."""
+
+    def __init__(self, data_dir: str):
+        super().__init__(data_dir, free_port())
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@{self.host}:{self.port}/"
+
+    def ctl(self, *args: str) -> None:
+        subprocess.run([RABBITMQCTL, "-n", self.node, *args], env=self.environment(), check=True,
+                       capture_output=True, timeout=300)
+
+    def accepting(self) -> bool:
+        return wait_for_port(self.host, self.port, 0.5)
 
 
 class Rig:
-    """A database we can stop, an SMTP server we can make fail, and the service between them."""
+    """A broker and a database we can stop, an SMTP server we can make fail, and the service between them."""
 
-    def __init__(self, workdir: Path, amqp_url: str):
+    def __init__(self, workdir: Path):
         self.workdir = workdir
+        self.broker = Broker(str(workdir / "rabbit"))
         self.mongo_port = free_port()
         self.mongo = EmbeddedMongo(str(workdir / "mongo"), self.mongo_port)
         self.smtp = SmtpServer().start()
-        self.served = Served(workdir / "service", amqp_url, MONGO_URL=self.mongo.start(), MONGO_TIMEOUT_MS="1000",
+        self.notification = ""
+        self.broker.start()
+        self.served = Served(workdir / "service", self.broker.url, MONGO_URL=self.mongo.start(),
+                             MONGO_TIMEOUT_MS="1000",
                              SMTP_HOST="127.0.0.1", SMTP_PORT=str(self.smtp.port), CONSUMERS_START="2",
                              CONSUMERS_MIN="2", CONSUMERS_MAX="3", OUTBOX_GRACE="2", OUTBOX_SWEEP_INTERVAL="1",
                              RECONCILE_INTERVAL="2", RETRY_DELAYS="0.5,1,2", MAX_ATTEMPTS="6",
@@ -56,6 +84,23 @@ class Rig:
         self.wait_consumers(2)
         return self
 
+    def ready(self) -> Rig:
+        """Every part running again and the SMTP server accepting everything, as a drill expects to find them."""
+        if not self.broker.accepting():
+            self.broker.ctl("start_app")
+            self.broker.ctl("await_startup", "--timeout", "300")
+        if self.mongo.process is None or self.mongo.process.poll() is not None:
+            self.mongo.start()
+        if self.served.process is None or self.served.process.poll() is not None:
+            self.served.start()
+        # Earlier drills' deliveries stay in the database (deleting them takes SecantusDB longer than a drill's
+        # set-up should): every count and check here is of this drill's notification only.
+        self.smtp.handler.received.clear()
+        self.smtp.handler.behaviour = Behaviour()
+        self.smtp.handler.refused = 0
+        self.wait_consumers(2)
+        return self
+
     def wait_consumers(self, count: int, timeout: float = 60) -> None:
         wait_until(lambda: len(self.served.consumer_pids()) >= count, timeout, f"{count} consumers")
 
@@ -64,10 +109,12 @@ class Rig:
             "title": "Fault drill", "text": "Hello {{ name }}", "channel": "email",
             "recipients": [f"f{i}" for i in range(N)]}, AUTH)
         assert status == 201, body
+        self.notification = body["id"]
         return body["id"]
 
     def received(self) -> int:
-        return len(self.smtp.received)
+        """Messages of this drill's fan-out the SMTP server accepted."""
+        return sum(1 for message in self.smtp.received if message.notification_id == self.notification)
 
     def counts(self, notification_id: str) -> dict:
         status, body = self.served.call("GET", f"/api/v1/notifications/{notification_id}", None, AUTH)
@@ -114,24 +161,39 @@ class Rig:
         return counts
 
     def close(self) -> None:
-        self.served.cleanup()
-        self.smtp.stop()
-        self.mongo.stop()
+        try:
+            self.served.cleanup()
+        finally:
+            self.smtp.stop()
+            self.mongo.stop()
+            self.broker.stop()
 
 
-@pytest.fixture
-def rig(tmp_path, amqp_url):
-    rig = Rig(tmp_path, amqp_url)
+def shared_rig(workdir: Path):
+    rig = Rig(workdir)
     try:
         yield rig.start()
     finally:
         rig.close()
 
 
-def test_consumers_killed_again_and_again(rig):
+# Two rigs, so that two xdist workers run the drills side by side: one for the drills that kill processes
+# of the service, one for the outages of what it depends on.
+@pytest.fixture(scope="module")
+def crash_rig(tmp_path_factory):
+    yield from shared_rig(tmp_path_factory.mktemp("crashes"))
+
+
+@pytest.fixture(scope="module")
+def outage_rig(tmp_path_factory):
+    yield from shared_rig(tmp_path_factory.mktemp("outages"))
+
+
+def test_consumers_killed_again_and_again(crash_rig):
+    rig = crash_rig.ready()
     notification = rig.fanout()
     for threshold in (N // 10, 3 * N // 10, N // 2, 7 * N // 10):
-        wait_until(lambda wanted=threshold: rig.received() >= wanted, 120, f"{threshold} received")
+        wait_until(lambda reached=threshold: rig.received() >= reached, 120, f"{threshold} received")
         victims = rig.served.consumer_pids()
         os.kill(victims[0], signal.SIGKILL)
     rig.settle(notification)
@@ -139,10 +201,11 @@ def test_consumers_killed_again_and_again(rig):
     rig.wait_consumers(2)
 
 
-def test_broker_restarted_mid_run(rig):
+def test_broker_restarted_mid_run(outage_rig):
+    rig = outage_rig.ready()
     notification = rig.fanout()
     wait_until(lambda: rig.received() >= N // 5, 120, "a fifth received")
-    subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True, timeout=300)
+    rig.broker.ctl("stop_app")
     try:
         time.sleep(3)  # the outage lasts a while
         status, body = rig.served.call("GET", "/readyz")
@@ -151,14 +214,14 @@ def test_broker_restarted_mid_run(rig):
             "title": "During the outage", "text": "x", "channel": "email", "recipients": ["f1"]}, AUTH)
         assert accepted == 201
     finally:
-        subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True, timeout=300)
-        subprocess.run(["rabbitmqctl", "await_startup", "--timeout", "300"], check=True, capture_output=True,
-                       timeout=320)
+        rig.broker.ctl("start_app")
+        rig.broker.ctl("await_startup", "--timeout", "300")
     rig.settle(notification)
     assert rig.check(notification) == {"sent": N}
 
 
-def test_database_stopped_for_five_seconds(rig):
+def test_database_stopped_for_five_seconds(outage_rig):
+    rig = outage_rig.ready()
     notification = rig.fanout()
     wait_until(lambda: rig.received() >= N // 5, 120, "a fifth received")
     rig.mongo.stop()
@@ -178,8 +241,9 @@ def test_database_stopped_for_five_seconds(rig):
     assert rig.check(notification) == {"sent": N}
 
 
-def test_smtp_temporary_then_permanent_failures(rig):
+def test_smtp_temporary_then_permanent_failures(outage_rig):
     """30% of messages get a temporary 451 throughout; from the middle on, 50 addresses get a permanent 550."""
+    rig = outage_rig.ready()
     rig.smtp.behaviour.tempfail_rate = 0.3
     notification = rig.fanout()
     wait_until(lambda: rig.received() >= 3 * N // 10, 120, "three tenths received")
@@ -196,7 +260,8 @@ def test_smtp_temporary_then_permanent_failures(rig):
     assert rig.smtp.handler.refused > 500
 
 
-def test_server_killed_and_restarted(rig):
+def test_server_killed_and_restarted(crash_rig):
+    rig = crash_rig.ready()
     notification = rig.fanout()
     wait_until(lambda: rig.received() >= 3 * N // 10, 120, "three tenths received")
     consumers = rig.served.consumer_pids()
@@ -207,9 +272,10 @@ def test_server_killed_and_restarted(rig):
     rig.check(notification)
 
 
-def test_server_stopped_with_sigterm_mid_fanout(rig):
+def test_server_stopped_with_sigterm_mid_fanout(crash_rig):
     """SIGTERM drains: consumers finish and record what they hold, nothing is left sending, the server exits 0;
     the next start finishes the fan-out, and nobody gets a message twice."""
+    rig = crash_rig.ready()
     notification = rig.fanout()
     wait_until(lambda: rig.received() >= 3 * N // 10, 120, "three tenths received")
     consumers = rig.served.consumer_pids()

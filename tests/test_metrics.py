@@ -10,7 +10,8 @@ import pytest
 
 from notifier.procs import free_port
 
-from .served import Served, fetch, wait_until
+from .served import Served, fetch
+from .support import wait_until
 
 ADMIN = "Basic " + base64.b64encode(b"root:metrics-password").decode()
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 
 from notifier.procs import pid_alive
 
 from ..served import Served
+from ..support import wait_until
 
 
 @pytest.fixture
@@ -21,24 +21,15 @@ def served(tmp_path, amqp_url):
         server.cleanup()
 
 
-def wait_for(condition, timeout: float, message: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(message)
-
-
 def test_consumers_die_with_a_killed_server(served):
-    wait_for(lambda: len(served.consumer_pids()) == 2, 30, "two consumers running")
+    wait_until(lambda: len(served.consumer_pids()) == 2, 30, "two consumers running")
     pids = served.consumer_pids()
     served.stop(signal.SIGKILL)
-    wait_for(lambda: not any(pid_alive(pid) for pid in pids), 30, f"orphan consumers still alive: {pids}")
+    wait_until(lambda: not any(pid_alive(pid) for pid in pids), 30, f"orphan consumers still alive: {pids}")
 
 
 def test_sigterm_stops_everything_cleanly(served):
-    wait_for(lambda: len(served.consumer_pids()) == 2, 30, "two consumers running")
+    wait_until(lambda: len(served.consumer_pids()) == 2, 30, "two consumers running")
     pids = served.consumer_pids()
     assert served.stop(signal.SIGTERM) == 0
     assert not any(pid_alive(pid) for pid in pids)

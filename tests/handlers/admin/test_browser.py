@@ -7,13 +7,13 @@ Screenshots go to test-artifacts/.
 from __future__ import annotations
 
 import base64
-import time
 
 import pytest
 from playwright.sync_api import sync_playwright
 
 from ...served import REPO, Served
 from ...smtp_server import SmtpServer
+from ...support import wait_until
 
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -21,11 +21,13 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--no-first-run", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture
-def service(tmp_path, amqp_url):
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, amqp_url):
+    """One served service for the module: only the first test sends mail, the second reads a page."""
     smtp = SmtpServer().start()
-    served = Served(tmp_path, amqp_url, SMTP_HOST="127.0.0.1", SMTP_PORT=str(smtp.port), CONSUMERS_START="1",
-                    CONSUMERS_MIN="1", CONSUMERS_MAX="2", OUTBOX_SWEEP_INTERVAL="1", OUTBOX_GRACE="2")
+    served = Served(tmp_path_factory.mktemp("browser"), amqp_url, SMTP_HOST="127.0.0.1", SMTP_PORT=str(smtp.port),
+                    CONSUMERS_START="1", CONSUMERS_MIN="1", CONSUMERS_MAX="2", OUTBOX_SWEEP_INTERVAL="1",
+                    OUTBOX_GRACE="2")
     try:
         served.start()
         yield served, smtp
@@ -69,14 +71,13 @@ def test_admin_creates_a_notification_and_sees_it_sent(service):
         page.wait_for_selector("text=Notification created for 3 recipients.")
         detail_url = page.url
 
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        def all_sent() -> bool:
             sent = page.locator("[data-count=sent]")
             if sent.count() and sent.inner_text() == "3":
-                break
-            time.sleep(0.5)
+                return True
             page.goto(detail_url)
-        assert page.locator("[data-count=sent]").inner_text() == "3"
+            return False
+        wait_until(all_sent, 60, "the page counting 3 sent", every=0.5)
         assert page.locator("#deliveries .badge.sent").count() == 3
         page.screenshot(path=str(ARTIFACTS / "admin-notification.png"), full_page=True)
 
