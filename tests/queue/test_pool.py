@@ -187,6 +187,8 @@ async def test_sigterm_drains_and_exits_zero(ctx, workers):
 
 
 @pytest.mark.gen_test(timeout=90)
+# No periodic pool check: only the test's own check may apply the journal, after the reconciler has run.
+@pytest.mark.parametrize("settings_overrides", [{"pool_check_interval": 3600}], indirect=True)
 async def test_claims_of_a_dead_consumer_wait_for_its_journal_not_for_lease_expiry(api, admin, ctx, smtp, workers):
     """A consumer died and the database was too slow to apply its journal: until the pool manages to, its
     claims stay put (releasing them on lease expiry would send them twice); the next pool check applies it."""
