@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar, cast
@@ -21,7 +22,7 @@ from pymongo.errors import PyMongoError
 
 from ..clock import Clock
 from ..metrics import DELIVERIES, SEND_SECONDS
-from ..services.deliveries import Deliveries, new_claim_token
+from ..services.deliveries import Deliveries
 from ..services.outcomes import OutcomeKind, RetryPolicy, decide
 from ..services.sending import Sender
 from ..settings import Settings
@@ -125,7 +126,7 @@ class Batches:
             if not messages:
                 return
             # 1. Claim: only deliveries still waiting become ours (a redelivered message finds nothing).
-            token = new_claim_token()
+            token = secrets.token_hex(8)  # the claim's token: only its holder writes the outcomes
             send_before = time.monotonic() + self.settings.lease_seconds * LEASE_SHARE_FOR_SENDING
             async with database_turn:
                 claimed_ids = await retry_database(
@@ -136,7 +137,8 @@ class Batches:
                 try:
                     # 2. Send: read what the batch needs (an outage is waited out), then try each delivery.
                     looked_up = await retry_database(lambda: self.sender.look_up(claimed), self.stopping)
-                    outcomes = await self.sender.attempt(claimed, looked_up, token, send_before)
+                    outcomes = await asyncio.gather(*(self.sender.attempt(delivery, looked_up, token, send_before)
+                                                      for delivery in claimed))
                     async with database_turn:
                         # 3. Decide each outcome (services/outcomes.py) and apply it: publish where the decision
                         # routes the delivery, then write every outcome of the claim at once.
