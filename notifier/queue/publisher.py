@@ -43,10 +43,6 @@ def message_body(delivery: dict) -> bytes:
                        "is_express": delivery["is_express"]}).encode()
 
 
-def lane(delivery: dict) -> str:
-    return EXPRESS if delivery["is_express"] else REGULAR
-
-
 class Publisher:
     """The process's outbox: `submit` publishes in the background; `publish` awaits the confirms; `route`
     sends one delivery to a delay tier or the parking queue (a consumer's retries and failures)."""
@@ -111,7 +107,7 @@ class Publisher:
 
     async def _destination(self, channel, delivery: dict, route: Route, delay_ms: int) -> tuple[str, str, str]:
         """(exchange, routing key, lane) of a message on `route`; a WORK message with a delay is paced."""
-        target = lane(delivery)
+        target = EXPRESS if delivery["is_express"] else REGULAR
         if route is Route.RETRY:
             return "", self.topology.retry_queue(target, delay_ms), target
         if route is Route.PARKED:
