@@ -18,12 +18,11 @@ class Links:
         self._key = keys.derive("unsubscribe").hex()
         self.public_url = public_url.rstrip("/")
 
-    def unsubscribe_token(self, user_id: str, channel: str) -> str:
-        return jwt.encode({"sub": user_id, "scope": channel, "aud": UNSUBSCRIBE_AUDIENCE},
-                          self._key, algorithm="HS256")
-
     def unsubscribe_url(self, user_id: str, channel: str) -> str:
-        return f"{self.public_url}/unsubscribe/{quote(self.unsubscribe_token(user_id, channel))}"
+        """The one-click link for `user_id` and `channel`: its last segment is the signed token."""
+        token = jwt.encode({"sub": user_id, "scope": channel, "aud": UNSUBSCRIBE_AUDIENCE}, self._key,
+                           algorithm="HS256")
+        return f"{self.public_url}/unsubscribe/{quote(token)}"
 
     def read_unsubscribe_token(self, token: str) -> tuple[str, str]:
         """(user_id, channel or "all") from a token this service signed."""

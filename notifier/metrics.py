@@ -16,7 +16,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from .queue.connection import BrokerConnection
-from .queue.metrics import LATENCY_BUCKETS
 from .queue.monitor import queue_depths
 from .queue.topology import Topology
 from .settings import Settings
@@ -25,6 +24,8 @@ if TYPE_CHECKING:
     from .queue.pool import ConsumerPool
 
 log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 REGISTRY = CollectorRegistry()
 HTTP_REQUESTS = Counter("notifier_http_requests_total", "HTTP requests answered, by route and status",
@@ -40,6 +41,12 @@ PUBLISHED = Counter("notifier_published_total", "Deliveries the broker confirmed
                     ["queue"], registry=REGISTRY)
 QUEUE_MESSAGES = Gauge("notifier_queue_messages", "Messages waiting in each queue (read when scraped)",
                        ["queue"], registry=REGISTRY)
+# What a consumer process counts (queue/batch.py). registry=None: in multiprocess mode the values go to the
+# PROMETHEUS_MULTIPROC_DIR files whatever the registry, and the server collects them (ConsumerMetrics).
+DELIVERIES = Counter("notifier_deliveries_total", "Deliveries finished by the consumers, by channel and status "
+                     "(sent, skipped, failed, retry)", ["channel", "status"], registry=None)
+SEND_SECONDS = Histogram("notifier_send_seconds", "Time a channel took to send one delivery",
+                         ["channel"], buckets=LATENCY_BUCKETS, registry=None)
 CONSUMERS = Gauge("notifier_consumers", "Consumer processes of this server (running) and the pool's bounds",
                   ["state"], registry=REGISTRY)
 

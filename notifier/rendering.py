@@ -36,5 +36,15 @@ def unknown_variables(text: str, variables: Mapping[str, str]) -> list[str]:
     return sorted(set(NotificationTemplate(text).get_identifiers()) - known)
 
 
+def recipient_values(user_id: str, user: dict | None, notification: dict, unsubscribe_url: str = "") -> dict:
+    """What a notification's placeholders are filled with for one recipient (RECIPIENT_VARIABLES and the
+    notification's own `variables`)."""
+    user = user or {}
+    values = dict(notification.get("variables") or {})
+    values.update(name=user.get("display_name") or user_id, user_id=user_id, email=user.get("email") or "",
+                  unsubscribe_url=unsubscribe_url)
+    return values
+
+
 def render(text: str, values: Mapping[str, str]) -> str:
     return NotificationTemplate(text).safe_substitute(values)

@@ -253,6 +253,7 @@ class APIHandler(StreamedBody):
     """JSON in, JSON out. Bodies are streamed so oversized or unauthenticated requests are refused unread."""
 
     principal: Principal | None = None
+    endpoint: Endpoint  # what this request's method declared (prepare() refuses a method without one)
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
@@ -279,7 +280,7 @@ class APIHandler(StreamedBody):
 
     async def prepare(self) -> None:
         self.begin_request()
-        endpoint = self._endpoint()
+        self.endpoint = endpoint = self._endpoint()
         length = self.request.headers.get("Content-Length")
         settings = self.ctx.settings
         self.limit_body(settings.max_form_bytes if endpoint.access == PUBLIC else settings.max_body_bytes)
@@ -299,23 +300,20 @@ class APIHandler(StreamedBody):
 
     # --- input ---
 
-    def json_body(self) -> Any:
+    def load_body(self) -> dict:
+        schema = self.endpoint.body
+        if schema is None:
+            raise TypeError(f"{type(self).__name__}.{self.request.method} declares no body schema")
         raw = b"".join(self._chunks)
         if not raw.strip():
             raise Invalid("Request body is required", {"body": ["must be a JSON object"]})
-        return parse_json(raw)
-
-    def load_body(self) -> dict:
-        schema = self._endpoint().body
-        if schema is None:
-            raise TypeError(f"{type(self).__name__}.{self.request.method} declares no body schema")
-        data = self.json_body()
+        data = parse_json(raw)
         if not isinstance(data, dict):
             raise Invalid("Request body must be a JSON object", {"body": ["must be a JSON object"]})
         return load(schema, data)
 
     def load_query(self) -> dict:
-        schema = self._endpoint().query
+        schema = self.endpoint.query
         if schema is None:
             raise TypeError(f"{type(self).__name__}.{self.request.method} declares no query schema")
         return load(schema, decode_query(self.request.query_arguments), "query parameters")
@@ -324,7 +322,7 @@ class APIHandler(StreamedBody):
 
     def respond(self, data: Any = None, status: int | None = None) -> None:
         """Finish with `data` dumped through the endpoint's response schema (no body when None)."""
-        endpoint = self._endpoint()
+        endpoint = self.endpoint
         self.set_status(status or endpoint.status)
         if data is None:
             self.finish()

@@ -1,6 +1,7 @@
-"""One batch of a consumer, from its messages to their ack: claim the deliveries in the database, send what
-was claimed, decide each outcome (services/outcomes.py), apply the decisions (publish retries and parked
-copies, write every outcome), and only then ack.
+"""A consumer's batches: a Lane groups the messages of one queue into batches, and Batches.run takes one
+batch from its messages to their ack: claim the deliveries in the database, send what was claimed, decide
+each outcome (services/outcomes.py), apply the decisions (publish retries and parked copies, write every
+outcome), and only then ack.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar, cast
 
 from aiormq.abc import DeliveredMessage
@@ -19,12 +21,12 @@ from bson.errors import InvalidId
 from pymongo.errors import PyMongoError
 
 from ..clock import Clock
-from ..services.deliveries import Deliveries, new_claim_token
+from ..metrics import DELIVERIES, SEND_SECONDS
+from ..services.deliveries import Deliveries
 from ..services.outcomes import OutcomeKind, RetryPolicy, decide
 from ..services.sending import Sender
 from ..settings import Settings
 from .journal import Journal
-from .metrics import DELIVERIES, SEND_SECONDS
 from .publisher import Publisher
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,61 @@ DATABASE_RETRY_WHILE_STOPPING = 10.0
 AGAIN = (OutcomeKind.RETRY, OutcomeKind.DEFER)
 
 T = TypeVar("T")
+
+
+class Lane:
+    """Messages of one queue, grouped into batches; at most `parallel` batches in hand at once."""
+
+    def __init__(self, name: str, batch: int, wait: float, parallel: int,
+                 process: Callable[[list[DeliveredMessage]], Coroutine[Any, Any, None]]):
+        self.name = name
+        self.batch = batch
+        self.wait = wait
+        self.process = process
+        self.buffer: list[DeliveredMessage] = []
+        self.arrived = asyncio.Event()
+        self.slots = asyncio.Semaphore(parallel)
+        self.in_hand: set[asyncio.Task] = set()
+        self.open = True
+
+    async def add(self, message: DeliveredMessage) -> None:
+        """The consume callback of the lane's queue."""
+        self.buffer.append(message)
+        self.arrived.set()
+
+    async def run(self) -> None:
+        while self.open:
+            await self.arrived.wait()
+            if self.wait and len(self.buffer) < self.batch:
+                await asyncio.sleep(self.wait)
+            await self.slots.acquire()
+            if not self.open:
+                self.slots.release()
+                break
+            batch, self.buffer = self.buffer[:self.batch], self.buffer[self.batch:]
+            if not self.buffer:
+                self.arrived.clear()
+            if not batch:
+                self.slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self.process(batch))
+            self.in_hand.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self.in_hand.discard(task)
+        self.slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s batch failed", self.name, exc_info=task.exception())
+
+    async def drain(self, timeout: float) -> list[DeliveredMessage]:
+        """Stop taking batches, wait for the ones in hand; returns the messages never started."""
+        self.open = False
+        self.arrived.set()
+        if self.in_hand:
+            await asyncio.wait(list(self.in_hand), timeout=timeout)
+        left, self.buffer = self.buffer, []
+        return left
 
 
 class Batches:
@@ -69,7 +126,7 @@ class Batches:
             if not messages:
                 return
             # 1. Claim: only deliveries still waiting become ours (a redelivered message finds nothing).
-            token = new_claim_token()
+            token = secrets.token_hex(8)  # the claim's token: only its holder writes the outcomes
             send_before = time.monotonic() + self.settings.lease_seconds * LEASE_SHARE_FOR_SENDING
             async with database_turn:
                 claimed_ids = await retry_database(
@@ -80,7 +137,8 @@ class Batches:
                 try:
                     # 2. Send: read what the batch needs (an outage is waited out), then try each delivery.
                     looked_up = await retry_database(lambda: self.sender.look_up(claimed), self.stopping)
-                    outcomes = await self.sender.attempt(claimed, looked_up, token, send_before)
+                    outcomes = await asyncio.gather(*(self.sender.attempt(delivery, looked_up, token, send_before)
+                                                      for delivery in claimed))
                     async with database_turn:
                         # 3. Decide each outcome (services/outcomes.py) and apply it: publish where the decision
                         # routes the delivery, then write every outcome of the claim at once.

@@ -1,7 +1,7 @@
 """A consumer process (`python -m notifier.queue`), spawned by the server's pool: its wiring and lifecycle.
 
 It owns its clients (motor, aiormq, SMTP, HTTP), created after it started. Messages of each queue go to a
-lane (queue/lane.py) that hands them on in batches (queue/batch.py). Express messages arrive on a channel
+lane that hands them on in batches (both in queue/batch.py). Express messages arrive on a channel
 of their own and are handled at once, never behind the regular backlog. SIGTERM starts the shutdown drain:
 stop taking messages, finish what is in hand, exit 0. When the parent dies the consumer drains and exits too.
 """
@@ -33,10 +33,9 @@ from ..services.deliveries import Deliveries
 from ..services.sending import Sender
 from ..settings import Settings
 from ..store import Store, connect
-from .batch import Batches, nack, retry_database
+from .batch import Batches, Lane, nack, retry_database
 from .connection import BrokerConnection
 from .journal import Journal, journal_path
-from .lane import Lane
 from .publisher import Publisher
 from .topology import EXPRESS, REGULAR, Topology
 

@@ -43,10 +43,6 @@ def message_body(delivery: dict) -> bytes:
                        "is_express": delivery["is_express"]}).encode()
 
 
-def lane(delivery: dict) -> str:
-    return EXPRESS if delivery["is_express"] else REGULAR
-
-
 class Publisher:
     """The process's outbox: `submit` publishes in the background; `publish` awaits the confirms; `route`
     sends one delivery to a delay tier or the parking queue (a consumer's retries and failures)."""
@@ -78,14 +74,6 @@ class Publisher:
             await asyncio.wait(list(self._tasks), timeout=timeout)
         await self.mark_confirmed()
 
-    def _confirm(self, ids: list, due) -> None:
-        """Mark confirmed deliveries queued a little later, in bulk: by then most are claimed already (the
-        claim sets is_sent_to_queue itself), and a delivery that is no longer pending costs no write."""
-        self._confirmed.update((i, due) for i in ids)
-        if self._marking is None:
-            self._marking = asyncio.get_running_loop().call_later(
-                self.settings.outbox_grace / 2, lambda: self.submit_task(self.mark_confirmed()))
-
     def submit_task(self, coroutine) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
@@ -107,13 +95,6 @@ class Publisher:
             for delivery_id in confirmed:
                 self._confirmed.pop(delivery_id, None)
 
-    def _delay_ms(self, delivery: dict, index: int) -> int:
-        """How long this delivery waits before reaching the work queue: pacing, for regular traffic only."""
-        batch = self.settings.pacing_batch
-        if delivery["is_express"] or not batch:
-            return 0
-        return round(index // batch * self.settings.pacing_interval * 1000)
-
     async def publish(self, deliveries: list[dict], position: int = 0) -> int:
         """Publish `deliveries` (the ones at `position`... of one firing); returns how many were confirmed."""
         channel = await self.broker.channel()
@@ -126,7 +107,7 @@ class Publisher:
 
     async def _destination(self, channel, delivery: dict, route: Route, delay_ms: int) -> tuple[str, str, str]:
         """(exchange, routing key, lane) of a message on `route`; a WORK message with a delay is paced."""
-        target = lane(delivery)
+        target = EXPRESS if delivery["is_express"] else REGULAR
         if route is Route.RETRY:
             return "", self.topology.retry_queue(target, delay_ms), target
         if route is Route.PARKED:
@@ -137,9 +118,12 @@ class Publisher:
 
     async def _publish_window(self, channel, window: list[dict], position: int) -> int:
         """Publish one window (the deliveries at `position`... of one firing); returns how many were confirmed."""
+        pacing = self.settings.pacing_batch
         plan, delays = [], []
-        for offset, delivery in enumerate(window):
-            delay_ms = self._delay_ms(delivery, position + offset)
+        for index, delivery in enumerate(window, start=position):
+            # Pacing, for regular traffic only: each PACING_BATCH of a firing waits one PACING_INTERVAL longer.
+            paced = pacing and not delivery["is_express"]
+            delay_ms = round(index // pacing * self.settings.pacing_interval * 1000) if paced else 0
             delays.append(delay_ms)
             plan.append((delivery, *await self._destination(channel, delivery, Route.WORK, delay_ms)))
         results = await asyncio.gather(*(self._send(channel, *route) for route in plan),
@@ -148,8 +132,13 @@ class Publisher:
         acked = 0
         for route, delay_ms, result in zip(plan, delays, results, strict=True):
             if isinstance(result, Basic.Ack):
-                self._confirm([route[0]["_id"]], now + timedelta(milliseconds=delay_ms))
+                self._confirmed[route[0]["_id"]] = now + timedelta(milliseconds=delay_ms)
                 acked += 1
+        if acked and self._marking is None:
+            # Confirmed deliveries are marked queued a little later, in bulk: by then most are claimed already
+            # (the claim sets is_sent_to_queue itself), and a delivery that is no longer pending costs no write.
+            self._marking = asyncio.get_running_loop().call_later(
+                self.settings.outbox_grace / 2, lambda: self.submit_task(self.mark_confirmed()))
         if acked < len(plan):
             failure = next((r for r in results if not isinstance(r, Basic.Ack)), None)
             log.warning("broker did not confirm %d of %d messages (%r); the outbox sweep will retry",

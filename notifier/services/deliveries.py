@@ -10,7 +10,6 @@ failed -> pending      an operator's redrive (Parked)
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -48,10 +47,6 @@ def _by_token(entries: dict[str, str]) -> dict[str, list[ObjectId]]:
         except InvalidId:
             continue
     return grouped
-
-
-def new_claim_token() -> str:
-    return secrets.token_hex(8)
 
 
 class Deliveries:

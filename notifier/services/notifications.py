@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterable
 from typing import Protocol
 
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -41,11 +40,6 @@ def new_delivery(notification: dict, user_id: str, occurrence: str, now) -> dict
             "reason": None, "is_sent_to_queue": False, "attempts": 0, "last_error": None,
             "created_at": now, "updated_at": now, "available_at": now, "queued_at": None, "sent_at": None,
             "read_at": None}
-
-
-def _chunks(items: list, size: int) -> Iterable[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def _fingerprint(data: dict) -> str:
@@ -135,25 +129,24 @@ class NotificationService:
         this is safe to repeat. Returns (added, already present).
         """
         added = 0
-        for chunk in _chunks(user_ids, INSERT_CHUNK):
+        for start in range(0, len(user_ids), INSERT_CHUNK):
+            # Stamped chunk by chunk: the outbox sweep counts its grace from available_at, and a large
+            # request's last chunk may be stored well after its first.
             now = self.clock.now()
-            deliveries = [new_delivery(notification, user_id, occurrence, now) for user_id in chunk]
-            inserted = await self._insert_new(deliveries)
-            if inserted and self.outbox is not None:
-                self.outbox.submit(notification, inserted, position=added)
-            added += len(inserted)
+            deliveries = [new_delivery(notification, user_id, occurrence, now)
+                          for user_id in user_ids[start:start + INSERT_CHUNK]]
+            try:
+                await self.store.deliveries.insert_many(deliveries, ordered=False)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                    raise
+                duplicates = {error["index"] for error in errors}
+                deliveries = [d for i, d in enumerate(deliveries) if i not in duplicates]
+            if deliveries and self.outbox is not None:
+                self.outbox.submit(notification, deliveries, position=added)
+            added += len(deliveries)
         return added, len(user_ids) - added
-
-    async def _insert_new(self, deliveries: list[dict]) -> list[dict]:
-        try:
-            await self.store.deliveries.insert_many(deliveries, ordered=False)
-            return deliveries
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(error.get("code") != DUPLICATE_KEY for error in errors):
-                raise
-            duplicates = {error["index"] for error in errors}
-            return [d for i, d in enumerate(deliveries) if i not in duplicates]
 
     async def add_recipients(self, principal: Principal, notification_id: str, user_ids: list[str]
                              ) -> tuple[int, int]:

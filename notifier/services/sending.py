@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -13,15 +12,15 @@ from bson import ObjectId
 
 from ..channels.base import Channel, Message, PermanentFailure, TemporaryFailure
 from ..links import Links
-from ..rendering import render
+from ..rendering import recipient_values, render
 from ..store import Store
 from .contacts import Contacts
 from .outcomes import OutcomeKind
-from .users import recipient_values
 
 log = logging.getLogger(__name__)
 
 NOTIFICATION_CACHE_SECONDS = 60.0
+NOTIFICATION_CACHE_SIZE = 10000  # past this, expired entries are dropped
 
 
 @dataclass
@@ -33,24 +32,6 @@ class Outcome:
     reason: str | None = None
     error: str | None = None
     seconds: float | None = None  # how long the channel took, when it was asked
-
-
-class NotificationCache:
-    """Notifications are immutable once created, so a consumer keeps the ones it sends for a while."""
-
-    def __init__(self, store: Store):
-        self.store = store
-        self._entries: dict[ObjectId, tuple[float, dict]] = {}
-
-    async def get_many(self, ids: set[ObjectId]) -> dict[ObjectId, dict]:
-        now = time.monotonic()
-        missing = [i for i in ids if i not in self._entries or self._entries[i][0] < now]
-        if missing:
-            async for notification in self.store.notifications.find({"_id": {"$in": missing}}):
-                self._entries[notification["_id"]] = (now + NOTIFICATION_CACHE_SECONDS, notification)
-            if len(self._entries) > 10000:
-                self._entries = {k: v for k, v in self._entries.items() if v[0] >= now}
-        return {i: self._entries[i][1] for i in ids if i in self._entries}
 
 
 @dataclass
@@ -73,13 +54,24 @@ class Sender:
         self.contacts = contacts
         self.links = links
         self.journal = journal
-        self.notifications = NotificationCache(store)
+        self.store = store
+        # Notifications are immutable once created, so a consumer keeps the ones it sends for a while:
+        # id -> (monotonic expiry, notification).
+        self._notifications: dict[ObjectId, tuple[float, dict]] = {}
 
     async def look_up(self, claimed: list[dict]) -> LookedUp:
         """Everything a batch reads before it sends: its notifications and recipients. Nothing is sent here,
         so a database outage in the middle can be waited out by running it again."""
-        notifications = await self.notifications.get_many({d["notification_id"] for d in claimed})
-        looked_up = LookedUp(notifications)
+        ids = {d["notification_id"] for d in claimed}
+        now = time.monotonic()
+        cached = self._notifications
+        unknown = [i for i in ids if i not in cached or cached[i][0] < now]
+        if unknown:
+            async for notification in self.store.notifications.find({"_id": {"$in": unknown}}):
+                cached[notification["_id"]] = (now + NOTIFICATION_CACHE_SECONDS, notification)
+            if len(cached) > NOTIFICATION_CACHE_SIZE:
+                self._notifications = {k: v for k, v in cached.items() if v[0] >= now}
+        looked_up = LookedUp({i: cached[i][1] for i in ids if i in cached})
         by_channel: dict[str, list[str]] = {}
         for delivery in claimed:
             by_channel.setdefault(delivery["channel"], []).append(delivery["user_id"])
@@ -90,29 +82,24 @@ class Sender:
             looked_up.contacts_down |= missing
         return looked_up
 
-    async def attempt(self, claimed: list[dict], looked_up: LookedUp, token: str,
-                      send_before: float = math.inf) -> list[Outcome]:
-        """Try every claimed delivery of one batch, concurrently; each comes back with its outcome.
+    async def attempt(self, delivery: dict, looked_up: LookedUp, token: str,
+                      send_before: float = math.inf) -> Outcome:
+        """Try one claimed delivery (a batch tries all of its own at once) and say what came of it.
 
         No send starts after `send_before` (time.monotonic()): past it the claim's lease could run out
         before the outcome is written, and the lease reconciler could hand the delivery to someone else."""
-        return list(await asyncio.gather(*(
-            self._one(d, looked_up.notifications.get(d["notification_id"]), looked_up.users.get(d["user_id"]),
-                      d["user_id"] in looked_up.contacts_down, token, send_before)
-            for d in claimed)))
-
-    async def _one(self, delivery: dict, notification: dict | None, user: dict | None, contacts_down: bool,
-                   token: str, send_before: float) -> Outcome:
+        notification = looked_up.notifications.get(delivery["notification_id"])
         channel = self.channels.get(delivery["channel"])
         if notification is None or channel is None:
             return Outcome(delivery, OutcomeKind.SKIPPED, "notification_missing")
         user_id = delivery["user_id"]
+        user = looked_up.users.get(user_id)
         if user and (user.get("unsubscribed_all") or channel.name in (user.get("unsubscribed_channels") or [])):
             return Outcome(delivery, OutcomeKind.SKIPPED, "unsubscribed")
         if channel.contact_field:
             address = (user or {}).get(channel.contact_field)
             if not address:
-                if contacts_down:
+                if user_id in looked_up.contacts_down:
                     return Outcome(delivery, OutcomeKind.DEFER, error="the user service is unavailable")
                 return Outcome(delivery, OutcomeKind.SKIPPED, "no_contact")
             if not channel.valid_contact(address):

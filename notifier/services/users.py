@@ -15,7 +15,7 @@ from ..access import Principal, allowed
 from ..clock import Clock
 from ..errors import Forbidden, Invalid, NotFound
 from ..links import ALL_CHANNELS
-from ..rendering import render
+from ..rendering import recipient_values, render
 from ..store import Store
 from . import object_id
 from .paging import Page, by_key, newest_first
@@ -36,15 +36,6 @@ def check_user_id(user_id: str) -> str:
     if not USER_ID_RE.fullmatch(user_id):
         raise Invalid.field("user_id", "must be 1-128 characters: letters, digits and . _ : @ + -")
     return user_id
-
-
-def recipient_values(user_id: str, user: dict | None, notification: dict, unsubscribe_url: str = "") -> dict:
-    """What a notification's placeholders are filled with for one recipient."""
-    user = user or {}
-    values = dict(notification.get("variables") or {})
-    values.update(name=user.get("display_name") or user_id, user_id=user_id, email=user.get("email") or "",
-                  unsubscribe_url=unsubscribe_url)
-    return values
 
 
 def default_preferences() -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import secrets
 import time
 from datetime import timedelta
 
@@ -12,7 +13,6 @@ from bson import ObjectId
 from notifier.queue.connection import BrokerConnection
 from notifier.queue.journal import Journal
 from notifier.services.contacts import Contacts
-from notifier.services.deliveries import new_claim_token
 from notifier.services.outcomes import OutcomeKind, decide
 from notifier.services.sending import Sender
 
@@ -238,7 +238,7 @@ async def test_a_batch_past_its_sending_share_of_the_lease_sends_nothing_and_is_
                                                                  "recipients": ["late"]})
     await ctx.publisher.drain(10)
     delivery = await ctx.store.deliveries.find_one({"notification_id": notification["_id"]})
-    token = new_claim_token()
+    token = secrets.token_hex(8)
     assert await ctx.deliveries.claim([delivery["_id"]], "test-late", ctx.clock.now(), 60, token)
 
     class NeverCalled:
@@ -252,11 +252,11 @@ async def test_a_batch_past_its_sending_share_of_the_lease_sends_nothing_and_is_
 
     journal = Journal(tmp_path / "late.journal")
     sender = Sender(ctx.store, {"email": NeverCalled()}, Contacts(ctx.store, ctx.settings, None), ctx.links, journal)
-    outcomes = await sender.attempt([delivery], await sender.look_up([delivery]), token,
-                                    send_before=time.monotonic() - 1)
-    assert [o.kind for o in outcomes] == [OutcomeKind.ABANDONED]
+    outcome = await sender.attempt(delivery, await sender.look_up([delivery]), token,
+                                   send_before=time.monotonic() - 1)
+    assert outcome.kind is OutcomeKind.ABANDONED
     now = ctx.clock.now()
-    released = decide(outcomes[0].kind, now, error=outcomes[0].error)
+    released = decide(outcome.kind, now, error=outcome.error)
     await ctx.deliveries.finish(token, [(delivery["_id"], released.update())])
     after = await ctx.store.deliveries.find_one({"_id": delivery["_id"]})
     assert (after["status"], after["is_sent_to_queue"], after["attempts"]) == ("pending", False, 0)

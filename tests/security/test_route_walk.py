@@ -82,7 +82,8 @@ def callers(io_loop, ctx, http_client, base_url, admin, client_app, contacts_app
         }
         existing = {"notification_id": str(notification["_id"]), "schedule_id": str(schedule["_id"]),
                     "user_id": "ann", "client_id": client_app.id, "admin_id": admin.id,
-                    "delivery_id": str(delivery["_id"]), "token": ctx.links.unsubscribe_token("ann", "email")}
+                    "delivery_id": str(delivery["_id"]),
+                    "token": ctx.links.unsubscribe_url("ann", "email").rpartition("/")[2]}
         return identities, existing
 
     return io_loop.run_sync(setup)
