@@ -18,6 +18,7 @@ def database(settings: Settings):
         yield settings.mongo_url
         return
     from .embedded import EmbeddedMongo
+
     embedded = EmbeddedMongo(settings.embedded_db_dir, settings.embedded_db_port)
     running = embedded.running_url()
     if running:
@@ -31,6 +32,7 @@ def database(settings: Settings):
 
 async def _with_store(settings: Settings, mongo_url: str, work):
     from .context import open_store
+
     store = await open_store(settings, mongo_url, wait=10)
     try:
         return await work(store)
@@ -52,6 +54,7 @@ def createsuperuser(settings: Settings, args) -> int:
     from .clock import Clock
     from .errors import DomainError
     from .services.admins import AdminService
+
     username = args.username or input("Username: ").strip()
     password = _read_password(args)
 
@@ -75,6 +78,7 @@ def create_client(settings: Settings, args) -> int:
     from .clock import Clock
     from .errors import DomainError
     from .schemas import ClientCreateSchema
+
     try:
         data = ClientCreateSchema().load({"login": args.login, "name": args.name or args.login})
     except ValidationError as exc:
@@ -83,8 +87,10 @@ def create_client(settings: Settings, args) -> int:
 
     async def work(store):
         from .services.clients import ClientService
-        return await ClientService(store, Clock()).create(data["login"], data["name"],
-                                                          Principal(Role.ADMIN, "cli", "cli"))
+
+        return await ClientService(store, Clock()).create(
+            data["login"], data["name"], Principal(Role.ADMIN, "cli", "cli")
+        )
 
     with database(settings) as url:
         try:
@@ -111,6 +117,7 @@ def user_token(settings: Settings, args) -> int:
 
 def fetch_assets(settings: Settings, args) -> int:
     from .assets import fetch_redoc, redoc_present
+
     if redoc_present(settings.assets_dir) and not args.force:
         print(f"ReDoc already in {settings.assets_dir}")
         return 0
@@ -120,6 +127,7 @@ def fetch_assets(settings: Settings, args) -> int:
 
 def serve(settings: Settings, args) -> int:
     from .server import serve as run_server
+
     run_server(settings)
     return 0
 
@@ -146,9 +154,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"notifier: configuration error: {exc}", file=sys.stderr)
         return 2
     from .logs import setup_logging
+
     setup_logging(settings.log_level, settings.log_format)
-    handlers = {"serve": serve, "createsuperuser": createsuperuser, "create-client": create_client,
-                "user-token": user_token, "fetch-assets": fetch_assets}
+    handlers = {
+        "serve": serve,
+        "createsuperuser": createsuperuser,
+        "create-client": create_client,
+        "user-token": user_token,
+        "fetch-assets": fetch_assets,
+    }
     return handlers[args.command](settings, args)
 
 

@@ -31,8 +31,15 @@ def request_logger(routes: list) -> Callable[[tornado.web.RequestHandler], None]
         metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
         metrics.HTTP_SECONDS.labels(method, route).observe(seconds)
         level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-        access_log.log(level, "%d %s %s (%s) %.1fms", status, handler.request.method, handler.request.uri,
-                       handler.request.remote_ip, 1000 * seconds)
+        access_log.log(
+            level,
+            "%d %s %s (%s) %.1fms",
+            status,
+            handler.request.method,
+            handler.request.uri,
+            handler.request.remote_ip,
+            1000 * seconds,
+        )
 
     return log_request
 
@@ -48,8 +55,11 @@ def make_app(ctx) -> tornado.web.Application:
         default_handler_class=NotFoundHandler,
         cookie_secret=ctx.keys.derive("admin-cookies").hex(),
         xsrf_cookies=True,
-        xsrf_cookie_kwargs={"httponly": True, "samesite": "Strict",
-                            "secure": ctx.settings.public_url.startswith("https://")},
+        xsrf_cookie_kwargs={
+            "httponly": True,
+            "samesite": "Strict",
+            "secure": ctx.settings.public_url.startswith("https://"),
+        },
         login_url="/admin/login",
         ui_modules=UI_MODULES,
     )

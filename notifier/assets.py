@@ -12,9 +12,11 @@ from pathlib import Path
 REDOC_VERSION = "2.5.2"
 REDOC_TARBALL = f"https://registry.npmjs.org/redoc/-/redoc-{REDOC_VERSION}.tgz"
 REDOC_INTEGRITY = "sha512-sTJfItvRkcDTojB6wdLN4M+Ua6mlZwElV21Tf8Mn7IbQF/1Os6GvgQpZyLWPGZZHbhy7GC1Or1hTMHfz1vKh5A=="
-REDOC_FILES = {"package/bundles/redoc.standalone.js": "redoc.standalone.js",
-               "package/bundles/redoc.standalone.js.LICENSE.txt": "redoc.standalone.js.LICENSE.txt",
-               "package/LICENSE": "LICENSE"}
+REDOC_FILES = {
+    "package/bundles/redoc.standalone.js": "redoc.standalone.js",
+    "package/bundles/redoc.standalone.js.LICENSE.txt": "redoc.standalone.js.LICENSE.txt",
+    "package/LICENSE": "LICENSE",
+}
 
 
 def redoc_dir(assets_dir: str) -> Path:

@@ -95,14 +95,22 @@ class Authenticator:
             return await self.verify_admin_token(credentials.secret)
         return self.user_tokens.verify(credentials.secret)
 
-    async def _by_password(self, login: str, password: str, address: str, admin: bool, client: bool = True,
-                           message: str = "Invalid login or password") -> Principal:
+    async def _by_password(
+        self,
+        login: str,
+        password: str,
+        address: str,
+        admin: bool,
+        client: bool = True,
+        message: str = "Invalid login or password",
+    ) -> Principal:
         """One guarded check (one scrypt) against the one account the login names: the active admin of
         that username when `admin`, else the active client of that login; unknown ones cost the same."""
         # Both lookups always (concurrently), so their timing does not tell which kind of login exists.
         admin_account, client_account = await asyncio.gather(
             self.store.admins.find_one({"username": login}) if admin else _nothing(),
-            self.store.clients.find_one({"login": login}) if client else _nothing())
+            self.store.clients.find_one({"login": login}) if client else _nothing(),
+        )
         account: dict | None = None
         principal: Principal | None = None
         if admin_account is not None and admin_account.get("active", True):
@@ -125,8 +133,9 @@ class Authenticator:
 
     async def login_admin(self, username: str, password: str, address: str) -> Principal:
         """An admin's username and password, from the token endpoint or the login page."""
-        return await self._by_password(username, password, address, admin=True, client=False,
-                                       message="Invalid username or password")
+        return await self._by_password(
+            username, password, address, admin=True, client=False, message="Invalid username or password"
+        )
 
     # --- admin tokens, issued by us ---
 
@@ -158,9 +167,15 @@ class Authenticator:
     async def open_admin_session(self, principal: Principal, hours: float) -> str:
         now = datetime.now(UTC)
         session_id = secrets.token_urlsafe(24)
-        await self.store.admin_sessions.insert_one({
-            "_id": session_id, "admin_id": ObjectId(principal.id), "ver": await self.admin_version(principal),
-            "created_at": now, "expires_at": now + timedelta(hours=hours)})
+        await self.store.admin_sessions.insert_one(
+            {
+                "_id": session_id,
+                "admin_id": ObjectId(principal.id),
+                "ver": await self.admin_version(principal),
+                "created_at": now,
+                "expires_at": now + timedelta(hours=hours),
+            }
+        )
         return session_id
 
     async def admin_by_session(self, session_id: str) -> Principal | None:

@@ -115,19 +115,31 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
     publisher = Publisher(broker, topology, deliveries, settings, clock)
     notifications = NotificationService(store, settings, clock, publisher)
     # AttemptStore is the AttemptCounters the guard wants; the Protocol's Reservation is typed apart (passwords.py).
-    guard = PasswordGuard(cast(AttemptCounters, AttemptStore(store, clock, settings.login_window)),
-                          KdfPool(settings.password_workers, settings.password_queue),
-                          Limits(settings.login_account_limit, settings.login_address_limit,
-                                 settings.login_account_total_limit),
-                          keys.derive("password-cache"))
+    guard = PasswordGuard(
+        cast(AttemptCounters, AttemptStore(store, clock, settings.login_window)),
+        KdfPool(settings.password_workers, settings.password_queue),
+        Limits(settings.login_account_limit, settings.login_address_limit, settings.login_account_total_limit),
+        keys.derive("password-cache"),
+    )
     auth = Authenticator(store, settings, keys, guard)
     return Context(
-        settings=settings, clock=clock, store=store, keys=keys, auth=auth,
-        links=Links(keys, settings.public_url), topology=topology, broker=broker, publisher=publisher,
-        recovery=Recovery(settings, broker, topology, deliveries, publisher, clock), deliveries=deliveries,
-        admins=AdminService(store, clock), clients=ClientService(store, clock),
-        users=UserService(store, clock), notifications=notifications,
+        settings=settings,
+        clock=clock,
+        store=store,
+        keys=keys,
+        auth=auth,
+        links=Links(keys, settings.public_url),
+        topology=topology,
+        broker=broker,
+        publisher=publisher,
+        recovery=Recovery(settings, broker, topology, deliveries, publisher, clock),
+        deliveries=deliveries,
+        admins=AdminService(store, clock),
+        clients=ClientService(store, clock),
+        users=UserService(store, clock),
+        notifications=notifications,
         schedules=ScheduleService(store, settings, clock, notifications),
-        parked=Parked(store, clock, publisher), stats=DashboardStats(store, clock),
+        parked=Parked(store, clock, publisher),
+        stats=DashboardStats(store, clock),
         readiness_checks={"mongodb": store.ping, "rabbitmq": broker.check},
     )

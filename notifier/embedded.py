@@ -64,17 +64,21 @@ def setup_certificate() -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "notifier embedded database setup")])
     now = datetime.datetime.now(datetime.UTC)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(minutes=5))
-                   .not_valid_after(now + datetime.timedelta(days=1))
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                                  critical=False)
-                   .sign(key, hashes.SHA256()))
-    return (certificate.public_bytes(serialization.Encoding.PEM)
-            + key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()))
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 class EmbeddedProcess:
@@ -106,9 +110,15 @@ class EmbeddedProcess:
         command = self.command()
         log.info("starting embedded %s on %s:%d, data in %s", self.name, self.host, self.port, self.data_dir)
         with open(self.log_file, "ab") as log_output:
-            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_output,
-                                            stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
-                                            start_new_session=True, env=self.environment())
+            self.process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_output,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
+                start_new_session=True,
+                env=self.environment(),
+            )
         if not wait_for_port(self.host, self.port, timeout, alive=lambda: self.process.poll() is None):
             self.stop()
             tail = self.log_file.read_text(errors="replace").strip().splitlines()[-5:]
@@ -166,14 +176,31 @@ class EmbeddedMongo(EmbeddedProcess):
         return mongo_url(self.host, port, self.username, password) if wait_for_port(self.host, port, 0.5) else None
 
     def command(self) -> list[str]:
-        command = [_executable("secantusd-py", "pip install secantusdb` (or set MONGO_URL"), "--host", self.host,
-                   "--port", str(self.port), "--storage-path", str(self.data_dir), "--log-level", "WARNING"]
+        command = [
+            _executable("secantusd-py", "pip install secantusdb` (or set MONGO_URL"),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--storage-path",
+            str(self.data_dir),
+            "--log-level",
+            "WARNING",
+        ]
         if self.setup_file is None:
             return [*command, "--auth"]
         # Without --auth only to create the account, and then only for a client holding this start's certificate.
         setup = str(self.setup_file)
-        return [*command, "--tls-cert-file", setup, "--tls-key-file", setup, "--tls-ca-file", setup,
-                "--tls-require-client-cert"]
+        return [
+            *command,
+            "--tls-cert-file",
+            setup,
+            "--tls-key-file",
+            setup,
+            "--tls-ca-file",
+            setup,
+            "--tls-require-client-cert",
+        ]
 
     def start(self, timeout: float = 60.0) -> str:
         if not self.credentials_file.exists():
@@ -195,8 +222,12 @@ class EmbeddedMongo(EmbeddedProcess):
             self._spawn(timeout)
             setup = str(self.setup_file)
             client: MongoClient[dict[str, Any]] = MongoClient(
-                mongo_url(self.host, self.port), tls=True, tlsCAFile=setup, tlsCertificateKeyFile=setup,
-                serverSelectionTimeoutMS=int(timeout * 1000))
+                mongo_url(self.host, self.port),
+                tls=True,
+                tlsCAFile=setup,
+                tlsCertificateKeyFile=setup,
+                serverSelectionTimeoutMS=int(timeout * 1000),
+            )
             with client:
                 try:
                     client.admin.command("createUser", self.username, pwd=password, roles=["root"])
@@ -233,20 +264,29 @@ class EmbeddedRabbit(EmbeddedProcess):
 
     def command(self) -> list[str]:
         if not os.access(self.server, os.X_OK):
-            raise EmbeddedError(f"{self.server} not found: install Debian's rabbitmq-server "
-                                f"(or set AMQP_URL to use another broker)")
+            raise EmbeddedError(
+                f"{self.server} not found: install Debian's rabbitmq-server (or set AMQP_URL to use another broker)"
+            )
         return [self.server]
 
     def environment(self) -> dict[str, str]:
         plugins = self.data_dir / "enabled_plugins"
         if not plugins.exists():
             plugins.write_text("[].\n")
-        return {**os.environ, "RABBITMQ_NODENAME": self.node, "RABBITMQ_NODE_IP_ADDRESS": self.host,
-                "RABBITMQ_NODE_PORT": str(self.port), "RABBITMQ_DIST_PORT": str(self.dist_port),
-                "RABBITMQ_MNESIA_BASE": str(self.data_dir / "mnesia"), "RABBITMQ_LOG_BASE": str(self.data_dir / "log"),
-                "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins), "RABBITMQ_PID_FILE": str(self.data_dir / "pid"),
-                "RABBITMQ_CONFIG_FILE": str(self.data_dir / "rabbitmq"), "RABBITMQ_LOGS": "-",
-                "ERL_EPMD_ADDRESS": self.host}
+        return {
+            **os.environ,
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": self.host,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.data_dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.data_dir / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
+            "RABBITMQ_PID_FILE": str(self.data_dir / "pid"),
+            "RABBITMQ_CONFIG_FILE": str(self.data_dir / "rabbitmq"),
+            "RABBITMQ_LOGS": "-",
+            "ERL_EPMD_ADDRESS": self.host,
+        }
 
     def start(self, timeout: float = 120.0) -> None:
         self._spawn(timeout)

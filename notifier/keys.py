@@ -32,18 +32,21 @@ class Keys:
         def derived(purpose: str) -> str:
             return hmac.new(root_bytes, purpose.encode(), hashlib.sha256).hexdigest()
 
-        return cls(root=root_bytes,
-                   admin_jwt=settings.admin_jwt_secret or derived("admin-jwt"),
-                   user_jwt=settings.user_jwt_secret or derived("user-jwt"),
-                   webhook=(settings.webhook_secret or derived("webhook")).encode())
+        return cls(
+            root=root_bytes,
+            admin_jwt=settings.admin_jwt_secret or derived("admin-jwt"),
+            user_jwt=settings.user_jwt_secret or derived("user-jwt"),
+            webhook=(settings.webhook_secret or derived("webhook")).encode(),
+        )
 
 
 async def load_keys(store: Store, settings: Settings) -> Keys:
     """Keys from SECRET_KEY, or from a root key generated on first start and shared through the database."""
     root = settings.secret_key
     if not root:
-        await store.meta.update_one({"_id": "secret_key"},
-                                    {"$setOnInsert": {"value": secrets.token_hex(32)}}, upsert=True)
+        await store.meta.update_one(
+            {"_id": "secret_key"}, {"$setOnInsert": {"value": secrets.token_hex(32)}}, upsert=True
+        )
         stored = await store.meta.find_one({"_id": "secret_key"})
         if stored is None:
             raise RuntimeError("the generated root key was not found in the database after it was stored")

@@ -28,27 +28,55 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 REGISTRY = CollectorRegistry()
-HTTP_REQUESTS = Counter("notifier_http_requests_total", "HTTP requests answered, by route and status",
-                        ["method", "route", "status"], registry=REGISTRY)
-HTTP_SECONDS = Histogram("notifier_http_request_duration_seconds", "Time to answer an HTTP request, by route",
-                         ["method", "route"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
+HTTP_REQUESTS = Counter(
+    "notifier_http_requests_total",
+    "HTTP requests answered, by route and status",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+HTTP_SECONDS = Histogram(
+    "notifier_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route",
+    ["method", "route"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 # Every metric here has labels: a consumer process that imports this module by way of the publisher then
 # creates no values of its own (in multiprocess mode they would shadow the server's).
-PUBLISH_CONFIRM_SECONDS = Histogram("notifier_publish_confirm_seconds",
-                                    "Time from publishing a delivery to the broker's confirm, by queue",
-                                    ["queue"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
-PUBLISHED = Counter("notifier_published_total", "Deliveries the broker confirmed, by queue",
-                    ["queue"], registry=REGISTRY)
-QUEUE_MESSAGES = Gauge("notifier_queue_messages", "Messages waiting in each queue (read when scraped)",
-                       ["queue"], registry=REGISTRY)
+PUBLISH_CONFIRM_SECONDS = Histogram(
+    "notifier_publish_confirm_seconds",
+    "Time from publishing a delivery to the broker's confirm, by queue",
+    ["queue"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+PUBLISHED = Counter(
+    "notifier_published_total", "Deliveries the broker confirmed, by queue", ["queue"], registry=REGISTRY
+)
+QUEUE_MESSAGES = Gauge(
+    "notifier_queue_messages", "Messages waiting in each queue (read when scraped)", ["queue"], registry=REGISTRY
+)
 # What a consumer process counts (queue/batch.py). registry=None: in multiprocess mode the values go to the
 # PROMETHEUS_MULTIPROC_DIR files whatever the registry, and the server collects them (ConsumerMetrics).
-DELIVERIES = Counter("notifier_deliveries_total", "Deliveries finished by the consumers, by channel and status "
-                     "(sent, skipped, failed, retry)", ["channel", "status"], registry=None)
-SEND_SECONDS = Histogram("notifier_send_seconds", "Time a channel took to send one delivery",
-                         ["channel"], buckets=LATENCY_BUCKETS, registry=None)
-CONSUMERS = Gauge("notifier_consumers", "Consumer processes of this server (running) and the pool's bounds",
-                  ["state"], registry=REGISTRY)
+DELIVERIES = Counter(
+    "notifier_deliveries_total",
+    "Deliveries finished by the consumers, by channel and status (sent, skipped, failed, retry)",
+    ["channel", "status"],
+    registry=None,
+)
+SEND_SECONDS = Histogram(
+    "notifier_send_seconds",
+    "Time a channel took to send one delivery",
+    ["channel"],
+    buckets=LATENCY_BUCKETS,
+    registry=None,
+)
+CONSUMERS = Gauge(
+    "notifier_consumers",
+    "Consumer processes of this server (running) and the pool's bounds",
+    ["state"],
+    registry=REGISTRY,
+)
 
 
 class ConsumerMetrics:
@@ -64,8 +92,9 @@ class ConsumerMetrics:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-async def refresh_gauges(settings: Settings, pool: ConsumerPool | None, broker: BrokerConnection,
-                         topology: Topology) -> None:
+async def refresh_gauges(
+    settings: Settings, pool: ConsumerPool | None, broker: BrokerConnection, topology: Topology
+) -> None:
     """Read the queue depths and the pool's size into the gauges, just before a scrape."""
     if pool is not None:
         CONSUMERS.labels("running").set(len([p for p in pool.processes.values() if p.ready]))

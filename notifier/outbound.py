@@ -133,8 +133,13 @@ def allowlist_entry(raw: str) -> str:
         pass
     host = normal_host(value)
     labels = host.split(".")
-    if not host or len(host) > 253 or not all(label and len(label) <= 63 and label.replace("-", "").isalnum()
-                                              and label.isascii() for label in labels):
+    if (
+        not host
+        or len(host) > 253
+        or not all(
+            label and len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii() for label in labels
+        )
+    ):
         raise ValueError(f"must hold addresses, networks (CIDR) or host names, got {raw!r}")
     return host
 
@@ -171,8 +176,9 @@ class OutboundHTTP:
 
     def __init__(self, allow: Allowlist, max_clients: int = 64, resolver: Resolver | None = None):
         # simple_httpclient by name: it is the implementation that connects through `resolver`.
-        self.client = SimpleAsyncHTTPClient(force_instance=True, max_clients=max_clients,
-                                            resolver=PolicyResolver(allow=allow, resolver=resolver))
+        self.client = SimpleAsyncHTTPClient(
+            force_instance=True, max_clients=max_clients, resolver=PolicyResolver(allow=allow, resolver=resolver)
+        )
 
     async def fetch(self, request: HTTPRequest) -> HTTPResponse:
         check_url(request.url)

@@ -54,8 +54,7 @@ def verify_password(password: str, encoded: str) -> bool:
         scheme, n, r, p, salt, expected = encoded.split("$")
         if scheme != "scrypt":
             return False
-        digest = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r),
-                                p=int(p), dklen=32)
+        digest = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32)
     except (ValueError, binascii.Error):
         return False
     return hmac.compare_digest(digest, base64.b64decode(expected))
@@ -74,8 +73,17 @@ DUMMY_HASH = hash_password(secrets.token_hex(8))
 MIN_PASSWORD = 12
 MIN_GUESS_SCORE = 3  # zxcvbn's 0-4 scale: below 3 falls within about 10^8 guesses
 # Words an attacker of this service tries first, on top of zxcvbn's own lists.
-SERVICE_WORDS = ("notifier", "admin", "administrator", "root", "changeme", "change-me", "welcome", "password",
-                 "letmein")
+SERVICE_WORDS = (
+    "notifier",
+    "admin",
+    "administrator",
+    "root",
+    "changeme",
+    "change-me",
+    "welcome",
+    "password",
+    "letmein",
+)
 
 
 def check_strength(password: str, username: str = "") -> None:
@@ -89,9 +97,11 @@ def check_strength(password: str, username: str = "") -> None:
 
     if len(password) < MIN_PASSWORD:
         raise Invalid.field("password", f"must be at least {MIN_PASSWORD} characters")
-    if password.lower() in _common_passwords(FREQUENCY_LISTS) or \
-            zxcvbn(password[:100], user_inputs=[*SERVICE_WORDS, *([username] if username else [])]
-                   )["score"] < MIN_GUESS_SCORE:
+    if (
+        password.lower() in _common_passwords(FREQUENCY_LISTS)
+        or zxcvbn(password[:100], user_inputs=[*SERVICE_WORDS, *([username] if username else [])])["score"]
+        < MIN_GUESS_SCORE
+    ):
         raise Invalid.field("password", "is too common or too easy to guess; choose another")
 
 
@@ -106,6 +116,7 @@ def _common_passwords(lists) -> frozenset[str]:
 
 
 # --- scrypt off the event loop ---------------------------------------------------------------------
+
 
 def _yield_to_the_event_loop() -> None:
     """Run this scrypt thread at a lower CPU priority (Linux: a thread has its own nice value), so that
@@ -123,8 +134,9 @@ class KdfPool:
     refuses the surplus at once, without a database call."""
 
     def __init__(self, workers: int, queue: int):
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kdf",
-                                            initializer=_yield_to_the_event_loop)
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="kdf", initializer=_yield_to_the_event_loop
+        )
         self._capacity = workers + queue
         self._admitted = 0  # changed only on the event loop
 
@@ -147,6 +159,7 @@ class KdfPool:
 
 
 # --- the guard -------------------------------------------------------------------------------------
+
 
 class Reservation(Protocol):
     counts: dict[str, int]
@@ -213,8 +226,14 @@ def _network(address: str) -> str:
 class PasswordGuard:
     """The one place a password is checked (see the module docstring)."""
 
-    def __init__(self, counters: AttemptCounters, kdf: KdfPool, limits: Limits, cache_key: bytes,
-                 refusal_delay: float = REFUSAL_DELAY):
+    def __init__(
+        self,
+        counters: AttemptCounters,
+        kdf: KdfPool,
+        limits: Limits,
+        cache_key: bytes,
+        refusal_delay: float = REFUSAL_DELAY,
+    ):
         self.refusal_delay = refusal_delay
         self.counters = counters
         self.kdf = kdf
@@ -245,14 +264,14 @@ class PasswordGuard:
         shared_key = fingerprint + (stored_hash or "").encode() + address.encode()
         shared = self._in_flight.get(shared_key)
         if shared is None:
-            shared = asyncio.ensure_future(self._attempt(login, account, source, password, stored_hash,
-                                                         fingerprint))
+            shared = asyncio.ensure_future(self._attempt(login, account, source, password, stored_hash, fingerprint))
             self._in_flight[shared_key] = shared
             shared.add_done_callback(lambda _: self._in_flight.pop(shared_key, None))
         return await asyncio.shield(shared)
 
-    async def _attempt(self, login: str, account: str, source: str, password: str, stored_hash: str | None,
-                       fingerprint: bytes) -> bool:
+    async def _attempt(
+        self, login: str, account: str, source: str, password: str, stored_hash: str | None, fingerprint: bytes
+    ) -> bool:
         everywhere = f"account:{login}"
         self._refuse_if_locked(account, source)  # known here already: no database call for it
         with self.kdf.admit():
@@ -292,5 +311,7 @@ class PasswordGuard:
     def _too_many(key: str, wait: int) -> TooManyAttempts:
         minutes = max(1, round(wait / 60))
         whose = "for this account" if key.startswith("account:") else "from your address"
-        return TooManyAttempts(f"Too many failed logins {whose}; try again in {minutes} minute"
-                               f"{'s' if minutes != 1 else ''}", retry_after=wait)
+        return TooManyAttempts(
+            f"Too many failed logins {whose}; try again in {minutes} minute{'s' if minutes != 1 else ''}",
+            retry_after=wait,
+        )

@@ -40,8 +40,7 @@ class Job:
             self.failures += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, ConnectionFailure):  # an outage, not a bug: one line per tick, no traceback
-                log.warning("job %s: database unavailable (%s); trying again next tick", self.name,
-                            type(exc).__name__)
+                log.warning("job %s: database unavailable (%s); trying again next tick", self.name, type(exc).__name__)
             else:
                 log.exception("job %s failed", self.name)
         finally:
@@ -73,5 +72,14 @@ class Jobs:
             await asyncio.wait(running, timeout=timeout)
 
     def describe(self) -> list[dict]:
-        return [{"name": j.name, "interval": j.interval, "runs": j.runs, "failures": j.failures,
-                 "last_error": j.last_error, "last_duration": round(j.last_duration, 4)} for j in self.jobs.values()]
+        return [
+            {
+                "name": j.name,
+                "interval": j.interval,
+                "runs": j.runs,
+                "failures": j.failures,
+                "last_error": j.last_error,
+                "last_duration": round(j.last_duration, 4),
+            }
+            for j in self.jobs.values()
+        ]

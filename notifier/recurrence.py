@@ -48,8 +48,12 @@ def check_timezone(name: object) -> str | None:
 
 def check_cron(expression: object) -> str | None:
     """None when `expression` is a five-field cron expression croniter accepts, else why not."""
-    if not isinstance(expression, str) or not 1 <= len(expression) <= MAX_CRON or not expression.isascii() \
-            or not expression.isprintable():
+    if (
+        not isinstance(expression, str)
+        or not 1 <= len(expression) <= MAX_CRON
+        or not expression.isascii()
+        or not expression.isprintable()
+    ):
         return CRON_FORMAT + f" (at most {MAX_CRON} printable characters)"
     parts = expression.split()
     if len(parts) != 5 or not all(CRON_FIELD.fullmatch(part) for part in parts):
@@ -93,8 +97,15 @@ def _instant(wall: datetime, zone: ZoneInfo, skip_gap: bool) -> datetime | None:
 class Recurrence:
     """The fire times of one schedule, as aware UTC datetimes, strictly after a given instant."""
 
-    def __init__(self, cron: str | None, interval_seconds: int | None, tz: str = "UTC",
-                 start_at: datetime | None = None, end_at: datetime | None = None, anchor: datetime | None = None):
+    def __init__(
+        self,
+        cron: str | None,
+        interval_seconds: int | None,
+        tz: str = "UTC",
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
+        anchor: datetime | None = None,
+    ):
         if cron is not None and (reason := check_cron(cron)):
             raise ValueError(f"cron {cron!r} {reason}")
         self.cron = cron
@@ -156,8 +167,14 @@ class Recurrence:
 
 
 def recurrence_of(schedule: dict) -> Recurrence:
-    return Recurrence(schedule.get("cron"), schedule.get("interval_seconds"), schedule.get("timezone", "UTC"),
-                      schedule.get("start_at"), schedule.get("end_at"), schedule.get("created_at"))
+    return Recurrence(
+        schedule.get("cron"),
+        schedule.get("interval_seconds"),
+        schedule.get("timezone", "UTC"),
+        schedule.get("start_at"),
+        schedule.get("end_at"),
+        schedule.get("created_at"),
+    )
 
 
 def check_periodicity(cron: str | None, interval_seconds: int | None, tz: str) -> dict[str, list[str]]:
@@ -167,6 +184,6 @@ def check_periodicity(cron: str | None, interval_seconds: int | None, tz: str) -
         errors["cron"] = ["give either cron or interval_seconds"]
     elif cron is not None and (reason := check_cron(cron)):
         errors["cron"] = [reason]
-    if (reason := check_timezone(tz)):
+    if reason := check_timezone(tz):
         errors["timezone"] = [reason]
     return errors

@@ -41,8 +41,12 @@ def recipient_values(user_id: str, user: dict | None, notification: dict, unsubs
     notification's own `variables`)."""
     user = user or {}
     values = dict(notification.get("variables") or {})
-    values.update(name=user.get("display_name") or user_id, user_id=user_id, email=user.get("email") or "",
-                  unsubscribe_url=unsubscribe_url)
+    values.update(
+        name=user.get("display_name") or user_id,
+        user_id=user_id,
+        email=user.get("email") or "",
+        unsubscribe_url=unsubscribe_url,
+    )
     return values
 
 

@@ -29,13 +29,13 @@ class Pattern(validate.Regexp):
 
 
 USER_ID = validate.And(
-    Pattern(USER_ID_RE, error="must be 1-128 characters: letters, digits and . _ : @ + - "
-                              "(not starting with a symbol)"),
-    validate.NoneOf(RESERVED_USER_IDS, error="is reserved"))
+    Pattern(USER_ID_RE, error="must be 1-128 characters: letters, digits and . _ : @ + - (not starting with a symbol)"),
+    validate.NoneOf(RESERVED_USER_IDS, error="is reserved"),
+)
 LOGIN = validate.And(
-    Pattern(r"^[a-z0-9][a-z0-9._\-]{2,63}$",
-            error="must be 3-64 lowercase letters, digits, '.', '_' or '-'"),
-    validate.NoneOf(RESERVED_LOGINS, error="is a reserved word"))
+    Pattern(r"^[a-z0-9][a-z0-9._\-]{2,63}$", error="must be 3-64 lowercase letters, digits, '.', '_' or '-'"),
+    validate.NoneOf(RESERVED_LOGINS, error="is a reserved word"),
+)
 
 
 def no_control_characters(value: str | None) -> None:
@@ -69,12 +69,12 @@ def StrictInt(**kwargs) -> fields.Int:
 
 
 def _valid_timezone(value: str) -> None:
-    if (reason := check_timezone(value)):
+    if reason := check_timezone(value):
         raise ValidationError(reason)
 
 
 def _valid_cron(value: str) -> None:
-    if (reason := check_cron(value)):
+    if reason := check_cron(value):
         raise ValidationError(reason)
 
 
@@ -111,25 +111,31 @@ class BoundedDateTime(fields.AwareDateTime):
 
 # --- common ----------------------------------------------------------------------------------------
 
+
 class ErrorSchema(Schema):
     message = fields.Str(required=True)
-    errors = fields.Dict(keys=fields.Str(), values=fields.Raw(),
-                         metadata={"description": "Messages by field name"})
+    errors = fields.Dict(keys=fields.Str(), values=fields.Raw(), metadata={"description": "Messages by field name"})
 
 
 class PageQuerySchema(Schema):
     limit = fields.Int(load_default=50, validate=validate.Range(1, MAX_PAGE))
-    cursor = fields.Str(validate=validate.Length(1, 200),
-                        metadata={"description": "`next_cursor` of the previous page"})
+    cursor = fields.Str(
+        validate=validate.Length(1, 200), metadata={"description": "`next_cursor` of the previous page"}
+    )
 
 
 def page_of(item: type[Schema]) -> type[Schema]:
-    return Schema.from_dict({"items": fields.List(fields.Nested(item), required=True),
-                             "next_cursor": fields.Str(allow_none=True, required=True)},
-                            name=item.__name__.replace("Schema", "") + "PageSchema")
+    return Schema.from_dict(
+        {
+            "items": fields.List(fields.Nested(item), required=True),
+            "next_cursor": fields.Str(allow_none=True, required=True),
+        },
+        name=item.__name__.replace("Schema", "") + "PageSchema",
+    )
 
 
 # --- auth ------------------------------------------------------------------------------------------
+
 
 class TokenRequestSchema(Schema):
     username = fields.Str(required=True, validate=validate.Length(1, 150))
@@ -144,6 +150,7 @@ class TokenSchema(Schema):
 
 # --- notifications ---------------------------------------------------------------------------------
 
+
 class AuthorSchema(Schema):
     kind = fields.Str()
     id = fields.Str()
@@ -151,22 +158,37 @@ class AuthorSchema(Schema):
 
 
 class NotificationContentSchema(Schema):
-    title = fields.Str(required=True, validate=[validate.Length(1, 200), no_control_characters],
-                       metadata={"description": "Subject; may use {{ placeholders }}"})
-    text = fields.Str(required=True, validate=validate.Length(1, 20000),
-                      metadata={"description": "Body; placeholders: {{ name }}, {{ user_id }}, {{ email }}, "
-                                               "{{ unsubscribe_url }} and the keys of `variables`"})
+    title = fields.Str(
+        required=True,
+        validate=[validate.Length(1, 200), no_control_characters],
+        metadata={"description": "Subject; may use {{ placeholders }}"},
+    )
+    text = fields.Str(
+        required=True,
+        validate=validate.Length(1, 20000),
+        metadata={
+            "description": "Body; placeholders: {{ name }}, {{ user_id }}, {{ email }}, "
+            "{{ unsubscribe_url }} and the keys of `variables`"
+        },
+    )
     channel = fields.Str(required=True, validate=validate.OneOf(CHANNELS))
     is_express = fields.Bool(load_default=False, metadata={"description": "Urgent: own queue, first"})
     content_id = fields.Str(allow_none=True, load_default=None, validate=validate.Length(1, 200))
-    variables = fields.Dict(keys=fields.Str(validate=Pattern(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")),
-                            values=fields.Str(validate=[validate.Length(0, 2000), no_control_characters]),
-                            load_default=dict, validate=validate.Length(max=50))
+    variables = fields.Dict(
+        keys=fields.Str(validate=Pattern(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")),
+        values=fields.Str(validate=[validate.Length(0, 2000), no_control_characters]),
+        load_default=dict,
+        validate=validate.Length(max=50),
+    )
 
 
 class NotificationCreateSchema(NotificationContentSchema):
-    recipients = fields.List(UserId(), required=True, validate=validate.Length(min=1),
-                             metadata={"description": "User ids; duplicates are ignored"})
+    recipients = fields.List(
+        UserId(),
+        required=True,
+        validate=validate.Length(min=1),
+        metadata={"description": "User ids; duplicates are ignored"},
+    )
 
 
 class NotificationSchema(Schema):
@@ -183,10 +205,10 @@ class NotificationSchema(Schema):
 
 
 class NotificationDetailSchema(NotificationSchema):
-    counts = fields.Dict(keys=fields.Str(), values=fields.Int(),
-                         metadata={"description": "Deliveries by status"})
-    reasons = fields.Dict(keys=fields.Str(), values=fields.Int(),
-                          metadata={"description": "Skipped and failed deliveries by reason"})
+    counts = fields.Dict(keys=fields.Str(), values=fields.Int(), metadata={"description": "Deliveries by status"})
+    reasons = fields.Dict(
+        keys=fields.Str(), values=fields.Int(), metadata={"description": "Skipped and failed deliveries by reason"}
+    )
 
 
 class NotificationListQuerySchema(PageQuerySchema):
@@ -232,6 +254,7 @@ class DeliveryListQuerySchema(PageQuerySchema):
 
 # --- users -----------------------------------------------------------------------------------------
 
+
 class PreferencesSchema(Schema):
     """A user's own opt-outs; a PUT changes only the fields it sends."""
 
@@ -243,19 +266,28 @@ class UserWriteSchema(Schema):
     """PUT /users/{id} and each bulk item: only the fields sent change, null clears one, absent ones stay."""
 
     email = fields.Email(allow_none=True, validate=[validate.Length(max=254), no_control_characters])
-    telegram_chat_id = fields.Str(allow_none=True,
-                                  validate=Pattern(r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$",
-                                                   error="must be a numeric chat id or @channel"))
-    webhook_url = fields.Url(allow_none=True, schemes={"http", "https"}, require_tld=False,
-                             validate=[validate.Length(max=2000), sendable_url])
+    telegram_chat_id = fields.Str(
+        allow_none=True,
+        validate=Pattern(r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$", error="must be a numeric chat id or @channel"),
+    )
+    webhook_url = fields.Url(
+        allow_none=True,
+        schemes={"http", "https"},
+        require_tld=False,
+        validate=[validate.Length(max=2000), sendable_url],
+    )
     display_name = fields.Str(allow_none=True, validate=[validate.Length(max=200), no_control_characters])
     timezone = TimeZone(allow_none=True)
-    locale = fields.Str(allow_none=True,
-                        validate=Pattern(r"^[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",
-                                         error="must be a language tag such as en or pt-BR"))
-    unsubscribed_channels = fields.List(fields.Str(validate=validate.OneOf(CHANNELS)),
-                                        metadata={"description": "Admins only (audited): a client application "
-                                                                 "sending it gets 403; users use /me/preferences"})
+    locale = fields.Str(
+        allow_none=True,
+        validate=Pattern(r"^[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*$", error="must be a language tag such as en or pt-BR"),
+    )
+    unsubscribed_channels = fields.List(
+        fields.Str(validate=validate.OneOf(CHANNELS)),
+        metadata={
+            "description": "Admins only (audited): a client application sending it gets 403; users use /me/preferences"
+        },
+    )
     unsubscribed_all = fields.Bool(metadata={"description": "Admins only (audited), like unsubscribed_channels"})
 
 
@@ -280,8 +312,7 @@ class UserBulkItemSchema(UserWriteSchema):
 
 
 class UsersBulkSchema(Schema):
-    users = fields.List(fields.Nested(UserBulkItemSchema), required=True,
-                        validate=validate.Length(1, 1000))
+    users = fields.List(fields.Nested(UserBulkItemSchema), required=True, validate=validate.Length(1, 1000))
 
 
 class UsersBulkResultSchema(Schema):
@@ -295,10 +326,15 @@ class UserListQuerySchema(PageQuerySchema):
 
 # --- clients ---------------------------------------------------------------------------------------
 
+
 def Permissions(**kwargs) -> fields.List:
-    return fields.List(fields.Str(validate=validate.OneOf(GRANTABLE)),
-                       metadata={"description": "What the application may do beyond sending its own "
-                                                "notifications: " + ", ".join(GRANTABLE)}, **kwargs)
+    return fields.List(
+        fields.Str(validate=validate.OneOf(GRANTABLE)),
+        metadata={
+            "description": "What the application may do beyond sending its own notifications: " + ", ".join(GRANTABLE)
+        },
+        **kwargs,
+    )
 
 
 class ClientCreateSchema(Schema):
@@ -327,6 +363,7 @@ class ClientCreatedSchema(ClientSchema):
 
 # --- end users -------------------------------------------------------------------------------------
 
+
 class InboxItemSchema(Schema):
     id = Id()
     notification_id = fields.Str()
@@ -348,28 +385,43 @@ class InboxQuerySchema(PageQuerySchema):
 
 # --- schedules ------------------------------------------------------------------------------------
 
+
 class PeriodicitySchema(Schema):
-    cron = Cron(allow_none=True, metadata={"description": "Cron expression of 5 fields (minute hour day-of-month "
-                                                          "month day-of-week) in `timezone`, e.g. `30 9 * * 1-5`"})
-    interval_seconds = StrictInt(allow_none=True, validate=validate.Range(1, 366 * 24 * 3600),
-                                 metadata={"description": "Fixed interval of real time (ignores DST); at least "
-                                                          "SCHEDULE_MIN_INTERVAL (60 s by default)"})
+    cron = Cron(
+        allow_none=True,
+        metadata={
+            "description": "Cron expression of 5 fields (minute hour day-of-month "
+            "month day-of-week) in `timezone`, e.g. `30 9 * * 1-5`"
+        },
+    )
+    interval_seconds = StrictInt(
+        allow_none=True,
+        validate=validate.Range(1, 366 * 24 * 3600),
+        metadata={
+            "description": "Fixed interval of real time (ignores DST); at least SCHEDULE_MIN_INTERVAL (60 s by default)"
+        },
+    )
     timezone = TimeZone(metadata={"description": "IANA zone, default UTC"})
     start_at = BoundedDateTime(allow_none=True)
     end_at = BoundedDateTime(allow_none=True)
     enabled = fields.Bool()
-    misfire_policy = fields.Str(validate=validate.OneOf(("skip", "run_once")),
-                                metadata={"description": "Occurrences missed while down: skip them, or fire "
-                                                         "the latest once within the grace window"})
+    misfire_policy = fields.Str(
+        validate=validate.OneOf(("skip", "run_once")),
+        metadata={
+            "description": "Occurrences missed while down: skip them, or fire the latest once within the grace window"
+        },
+    )
     misfire_grace_seconds = StrictInt(validate=validate.Range(0, 7 * 24 * 3600))
     user_ids = fields.List(UserId(), validate=validate.Length(min=1))
 
 
 class ScheduleCreateSchema(PeriodicitySchema):
-    notification_id = fields.Str(validate=validate.Length(1, 64),
-                                 metadata={"description": "An existing notification to send each time"})
-    notification = fields.Nested(NotificationContentSchema,
-                                 metadata={"description": "Or the content of a new one (sent only by the schedule)"})
+    notification_id = fields.Str(
+        validate=validate.Length(1, 64), metadata={"description": "An existing notification to send each time"}
+    )
+    notification = fields.Nested(
+        NotificationContentSchema, metadata={"description": "Or the content of a new one (sent only by the schedule)"}
+    )
     user_ids = fields.List(UserId(), required=True, validate=validate.Length(min=1))
     timezone = TimeZone(load_default="UTC")
     enabled = fields.Bool(load_default=True)
@@ -396,8 +448,10 @@ class ScheduleSchema(Schema):
     misfire_grace_seconds = fields.Int()
     next_run_at = fields.DateTime(allow_none=True)
     last_run_at = fields.DateTime(allow_none=True)
-    ended_at = fields.DateTime(allow_none=True, metadata={"description": "When it stopped for good (no further "
-                                                                         "fire time); PATCH it to revive it"})
+    ended_at = fields.DateTime(
+        allow_none=True,
+        metadata={"description": "When it stopped for good (no further fire time); PATCH it to revive it"},
+    )
     end_reason = fields.Str(allow_none=True)
     fired = fields.Int()
     skipped = fields.Int()
@@ -438,6 +492,7 @@ class ScheduleRunSchema(Schema):
 
 
 # --- health ----------------------------------------------------------------------------------------
+
 
 class HealthSchema(Schema):
     status = fields.Str()

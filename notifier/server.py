@@ -31,9 +31,14 @@ SUPERVISE_SECONDS = 5.0
 def make_http_server(app, settings: Settings) -> HTTPServer:
     # The API and the admin stream bodies and refuse one past their own limit with a 413 (handlers/base.py);
     # this ceiling is for the handlers that take no body, which tornado would otherwise read whole.
-    return HTTPServer(app, xheaders=settings.trust_proxy_headers, max_body_size=settings.max_form_bytes,
-                      max_buffer_size=max(settings.max_body_bytes, settings.max_upload_bytes) + 1024 * 1024,
-                      idle_connection_timeout=settings.http_idle_timeout, body_timeout=settings.http_body_timeout)
+    return HTTPServer(
+        app,
+        xheaders=settings.trust_proxy_headers,
+        max_body_size=settings.max_form_bytes,
+        max_buffer_size=max(settings.max_body_bytes, settings.max_upload_bytes) + 1024 * 1024,
+        idle_connection_timeout=settings.http_idle_timeout,
+        body_timeout=settings.http_body_timeout,
+    )
 
 
 async def bootstrap_admin(ctx: Context) -> None:
@@ -63,10 +68,12 @@ async def run(settings: Settings, embedded: Sequence[EmbeddedProcess] = ()) -> N
     await ctx.broker.wait_connected(10)
     await ctx.start_workers()
     if not redoc_present(settings.assets_dir):
-        log.warning("ReDoc assets missing in %s: run `notifier fetch-assets` for /api/schema/redoc/",
-                    settings.assets_dir)
-    log.info("notifier listening on http://%s:%d (API docs at /api/schema/redoc/)",
-             settings.http_host, settings.http_port)
+        log.warning(
+            "ReDoc assets missing in %s: run `notifier fetch-assets` for /api/schema/redoc/", settings.assets_dir
+        )
+    log.info(
+        "notifier listening on http://%s:%d (API docs at /api/schema/redoc/)", settings.http_host, settings.http_port
+    )
     supervisor = asyncio.create_task(supervise(list(embedded)))
     await stop.wait()
     log.info("shutting down")

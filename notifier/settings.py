@@ -92,8 +92,21 @@ def _list(item: Callable[[str], Any] = _str) -> Callable[[str], tuple]:
     return parse
 
 
-JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
-                  "ES256", "ES384", "ES512", "EdDSA")
+JWT_ALGORITHMS = (
+    "HS256",
+    "HS384",
+    "HS512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
 
 
 def _algorithms(raw: str) -> tuple:
@@ -119,8 +132,9 @@ def _pem_or_path(raw: str) -> str:
 
 def setting(default: str, help: str, parse: Callable[[str], Any] = _str, secret: bool = False):
     """Declare one option: `default` is written as it would be in the environment."""
-    return field(default=parse(default), metadata={"raw_default": default, "help": help,
-                                                   "parse": parse, "secret": secret})
+    return field(
+        default=parse(default), metadata={"raw_default": default, "help": help, "parse": parse, "secret": secret}
+    )
 
 
 @dataclass(frozen=True)
@@ -128,77 +142,120 @@ class Settings:
     # HTTP
     http_host: str = setting("0.0.0.0", "Address the HTTP server listens on.")
     http_port: int = setting("8004", "Port of the REST API, the admin and the docs.", _int(1, 65535))
-    metrics_port: int = setting("0", "Port serving /metrics without authentication, for a Prometheus scraper "
-                                "(0: none; admins can always read /metrics on HTTP_PORT).", _int(0, 65535))
+    metrics_port: int = setting(
+        "0",
+        "Port serving /metrics without authentication, for a Prometheus scraper "
+        "(0: none; admins can always read /metrics on HTTP_PORT).",
+        _int(0, 65535),
+    )
     metrics_host: str = setting("127.0.0.1", "Address of the metrics port (0.0.0.0 to scrape from elsewhere).")
-    public_url: str = setting("http://localhost:8004",
-                              "Base URL users reach this service at (used in unsubscribe links).",
-                              _url("http", "https"))
-    trust_proxy_headers: bool = setting("false", "Take the client address from X-Forwarded-For/X-Real-IP "
-                                        "(only behind a proxy that sets them).", _bool)
+    public_url: str = setting(
+        "http://localhost:8004",
+        "Base URL users reach this service at (used in unsubscribe links).",
+        _url("http", "https"),
+    )
+    trust_proxy_headers: bool = setting(
+        "false", "Take the client address from X-Forwarded-For/X-Real-IP (only behind a proxy that sets them).", _bool
+    )
     admin_session_hours: float = setting("12", "How long an admin stays logged in to /admin/.", _float(0.05))
-    max_body_bytes: int = setting("8388608", "Largest accepted JSON request body; larger gets 413.",
-                                  _int(1024))
-    max_form_bytes: int = setting("65536", "Largest accepted admin form, and body of a request made before "
-                                  "authentication (login, token); larger gets 413.", _int(1024))
-    max_upload_bytes: int = setting("8388608", "Largest accepted admin form carrying a CSV file of recipients; "
-                                    "larger gets 413.", _int(1024))
-    http_idle_timeout: float = setting("60", "Seconds a connection may stay idle, or take to send a request's "
-                                       "headers, before it is closed.", _float(0.1))
+    max_body_bytes: int = setting("8388608", "Largest accepted JSON request body; larger gets 413.", _int(1024))
+    max_form_bytes: int = setting(
+        "65536",
+        "Largest accepted admin form, and body of a request made before "
+        "authentication (login, token); larger gets 413.",
+        _int(1024),
+    )
+    max_upload_bytes: int = setting(
+        "8388608", "Largest accepted admin form carrying a CSV file of recipients; larger gets 413.", _int(1024)
+    )
+    http_idle_timeout: float = setting(
+        "60",
+        "Seconds a connection may stay idle, or take to send a request's headers, before it is closed.",
+        _float(0.1),
+    )
     http_body_timeout: float = setting("60", "Seconds a client may take to send a request body.", _float(0.1))
     assets_dir: str = setting("./var/assets", "Where `notifier fetch-assets` puts ReDoc for /api/schema/redoc/.")
-    max_recipients: int = setting("100000", "Most recipients one notification request may name.",
-                                  _int(1))
+    max_recipients: int = setting("100000", "Most recipients one notification request may name.", _int(1))
     # MongoDB
-    mongo_url: str = setting("", "MongoDB URL. Empty: start an embedded SecantusDB server on loopback.",
-                             _url("mongodb", "mongodb+srv", optional=True))
+    mongo_url: str = setting(
+        "",
+        "MongoDB URL. Empty: start an embedded SecantusDB server on loopback.",
+        _url("mongodb", "mongodb+srv", optional=True),
+    )
     mongo_db: str = setting("notifier", "Database name.")
-    mongo_timeout_ms: int = setting("3000",
-                                    "How long a database call waits for the server before the API "
-                                    "answers 503.", _int(100))
+    mongo_timeout_ms: int = setting(
+        "3000", "How long a database call waits for the server before the API answers 503.", _int(100)
+    )
     embedded_db_dir: str = setting("./var/db", "Data directory of the embedded SecantusDB server.")
-    embedded_db_port: int = setting("0", "Port of the embedded SecantusDB server (0: a free port).",
-                                    _int(0, 65535))
+    embedded_db_port: int = setting("0", "Port of the embedded SecantusDB server (0: a free port).", _int(0, 65535))
     # RabbitMQ
-    amqp_url: str = setting("amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL.",
-                            _url("amqp", "amqps"))
-    embedded_rabbitmq: bool = setting("false", "Start Debian's RabbitMQ as a child of notifier on AMQP_URL's "
-                                      "port (the single-container image turns this on when AMQP_URL is unset).",
-                                      _bool)
+    amqp_url: str = setting("amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL.", _url("amqp", "amqps"))
+    embedded_rabbitmq: bool = setting(
+        "false",
+        "Start Debian's RabbitMQ as a child of notifier on AMQP_URL's "
+        "port (the single-container image turns this on when AMQP_URL is unset).",
+        _bool,
+    )
     embedded_rabbitmq_dir: str = setting("./var/rabbitmq", "Data directory of the embedded RabbitMQ node.")
     queue_prefix: str = setting("notifier.", "Prefix of every exchange and queue name.")
     publish_timeout: float = setting("10", "Seconds to wait for a publisher confirm.", _float(0.1))
     # Secrets and tokens
-    secret_key: str = setting("", "Root secret for signing (cookies, unsubscribe links, derived keys). "
-                                  "Empty: generated once and kept in the database.", secret=True)
-    notifier_admin_username: str = setting("", "First admin, created at startup when no admin has this "
-                                           "username (for `docker run`).")
-    notifier_admin_password: str = setting("", "Password of that first admin (12 characters or more).",
-                                           secret=True)
-    admin_jwt_secret: str = setting("", "HS256 key of admin tokens. Empty: derived from SECRET_KEY.",
-                                    secret=True)
+    secret_key: str = setting(
+        "",
+        "Root secret for signing (cookies, unsubscribe links, derived keys). "
+        "Empty: generated once and kept in the database.",
+        secret=True,
+    )
+    notifier_admin_username: str = setting(
+        "", "First admin, created at startup when no admin has this username (for `docker run`)."
+    )
+    notifier_admin_password: str = setting("", "Password of that first admin (12 characters or more).", secret=True)
+    admin_jwt_secret: str = setting("", "HS256 key of admin tokens. Empty: derived from SECRET_KEY.", secret=True)
     admin_jwt_ttl: int = setting("900", "Lifetime of an admin token in seconds.", _int(30))
-    admin_session_max: int = setting("43200", "Seconds after the password was given that an admin token can "
-                                     "still be refreshed (the whole session's lifetime).", _int(60))
+    admin_session_max: int = setting(
+        "43200",
+        "Seconds after the password was given that an admin token can "
+        "still be refreshed (the whole session's lifetime).",
+        _int(60),
+    )
     # Password checks (admin Basic, admin token, admin login page, client login/password)
     login_window: float = setting("900", "Seconds of one window of the password-attempt counters.", _float(1.0))
-    login_account_limit: int = setting("5", "Password attempts per account (known or not) from one address per "
-                                       "LOGIN_WINDOW; more get 429 with Retry-After.", _int(1))
-    login_account_total_limit: int = setting("100", "Password attempts per account from every address together "
-                                             "per LOGIN_WINDOW; past it, addresses that already sent a wrong "
-                                             "password for that account get 429.", _int(1))
-    login_address_limit: int = setting("20", "Password attempts from one address per LOGIN_WINDOW; more get 429.",
-                                       _int(1))
-    password_workers: int = setting("1", "Threads running scrypt for password checks, off the event loop (each "
-                                    "takes a CPU core while it runs: leave one for the event loop).", _int(1, 64))
-    password_queue: int = setting("16", "Password checks that may wait for one of those threads; more get 429.",
-                                  _int(0))
-    user_jwt_algorithms: tuple = setting("HS256", "Algorithms accepted in end-user tokens "
-                                         "(comma-separated; 'none' is never accepted).", _algorithms)
-    user_jwt_secret: str = setting("", "HS* key shared with the auth server. Empty: derived from "
-                                   "SECRET_KEY (see `notifier user-token`).", secret=True)
-    user_jwt_public_key: str = setting("", "PEM public key (or a path to one) for RS*/PS*/ES*/EdDSA "
-                                       "end-user tokens.", _pem_or_path)
+    login_account_limit: int = setting(
+        "5",
+        "Password attempts per account (known or not) from one address per "
+        "LOGIN_WINDOW; more get 429 with Retry-After.",
+        _int(1),
+    )
+    login_account_total_limit: int = setting(
+        "100",
+        "Password attempts per account from every address together "
+        "per LOGIN_WINDOW; past it, addresses that already sent a wrong "
+        "password for that account get 429.",
+        _int(1),
+    )
+    login_address_limit: int = setting(
+        "20", "Password attempts from one address per LOGIN_WINDOW; more get 429.", _int(1)
+    )
+    password_workers: int = setting(
+        "1",
+        "Threads running scrypt for password checks, off the event loop (each "
+        "takes a CPU core while it runs: leave one for the event loop).",
+        _int(1, 64),
+    )
+    password_queue: int = setting(
+        "16", "Password checks that may wait for one of those threads; more get 429.", _int(0)
+    )
+    user_jwt_algorithms: tuple = setting(
+        "HS256", "Algorithms accepted in end-user tokens (comma-separated; 'none' is never accepted).", _algorithms
+    )
+    user_jwt_secret: str = setting(
+        "",
+        "HS* key shared with the auth server. Empty: derived from SECRET_KEY (see `notifier user-token`).",
+        secret=True,
+    )
+    user_jwt_public_key: str = setting(
+        "", "PEM public key (or a path to one) for RS*/PS*/ES*/EdDSA end-user tokens.", _pem_or_path
+    )
     user_jwt_issuer: str = setting("", "Required `iss` of end-user tokens (empty: not checked).")
     user_jwt_audience: str = setting("", "Required `aud` of end-user tokens (empty: not checked).")
     user_id_claim: str = setting("sub", "Claim of the end-user token holding the user id.")
@@ -207,22 +264,27 @@ class Settings:
     consumers_min: int = setting("1", "Fewest consumer processes (counting other instances').", _int(0))
     consumers_max: int = setting("4", "Most consumer processes (counting other instances').", _int(1))
     consumers_start: int = setting("2", "Consumer processes started with the server.", _int(0))
-    pacing_batch: int = setting("100", "Messages one notification may put on the work queue per "
-                                "PACING_INTERVAL; 0 turns pacing off.", _int(0))
+    pacing_batch: int = setting(
+        "100", "Messages one notification may put on the work queue per PACING_INTERVAL; 0 turns pacing off.", _int(0)
+    )
     pacing_interval: float = setting("0.1", "Seconds between two paced batches.", _float(0.01))
     max_attempts: int = setting("5", "Send attempts before a delivery is failed and parked.", _int(1))
-    retry_delays: tuple = setting("5,30,120,600", "Seconds to wait before retry 1, 2, ... "
-                                  "(the last repeats).", _list(_float(0.05)))
+    retry_delays: tuple = setting(
+        "5,30,120,600", "Seconds to wait before retry 1, 2, ... (the last repeats).", _list(_float(0.05))
+    )
     consumer_batch: int = setting("100", "Most messages a consumer claims and sends as one batch.", _int(1, 1000))
-    consumer_batch_wait: float = setting("0.02", "Seconds a consumer waits to fill a regular batch.",
-                                         _float(0.0))
-    lease_seconds: float = setting("300", "How long a claimed delivery stays with its consumer before the "
-                                   "lease reconciler hands it to another.", _float(1.0))
+    consumer_batch_wait: float = setting("0.02", "Seconds a consumer waits to fill a regular batch.", _float(0.0))
+    lease_seconds: float = setting(
+        "300",
+        "How long a claimed delivery stays with its consumer before the lease reconciler hands it to another.",
+        _float(1.0),
+    )
     backlog_per_consumer: int = setting("2000", "Queued messages per consumer before the pool grows.", _int(1))
-    journal_dir: str = setting("./var/journal", "Where consumers note what they sent before it is recorded, "
-                               "so a killed consumer never causes a second send.")
-    outbox_grace: float = setting("30", "Seconds before an unconfirmed delivery is published again.",
-                                  _float(0.0))
+    journal_dir: str = setting(
+        "./var/journal",
+        "Where consumers note what they sent before it is recorded, so a killed consumer never causes a second send.",
+    )
+    outbox_grace: float = setting("30", "Seconds before an unconfirmed delivery is published again.", _float(0.0))
     # Channels
     smtp_host: str = setting("127.0.0.1", "SMTP server host.")
     smtp_port: int = setting("25", "SMTP server port.", _int(1, 65535))
@@ -232,30 +294,41 @@ class Settings:
     smtp_starttls: bool = setting("false", "Upgrade the connection with STARTTLS.", _bool)
     smtp_from: str = setting("notifier@localhost", "From address of emails.")
     smtp_timeout: float = setting("30", "Seconds an SMTP command may take.", _float(0.1))
-    smtp_connections: int = setting("4", "SMTP connections per consumer for regular mail (express has its own).",
-                                    _int(1, 100))
+    smtp_connections: int = setting(
+        "4", "SMTP connections per consumer for regular mail (express has its own).", _int(1, 100)
+    )
     telegram_api_url: str = setting("https://api.telegram.org", "Telegram Bot API base URL.", _url("http", "https"))
-    telegram_bot_token: str = setting("", "Telegram bot token (empty: telegram deliveries fail as not "
-                                      "configured).", secret=True)
-    webhook_secret: str = setting("", "HMAC key of the X-Notifier-Signature header. Empty: derived from "
-                                  "SECRET_KEY.", secret=True)
-    http_timeout: float = setting("10", "Seconds a webhook, Telegram or users-service call may take.",
-                                  _float(0.1))
-    outbound_allow: tuple = setting("", "Hosts, addresses or networks (CIDR), comma-separated, that webhooks may "
-                                    "reach although they are loopback or private (internal hooks; empty: public "
-                                    "addresses only).", _list(allowlist_entry))
-    users_service_url: str = setting("", "External user service: POST {\"ids\": [...]} returns contacts of users "
-                                     "with none stored here (empty: stored contacts only).",
-                                     _url("http", "https", optional=True))
+    telegram_bot_token: str = setting(
+        "", "Telegram bot token (empty: telegram deliveries fail as not configured).", secret=True
+    )
+    webhook_secret: str = setting(
+        "", "HMAC key of the X-Notifier-Signature header. Empty: derived from SECRET_KEY.", secret=True
+    )
+    http_timeout: float = setting("10", "Seconds a webhook, Telegram or users-service call may take.", _float(0.1))
+    outbound_allow: tuple = setting(
+        "",
+        "Hosts, addresses or networks (CIDR), comma-separated, that webhooks may "
+        "reach although they are loopback or private (internal hooks; empty: public "
+        "addresses only).",
+        _list(allowlist_entry),
+    )
+    users_service_url: str = setting(
+        "",
+        'External user service: POST {"ids": [...]} returns contacts of users '
+        "with none stored here (empty: stored contacts only).",
+        _url("http", "https", optional=True),
+    )
     users_service_token: str = setting("", "Authorization header value sent to USERS_SERVICE_URL.", secret=True)
     users_cache_ttl: float = setting("300", "Seconds contacts from the user service are cached.", _float(0.0))
     # Scheduler
     scheduler_tick: float = setting("1", "Seconds between two checks for due schedules.", _float(0.05))
     schedule_min_interval: int = setting("60", "Shortest interval_seconds a schedule may have.", _int(1))
     outbox_sweep_interval: float = setting("10", "Seconds between two outbox sweeps.", _float(0.05))
-    reconcile_interval: float = setting("30", "Seconds between two lease reconciler runs (expired consumer "
-                                        "leases, then the lost-message finder).",
-                                        _float(0.05))
+    reconcile_interval: float = setting(
+        "30",
+        "Seconds between two lease reconciler runs (expired consumer leases, then the lost-message finder).",
+        _float(0.05),
+    )
     pool_check_interval: float = setting("5", "Seconds between two consumer pool checks.", _float(0.05))
     # Logging
     log_level: str = setting("info", "Log level.", _choice("debug", "info", "warning", "error"))
@@ -281,11 +354,14 @@ class Settings:
 
     def check(self) -> None:
         if self.consumers_min > self.consumers_max:
-            raise SettingsError(f"CONSUMERS_MIN must be <= CONSUMERS_MAX ({self.consumers_max}), "
-                                f"got {self.consumers_min}")
+            raise SettingsError(
+                f"CONSUMERS_MIN must be <= CONSUMERS_MAX ({self.consumers_max}), got {self.consumers_min}"
+            )
         if not self.consumers_min <= self.consumers_start <= self.consumers_max:
-            raise SettingsError(f"CONSUMERS_START must be between CONSUMERS_MIN and CONSUMERS_MAX "
-                                f"({self.consumers_min}..{self.consumers_max}), got {self.consumers_start}")
+            raise SettingsError(
+                f"CONSUMERS_START must be between CONSUMERS_MIN and CONSUMERS_MAX "
+                f"({self.consumers_min}..{self.consumers_max}), got {self.consumers_start}"
+            )
         asymmetric = [a for a in self.user_jwt_algorithms if not a.startswith("HS")]
         if asymmetric and not self.user_jwt_public_key:
             raise SettingsError(f"USER_JWT_PUBLIC_KEY is required for {', '.join(asymmetric)}")
@@ -314,9 +390,12 @@ class Settings:
 
 def example_file() -> str:
     """The commented example environment file, generated from the declarations above."""
-    lines = ["# notifier settings: every variable, its default and what it does.",
-             "# Copy to an env file (docker run --env-file, or `set -a; . FILE`) and uncomment what you change.",
-             "# Secrets are read only from the environment; never commit them.", ""]
+    lines = [
+        "# notifier settings: every variable, its default and what it does.",
+        "# Copy to an env file (docker run --env-file, or `set -a; . FILE`) and uncomment what you change.",
+        "# Secrets are read only from the environment; never commit them.",
+        "",
+    ]
     for option in dataclasses.fields(Settings):
         lines.append(f"# {option.metadata['help']}")
         lines.append(f"# {option.name.upper()}={option.metadata['raw_default']}")
@@ -329,8 +408,10 @@ def markdown_table() -> str:
     rows = ["| Variable | Default | What it does |", "| --- | --- | --- |"]
     for option in dataclasses.fields(Settings):
         default = option.metadata["raw_default"]
-        rows.append(f"| `{option.name.upper()}` | {f'`{default}`' if default else '(empty)'} | "
-                    f"{option.metadata['help'].replace('|', '/')} |")
+        rows.append(
+            f"| `{option.name.upper()}` | {f'`{default}`' if default else '(empty)'} | "
+            f"{option.metadata['help'].replace('|', '/')} |"
+        )
     return "\n".join(rows) + "\n"
 
 

@@ -21,12 +21,14 @@ INDEXES: dict[str, list[IndexModel]] = {
     # Every index costs each delivery write; these five serve every query on the collection.
     "deliveries": [
         # One recipient once per occurrence; its prefix serves a notification's deliveries and counts.
-        IndexModel([("notification_id", ASCENDING), ("user_id", ASCENDING), ("occurrence", ASCENDING)],
-                   unique=True, name="recipient_once"),
+        IndexModel(
+            [("notification_id", ASCENDING), ("user_id", ASCENDING), ("occurrence", ASCENDING)],
+            unique=True,
+            name="recipient_once",
+        ),
         IndexModel([("user_id", ASCENDING), ("_id", DESCENDING)], name="inbox"),
         # Partial: only deliveries the outbox sweep has to look at, and only claims in progress.
-        IndexModel([("available_at", ASCENDING)], partialFilterExpression={"is_sent_to_queue": False},
-                   name="outbox"),
+        IndexModel([("available_at", ASCENDING)], partialFilterExpression={"is_sent_to_queue": False}, name="outbox"),
         IndexModel([("lease_until", ASCENDING)], partialFilterExpression={"status": "sending"}, name="leases"),
         IndexModel([("available_at", ASCENDING)], partialFilterExpression={"status": "queued"}, name="queued"),
     ],
@@ -48,9 +50,14 @@ INDEXES: dict[str, list[IndexModel]] = {
 
 def connect(url: str, timeout_ms: int) -> AsyncIOMotorClient:
     """The one motor client of a process; create it after the event loop (and any spawn) exists."""
-    return AsyncIOMotorClient(url, tz_aware=True, serverSelectionTimeoutMS=timeout_ms,
-                              connectTimeoutMS=timeout_ms, socketTimeoutMS=max(timeout_ms * 10, 30000),
-                              appname="notifier")
+    return AsyncIOMotorClient(
+        url,
+        tz_aware=True,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        socketTimeoutMS=max(timeout_ms * 10, 30000),
+        appname="notifier",
+    )
 
 
 class Store:

@@ -45,27 +45,44 @@ class AdminTokens:
         now = int(time.time())
         auth_time = now if auth_time is None else auth_time
         ttl = min(self.settings.admin_jwt_ttl, auth_time + self.settings.admin_session_max - now)
-        claims = {"sub": principal.id, "name": principal.name, "iat": now, "nbf": now, "exp": now + ttl,
-                  "iss": ADMIN_TOKEN_ISSUER, "aud": ADMIN_TOKEN_AUDIENCE,
-                  "ver": version, "jti": secrets.token_hex(8), "auth_time": auth_time}
+        claims = {
+            "sub": principal.id,
+            "name": principal.name,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl,
+            "iss": ADMIN_TOKEN_ISSUER,
+            "aud": ADMIN_TOKEN_AUDIENCE,
+            "ver": version,
+            "jti": secrets.token_hex(8),
+            "auth_time": auth_time,
+        }
         token = jwt.encode(claims, self.keys.admin_jwt, algorithm="HS256", headers={"kid": ADMIN_TOKEN_KID})
         return token, ttl
 
     def decode(self, token: str) -> dict[str, Any]:
         """The claims of a token this service signed and that has not expired, or Unauthenticated."""
         try:
-            return jwt.decode(token, self.keys.admin_jwt, algorithms=["HS256"],
-                              audience=ADMIN_TOKEN_AUDIENCE, issuer=ADMIN_TOKEN_ISSUER,
-                              leeway=self.settings.jwt_leeway,
-                              options={"require": ["exp", "iat", "sub", "iss", "aud"]})
+            return jwt.decode(
+                token,
+                self.keys.admin_jwt,
+                algorithms=["HS256"],
+                audience=ADMIN_TOKEN_AUDIENCE,
+                issuer=ADMIN_TOKEN_ISSUER,
+                leeway=self.settings.jwt_leeway,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
         except jwt.InvalidTokenError as exc:
             raise Unauthenticated(f"Invalid token: {exc}") from None
 
     def session_start(self, claims: dict[str, Any]) -> int:
         """The `auth_time` of a token that may still be refreshed, or Unauthenticated."""
         auth_time = claims.get("auth_time")
-        if not isinstance(auth_time, int) or isinstance(auth_time, bool) or \
-                time.time() - auth_time >= self.settings.admin_session_max - 1:
+        if (
+            not isinstance(auth_time, int)
+            or isinstance(auth_time, bool)
+            or time.time() - auth_time >= self.settings.admin_session_max - 1
+        ):
             raise Unauthenticated("Session too old to refresh: get a new token with your password")
         return auth_time
 
@@ -87,11 +104,15 @@ class UserTokens:
             raise Unauthenticated(f"Invalid token: algorithm {algorithm!r} is not accepted")
         key = self.keys.user_jwt if algorithm.startswith("HS") else settings.user_jwt_public_key
         try:
-            claims = jwt.decode(token, key, algorithms=[algorithm],
-                                audience=settings.user_jwt_audience or None,
-                                issuer=settings.user_jwt_issuer or None,
-                                leeway=settings.jwt_leeway,
-                                options={"require": ["exp"], "verify_aud": bool(settings.user_jwt_audience)})
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=settings.user_jwt_audience or None,
+                issuer=settings.user_jwt_issuer or None,
+                leeway=settings.jwt_leeway,
+                options={"require": ["exp"], "verify_aud": bool(settings.user_jwt_audience)},
+            )
         except jwt.InvalidTokenError as exc:
             raise Unauthenticated(f"Invalid token: {exc}") from None
         user_id = claims.get(settings.user_id_claim)

@@ -79,8 +79,11 @@ def pytest_itemcollected(item):
     definitions = getattr(item, "_fixtureinfo", None)
     if definitions is None:
         return
-    shared = sorted(name for name, chain in definitions.name2fixturedefs.items()
-                    if any(fixture.scope == "module" for fixture in chain))
+    shared = sorted(
+        name
+        for name, chain in definitions.name2fixturedefs.items()
+        if any(fixture.scope == "module" for fixture in chain)
+    )
     if shared:
         item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{'+'.join(shared)}"))
 
@@ -109,8 +112,10 @@ def amqp_url():
     try:
         socket.create_connection((parts.hostname, parts.port or 5672), timeout=2).close()
     except OSError as exc:
-        raise RuntimeError(f"RabbitMQ is not reachable at {parts.hostname}:{parts.port or 5672} ({exc}); "
-                           f"start it with `rabbitmq-server -detached`") from None
+        raise RuntimeError(
+            f"RabbitMQ is not reachable at {parts.hostname}:{parts.port or 5672} ({exc}); "
+            f"start it with `rabbitmq-server -detached`"
+        ) from None
     return url
 
 
@@ -123,9 +128,17 @@ def settings_overrides():
 @pytest.fixture
 def settings(mongo_url, amqp_url, settings_overrides, recycled):
     return Settings.from_env(
-        {}, mongo_url=mongo_url, mongo_db=recycled.database(), amqp_url=amqp_url,
-        queue_prefix=recycled.prefix(), secret_key="test-root-secret", user_jwt_secret=USER_SECRET,
-        assets_dir=str(REPO / "var" / "assets"), public_url="http://notifier.test", **settings_overrides)
+        {},
+        mongo_url=mongo_url,
+        mongo_db=recycled.database(),
+        amqp_url=amqp_url,
+        queue_prefix=recycled.prefix(),
+        secret_key="test-root-secret",
+        user_jwt_secret=USER_SECRET,
+        assets_dir=str(REPO / "var" / "assets"),
+        public_url="http://notifier.test",
+        **settings_overrides,
+    )
 
 
 def _queues(topology) -> list[str]:

@@ -24,11 +24,16 @@ from .support import wait_until
 REPO = Path(__file__).resolve().parent.parent
 
 
-def fetch(url: str, method: str = "GET", body=None, headers: dict | None = None, timeout: float = 30
-          ) -> tuple[int, dict, bytes]:
+def fetch(
+    url: str, method: str = "GET", body=None, headers: dict | None = None, timeout: float = 30
+) -> tuple[int, dict, bytes]:
     """One HTTP request (a JSON body when given); every status comes back, none raises."""
-    request = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        url,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, dict(response.headers), response.read()
@@ -47,9 +52,17 @@ class Served:
         self.port = free_port()
         self.workdir = workdir
         self.prefix = f"served.{uuid.uuid4().hex[:8]}."
-        self.env = {**os.environ, "HTTP_PORT": str(self.port), "EMBEDDED_DB_DIR": str(workdir / "db"),
-                    "JOURNAL_DIR": str(workdir / "journal"), "QUEUE_PREFIX": self.prefix, "AMQP_URL": amqp_url,
-                    "ASSETS_DIR": str(REPO / "var" / "assets"), "SECRET_KEY": "served-secret", **env}
+        self.env = {
+            **os.environ,
+            "HTTP_PORT": str(self.port),
+            "EMBEDDED_DB_DIR": str(workdir / "db"),
+            "JOURNAL_DIR": str(workdir / "journal"),
+            "QUEUE_PREFIX": self.prefix,
+            "AMQP_URL": amqp_url,
+            "ASSETS_DIR": str(REPO / "var" / "assets"),
+            "SECRET_KEY": "served-secret",
+            **env,
+        }
         self.env.pop("MONGO_URL", None) if "MONGO_URL" not in env else None
         self.process: subprocess.Popen | None = None
         self.log = workdir / "serve.log"
@@ -60,13 +73,19 @@ class Served:
 
     def start(self, timeout: float = 60) -> Served:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen([sys.executable, "-m", "notifier", "serve"], env=self.env, cwd=self.workdir,
-                                        stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "notifier", "serve"],
+            env=self.env,
+            cwd=self.workdir,
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+        )
 
         def ready() -> bool:
             assert self.process.poll() is None, f"notifier serve exited early:\n{self.log_tail()}"
             with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as response:
                 return response.status == 200
+
         try:
             wait_until(ready, timeout, "notifier serve ready", tolerate=(OSError,))
         except AssertionError as exc:
@@ -76,14 +95,29 @@ class Served:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
 
-    def call(self, method: str, path: str, body=None, auth: str | None = None, timeout: float = 60,
-             headers: dict | None = None):
-        return call(self.url + path, method, body, {**({"Authorization": auth} if auth else {}), **(headers or {})},
-                    timeout)
+    def call(
+        self,
+        method: str,
+        path: str,
+        body=None,
+        auth: str | None = None,
+        timeout: float = 60,
+        headers: dict | None = None,
+    ):
+        return call(
+            self.url + path, method, body, {**({"Authorization": auth} if auth else {}), **(headers or {})}, timeout
+        )
 
     def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "notifier", *args], input=stdin, env=self.env, cwd=self.workdir,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "notifier", *args],
+            input=stdin,
+            env=self.env,
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     def consumer_pids(self) -> list[int]:
         """Consumer processes whose parent is this server (read from /proc, not from the server)."""

@@ -51,8 +51,11 @@ class RecordingHandler:
     async def handle_DATA(self, server, session, envelope):
         behaviour = self.behaviour
         with self._lock:
-            temporary = (behaviour.tempfail_next > 0 or random.random() < behaviour.tempfail_rate
-                         or any(r in behaviour.always_tempfail for r in envelope.rcpt_tos))
+            temporary = (
+                behaviour.tempfail_next > 0
+                or random.random() < behaviour.tempfail_rate
+                or any(r in behaviour.always_tempfail for r in envelope.rcpt_tos)
+            )
             if behaviour.tempfail_next > 0:
                 behaviour.tempfail_next -= 1
             if temporary:
@@ -61,14 +64,22 @@ class RecordingHandler:
         message = email.message_from_bytes(envelope.content)
         subject = str(email.header.make_header(email.header.decode_header(message["Subject"] or "")))
         for recipient in envelope.rcpt_tos:
-            self.received.append(Received(recipient, message["X-Notifier-Notification"] or "",
-                                          message["X-Notifier-Delivery"] or "", subject, envelope.content,
-                                          time.time()))
+            self.received.append(
+                Received(
+                    recipient,
+                    message["X-Notifier-Notification"] or "",
+                    message["X-Notifier-Delivery"] or "",
+                    subject,
+                    envelope.content,
+                    time.time(),
+                )
+            )
         return "250 OK"
 
     def count_by_recipient(self, notification_id: str | None = None) -> Counter:
-        return Counter(r.recipient for r in self.received
-                       if notification_id is None or r.notification_id == notification_id)
+        return Counter(
+            r.recipient for r in self.received if notification_id is None or r.notification_id == notification_id
+        )
 
 
 class SmtpServer:

@@ -38,8 +38,16 @@ class Api:
         self.base_url = base_url
         self.client = client
 
-    async def call(self, method: str, path: str, body: Any = None, auth: str | None = None,
-                   headers: dict | None = None, raw: bytes | None = None, timeout: float = 30) -> Response:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        auth: str | None = None,
+        headers: dict | None = None,
+        raw: bytes | None = None,
+        timeout: float = 30,
+    ) -> Response:
         request_headers = dict(headers or {})
         if auth:
             request_headers["Authorization"] = auth
@@ -49,8 +57,15 @@ class Api:
             request_headers.setdefault("Content-Type", "application/json")
         if payload is None and method in ("POST", "PUT", "PATCH"):
             payload = b""
-        request = HTTPRequest(self.base_url + path, method=method, headers=request_headers, body=payload,
-                              request_timeout=timeout, allow_nonstandard_methods=True, follow_redirects=False)
+        request = HTTPRequest(
+            self.base_url + path,
+            method=method,
+            headers=request_headers,
+            body=payload,
+            request_timeout=timeout,
+            allow_nonstandard_methods=True,
+            follow_redirects=False,
+        )
         response = await self.client.fetch(request, raise_error=False)
         data = response.body or b""
         try:
@@ -78,8 +93,9 @@ def user_token(secret: str, user_id: str, ttl: int = 600, algorithm: str = "HS25
     return jwt.encode(payload, secret, algorithm=algorithm)
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0, interval: float = 0.05,
-                     message: str = "condition"):
+async def eventually(
+    check: Callable[[], Awaitable[Any]], timeout: float = 20.0, interval: float = 0.05, message: str = "condition"
+):
     """Poll `check` until it returns a truthy value, which is returned; fail with `message` when the deadline
     passes."""
     deadline = time.monotonic() + timeout

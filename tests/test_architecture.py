@@ -13,19 +13,34 @@ PACKAGE_ROOT = Path(notifier.__file__).parent
 
 # (who, what they must never import, why): prefixes of dotted module names.
 FORBIDDEN = [
-    (("notifier.services", "notifier.queue", "notifier.channels", "notifier.periodic", "notifier.domain",
-      "notifier.recurrence", "notifier.store"),
-     ("notifier.handlers", "notifier.app"),
-     "the HTTP layer sits on top: nothing below it may depend on it"),
-    (("notifier.services", "notifier.queue", "notifier.channels", "notifier.periodic", "notifier.domain"),
-     ("tornado.web",),
-     "business rules and delivery run without a web framework (the consumer process has none)"),
-    (("notifier.channels",),
-     ("notifier.store", "notifier.services", "motor", "pymongo", "bson"),
-     "channels only send: the consumer records outcomes"),
-    (("notifier.handlers",),
-     ("motor", "pymongo", "notifier.store"),
-     "handlers reach the database only through services"),
+    (
+        (
+            "notifier.services",
+            "notifier.queue",
+            "notifier.channels",
+            "notifier.periodic",
+            "notifier.domain",
+            "notifier.recurrence",
+            "notifier.store",
+        ),
+        ("notifier.handlers", "notifier.app"),
+        "the HTTP layer sits on top: nothing below it may depend on it",
+    ),
+    (
+        ("notifier.services", "notifier.queue", "notifier.channels", "notifier.periodic", "notifier.domain"),
+        ("tornado.web",),
+        "business rules and delivery run without a web framework (the consumer process has none)",
+    ),
+    (
+        ("notifier.channels",),
+        ("notifier.store", "notifier.services", "motor", "pymongo", "bson"),
+        "channels only send: the consumer records outcomes",
+    ),
+    (
+        ("notifier.handlers",),
+        ("motor", "pymongo", "notifier.store"),
+        "handlers reach the database only through services",
+    ),
 ]
 
 
@@ -44,7 +59,7 @@ def imported_names(source: str, module: str, is_package: bool) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base_parts = package.split(".")
-                base_parts = base_parts[:len(base_parts) - (node.level - 1)]
+                base_parts = base_parts[: len(base_parts) - (node.level - 1)]
                 base = ".".join(base_parts + ([node.module] if node.module else []))
             else:
                 base = node.module or ""
@@ -76,8 +91,9 @@ def test_no_forbidden_import_in_the_package():
     found = []
     for path in package_modules():
         module = module_name(path)
-        found += violations(module, imported_names(path.read_text(encoding="utf-8"), module,
-                                                   path.name == "__init__.py"))
+        found += violations(
+            module, imported_names(path.read_text(encoding="utf-8"), module, path.name == "__init__.py")
+        )
     assert found == []
 
 
@@ -88,14 +104,17 @@ def test_the_rules_cover_the_parts_they_name():
             assert any(_under(m, (owner,)) for m in modules), f"{owner} names no module: a rule would guard nothing"
 
 
-@pytest.mark.parametrize(("module", "source", "expected"), [
-    ("notifier.services.users", "from ..handlers.base import APIHandler", "notifier.handlers.base"),
-    ("notifier.services.users", "def f():\n    from notifier.handlers import api", "notifier.handlers.api"),
-    ("notifier.queue.consumer", "import tornado.web", "tornado.web"),
-    ("notifier.channels.email", "from ..store import Store", "notifier.store"),
-    ("notifier.channels", "from ..services import deliveries", "notifier.services"),
-    ("notifier.handlers.api.users", "from pymongo import UpdateOne", "pymongo"),
-])
+@pytest.mark.parametrize(
+    ("module", "source", "expected"),
+    [
+        ("notifier.services.users", "from ..handlers.base import APIHandler", "notifier.handlers.base"),
+        ("notifier.services.users", "def f():\n    from notifier.handlers import api", "notifier.handlers.api"),
+        ("notifier.queue.consumer", "import tornado.web", "tornado.web"),
+        ("notifier.channels.email", "from ..store import Store", "notifier.store"),
+        ("notifier.channels", "from ..services import deliveries", "notifier.services"),
+        ("notifier.handlers.api.users", "from pymongo import UpdateOne", "pymongo"),
+    ],
+)
 def test_a_forbidden_import_is_caught_wherever_it_hides(module, source, expected):
     found = violations(module, imported_names(source, module, is_package=module == "notifier.channels"))
     assert any(f"imports {expected}" in line for line in found), found

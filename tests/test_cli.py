@@ -19,8 +19,9 @@ def cli(mongo_url):
     env = {**os.environ, "MONGO_URL": mongo_url, "MONGO_DB": database, "SECRET_KEY": "cli-secret"}
 
     def run(*args, stdin: str = ""):
-        return subprocess.run([sys.executable, "-m", "notifier", *args], input=stdin, env=env,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "notifier", *args], input=stdin, env=env, capture_output=True, text=True, timeout=60
+        )
 
     client = MongoClient(mongo_url)
     yield run, client[database]
@@ -57,6 +58,7 @@ def test_user_token_is_accepted_by_the_service(cli):
 
     from notifier.keys import Keys
     from notifier.settings import Settings
+
     token = run("user-token", "alice").stdout.strip()
     keys = Keys.from_root("cli-secret", Settings.from_env({}))
     assert jwt.decode(token, keys.user_jwt, algorithms=["HS256"])["sub"] == "alice"

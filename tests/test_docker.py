@@ -47,30 +47,55 @@ def test_the_entrypoint_runs_everything_embedded_and_stops_it_on_sigterm(tmp_pat
     http_port, amqp_port = free_port(), free_port()
     data = tmp_path / "data"
     env = {key: value for key, value in os.environ.items() if key not in ("MONGO_URL", "AMQP_URL")}
-    env.update(PATH=os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]]), NOTIFIER_DATA_DIR=str(data),
-               EMBEDDED_RABBITMQ_PORT=str(amqp_port), HTTP_PORT=str(http_port), SECRET_KEY="entrypoint-secret",
-               NOTIFIER_ADMIN_USERNAME="boot", NOTIFIER_ADMIN_PASSWORD="entrypoint-password",
-               CONSUMERS_START="1", CONSUMERS_MIN="1", CONSUMERS_MAX="1", JOURNAL_DIR=str(tmp_path / "journal"),
-               ASSETS_DIR=str(REPO / "var" / "assets"))
+    env.update(
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]]),
+        NOTIFIER_DATA_DIR=str(data),
+        EMBEDDED_RABBITMQ_PORT=str(amqp_port),
+        HTTP_PORT=str(http_port),
+        SECRET_KEY="entrypoint-secret",
+        NOTIFIER_ADMIN_USERNAME="boot",
+        NOTIFIER_ADMIN_PASSWORD="entrypoint-password",
+        CONSUMERS_START="1",
+        CONSUMERS_MIN="1",
+        CONSUMERS_MAX="1",
+        JOURNAL_DIR=str(tmp_path / "journal"),
+        ASSETS_DIR=str(REPO / "var" / "assets"),
+    )
     log = tmp_path / "entrypoint.log"
-    process = subprocess.Popen(["sh", str(REPO / "docker-entrypoint.sh")], cwd=tmp_path, env=env,
-                               stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        ["sh", str(REPO / "docker-entrypoint.sh")],
+        cwd=tmp_path,
+        env=env,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+    )
     secantus = f"--storage-path\0{data / 'db'}"
     node = f"RABBITMQ_NODENAME=notifier-{amqp_port}@localhost"
     try:
         base = f"http://127.0.0.1:{http_port}"
-        wait_until(lambda: process.poll() is None and call(base + "/readyz")[0] == 200, 180,
-                   f"the server ready\n{log.read_text()[-3000:]}", tolerate=(OSError,))
+        wait_until(
+            lambda: process.poll() is None and call(base + "/readyz")[0] == 200,
+            180,
+            f"the server ready\n{log.read_text()[-3000:]}",
+            tolerate=(OSError,),
+        )
         assert processes_mentioning(node), "the embedded RabbitMQ node is not running"
         assert processes_mentioning(secantus), "the embedded SecantusDB is not running"
         assert (data / "rabbitmq").is_dir() and (data / "db").is_dir()
 
-        status, created = call(base + "/api/v1/notifications", "POST", {
-            "title": "Hi", "text": "From the container", "channel": "inbox", "recipients": ["u1"]}, AUTH)
+        status, created = call(
+            base + "/api/v1/notifications",
+            "POST",
+            {"title": "Hi", "text": "From the container", "channel": "inbox", "recipients": ["u1"]},
+            AUTH,
+        )
         assert status == 201, created
         notification = f"{base}/api/v1/notifications/{created['id']}"
-        wait_until(lambda: call(notification, headers=AUTH)[1]["counts"].get("sent") == 1, 60,
-                   "the notification sent through the embedded broker")
+        wait_until(
+            lambda: call(notification, headers=AUTH)[1]["counts"].get("sent") == 1,
+            60,
+            "the notification sent through the embedded broker",
+        )
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(120) == 0, log.read_text()[-3000:]

@@ -46,8 +46,9 @@ def test_a_client_without_the_generated_credentials_is_refused(tmp_path):
             with pytest.raises(OperationFailure) as refused:
                 anonymous.notifier.admins.find_one()
             assert refused.value.code == 13  # Unauthorized
-        with MongoClient(f"mongodb://notifier:guessed@{address}&authSource=admin",
-                         serverSelectionTimeoutMS=5000) as guesser:
+        with MongoClient(
+            f"mongodb://notifier:guessed@{address}&authSource=admin", serverSelectionTimeoutMS=5000
+        ) as guesser:
             with pytest.raises(OperationFailure) as failed:
                 guesser.notifier.admins.find_one()
             assert failed.value.code == 18  # AuthenticationFailed
@@ -91,8 +92,19 @@ def test_it_listens_on_loopback_only(tmp_path):
 def test_a_data_dir_from_before_credentials_gets_them_and_keeps_its_data(tmp_path):
     data_dir = tmp_path / "db"
     port = free_port()
-    old = subprocess.Popen([shutil.which("secantusd-py", path=os.path.dirname(sys.executable)), "--host", "127.0.0.1",
-                            "--port", str(port), "--storage-path", str(data_dir), "--log-level", "WARNING"])
+    old = subprocess.Popen(
+        [
+            shutil.which("secantusd-py", path=os.path.dirname(sys.executable)),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-path",
+            str(data_dir),
+            "--log-level",
+            "WARNING",
+        ]
+    )
     try:
         assert wait_for_port("127.0.0.1", port, 60)
         with MongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true", serverSelectionTimeoutMS=5000) as client:
@@ -105,8 +117,9 @@ def test_a_data_dir_from_before_credentials_gets_them_and_keeps_its_data(tmp_pat
     try:
         with MongoClient(url, serverSelectionTimeoutMS=5000) as client:
             assert client.notifier.admins.find_one()["username"] == "kept"
-        with MongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true",
-                         serverSelectionTimeoutMS=5000) as anonymous:
+        with MongoClient(
+            f"mongodb://127.0.0.1:{port}/?directConnection=true", serverSelectionTimeoutMS=5000
+        ) as anonymous:
             with pytest.raises(OperationFailure):
                 anonymous.notifier.admins.find_one()
     finally:
@@ -126,8 +139,9 @@ def test_while_the_account_is_made_only_the_holder_of_the_setup_certificate_gets
                 with pytest.raises(ServerSelectionTimeoutError):
                     intruder.admin.command("createUser", "intruder", pwd="intruder-password", roles=["root"])
         setup = str(server.setup_file)
-        with MongoClient(address, tls=True, tlsCAFile=setup, tlsCertificateKeyFile=setup,
-                         serverSelectionTimeoutMS=5000) as holder:
+        with MongoClient(
+            address, tls=True, tlsCAFile=setup, tlsCertificateKeyFile=setup, serverSelectionTimeoutMS=5000
+        ) as holder:
             assert holder.admin.command("ping")["ok"] == 1
     finally:
         server.stop()

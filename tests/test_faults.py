@@ -49,8 +49,9 @@ class Broker(EmbeddedRabbit):
         return f"amqp://guest:guest@{self.host}:{self.port}/"
 
     def ctl(self, *args: str) -> None:
-        subprocess.run([RABBITMQCTL, "-n", self.node, *args], env=self.environment(), check=True,
-                       capture_output=True, timeout=300)
+        subprocess.run(
+            [RABBITMQCTL, "-n", self.node, *args], env=self.environment(), check=True, capture_output=True, timeout=300
+        )
 
     def accepting(self) -> bool:
         return wait_for_port(self.host, self.port, 0.5)
@@ -67,19 +68,33 @@ class Rig:
         self.smtp = SmtpServer().start()
         self.notification = ""
         self.broker.start()
-        self.served = Served(workdir / "service", self.broker.url, MONGO_URL=self.mongo.start(),
-                             MONGO_TIMEOUT_MS="1000",
-                             SMTP_HOST="127.0.0.1", SMTP_PORT=str(self.smtp.port), CONSUMERS_START="2",
-                             CONSUMERS_MIN="2", CONSUMERS_MAX="3", OUTBOX_GRACE="2", OUTBOX_SWEEP_INTERVAL="1",
-                             RECONCILE_INTERVAL="2", RETRY_DELAYS="0.5,1,2", MAX_ATTEMPTS="6",
-                             POOL_CHECK_INTERVAL="1", SMTP_TIMEOUT="5", LEASE_SECONDS="60", LOG_LEVEL="warning")
+        self.served = Served(
+            workdir / "service",
+            self.broker.url,
+            MONGO_URL=self.mongo.start(),
+            MONGO_TIMEOUT_MS="1000",
+            SMTP_HOST="127.0.0.1",
+            SMTP_PORT=str(self.smtp.port),
+            CONSUMERS_START="2",
+            CONSUMERS_MIN="2",
+            CONSUMERS_MAX="3",
+            OUTBOX_GRACE="2",
+            OUTBOX_SWEEP_INTERVAL="1",
+            RECONCILE_INTERVAL="2",
+            RETRY_DELAYS="0.5,1,2",
+            MAX_ATTEMPTS="6",
+            POOL_CHECK_INTERVAL="1",
+            SMTP_TIMEOUT="5",
+            LEASE_SECONDS="60",
+            LOG_LEVEL="warning",
+        )
 
     def start(self) -> Rig:
         self.served.start()
         assert self.served.cli("createsuperuser", "--username", "admin", stdin="fault-password\n").returncode == 0
         users = [{"user_id": f"f{i}", "email": f"f{i}@example.com"} for i in range(N)]
         for start in range(0, N, 1000):
-            status, body = self.served.call("POST", "/api/v1/users/bulk", {"users": users[start:start + 1000]}, AUTH)
+            status, body = self.served.call("POST", "/api/v1/users/bulk", {"users": users[start : start + 1000]}, AUTH)
             assert status == 200, body
         self.wait_consumers(2)
         return self
@@ -105,9 +120,17 @@ class Rig:
         wait_until(lambda: len(self.served.consumer_pids()) >= count, timeout, f"{count} consumers")
 
     def fanout(self) -> str:
-        status, body = self.served.call("POST", "/api/v1/notifications", {
-            "title": "Fault drill", "text": "Hello {{ name }}", "channel": "email",
-            "recipients": [f"f{i}" for i in range(N)]}, AUTH)
+        status, body = self.served.call(
+            "POST",
+            "/api/v1/notifications",
+            {
+                "title": "Fault drill",
+                "text": "Hello {{ name }}",
+                "channel": "email",
+                "recipients": [f"f{i}" for i in range(N)],
+            },
+            AUTH,
+        )
         assert status == 201, body
         self.notification = body["id"]
         return body["id"]
@@ -128,6 +151,7 @@ class Rig:
             last.clear()
             last.update(self.counts(notification_id)["counts"])
             return sum(last.get(s, 0) for s in ("sent", "failed", "skipped")) == N and dict(last)
+
         # Counting by status is a $group over all N deliveries: asking every 0.2 s would take a good share
         # of the database from the run being watched.
         try:
@@ -210,8 +234,12 @@ def test_broker_restarted_mid_run(outage_rig):
         time.sleep(3)  # the outage lasts a while
         status, body = rig.served.call("GET", "/readyz")
         assert status == 503 and body["checks"]["rabbitmq"].startswith("down")
-        accepted, _ = rig.served.call("POST", "/api/v1/notifications", {
-            "title": "During the outage", "text": "x", "channel": "email", "recipients": ["f1"]}, AUTH)
+        accepted, _ = rig.served.call(
+            "POST",
+            "/api/v1/notifications",
+            {"title": "During the outage", "text": "x", "channel": "email", "recipients": ["f1"]},
+            AUTH,
+        )
         assert accepted == 201
     finally:
         rig.broker.ctl("start_app")

@@ -28,9 +28,18 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 @pytest.fixture
 def served(tmp_path, amqp_url):
     metrics_port = free_port()
-    served = Served(tmp_path, amqp_url, CONSUMERS_START="1", CONSUMERS_MIN="1", CONSUMERS_MAX="1",
-                    METRICS_PORT=str(metrics_port), LOG_FORMAT="json", LOG_LEVEL="info",
-                    NOTIFIER_ADMIN_USERNAME="root", NOTIFIER_ADMIN_PASSWORD="metrics-password")
+    served = Served(
+        tmp_path,
+        amqp_url,
+        CONSUMERS_START="1",
+        CONSUMERS_MIN="1",
+        CONSUMERS_MAX="1",
+        METRICS_PORT=str(metrics_port),
+        LOG_FORMAT="json",
+        LOG_LEVEL="info",
+        NOTIFIER_ADMIN_USERNAME="root",
+        NOTIFIER_ADMIN_PASSWORD="metrics-password",
+    )
     served.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     try:
         yield served.start()
@@ -44,18 +53,28 @@ def wait_for_metric(url: str, headers: dict, name: str, value: float, timeout: f
         status, _, body = fetch(url, headers=headers)
         assert status == 200, body
         return sample(body.decode(), name, **labels) == value and body.decode()
+
     return wait_until(reached, timeout, f"{name}{labels} == {value}")
 
 
 def test_metrics_follow_a_notification_from_the_api_to_the_consumer(served):
-    status, headers, body = fetch(served.url + "/api/v1/notifications", "POST", {
-        "title": "Hi", "text": "Inbox note", "channel": "inbox", "recipients": ["u1", "u2"]},
-        {"Authorization": ADMIN, "X-Request-Id": "trace-42"})
+    status, headers, body = fetch(
+        served.url + "/api/v1/notifications",
+        "POST",
+        {"title": "Hi", "text": "Inbox note", "channel": "inbox", "recipients": ["u1", "u2"]},
+        {"Authorization": ADMIN, "X-Request-Id": "trace-42"},
+    )
     assert status == 201, body
     assert headers["X-Request-Id"] == "trace-42"
 
-    text = wait_for_metric(served.url + "/metrics", {"Authorization": ADMIN}, "notifier_deliveries_total", 2.0,
-                           channel="inbox", status="sent")
+    text = wait_for_metric(
+        served.url + "/metrics",
+        {"Authorization": ADMIN},
+        "notifier_deliveries_total",
+        2.0,
+        channel="inbox",
+        status="sent",
+    )
     assert sample(text, "notifier_send_seconds_count", channel="inbox") == 2.0
     assert sample(text, "notifier_publish_confirm_seconds_count", queue="regular") == 2.0
     assert sample(text, "notifier_published_total", queue="regular") == 2.0
@@ -63,10 +82,13 @@ def test_metrics_follow_a_notification_from_the_api_to_the_consumer(served):
     assert sample(text, "notifier_queue_messages", queue="parked") is not None
     assert sample(text, "notifier_consumers", state="running") == 1.0
     assert sample(text, "notifier_consumers", state="max") == 1.0
-    assert sample(text, "notifier_http_requests_total", method="POST", route="/api/v1/notifications",
-                  status="201") == 1.0
-    assert sample(text, "notifier_http_request_duration_seconds_count", method="POST",
-                  route="/api/v1/notifications") == 1.0
+    assert (
+        sample(text, "notifier_http_requests_total", method="POST", route="/api/v1/notifications", status="201") == 1.0
+    )
+    assert (
+        sample(text, "notifier_http_request_duration_seconds_count", method="POST", route="/api/v1/notifications")
+        == 1.0
+    )
 
 
 def test_metrics_need_an_admin_on_the_api_port_and_nothing_on_the_metrics_port(served):
@@ -77,9 +99,12 @@ def test_metrics_need_an_admin_on_the_api_port_and_nothing_on_the_metrics_port(s
 
 
 def test_the_request_id_reaches_the_consumer_send_log(served):
-    status, _, body = fetch(served.url + "/api/v1/notifications", "POST", {
-        "title": "Hi", "text": "Inbox note", "channel": "inbox", "recipients": ["u7"]},
-        {"Authorization": ADMIN, "X-Request-Id": "trace-7"})
+    status, _, body = fetch(
+        served.url + "/api/v1/notifications",
+        "POST",
+        {"title": "Hi", "text": "Inbox note", "channel": "inbox", "recipients": ["u7"]},
+        {"Authorization": ADMIN, "X-Request-Id": "trace-7"},
+    )
     assert status == 201, body
     notification_id = json.loads(body)["id"]
 
@@ -94,8 +119,11 @@ def test_the_request_id_reaches_the_consumer_send_log(served):
     entry = wait_until(send_logged, 60, "the send logged with the request id")
     assert entry["notification_id"] == notification_id and entry["delivery_id"]
     assert "sent" in entry["message"]
-    access = [json.loads(line) for line in served.log.read_text().splitlines()
-              if line.startswith("{") and '"tornado.access"' in line and "trace-7" in line]
+    access = [
+        json.loads(line)
+        for line in served.log.read_text().splitlines()
+        if line.startswith("{") and '"tornado.access"' in line and "trace-7" in line
+    ]
     assert access and access[0]["message"].startswith("201 POST /api/v1/notifications")
 
 

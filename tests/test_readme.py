@@ -44,8 +44,14 @@ def served(tmp_path, amqp_url):
 def test_curl_examples_work_as_written(served):
     script = readme_block("Try it with curl").replace("localhost:8004", f"localhost:{served.port}")
     script = script.replace(".venv/bin/notifier", f"{Path(sys.executable).parent}/notifier")
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=served.env, cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        env=served.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     outputs = json_documents(result.stdout)
     assert "Admin 'admin' created." in result.stdout

@@ -25,8 +25,12 @@ ADMIN = "Basic " + base64.b64encode(b"fuzz:fuzz-password-2026").decode()
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Bounded and repeatable in CI; FUZZ_EXAMPLES=500 explores further.
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
-BOUNDED = settings(max_examples=EXAMPLES, deadline=None,
-                   derandomize="FUZZ_EXAMPLES" not in os.environ, suppress_health_check=list(HealthCheck))
+BOUNDED = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize="FUZZ_EXAMPLES" not in os.environ,
+    suppress_health_check=list(HealthCheck),
+)
 # Generate only: a replay against a service whose state moved on draws other ids, and hypothesis would
 # report that as a flaky strategy instead of the failure it found.
 SCENARIOS = settings(BOUNDED, max_examples=max(EXAMPLES * 2, 20), stateful_step_count=8, phases=[Phase.generate])
@@ -35,9 +39,16 @@ SCENARIOS = settings(BOUNDED, max_examples=max(EXAMPLES * 2, 20), stateful_step_
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, amqp_url):
     # The fuzzer sends generated Basic credentials from one address: throttling them is not under test here.
-    served = Served(tmp_path_factory.mktemp("fuzz"), amqp_url, CONSUMERS_START="0", CONSUMERS_MIN="0",
-                    MAX_BODY_BYTES="65536", LOGIN_ACCOUNT_LIMIT="1000000", LOGIN_ADDRESS_LIMIT="1000000",
-                    LOGIN_ACCOUNT_TOTAL_LIMIT="1000000")
+    served = Served(
+        tmp_path_factory.mktemp("fuzz"),
+        amqp_url,
+        CONSUMERS_START="0",
+        CONSUMERS_MIN="0",
+        MAX_BODY_BYTES="65536",
+        LOGIN_ACCOUNT_LIMIT="1000000",
+        LOGIN_ADDRESS_LIMIT="1000000",
+        LOGIN_ACCOUNT_TOTAL_LIMIT="1000000",
+    )
     try:
         served.start()
         assert served.cli("createsuperuser", "--username", "fuzz", stdin="fuzz-password-2026\n").returncode == 0
@@ -59,6 +70,7 @@ def operations(service):
 
 def fuzz(operation, headers: dict, also=None, mode=GenerationMode.POSITIVE, checks=CHECKS) -> None:
     """Up to BOUNDED examples of one operation; the first failed check raises with the request in the message."""
+
     @BOUNDED
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case):
@@ -92,8 +104,12 @@ def test_malformed_requests_as_admin(service):
         parameters = definition.get("parameters", [])
         if "requestBody" not in definition and not any(p.get("in") == "query" for p in parameters):
             continue
-        fuzz(operation, {"Authorization": ADMIN}, mode=GenerationMode.NEGATIVE,
-             checks=[not_a_server_error, status_code_conformance, content_type_conformance])
+        fuzz(
+            operation,
+            {"Authorization": ADMIN},
+            mode=GenerationMode.NEGATIVE,
+            checks=[not_a_server_error, status_code_conformance, content_type_conformance],
+        )
         tried += 1
     assert tried > 10
 

@@ -35,8 +35,13 @@ _is_email = validate.Email()
 # The SMTP policy, except that a value stored with set_raw() is written as it is: it would otherwise fold a
 # long token such as the List-Unsubscribe URL into encoded words, which no mail client reads as a URL.
 MAIL_POLICY = policy.SMTP.clone(refold_source="none")
-DISCONNECTED = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError,
-                asyncio.TimeoutError, OSError)
+DISCONNECTED = (
+    aiosmtplib.SMTPServerDisconnected,
+    aiosmtplib.SMTPConnectError,
+    aiosmtplib.SMTPTimeoutError,
+    asyncio.TimeoutError,
+    OSError,
+)
 
 
 class SmtpPool:
@@ -49,9 +54,15 @@ class SmtpPool:
 
     async def _connect(self) -> aiosmtplib.SMTP:
         s = self.settings
-        smtp = aiosmtplib.SMTP(hostname=s.smtp_host, port=s.smtp_port, use_tls=s.smtp_ssl, start_tls=s.smtp_starttls,
-                               username=s.smtp_username or None, password=s.smtp_password or None,
-                               timeout=s.smtp_timeout)
+        smtp = aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            use_tls=s.smtp_ssl,
+            start_tls=s.smtp_starttls,
+            username=s.smtp_username or None,
+            password=s.smtp_password or None,
+            timeout=s.smtp_timeout,
+        )
         try:
             await smtp.connect()
         except DISCONNECTED as exc:
@@ -142,8 +153,9 @@ class EmailChannel:
             mail["To"] = Address(display_name=one_line(message.display_name), addr_spec=recipient)
             mail["Subject"] = one_line(message.title)
         except (ValueError, TypeError, MessageError) as exc:
-            raise PermanentFailure(INVALID_ADDRESS, reason="invalid_contact",
-                                   detail=f"cannot address {message.address!r}: {exc}") from None
+            raise PermanentFailure(
+                INVALID_ADDRESS, reason="invalid_contact", detail=f"cannot address {message.address!r}: {exc}"
+            ) from None
         mail["Date"] = formatdate(usegmt=True)
         mail["Message-ID"] = f"<{message.delivery_id}@notifier>"
         mail["X-Notifier-Notification"] = message.notification_id
@@ -173,8 +185,9 @@ class EmailChannel:
                     raise PermanentFailure(smtp_answer(exc.code), detail=detail) from None
                 raise TemporaryFailure(smtp_answer(exc.code), detail=detail) from None
             except DISCONNECTED as exc:
-                raise TemporaryFailure(MAIL_SERVER_UNAVAILABLE,
-                                       detail=f"SMTP connection lost: {type(exc).__name__} {exc}") from None
+                raise TemporaryFailure(
+                    MAIL_SERVER_UNAVAILABLE, detail=f"SMTP connection lost: {type(exc).__name__} {exc}"
+                ) from None
 
     async def close(self) -> None:
         for pool in self.pools.values():

@@ -20,21 +20,31 @@ def _retry_after(response: HTTPResponse | None) -> float | None:
     return float(value) if value.replace(".", "", 1).isdigit() else None
 
 
-async def post_json(client: AsyncHTTPClient | OutboundHTTP, url: str, body: dict, headers: dict,
-                    timeout: float) -> HTTPResponse:
+async def post_json(
+    client: AsyncHTTPClient | OutboundHTTP, url: str, body: dict, headers: dict, timeout: float
+) -> HTTPResponse:
     """POST `body`; return the 2xx response or raise TemporaryFailure / PermanentFailure.
 
     A caller learns the status code of an answer and nothing else: a refused connection, a timeout and a
     name that fails to resolve for now all read "destination unreachable" (else the service is a port
     scanner); what happened, and where (never the path, which may hold the receiver's secret), is the detail."""
-    request = HTTPRequest(url, method="POST", body=json.dumps(body), request_timeout=timeout,
-                          connect_timeout=timeout, follow_redirects=False,
-                          headers={"Content-Type": "application/json", **headers})
+    request = HTTPRequest(
+        url,
+        method="POST",
+        body=json.dumps(body),
+        request_timeout=timeout,
+        connect_timeout=timeout,
+        follow_redirects=False,
+        headers={"Content-Type": "application/json", **headers},
+    )
     try:
         return await client.fetch(request)
     except DestinationRefused as exc:
-        raise PermanentFailure(DESTINATION_REFUSED, reason="destination_refused",
-                               detail=f"refused to connect to {_origin(url)}: {exc.detail}") from None
+        raise PermanentFailure(
+            DESTINATION_REFUSED,
+            reason="destination_refused",
+            detail=f"refused to connect to {_origin(url)}: {exc.detail}",
+        ) from None
     except HTTPClientError as exc:
         status, detail = exc.code, f"{_origin(url)} answered HTTP {exc.code}: {exc.message}"
         if status == 599:  # tornado's code for a timeout or a connection closed before the answer
@@ -43,8 +53,9 @@ async def post_json(client: AsyncHTTPClient | OutboundHTTP, url: str, body: dict
             raise TemporaryFailure(http_answer(status), _retry_after(exc.response), detail=detail) from None
         raise PermanentFailure(http_answer(status), detail=detail) from None
     except OSError as exc:
-        raise TemporaryFailure(DESTINATION_UNREACHABLE,
-                               detail=f"{_origin(url)} unreachable: {type(exc).__name__}: {exc}") from None
+        raise TemporaryFailure(
+            DESTINATION_UNREACHABLE, detail=f"{_origin(url)} unreachable: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _origin(url: str) -> str:

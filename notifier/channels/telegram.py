@@ -29,8 +29,9 @@ class TelegramChannel:
 
     async def send(self, message: Message, commit: Commit) -> None:
         if not self.configured:
-            raise PermanentFailure(CHANNEL_NOT_CONFIGURED, reason="channel_not_configured",
-                                   detail="TELEGRAM_BOT_TOKEN is not set")
+            raise PermanentFailure(
+                CHANNEL_NOT_CONFIGURED, reason="channel_not_configured", detail="TELEGRAM_BOT_TOKEN is not set"
+            )
         text = f"{message.title}\n\n{message.text}"
         if message.unsubscribe_url:
             text += f"\n\nUnsubscribe: {message.unsubscribe_url}"

@@ -38,13 +38,23 @@ class WebhookChannel:
             return False
 
     async def send(self, message: Message, commit: Commit) -> None:
-        body = {"delivery_id": message.delivery_id, "notification_id": message.notification_id,
-                "user_id": message.user_id, "title": message.title, "text": message.text,
-                "is_express": message.is_express, "unsubscribe_url": message.unsubscribe_url}
+        body = {
+            "delivery_id": message.delivery_id,
+            "notification_id": message.notification_id,
+            "user_id": message.user_id,
+            "title": message.title,
+            "text": message.text,
+            "is_express": message.is_express,
+            "unsubscribe_url": message.unsubscribe_url,
+        }
         raw = json.dumps(body).encode()
         timestamp = str(int(time.time()))
-        headers = {"X-Notifier-Timestamp": timestamp, "X-Notifier-Signature": signature(self.secret, timestamp, raw),
-                   "Idempotency-Key": message.delivery_id, "User-Agent": "notifier-webhook"}
+        headers = {
+            "X-Notifier-Timestamp": timestamp,
+            "X-Notifier-Signature": signature(self.secret, timestamp, raw),
+            "Idempotency-Key": message.delivery_id,
+            "User-Agent": "notifier-webhook",
+        }
         commit()
         await post_json(self.http, message.address, body, headers, self.timeout)
 

@@ -5,6 +5,15 @@ from __future__ import annotations
 from . import admin, health, metrics, unsubscribe
 from .api import auth, clients, me, notifications, schedules, system, users
 
-API_ROUTES = [*auth.routes, *notifications.routes, *schedules.routes, *users.routes, *clients.routes, *me.routes,
-              *system.routes, *health.routes, *metrics.routes]
+API_ROUTES = [
+    *auth.routes,
+    *notifications.routes,
+    *schedules.routes,
+    *users.routes,
+    *clients.routes,
+    *me.routes,
+    *system.routes,
+    *health.routes,
+    *metrics.routes,
+]
 PAGE_ROUTES = [*unsubscribe.routes, *admin.routes]

@@ -32,13 +32,20 @@ from ..logs import begin_request
 log = logging.getLogger(__name__)
 
 ERROR_STATUS: list[tuple[type[DomainError], int]] = [
-    (Invalid, 400), (Unauthenticated, 401), (Forbidden, 403), (NotFound, 404), (Conflict, 409),
-    (PayloadTooLarge, 413), (UnsupportedMediaType, 415), (TooManyAttempts, 429), (Unavailable, 503),
+    (Invalid, 400),
+    (Unauthenticated, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (PayloadTooLarge, 413),
+    (UnsupportedMediaType, 415),
+    (TooManyAttempts, 429),
+    (Unavailable, 503),
 ]
 WWW_AUTHENTICATE = 'Basic realm="notifier", Bearer realm="notifier"'
 # A streamed body is counted against its handler's own limit as it arrives; tornado's ceiling must never trip
 # first, since it answers an oversized chunk with a bare 400 instead of the 413 the handler gives.
-UNCOUNTED_CEILING = 2 ** 62
+UNCOUNTED_CEILING = 2**62
 MAX_JSON_DEPTH = 32
 
 
@@ -133,14 +140,18 @@ def endpoint(access: str, summary: str, **options: Any):
 
 # What each kind of answer may load. Every answer, whatever its kind, refuses sniffing and framing.
 CSP_NOTHING = "default-src 'none'; base-uri 'none'; frame-ancestors 'none'"  # JSON, files, redirects
-CSP_ADMIN = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; "
-             "frame-ancestors 'none'")
+CSP_ADMIN = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 # The public pages (unsubscribe, their errors) run no script; their only style is inline in the page.
-CSP_PUBLIC_PAGE = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; " \
-                  "frame-ancestors 'none'"
+CSP_PUBLIC_PAGE = (
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 # ReDoc: its vendored script, the styles it injects, the spec it fetches, the blob: worker it starts.
-CSP_REDOC = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-             "font-src 'self' data:; connect-src 'self'; worker-src blob:; base-uri 'none'; frame-ancestors 'none'")
+CSP_REDOC = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self' data:; connect-src 'self'; worker-src blob:; base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 class _Answer(Protocol):
@@ -204,9 +215,11 @@ def refuse_cross_site_write(method: str, authorization: str | None, headers: tor
         return
     if says_json(headers) or "X-Requested-With" in headers:
         return
-    raise Forbidden("A write with HTTP Basic credentials must send Content-Type: application/json (even without "
-                    "a body) or an X-Requested-With header, so that no other site can make a browser send it",
-                    {"Content-Type": ["must be application/json, or send X-Requested-With"]})
+    raise Forbidden(
+        "A write with HTTP Basic credentials must send Content-Type: application/json (even without "
+        "a body) or an X-Requested-With header, so that no other site can make a browser send it",
+        {"Content-Type": ["must be application/json, or send X-Requested-With"]},
+    )
 
 
 def too_large(limit: int) -> PayloadTooLarge:
@@ -286,8 +299,10 @@ class APIHandler(StreamedBody):
         self.limit_body(settings.max_form_bytes if endpoint.access == PUBLIC else settings.max_body_bytes)
         if endpoint.body is not None and (length not in (None, "0") or "Transfer-Encoding" in self.request.headers):
             if not says_json(self.request.headers):
-                raise UnsupportedMediaType("Request body must be JSON (Content-Type: application/json)",
-                                           {"Content-Type": ["must be application/json"]})
+                raise UnsupportedMediaType(
+                    "Request body must be JSON (Content-Type: application/json)",
+                    {"Content-Type": ["must be application/json"]},
+                )
         if endpoint.access == PUBLIC:
             return  # whatever Authorization header comes along is not looked at
         authorization = self.request.headers.get("Authorization")
@@ -389,8 +404,13 @@ class FormPageHandler(StreamedBody, PageHandler):
         """The received body as body arguments and files, as tornado would have parsed it unstreamed."""
         self.request.body = b"".join(self._chunks)
         try:
-            tornado.httputil.parse_body_arguments(self.request.headers.get("Content-Type", ""), self.request.body,
-                                                  self.request.body_arguments, self.request.files, self.request.headers)
+            tornado.httputil.parse_body_arguments(
+                self.request.headers.get("Content-Type", ""),
+                self.request.body,
+                self.request.body_arguments,
+                self.request.files,
+                self.request.headers,
+            )
         except tornado.httputil.HTTPInputError as exc:
             raise Invalid(f"The form could not be read: {exc}") from None
         for name, values in self.request.body_arguments.items():

@@ -17,17 +17,35 @@ from .base import CSP_REDOC, WRITES, BaseHandler, StaticFiles
 
 METHODS = ("get", "post", "put", "patch", "delete")
 SECURITY_SCHEMES = {
-    "basic": {"type": "http", "scheme": "basic",
-              "description": "Admin username/password, or a client application's login/password"},
-    "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-               "description": "An admin token from /api/v1/auth/token, or an end user's token"},
-    "appCredentials": {"type": "apiKey", "in": "header", "name": "Authorization",
-                       "description": "A client application's `<login> <password>`"},
-    "userToken": {"type": "apiKey", "in": "header", "name": "Authorization",
-                  "description": "An end user's bare `<token>` from the auth server"},
+    "basic": {
+        "type": "http",
+        "scheme": "basic",
+        "description": "Admin username/password, or a client application's login/password",
+    },
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "An admin token from /api/v1/auth/token, or an end user's token",
+    },
+    "appCredentials": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": "A client application's `<login> <password>`",
+    },
+    "userToken": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": "An end user's bare `<token>` from the auth server",
+    },
 }
-SCHEMES_BY_ROLE = {Role.ADMIN: ("basic", "bearer"), Role.CLIENT: ("basic", "appCredentials"),
-                   Role.USER: ("bearer", "userToken")}
+SCHEMES_BY_ROLE = {
+    Role.ADMIN: ("basic", "bearer"),
+    Role.CLIENT: ("basic", "appCredentials"),
+    Role.USER: ("bearer", "userToken"),
+}
 DESCRIPTION = """Notifications fanned out to users over email, Telegram, webhooks and an in-app inbox.
 
 Errors are JSON: `{"message": "...", "errors": {"field": ["..."]}}`. Lists are paged with `limit` and
@@ -41,10 +59,11 @@ def openapi_path(pattern: str) -> str:
 def _operation(endpoint, path_params: list[str]) -> dict:
     operation: dict = {"summary": endpoint.summary, "tags": list(endpoint.tags), "responses": {}}
     if endpoint.access in GRANTABLE:
-        operation["description"] = (f"A client application needs the `{endpoint.access}` permission, granted by an "
-                                    f"admin (`PUT /api/v1/clients/{{id}}/permissions`).")
-    parameters = [{"in": "path", "name": name, "required": True, "schema": {"type": "string"}}
-                  for name in path_params]
+        operation["description"] = (
+            f"A client application needs the `{endpoint.access}` permission, granted by an "
+            f"admin (`PUT /api/v1/clients/{{id}}/permissions`)."
+        )
+    parameters = [{"in": "path", "name": name, "required": True, "schema": {"type": "string"}} for name in path_params]
     if endpoint.query is not None:
         parameters.append({"in": "query", "schema": endpoint.query})
     if parameters:
@@ -54,15 +73,17 @@ def _operation(endpoint, path_params: list[str]) -> dict:
     success: dict = {"description": http.client.responses[endpoint.status]}
     if endpoint.response is not None:
         schema = endpoint.response
-        success["content"] = {"application/json": {
-            "schema": {"type": "array", "items": schema} if endpoint.many else schema}}
+        success["content"] = {
+            "application/json": {"schema": {"type": "array", "items": schema} if endpoint.many else schema}
+        }
     operation["responses"][str(endpoint.status)] = success
     for status in endpoint.also:
         operation["responses"][str(status)] = {**success, "description": http.client.responses[status]}
     for status in endpoint.errors:
         operation["responses"][str(status)] = {
             "description": http.client.responses[status],
-            "content": {"application/json": {"schema": "Error"}}}
+            "content": {"application/json": {"schema": "Error"}},
+        }
     if endpoint.access == PUBLIC:
         operation["security"] = []
     else:
@@ -72,8 +93,13 @@ def _operation(endpoint, path_params: list[str]) -> dict:
 
 
 def build_spec(routes: list) -> dict:
-    spec = APISpec(title="notifier", version=__version__, openapi_version="3.0.3",
-                   plugins=[MarshmallowPlugin()], info={"description": DESCRIPTION})
+    spec = APISpec(
+        title="notifier",
+        version=__version__,
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={"description": DESCRIPTION},
+    )
     spec.components.schema("Error", schema=ErrorSchema)
     for name, scheme in SECURITY_SCHEMES.items():
         spec.components.security_scheme(name, scheme)
@@ -86,9 +112,13 @@ def build_spec(routes: list) -> dict:
                 if endpoint.access != PUBLIC:  # the password guard's 429; a Basic write without JSON's 403
                     refusals = (403, 429) if method.upper() in WRITES else (429,)
                     for status in refusals:
-                        operations[method]["responses"].setdefault(str(status), {
-                            "description": http.client.responses[status],
-                            "content": {"application/json": {"schema": "Error"}}})
+                        operations[method]["responses"].setdefault(
+                            str(status),
+                            {
+                                "description": http.client.responses[status],
+                                "content": {"application/json": {"schema": "Error"}},
+                            },
+                        )
         if operations:
             spec.path(path=openapi_path(pattern), operations=operations)
     return add_links(spec.to_dict())
@@ -109,9 +139,11 @@ def add_links(document: dict) -> dict:
                 continue
             for method in others:
                 pointer = other.replace("~", "~0").replace("/", "~1")
-                name = f"{method}{''.join(part.title() for part in re.findall(r'[a-z]+', other[len(path):]))}"
-                links[name] = {"operationRef": f"#/paths/{pointer}/{method}",
-                               "parameters": {match.group(1): "$response.body#/id"}}
+                name = f"{method}{''.join(part.title() for part in re.findall(r'[a-z]+', other[len(path) :]))}"
+                links[name] = {
+                    "operationRef": f"#/paths/{pointer}/{method}",
+                    "parameters": {match.group(1): "$response.body#/id"},
+                }
         if links:
             created["links"] = links
     return document

@@ -44,8 +44,14 @@ T = TypeVar("T")
 class Lane:
     """Messages of one queue, grouped into batches; at most `parallel` batches in hand at once."""
 
-    def __init__(self, name: str, batch: int, wait: float, parallel: int,
-                 process: Callable[[list[DeliveredMessage]], Coroutine[Any, Any, None]]):
+    def __init__(
+        self,
+        name: str,
+        batch: int,
+        wait: float,
+        parallel: int,
+        process: Callable[[list[DeliveredMessage]], Coroutine[Any, Any, None]],
+    ):
         self.name = name
         self.batch = batch
         self.wait = wait
@@ -70,7 +76,7 @@ class Lane:
             if not self.open:
                 self.slots.release()
                 break
-            batch, self.buffer = self.buffer[:self.batch], self.buffer[self.batch:]
+            batch, self.buffer = self.buffer[: self.batch], self.buffer[self.batch :]
             if not self.buffer:
                 self.arrived.clear()
             if not batch:
@@ -100,8 +106,17 @@ class Batches:
     """Runs a consumer's batches; `stopping` is set when a claimed batch cannot finish (the pool's journal
     replay then settles it)."""
 
-    def __init__(self, consumer_id: str, settings: Settings, clock: Clock, deliveries: Deliveries, sender: Sender,
-                 publisher: Publisher, journal: Journal, stopping: asyncio.Event):
+    def __init__(
+        self,
+        consumer_id: str,
+        settings: Settings,
+        clock: Clock,
+        deliveries: Deliveries,
+        sender: Sender,
+        publisher: Publisher,
+        journal: Journal,
+        stopping: asyncio.Event,
+    ):
         self.consumer_id = consumer_id
         self.settings = settings
         self.clock = clock
@@ -130,34 +145,48 @@ class Batches:
             send_before = time.monotonic() + self.settings.lease_seconds * LEASE_SHARE_FOR_SENDING
             async with database_turn:
                 claimed_ids = await retry_database(
-                    lambda: self.deliveries.claim(list(messages), self.consumer_id, self.clock.now(),
-                                                  self.settings.lease_seconds, token), self.stopping)
+                    lambda: self.deliveries.claim(
+                        list(messages), self.consumer_id, self.clock.now(), self.settings.lease_seconds, token
+                    ),
+                    self.stopping,
+                )
             if claimed_ids:
                 claimed = [payloads[i] for i in claimed_ids]
                 try:
                     # 2. Send: read what the batch needs (an outage is waited out), then try each delivery.
                     looked_up = await retry_database(lambda: self.sender.look_up(claimed), self.stopping)
-                    outcomes = await asyncio.gather(*(self.sender.attempt(delivery, looked_up, token, send_before)
-                                                      for delivery in claimed))
+                    outcomes = await asyncio.gather(
+                        *(self.sender.attempt(delivery, looked_up, token, send_before) for delivery in claimed)
+                    )
                     async with database_turn:
                         # 3. Decide each outcome (services/outcomes.py) and apply it: publish where the decision
                         # routes the delivery, then write every outcome of the claim at once.
                         now = self.clock.now()
                         again = [o.delivery["_id"] for o in outcomes if o.kind in AGAIN]
-                        counters = await retry_database(lambda: self.deliveries.counters(again),
-                                                        self.stopping) if again else {}
+                        counters = (
+                            await retry_database(lambda: self.deliveries.counters(again), self.stopping)
+                            if again
+                            else {}
+                        )
                         changes: list[tuple[ObjectId, dict]] = []
                         counted_as: list[str] = []
                         for outcome in outcomes:
                             delivery = outcome.delivery
                             counted = counters.get(delivery["_id"], {})
-                            decision = decide(outcome.kind, now, self.policy, attempts=counted.get("attempts", 1),
-                                              deferrals=counted.get("deferrals", 0), reason=outcome.reason,
-                                              error=outcome.error)
+                            decision = decide(
+                                outcome.kind,
+                                now,
+                                self.policy,
+                                attempts=counted.get("attempts", 1),
+                                deferrals=counted.get("deferrals", 0),
+                                reason=outcome.reason,
+                                error=outcome.error,
+                            )
                             published = True
                             if decision.route is not None:
-                                published = await self.publisher.route(delivery, decision.route, decision.delay_ms,
-                                                                       decision.headers)
+                                published = await self.publisher.route(
+                                    delivery, decision.route, decision.delay_ms, decision.headers
+                                )
                             changes.append((delivery["_id"], decision.update(published)))
                             counted_as.append(decision.counted_as)
                         await retry_database(lambda: self.deliveries.finish(token, changes), self.stopping)
@@ -182,8 +211,9 @@ class Batches:
                 self.journal.truncate()
 
 
-async def _by_delivery(batch: list[DeliveredMessage]) -> tuple[dict[ObjectId, list[DeliveredMessage]],
-                                                                 dict[ObjectId, dict]]:
+async def _by_delivery(
+    batch: list[DeliveredMessage],
+) -> tuple[dict[ObjectId, list[DeliveredMessage]], dict[ObjectId, dict]]:
     """The batch's messages by the delivery they name (a redelivered one may come twice), with the delivery
     as the publisher described it (publisher.message_body); a message that names none is acked and dropped."""
     messages: dict[ObjectId, list[DeliveredMessage]] = {}
@@ -192,9 +222,13 @@ async def _by_delivery(batch: list[DeliveredMessage]) -> tuple[dict[ObjectId, li
         try:
             body = json.loads(message.body)
             delivery_id = ObjectId(body["delivery_id"])
-            payload = {"_id": delivery_id, "notification_id": ObjectId(body["notification_id"]),
-                       "user_id": str(body["user_id"]), "channel": str(body["channel"]),
-                       "is_express": bool(body["is_express"])}
+            payload = {
+                "_id": delivery_id,
+                "notification_id": ObjectId(body["notification_id"]),
+                "user_id": str(body["user_id"]),
+                "channel": str(body["channel"]),
+                "is_express": bool(body["is_express"]),
+            }
         except (ValueError, KeyError, TypeError, InvalidId):
             log.error("dropping a message that names no delivery: %r", message.body[:200])
             await _ack(message)
@@ -222,8 +256,9 @@ async def nack(message: DeliveredMessage) -> None:
         pass
 
 
-async def retry_database(operation: Callable[[], Awaitable[T]], stopping: asyncio.Event,
-                         limit: float = DATABASE_RETRY_SECONDS) -> T:
+async def retry_database(
+    operation: Callable[[], Awaitable[T]], stopping: asyncio.Event, limit: float = DATABASE_RETRY_SECONDS
+) -> T:
     """Run a database operation, waiting out an outage (a batch in hand must not be lost or half-written).
     While stopping, it waits only briefly: what is left is in the journal for the pool's journal replay."""
     delay, waited = 0.2, 0.0

@@ -20,8 +20,9 @@ class BrokerConnection:
     (declare the topology, start consuming). Callers ask for the channel and get Unavailable while
     the broker is away, never a hang."""
 
-    def __init__(self, url: str, name: str, on_channel: OnChannel | None = None,
-                 max_backoff: float = 10.0, prefetch: int = 0):
+    def __init__(
+        self, url: str, name: str, on_channel: OnChannel | None = None, max_backoff: float = 10.0, prefetch: int = 0
+    ):
         self.url = url
         self.name = name
         self.on_channel = on_channel
@@ -81,8 +82,9 @@ class BrokerConnection:
                 self._ready.set()
                 backoff = 0.2
                 log.info("%s: connected to RabbitMQ", self.name)
-                _, watching = await asyncio.wait([connection.closing, channel.closing],
-                                                 return_when=asyncio.FIRST_COMPLETED)
+                _, watching = await asyncio.wait(
+                    [connection.closing, channel.closing], return_when=asyncio.FIRST_COMPLETED
+                )
                 for observer in watching:
                     observer.cancel()
                 self.last_error = "connection closed"

@@ -63,22 +63,39 @@ class Consumer:
         self.http = AsyncHTTPClient(max_clients=64)  # operator-set destinations: Telegram, the user service
         self.outbound = OutboundHTTP(Allowlist.parse(settings.outbound_allow))  # destinations clients set
         self.channels: dict[str, Channel] = {
-            "email": EmailChannel(settings), "inbox": InboxChannel(),
+            "email": EmailChannel(settings),
+            "inbox": InboxChannel(),
             "webhook": WebhookChannel(self.outbound, keys.webhook, settings.http_timeout),
-            "telegram": TelegramChannel(self.http, settings.telegram_api_url, settings.telegram_bot_token,
-                                        settings.http_timeout)}
+            "telegram": TelegramChannel(
+                self.http, settings.telegram_api_url, settings.telegram_bot_token, settings.http_timeout
+            ),
+        }
         self.journal = Journal(journal_path(settings.journal_dir, self.consumer_id))
         deliveries = Deliveries(self.store)
-        sender = Sender(self.store, self.channels, Contacts(self.store, settings, self.http),
-                        Links(keys, settings.public_url), self.journal)
-        self.broker = BrokerConnection(settings.amqp_url, f"notifier-consumer-{self.consumer_id}",
-                                       on_channel=self._on_channel)
+        sender = Sender(
+            self.store,
+            self.channels,
+            Contacts(self.store, settings, self.http),
+            Links(keys, settings.public_url),
+            self.journal,
+        )
+        self.broker = BrokerConnection(
+            settings.amqp_url, f"notifier-consumer-{self.consumer_id}", on_channel=self._on_channel
+        )
         publisher = Publisher(self.broker, self.topology, deliveries, settings, self.clock)
-        self.batches = Batches(self.consumer_id, settings, self.clock, deliveries, sender, publisher, self.journal,
-                               self.stopping)
-        self.lanes = {REGULAR: Lane(REGULAR, settings.consumer_batch, settings.consumer_batch_wait, REGULAR_BATCHES,
-                                    functools.partial(self.batches.run, turn=self.batches.regular_turn)),
-                      EXPRESS: Lane(EXPRESS, EXPRESS_BATCH, 0.0, EXPRESS_BATCHES, self.batches.run)}
+        self.batches = Batches(
+            self.consumer_id, settings, self.clock, deliveries, sender, publisher, self.journal, self.stopping
+        )
+        self.lanes = {
+            REGULAR: Lane(
+                REGULAR,
+                settings.consumer_batch,
+                settings.consumer_batch_wait,
+                REGULAR_BATCHES,
+                functools.partial(self.batches.run, turn=self.batches.regular_turn),
+            ),
+            EXPRESS: Lane(EXPRESS, EXPRESS_BATCH, 0.0, EXPRESS_BATCHES, self.batches.run),
+        }
         self.lane_tasks = [asyncio.get_running_loop().create_task(lane.run()) for lane in self.lanes.values()]
         self.broker.start()
 
@@ -87,12 +104,15 @@ class Consumer:
         connection = self.broker.connection  # not yet `connected`: this runs before the broker says so
         assert connection is not None
         self.consume_channels = {}
-        for target, prefetch in ((REGULAR, self.settings.consumer_batch * REGULAR_BATCHES),
-                                 (EXPRESS, EXPRESS_BATCH * EXPRESS_BATCHES)):
+        for target, prefetch in (
+            (REGULAR, self.settings.consumer_batch * REGULAR_BATCHES),
+            (EXPRESS, EXPRESS_BATCH * EXPRESS_BATCHES),
+        ):
             channel = await connection.channel()
             await channel.basic_qos(prefetch_count=prefetch)
-            await channel.basic_consume(self.topology.queues[target], self.lanes[target].add,
-                                        consumer_tag=f"{self.consumer_id}.{target}")
+            await channel.basic_consume(
+                self.topology.queues[target], self.lanes[target].add, consumer_tag=f"{self.consumer_id}.{target}"
+            )
             self.consume_channels[target] = channel
         if not self.ready_announced:
             self.ready_announced = True

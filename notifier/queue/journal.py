@@ -16,8 +16,8 @@ from pathlib import Path
 
 @dataclass
 class JournalEntries:
-    sent: dict[str, str] = field(default_factory=dict)          # delivery id -> claim token
-    interrupted: dict[str, str] = field(default_factory=dict)   # begun, not known to be sent, not repeatable
+    sent: dict[str, str] = field(default_factory=dict)  # delivery id -> claim token
+    interrupted: dict[str, str] = field(default_factory=dict)  # begun, not known to be sent, not repeatable
 
 
 class Journal:

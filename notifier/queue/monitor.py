@@ -20,8 +20,13 @@ async def queue_depths(broker: BrokerConnection, topology: Topology) -> list[dic
             except aiormq.exceptions.ChannelNotFoundEntity:
                 channel = await broker.new_channel()  # an idle pace tier that expired; the channel closed
                 continue
-            rows.append({"queue": name[len(topology.prefix):], "messages": declared.message_count,
-                         "consumers": declared.consumer_count})
+            rows.append(
+                {
+                    "queue": name[len(topology.prefix) :],
+                    "messages": declared.message_count,
+                    "consumers": declared.consumer_count,
+                }
+            )
     finally:
         if not channel.is_closed:
             await channel.close()

@@ -165,12 +165,22 @@ class ConsumerPool:
     async def spawn(self) -> ConsumerProcess:
         self._sequence += 1
         consumer_id = f"{self.prefix}.{self._sequence}"
-        env = {**os.environ, **self.settings.to_env(), "NOTIFIER_CONSUMER_ID": consumer_id,
-               "NOTIFIER_PARENT_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1",
-               "PROMETHEUS_MULTIPROC_DIR": self.metrics.directory}
+        env = {
+            **os.environ,
+            **self.settings.to_env(),
+            "NOTIFIER_CONSUMER_ID": consumer_id,
+            "NOTIFIER_PARENT_PID": str(os.getpid()),
+            "PYTHONUNBUFFERED": "1",
+            "PROMETHEUS_MULTIPROC_DIR": self.metrics.directory,
+        }
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "notifier.queue", env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "notifier.queue",
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+        )
         consumer = ConsumerProcess(consumer_id, process)
         self.processes[consumer_id] = consumer
         watcher = asyncio.get_running_loop().create_task(self._watch(consumer))
@@ -197,8 +207,9 @@ class ConsumerPool:
         self.unrecovered.add(consumer.id)
         await self._replay_quietly(consumer.id)
         if not consumer.stopping and self.running:
-            asyncio.get_running_loop().call_later(max(0.0, self._not_before - time.monotonic()),
-                                                  lambda: asyncio.ensure_future(self._check_quietly()))
+            asyncio.get_running_loop().call_later(
+                max(0.0, self._not_before - time.monotonic()), lambda: asyncio.ensure_future(self._check_quietly())
+            )
 
     async def _replay_quietly(self, consumer_id: str) -> None:
         try:
@@ -258,11 +269,20 @@ class ConsumerPool:
     def describe(self) -> dict:
         stats = self.last_stats
         return {
-            "min": self.settings.consumers_min, "max": self.settings.consumers_max,
-            "start": self.settings.consumers_start, "restarts": self.restarts,
-            "consumers": [{"id": p.id, "pid": p.pid, "ready": p.ready, "stopping": p.stopping,
-                           "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p.started))}
-                          for p in self.processes.values()],
+            "min": self.settings.consumers_min,
+            "max": self.settings.consumers_max,
+            "start": self.settings.consumers_start,
+            "restarts": self.restarts,
+            "consumers": [
+                {
+                    "id": p.id,
+                    "pid": p.pid,
+                    "ready": p.ready,
+                    "stopping": p.stopping,
+                    "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p.started)),
+                }
+                for p in self.processes.values()
+            ],
             "others": self.others(stats) if stats else None,
             "queued": stats.messages if stats else None,
         }

@@ -38,17 +38,24 @@ WINDOWS_IN_FLIGHT = 2
 
 def message_body(delivery: dict) -> bytes:
     """What a consumer needs to claim and send the delivery without reading it first."""
-    return json.dumps({"delivery_id": str(delivery["_id"]), "notification_id": str(delivery["notification_id"]),
-                       "user_id": delivery["user_id"], "channel": delivery["channel"],
-                       "is_express": delivery["is_express"]}).encode()
+    return json.dumps(
+        {
+            "delivery_id": str(delivery["_id"]),
+            "notification_id": str(delivery["notification_id"]),
+            "user_id": delivery["user_id"],
+            "channel": delivery["channel"],
+            "is_express": delivery["is_express"],
+        }
+    ).encode()
 
 
 class Publisher:
     """The process's outbox: `submit` publishes in the background; `publish` awaits the confirms; `route`
     sends one delivery to a delay tier or the parking queue (a consumer's retries and failures)."""
 
-    def __init__(self, broker: BrokerConnection, topology: Topology, deliveries: Deliveries,
-                 settings: Settings, clock: Clock):
+    def __init__(
+        self, broker: BrokerConnection, topology: Topology, deliveries: Deliveries, settings: Settings, clock: Clock
+    ):
         self.broker = broker
         self.topology = topology
         self.deliveries = deliveries
@@ -101,8 +108,9 @@ class Publisher:
         confirmed = 0
         for start in range(0, len(deliveries), CONFIRM_WINDOW):
             async with self._windows:
-                confirmed += await self._publish_window(channel, deliveries[start:start + CONFIRM_WINDOW],
-                                                        position + start)
+                confirmed += await self._publish_window(
+                    channel, deliveries[start : start + CONFIRM_WINDOW], position + start
+                )
         return confirmed
 
     async def _destination(self, channel, delivery: dict, route: Route, delay_ms: int) -> tuple[str, str, str]:
@@ -126,8 +134,7 @@ class Publisher:
             delay_ms = round(index // pacing * self.settings.pacing_interval * 1000) if paced else 0
             delays.append(delay_ms)
             plan.append((delivery, *await self._destination(channel, delivery, Route.WORK, delay_ms)))
-        results = await asyncio.gather(*(self._send(channel, *route) for route in plan),
-                                       return_exceptions=True)
+        results = await asyncio.gather(*(self._send(channel, *route) for route in plan), return_exceptions=True)
         now = self.clock.now()
         acked = 0
         for route, delay_ms, result in zip(plan, delays, results, strict=True):
@@ -138,23 +145,46 @@ class Publisher:
             # Confirmed deliveries are marked queued a little later, in bulk: by then most are claimed already
             # (the claim sets is_sent_to_queue itself), and a delivery that is no longer pending costs no write.
             self._marking = asyncio.get_running_loop().call_later(
-                self.settings.outbox_grace / 2, lambda: self.submit_task(self.mark_confirmed()))
+                self.settings.outbox_grace / 2, lambda: self.submit_task(self.mark_confirmed())
+            )
         if acked < len(plan):
             failure = next((r for r in results if not isinstance(r, Basic.Ack)), None)
-            log.warning("broker did not confirm %d of %d messages (%r); the outbox sweep will retry",
-                        len(plan) - acked, len(plan), failure)
+            log.warning(
+                "broker did not confirm %d of %d messages (%r); the outbox sweep will retry",
+                len(plan) - acked,
+                len(plan),
+                failure,
+            )
         return acked
 
-    async def _send(self, channel, delivery: dict, exchange: str, routing_key: str, target: str,
-                    headers: dict | None = None, observed: bool = True):
+    async def _send(
+        self,
+        channel,
+        delivery: dict,
+        exchange: str,
+        routing_key: str,
+        target: str,
+        headers: dict | None = None,
+        observed: bool = True,
+    ):
         """The one basic_publish of a delivery's message; `observed` counts it in the server's metrics
         (first publishes and republishes, not a consumer's retries and parked copies)."""
         started = time.monotonic()
-        properties = Basic.Properties(delivery_mode=2, priority=PRIORITY[target], content_type="application/json",
-                                      message_id=str(delivery["_id"]), headers=headers)
-        result = await channel.basic_publish(message_body(delivery), exchange=exchange, routing_key=routing_key,
-                                             properties=properties, mandatory=True,
-                                             timeout=self.settings.publish_timeout)
+        properties = Basic.Properties(
+            delivery_mode=2,
+            priority=PRIORITY[target],
+            content_type="application/json",
+            message_id=str(delivery["_id"]),
+            headers=headers,
+        )
+        result = await channel.basic_publish(
+            message_body(delivery),
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=properties,
+            mandatory=True,
+            timeout=self.settings.publish_timeout,
+        )
         if observed:
             lane = target if exchange else "paced"
             PUBLISH_CONFIRM_SECONDS.labels(lane).observe(time.monotonic() - started)

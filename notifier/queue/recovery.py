@@ -46,8 +46,15 @@ LOST_AFTER_MINIMUM = 10.0
 
 
 class Recovery:
-    def __init__(self, settings: Settings, broker: BrokerConnection, topology: Topology, deliveries: Deliveries,
-                 publisher: Publisher, clock: Clock):
+    def __init__(
+        self,
+        settings: Settings,
+        broker: BrokerConnection,
+        topology: Topology,
+        deliveries: Deliveries,
+        publisher: Publisher,
+        clock: Clock,
+    ):
         self.settings = settings
         self.broker = broker
         self.topology = topology
@@ -63,25 +70,34 @@ class Recovery:
         """Record what a dead consumer's journal says it sent, and put everything else it held back."""
         path = journal_path(self.settings.journal_dir, consumer_id)
         entries = read_journal(path)
-        sent, failed, released = await self.deliveries.recover(consumer_id, entries.sent, entries.interrupted,
-                                                                 self.clock.now())
+        sent, failed, released = await self.deliveries.recover(
+            consumer_id, entries.sent, entries.interrupted, self.clock.now()
+        )
         if sent or failed or released:
-            log.warning("journal replay of consumer %s: %d sent recorded, %d interrupted, %d released",
-                        consumer_id, sent, failed, len(released))
+            log.warning(
+                "journal replay of consumer %s: %d sent recorded, %d interrupted, %d released",
+                consumer_id,
+                sent,
+                failed,
+                len(released),
+            )
         path.unlink(missing_ok=True)
         if released:
             try:
                 await self.publisher.publish(released)
             except Exception as exc:  # they are pending: the outbox sweep publishes them
-                log.warning("journal replay: publishing %d released deliveries failed (%s); the outbox sweep will",
-                            len(released), exc)
+                log.warning(
+                    "journal replay: publishing %d released deliveries failed (%s); the outbox sweep will",
+                    len(released),
+                    exc,
+                )
 
     def orphan_journals(self, server_pid: int) -> list[str]:
         """Consumers with a journal left behind by a server that is gone (this host, an earlier run)."""
         directory = Path(self.settings.journal_dir)
         orphans = []
         for path in sorted(directory.glob("*.journal")) if directory.is_dir() else []:
-            consumer_id = path.name[:-len(".journal")]
+            consumer_id = path.name[: -len(".journal")]
             parts = consumer_id.split(".")
             owner = int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
             if owner not in (None, server_pid) and pid_alive(owner):
@@ -115,8 +131,10 @@ class Recovery:
             await channel.close()
         lost = await self.deliveries.lost_in_the_broker(self.clock.now(), after, limit)
         if lost:
-            log.warning("lost-message finder: %d queued deliveries are missing from the broker; publishing them "
-                        "again", len(lost))
+            log.warning(
+                "lost-message finder: %d queued deliveries are missing from the broker; publishing them again",
+                len(lost),
+            )
         return await self.publisher.republish(lost)
 
     # --- outbox sweep ---

@@ -43,8 +43,11 @@ class Topology:
 
     def all_queues(self) -> list[str]:
         """Every queue declared at startup (pace queues come and go with use)."""
-        return [*self.queues.values(), self.parked,
-                *(self.retry_queue(t, ms) for t in (EXPRESS, REGULAR) for ms in self.retry_delays_ms)]
+        return [
+            *self.queues.values(),
+            self.parked,
+            *(self.retry_queue(t, ms) for t in (EXPRESS, REGULAR) for ms in self.retry_delays_ms),
+        ]
 
     async def declare(self, channel: aiormq.abc.AbstractChannel) -> None:
         await channel.exchange_declare(exchange=self.exchange, exchange_type="direct", durable=True)
@@ -58,8 +61,11 @@ class Topology:
         self.pace_declared.clear()
 
     async def _declare_delay(self, channel, queue: str, target: str, delay_ms: int, idle_ms: int = 0) -> None:
-        arguments = {"x-message-ttl": delay_ms, "x-dead-letter-exchange": self.exchange,
-                     "x-dead-letter-routing-key": target}
+        arguments = {
+            "x-message-ttl": delay_ms,
+            "x-dead-letter-exchange": self.exchange,
+            "x-dead-letter-routing-key": target,
+        }
         if idle_ms:
             arguments["x-expires"] = delay_ms + idle_ms
         await channel.queue_declare(queue, durable=True, arguments=arguments)

@@ -26,17 +26,23 @@ class AdminService:
 
     async def create(self, username: str, password: str) -> dict:
         if not USERNAME_RE.fullmatch(username):
-            raise Invalid.field("username", "must be 1-150 letters, digits, '.', '@', '+', '_' or '-' "
-                                            "(not starting with a symbol)")
+            raise Invalid.field(
+                "username", "must be 1-150 letters, digits, '.', '@', '+', '_' or '-' (not starting with a symbol)"
+            )
         check_strength(password, username)
         now = self.clock.now()
-        admin = {"username": username, "password_hash": hash_password(password), "active": True,
-                 "token_version": 0, "created_at": now, "updated_at": now}
+        admin = {
+            "username": username,
+            "password_hash": hash_password(password),
+            "active": True,
+            "token_version": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
         try:
             await self.store.admins.insert_one(admin)
         except DuplicateKeyError:
-            raise Conflict(f"Admin {username!r} already exists",
-                           {"username": ["already exists"]}) from None
+            raise Conflict(f"Admin {username!r} already exists", {"username": ["already exists"]}) from None
         return admin
 
     async def ensure(self, username: str, password: str) -> bool:
@@ -64,7 +70,8 @@ class AdminService:
             raise Invalid.field("active", "you cannot deactivate yourself")
         result = await self.store.admins.update_one(
             {"_id": object_id(admin_id, "Admin")},
-            {"$set": {"active": active, "updated_at": self.clock.now()}, "$inc": {"token_version": 1}})
+            {"$set": {"active": active, "updated_at": self.clock.now()}, "$inc": {"token_version": 1}},
+        )
         if not result.matched_count:
             raise NotFound(f"Admin {admin_id!r} not found")
         return await self.get(admin_id)
@@ -75,7 +82,10 @@ class AdminService:
         check_strength(password, admin["username"])
         result = await self.store.admins.update_one(
             {"_id": object_id(admin_id, "Admin")},
-            {"$set": {"password_hash": hash_password(password), "updated_at": self.clock.now()},
-             "$inc": {"token_version": 1}})
+            {
+                "$set": {"password_hash": hash_password(password), "updated_at": self.clock.now()},
+                "$inc": {"token_version": 1},
+            },
+        )
         if not result.matched_count:
             raise NotFound(f"Admin {admin_id!r} not found")

@@ -39,13 +39,15 @@ class AttemptStore:
         # The counting is always a plain $inc on an existing document: upserts racing to create it are
         # not counted exactly by every server (SecantusDB can answer None to the loser after counting it).
         for _ in range(2):
-            entry = await self.collection.find_one_and_update({"_id": document_id}, {"$inc": {"count": 1}},
-                                                              return_document=ReturnDocument.AFTER)
+            entry = await self.collection.find_one_and_update(
+                {"_id": document_id}, {"$inc": {"count": 1}}, return_document=ReturnDocument.AFTER
+            )
             if entry is not None:
                 return entry["count"]
             try:
-                await self.collection.update_one({"_id": document_id},
-                                                 {"$setOnInsert": {"count": 0, "since": now}}, upsert=True)
+                await self.collection.update_one(
+                    {"_id": document_id}, {"$setOnInsert": {"count": 0, "since": now}}, upsert=True
+                )
             except DuplicateKeyError:  # another first attempt created it meanwhile
                 pass
         raise RuntimeError(f"attempt counter {document_id} vanished twice")
@@ -55,5 +57,6 @@ class AttemptStore:
         if reset:
             await self.collection.delete_one({"_id": f"{reset}@{reservation.window}"})
         if release:
-            await self.collection.update_many({"_id": {"$in": [f"{key}@{reservation.window}" for key in release]}},
-                                              {"$inc": {"count": -1}})
+            await self.collection.update_many(
+                {"_id": {"$in": [f"{key}@{reservation.window}" for key in release]}}, {"$inc": {"count": -1}}
+            )

@@ -33,9 +33,16 @@ class ClientService:
         """The new client and its generated password, which is stored only as a hash."""
         password = generate_password()
         now = self.clock.now()
-        client = {"login": login, "name": name, "password_hash": hash_password(password), "active": True,
-                  "permissions": self._permissions(permissions),
-                  "created_by": created_by.name, "created_at": now, "updated_at": now}
+        client = {
+            "login": login,
+            "name": name,
+            "password_hash": hash_password(password),
+            "active": True,
+            "permissions": self._permissions(permissions),
+            "created_by": created_by.name,
+            "created_at": now,
+            "updated_at": now,
+        }
         try:
             await self.store.clients.insert_one(client)
         except DuplicateKeyError:
@@ -60,15 +67,16 @@ class ClientService:
         password = generate_password()
         result = await self.store.clients.update_one(
             {"_id": object_id(client_id, "Client")},
-            {"$set": {"password_hash": hash_password(password), "updated_at": self.clock.now()}})
+            {"$set": {"password_hash": hash_password(password), "updated_at": self.clock.now()}},
+        )
         if not result.matched_count:
             raise NotFound(f"Client {client_id!r} not found")
         return password
 
     async def set_active(self, client_id: str, active: bool) -> dict:
         result = await self.store.clients.update_one(
-            {"_id": object_id(client_id, "Client")},
-            {"$set": {"active": active, "updated_at": self.clock.now()}})
+            {"_id": object_id(client_id, "Client")}, {"$set": {"active": active, "updated_at": self.clock.now()}}
+        )
         if not result.matched_count:
             raise NotFound(f"Client {client_id!r} not found")
         return await self.get(client_id)
@@ -77,11 +85,21 @@ class ClientService:
         """Grant exactly `permissions` (effective from the application's next request). Audited."""
         chosen = self._permissions(permissions)
         client = await self.get(client_id)
-        await self.store.clients.update_one({"_id": client["_id"]},
-                                            {"$set": {"permissions": chosen, "updated_at": self.clock.now()}})
+        await self.store.clients.update_one(
+            {"_id": client["_id"]}, {"$set": {"permissions": chosen, "updated_at": self.clock.now()}}
+        )
         before = client.get("permissions", [])
         if before != chosen:
-            await self.store.audit.insert_one({
-                "at": self.clock.now(), "actor": actor.name, "actor_id": actor.id, "action": "client_permissions",
-                "client_id": str(client["_id"]), "login": client["login"], "before": before, "after": chosen})
+            await self.store.audit.insert_one(
+                {
+                    "at": self.clock.now(),
+                    "actor": actor.name,
+                    "actor_id": actor.id,
+                    "action": "client_permissions",
+                    "client_id": str(client["_id"]),
+                    "login": client["login"],
+                    "before": before,
+                    "after": chosen,
+                }
+            )
         return await self.get(client_id)

@@ -40,7 +40,7 @@ class Contacts:
         wanted = [uid for uid in missing if not (uid in self._cache and self._cache[uid][0] > now)]
         unavailable: set[str] = set()
         for start in range(0, len(wanted), SERVICE_BATCH):
-            batch = wanted[start:start + SERVICE_BATCH]
+            batch = wanted[start : start + SERVICE_BATCH]
             try:
                 fetched = await self._fetch(batch)
             except (TemporaryFailure, PermanentFailure, ValueError) as exc:
@@ -58,7 +58,8 @@ class Contacts:
 
     async def _fetch(self, user_ids: list[str]) -> dict[str, dict]:
         headers = {"Authorization": self.settings.users_service_token} if self.settings.users_service_token else {}
-        response = await post_json(self.http, self.settings.users_service_url, {"ids": user_ids}, headers,
-                                   self.settings.http_timeout)
+        response = await post_json(
+            self.http, self.settings.users_service_url, {"ids": user_ids}, headers, self.settings.http_timeout
+        )
         payload = json.loads(response.body)
         return {str(user["user_id"]): user for user in payload.get("users", []) if "user_id" in user}

@@ -24,8 +24,13 @@ from ..store import Store
 from .outcomes import Decision, OutcomeKind, decide
 from .paging import Page, newest_first
 
-PENDING, QUEUED, SENDING, SENT, FAILED = (DeliveryStatus.PENDING, DeliveryStatus.QUEUED, DeliveryStatus.SENDING,
-                                          DeliveryStatus.SENT, DeliveryStatus.FAILED)
+PENDING, QUEUED, SENDING, SENT, FAILED = (
+    DeliveryStatus.PENDING,
+    DeliveryStatus.QUEUED,
+    DeliveryStatus.SENDING,
+    DeliveryStatus.SENT,
+    DeliveryStatus.FAILED,
+)
 WAITING = [PENDING, QUEUED]
 LEASE_EXPIRED = "lease expired: the consumer stopped answering mid-send"
 IN_CHUNK = 1000
@@ -36,7 +41,7 @@ MESSAGE_FIELDS = {"_id": 1, "notification_id": 1, "user_id": 1, "channel": 1, "i
 
 def _chunks(ids: list, size: int = IN_CHUNK) -> Iterable[list]:
     for start in range(0, len(ids), size):
-        yield ids[start:start + size]
+        yield ids[start : start + size]
 
 
 def _by_token(entries: dict[str, str]) -> dict[str, list[ObjectId]]:
@@ -58,8 +63,16 @@ class Deliveries:
         for chunk in _chunks(ids, MARK_CHUNK):
             await self.collection.update_many(
                 {"_id": {"$in": chunk}, "status": {"$in": WAITING}},
-                {"$set": {"status": QUEUED, "is_sent_to_queue": True, "queued_at": now, "updated_at": now,
-                          "available_at": due or now}})
+                {
+                    "$set": {
+                        "status": QUEUED,
+                        "is_sent_to_queue": True,
+                        "queued_at": now,
+                        "updated_at": now,
+                        "available_at": due or now,
+                    }
+                },
+            )
 
     async def lost_in_the_broker(self, now: datetime, after: float, limit: int) -> list[dict]:
         """Queued deliveries that should have reached a consumer long ago. Call it only when the work queues
@@ -78,17 +91,25 @@ class Deliveries:
         found = await self.collection.find(query, {**MESSAGE_FIELDS, "status": 1}).limit(limit).to_list(limit)
         return [doc for doc in found if doc.get("status") == PENDING]
 
-    async def claim(self, ids: list[ObjectId], owner: str, now: datetime, lease: float, token: str
-                    ) -> list[ObjectId]:
+    async def claim(self, ids: list[ObjectId], owner: str, now: datetime, lease: float, token: str) -> list[ObjectId]:
         """Atomically take the deliveries that are still waiting; returns the ids taken with `token`.
 
         Safe to repeat with the same token: a claim that was applied but whose answer was lost (the
         database went away mid-request) is found again by its token."""
         result = await self.collection.update_many(
             {"_id": {"$in": ids}, "status": {"$in": WAITING}},
-            {"$set": {"status": SENDING, "claim": token, "claimed_by": owner,
-                      "lease_until": now + timedelta(seconds=lease), "is_sent_to_queue": True, "updated_at": now},
-             "$inc": {"attempts": 1}})
+            {
+                "$set": {
+                    "status": SENDING,
+                    "claim": token,
+                    "claimed_by": owner,
+                    "lease_until": now + timedelta(seconds=lease),
+                    "is_sent_to_queue": True,
+                    "updated_at": now,
+                },
+                "$inc": {"attempts": 1},
+            },
+        )
         if result.modified_count == len(ids):
             return list(ids)
         claimed = await self.collection.find({"_id": {"$in": ids}, "claim": token}, {"_id": 1}).to_list(None)
@@ -108,38 +129,44 @@ class Deliveries:
         sent = [(delivery_id, update) for delivery_id, update in changes if update["$set"]["status"] == SENT]
         others = [(delivery_id, update) for delivery_id, update in changes if update["$set"]["status"] != SENT]
         if sent:
-            await self.collection.update_many({"_id": {"$in": [i for i, _ in sent]}, "claim": token,
-                                               "status": SENDING}, sent[0][1])
+            await self.collection.update_many(
+                {"_id": {"$in": [i for i, _ in sent]}, "claim": token, "status": SENDING}, sent[0][1]
+            )
         if others:
             await self.collection.bulk_write(
-                [UpdateOne({"_id": delivery_id, "claim": token, "status": SENDING}, update)
-                 for delivery_id, update in others], ordered=False)
+                [
+                    UpdateOne({"_id": delivery_id, "claim": token, "status": SENDING}, update)
+                    for delivery_id, update in others
+                ],
+                ordered=False,
+            )
 
-    async def recover(self, consumer_id: str, sent: dict[str, str], interrupted: dict[str, str],
-                      now: datetime) -> tuple[int, int, list[dict]]:
+    async def recover(
+        self, consumer_id: str, sent: dict[str, str], interrupted: dict[str, str], now: datetime
+    ) -> tuple[int, int, list[dict]]:
         """Journal replay, after a consumer died: record what its journal says it sent, fail what it may
         have half-sent on a channel where a repeat would show, and release every other claim it held.
         Returns (sent, interrupted, released deliveries)."""
         recorded = await self._settle_journal(sent, decide(OutcomeKind.SENT, now))
         failed = await self._settle_journal(interrupted, decide(OutcomeKind.INTERRUPTED, now))
-        held = await self.collection.find({"status": SENDING, "claimed_by": consumer_id},
-                                          MESSAGE_FIELDS).to_list(None)
+        held = await self.collection.find({"status": SENDING, "claimed_by": consumer_id}, MESSAGE_FIELDS).to_list(None)
         released = decide(OutcomeKind.RELEASED, now).update()
         for chunk in _chunks([doc["_id"] for doc in held]):
             await self.collection.update_many(
-                {"_id": {"$in": chunk}, "status": SENDING, "claimed_by": consumer_id}, released)
+                {"_id": {"$in": chunk}, "status": SENDING, "claimed_by": consumer_id}, released
+            )
         return recorded, failed, held
 
     async def _settle_journal(self, entries: dict[str, str], decision: Decision) -> int:
         settled = 0
         for token, ids in _by_token(entries).items():
-            result = await self.collection.update_many({"_id": {"$in": ids}, "claim": token, "status": SENDING},
-                                                       decision.update())
+            result = await self.collection.update_many(
+                {"_id": {"$in": ids}, "claim": token, "status": SENDING}, decision.update()
+            )
             settled += result.modified_count
         return settled
 
-    async def release_expired(self, now: datetime, limit: int = 10000,
-                              keep_owners: Iterable[str] = ()) -> list[dict]:
+    async def release_expired(self, now: datetime, limit: int = 10000, keep_owners: Iterable[str] = ()) -> list[dict]:
         """Claims whose lease ran out (their consumer vanished without its pool noticing) go back to
         pending, except those of `keep_owners` (consumers known to be alive); returns them for publishing."""
         query: dict = {"status": SENDING, "lease_until": {"$lt": now}}
@@ -150,7 +177,8 @@ class Deliveries:
         released = decide(OutcomeKind.RELEASED, now, error=LEASE_EXPIRED).update()
         for chunk in _chunks([doc["_id"] for doc in expired]):
             await self.collection.update_many(
-                {"_id": {"$in": chunk}, "status": SENDING, "lease_until": {"$lt": now}}, released)
+                {"_id": {"$in": chunk}, "status": SENDING, "lease_until": {"$lt": now}}, released
+            )
         return expired
 
 
@@ -178,12 +206,18 @@ class Parked:
             query["notification_id"] = notification_id
         return query
 
-    async def page(self, limit: int, cursor: str | None, reason: str | None = None,
-                   notification_id: ObjectId | None = None) -> Page:
+    async def page(
+        self, limit: int, cursor: str | None, reason: str | None = None, notification_id: ObjectId | None = None
+    ) -> Page:
         return await newest_first(self.store.deliveries, self._query(reason, notification_id), limit, cursor)
 
-    async def redrive(self, actor: str, ids: list[ObjectId] | None = None, reason: str | None = None,
-                      notification_id: ObjectId | None = None) -> int:
+    async def redrive(
+        self,
+        actor: str,
+        ids: list[ObjectId] | None = None,
+        reason: str | None = None,
+        notification_id: ObjectId | None = None,
+    ) -> int:
         """Give failed deliveries (all, by reason/notification, or by id) a fresh set of attempts and publish
         them again; returns how many. Audited."""
         now = self.clock.now()
@@ -195,12 +229,31 @@ class Parked:
         for chunk in _chunks(chosen_ids, 200):
             await self.store.deliveries.update_many(
                 {"_id": {"$in": chunk}, "status": FAILED},
-                {"$set": {"status": PENDING, "is_sent_to_queue": False, "attempts": 0, "reason": None,
-                          "available_at": now, "updated_at": now, "claim": None}})
-        await self.store.audit.insert_one({
-            "at": now, "actor": actor, "action": "redrive", "count": len(chosen_ids),
-            "filter": {"ids": [str(i) for i in ids] if ids is not None else None, "reason": reason,
-                       "notification_id": str(notification_id) if notification_id else None}})
+                {
+                    "$set": {
+                        "status": PENDING,
+                        "is_sent_to_queue": False,
+                        "attempts": 0,
+                        "reason": None,
+                        "available_at": now,
+                        "updated_at": now,
+                        "claim": None,
+                    }
+                },
+            )
+        await self.store.audit.insert_one(
+            {
+                "at": now,
+                "actor": actor,
+                "action": "redrive",
+                "count": len(chosen_ids),
+                "filter": {
+                    "ids": [str(i) for i in ids] if ids is not None else None,
+                    "reason": reason,
+                    "notification_id": str(notification_id) if notification_id else None,
+                },
+            }
+        )
         if chosen:
             self.outbox.submit({}, chosen)
         return len(chosen)

@@ -35,11 +35,24 @@ class Outbox(Protocol):
 
 
 def new_delivery(notification: dict, user_id: str, occurrence: str, now) -> dict:
-    return {"notification_id": notification["_id"], "user_id": user_id, "channel": notification["channel"],
-            "is_express": notification["is_express"], "occurrence": occurrence, "status": "pending",
-            "reason": None, "is_sent_to_queue": False, "attempts": 0, "last_error": None,
-            "created_at": now, "updated_at": now, "available_at": now, "queued_at": None, "sent_at": None,
-            "read_at": None}
+    return {
+        "notification_id": notification["_id"],
+        "user_id": user_id,
+        "channel": notification["channel"],
+        "is_express": notification["is_express"],
+        "occurrence": occurrence,
+        "status": "pending",
+        "reason": None,
+        "is_sent_to_queue": False,
+        "attempts": 0,
+        "last_error": None,
+        "created_at": now,
+        "updated_at": now,
+        "available_at": now,
+        "queued_at": None,
+        "sent_at": None,
+        "read_at": None,
+    }
 
 
 def _fingerprint(data: dict) -> str:
@@ -67,8 +80,7 @@ class NotificationService:
         if errors:
             raise Invalid("Invalid template", errors)
 
-    async def create(self, author: Principal, data: dict, idempotency_key: str | None = None
-                     ) -> tuple[dict, bool]:
+    async def create(self, author: Principal, data: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
         """Store the notification and one delivery per distinct recipient, then hand them to the outbox.
 
         With an idempotency key a repeated request returns the first one's notification (False), and
@@ -77,20 +89,29 @@ class NotificationService:
         recipients = list(dict.fromkeys(data["recipients"]))
         self.check(data, recipients)
         notification = {key: data[key] for key in ("title", "text", "channel", "is_express", "content_id")}
-        notification.update(variables=data.get("variables") or {}, author=author.as_author(),
-                            created_at=self.clock.now(), recipient_count=len(recipients),
-                            complete=not idempotency_key, request_id=logs.request_id.get())
+        notification.update(
+            variables=data.get("variables") or {},
+            author=author.as_author(),
+            created_at=self.clock.now(),
+            recipient_count=len(recipients),
+            complete=not idempotency_key,
+            request_id=logs.request_id.get(),
+        )
         if idempotency_key:
-            notification.update(idempotency_key=f"{author.role.value}:{author.id}:{idempotency_key}",
-                                request_hash=_fingerprint(data))
+            notification.update(
+                idempotency_key=f"{author.role.value}:{author.id}:{idempotency_key}", request_hash=_fingerprint(data)
+            )
         try:
             await self.store.notifications.insert_one(notification)
         except DuplicateKeyError:
             earlier = await self.store.notifications.find_one(
-                visible_to(author, {"idempotency_key": notification["idempotency_key"]}))
+                visible_to(author, {"idempotency_key": notification["idempotency_key"]})
+            )
             if earlier is None or earlier["request_hash"] != notification["request_hash"]:
-                raise Conflict("Idempotency-Key was already used for a different request",
-                               {"Idempotency-Key": ["already used for a different request"]}) from None
+                raise Conflict(
+                    "Idempotency-Key was already used for a different request",
+                    {"Idempotency-Key": ["already used for a different request"]},
+                ) from None
             if earlier.get("complete"):
                 return earlier, False
             notification = earlier
@@ -111,12 +132,14 @@ class NotificationService:
         (a message already published for one finds nothing to claim), and so is the notification unless
         some delivery was already under way; then its recipient_count is what was kept."""
         try:
-            await self.store.deliveries.delete_many({"notification_id": notification["_id"],
-                                                     "status": {"$in": ["pending", "queued"]}})
+            await self.store.deliveries.delete_many(
+                {"notification_id": notification["_id"], "status": {"$in": ["pending", "queued"]}}
+            )
             kept = await self.store.deliveries.count_documents({"notification_id": notification["_id"]})
             if kept:
-                await self.store.notifications.update_one({"_id": notification["_id"]},
-                                                          {"$set": {"recipient_count": kept}})
+                await self.store.notifications.update_one(
+                    {"_id": notification["_id"]}, {"$set": {"recipient_count": kept}}
+                )
             else:
                 await self.store.notifications.delete_one({"_id": notification["_id"]})
         except Exception:
@@ -133,8 +156,10 @@ class NotificationService:
             # Stamped chunk by chunk: the outbox sweep counts its grace from available_at, and a large
             # request's last chunk may be stored well after its first.
             now = self.clock.now()
-            deliveries = [new_delivery(notification, user_id, occurrence, now)
-                          for user_id in user_ids[start:start + INSERT_CHUNK]]
+            deliveries = [
+                new_delivery(notification, user_id, occurrence, now)
+                for user_id in user_ids[start : start + INSERT_CHUNK]
+            ]
             try:
                 await self.store.deliveries.insert_many(deliveries, ordered=False)
             except BulkWriteError as exc:
@@ -148,8 +173,7 @@ class NotificationService:
             added += len(deliveries)
         return added, len(user_ids) - added
 
-    async def add_recipients(self, principal: Principal, notification_id: str, user_ids: list[str]
-                             ) -> tuple[int, int]:
+    async def add_recipients(self, principal: Principal, notification_id: str, user_ids: list[str]) -> tuple[int, int]:
         notification = await self.visible(principal, notification_id)
         recipients = list(dict.fromkeys(user_ids))
         if len(recipients) > self.settings.max_recipients:
@@ -158,10 +182,12 @@ class NotificationService:
         added, present = await self.add_deliveries(notification, recipients, occurrence)
         # Counted, not incremented, so that a call which failed after storing deliveries is repaired by the
         # next one ($max: two calls at once never lower it).
-        counted = await self.store.deliveries.count_documents({"notification_id": notification["_id"],
-                                                                "occurrence": occurrence})
-        await self.store.notifications.update_one(visible_to(principal, {"_id": notification["_id"]}),
-                                                  {"$max": {"recipient_count": counted}})
+        counted = await self.store.deliveries.count_documents(
+            {"notification_id": notification["_id"], "occurrence": occurrence}
+        )
+        await self.store.notifications.update_one(
+            visible_to(principal, {"_id": notification["_id"]}), {"$max": {"recipient_count": counted}}
+        )
         return added, present
 
     # --- reading ---
@@ -178,8 +204,10 @@ class NotificationService:
         notification = await self.visible(principal, notification_id)
         counts: dict[str, int] = {}
         reasons: dict[str, int] = {}
-        pipeline = [{"$match": {"notification_id": notification["_id"]}},
-                    {"$group": {"_id": {"status": "$status", "reason": "$reason"}, "n": {"$sum": 1}}}]
+        pipeline = [
+            {"$match": {"notification_id": notification["_id"]}},
+            {"$group": {"_id": {"status": "$status", "reason": "$reason"}, "n": {"$sum": 1}}},
+        ]
         async for group in self.store.deliveries.aggregate(pipeline):
             status, reason = group["_id"]["status"], group["_id"].get("reason")
             counts[status] = counts.get(status, 0) + group["n"]
@@ -204,8 +232,9 @@ class NotificationService:
             created["$lt"] = query["created_before"]
         if created:
             conditions["created_at"] = created
-        return await newest_first(self.store.notifications, visible_to(principal, conditions), query["limit"],
-                                  query.get("cursor"))
+        return await newest_first(
+            self.store.notifications, visible_to(principal, conditions), query["limit"], query.get("cursor")
+        )
 
     async def deliveries(self, principal: Principal, notification_id: str, query: dict) -> Page:
         notification = await self.visible(principal, notification_id)

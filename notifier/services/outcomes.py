@@ -27,8 +27,10 @@ from datetime import datetime, timedelta
 from ..domain import DeliveryStatus
 
 EXHAUSTED = "attempts_exhausted"
-INTERRUPTED_ERROR = ("the consumer stopped during the send; it may or may not have arrived, so it is not sent "
-                     "again (redrive to send anyway)")
+INTERRUPTED_ERROR = (
+    "the consumer stopped during the send; it may or may not have arrived, so it is not sent "
+    "again (redrive to send anyway)"
+)
 PARKED_ERROR_LENGTH = 500
 
 
@@ -94,19 +96,43 @@ class Decision:
 
 
 def _failed(reason: str, error: str | None, now: datetime) -> Decision:
-    return Decision(DeliveryStatus.FAILED, now, {"reason": reason, "last_error": error}, route=Route.PARKED,
-                    headers={"reason": reason, "error": (error or "")[:PARKED_ERROR_LENGTH]},
-                    counted_as=OutcomeKind.FAILED)
+    return Decision(
+        DeliveryStatus.FAILED,
+        now,
+        {"reason": reason, "last_error": error},
+        route=Route.PARKED,
+        headers={"reason": reason, "error": (error or "")[:PARKED_ERROR_LENGTH]},
+        counted_as=OutcomeKind.FAILED,
+    )
 
 
 def _again(delay_ms: int, now: datetime, error: str | None, inc: dict, kind: OutcomeKind) -> Decision:
-    return Decision(DeliveryStatus.QUEUED, now, {"is_sent_to_queue": True, "last_error": error,
-                                            "available_at": now + timedelta(milliseconds=delay_ms), "reason": None},
-                    inc, route=Route.RETRY, delay_ms=delay_ms, counted_as=kind)
+    return Decision(
+        DeliveryStatus.QUEUED,
+        now,
+        {
+            "is_sent_to_queue": True,
+            "last_error": error,
+            "available_at": now + timedelta(milliseconds=delay_ms),
+            "reason": None,
+        },
+        inc,
+        route=Route.RETRY,
+        delay_ms=delay_ms,
+        counted_as=kind,
+    )
 
 
-def decide(kind: OutcomeKind, now: datetime, policy: RetryPolicy | None = None, *, attempts: int = 1,
-           deferrals: int = 0, reason: str | None = None, error: str | None = None) -> Decision:
+def decide(
+    kind: OutcomeKind,
+    now: datetime,
+    policy: RetryPolicy | None = None,
+    *,
+    attempts: int = 1,
+    deferrals: int = 0,
+    reason: str | None = None,
+    error: str | None = None,
+) -> Decision:
     """What follows `kind` for a delivery with `attempts` (this one included, counted at the claim) and
     `deferrals` so far. Retries and deferrals need the `policy`."""
     if kind is OutcomeKind.SENT:
@@ -116,11 +142,20 @@ def decide(kind: OutcomeKind, now: datetime, policy: RetryPolicy | None = None, 
     if kind is OutcomeKind.FAILED:
         return _failed(reason or "rejected", error, now)
     if kind is OutcomeKind.ABANDONED:
-        return Decision(DeliveryStatus.PENDING, now, {"is_sent_to_queue": False, "last_error": error, "reason": None},
-                        {"attempts": -1}, counted_as=kind)
+        return Decision(
+            DeliveryStatus.PENDING,
+            now,
+            {"is_sent_to_queue": False, "last_error": error, "reason": None},
+            {"attempts": -1},
+            counted_as=kind,
+        )
     if kind is OutcomeKind.INTERRUPTED:
-        return Decision(DeliveryStatus.FAILED, now, {"reason": "interrupted", "last_error": INTERRUPTED_ERROR},
-                        counted_as=OutcomeKind.FAILED)
+        return Decision(
+            DeliveryStatus.FAILED,
+            now,
+            {"reason": "interrupted", "last_error": INTERRUPTED_ERROR},
+            counted_as=OutcomeKind.FAILED,
+        )
     if kind is OutcomeKind.RELEASED:
         fields: dict = {"is_sent_to_queue": False, "available_at": now, "claim": None}
         if error:

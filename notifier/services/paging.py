@@ -34,8 +34,9 @@ def _decode(cursor: str) -> str:
         raise Invalid.field("cursor", "is not a cursor from this list") from None
 
 
-async def newest_first(collection: AsyncIOMotorCollection, query: dict, limit: int, cursor: str | None,
-                       projection: dict | None = None) -> Page:
+async def newest_first(
+    collection: AsyncIOMotorCollection, query: dict, limit: int, cursor: str | None, projection: dict | None = None
+) -> Page:
     """Documents newest first (ObjectId order), `limit` at a time."""
     query = dict(query)
     if cursor:
@@ -49,8 +50,7 @@ async def newest_first(collection: AsyncIOMotorCollection, query: dict, limit: i
     return Page(items, _encode(str(items[-1]["_id"])) if more else None)
 
 
-async def by_key(collection: AsyncIOMotorCollection, query: dict, key: str, limit: int,
-                 cursor: str | None) -> Page:
+async def by_key(collection: AsyncIOMotorCollection, query: dict, key: str, limit: int, cursor: str | None) -> Page:
     """Documents in ascending order of a unique string `key`, `limit` at a time."""
     query = dict(query)
     if cursor:

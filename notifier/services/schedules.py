@@ -43,8 +43,14 @@ def run_key(schedule_id, at: datetime) -> str:
 
 
 class ScheduleService:
-    def __init__(self, store: Store, settings: Settings, clock: Clock, notifications: NotificationService,
-                 instance: str = "server"):
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        clock: Clock,
+        notifications: NotificationService,
+        instance: str = "server",
+    ):
         self.store = store
         self.settings = settings
         self.clock = clock
@@ -54,8 +60,9 @@ class ScheduleService:
     # --- managing schedules ---
 
     def _check(self, schedule: dict) -> None:
-        errors = check_periodicity(schedule.get("cron"), schedule.get("interval_seconds"),
-                                   schedule.get("timezone", "UTC"))
+        errors = check_periodicity(
+            schedule.get("cron"), schedule.get("interval_seconds"), schedule.get("timezone", "UTC")
+        )
         start, end = schedule.get("start_at"), schedule.get("end_at")
         if start and end and end <= start:
             errors["end_at"] = ["must be after start_at"]
@@ -96,8 +103,17 @@ class ScheduleService:
         data["user_ids"] = list(dict.fromkeys(data["user_ids"]))
         content = data.pop("notification", None)
         notification_id = data.pop("notification_id", None)
-        schedule = {**data, "author": author.as_author(), "created_at": now, "updated_at": now,
-                    "last_run_at": None, "fired": 0, "skipped": 0, "ended_at": None, "end_reason": None}
+        schedule = {
+            **data,
+            "author": author.as_author(),
+            "created_at": now,
+            "updated_at": now,
+            "last_run_at": None,
+            "fired": 0,
+            "skipped": 0,
+            "ended_at": None,
+            "end_reason": None,
+        }
         schedule.setdefault("timezone", "UTC")
         schedule.setdefault("enabled", True)
         self._check(schedule)
@@ -105,8 +121,15 @@ class ScheduleService:
             notification = await self.notifications.visible(author, notification_id)
         else:
             self.notifications.check(content, [])
-            notification = {**content, "author": author.as_author(), "created_at": now, "recipient_count": 0,
-                            "complete": True, "scheduled": True, "pending_schedule_since": now}
+            notification = {
+                **content,
+                "author": author.as_author(),
+                "created_at": now,
+                "recipient_count": 0,
+                "complete": True,
+                "scheduled": True,
+                "pending_schedule_since": now,
+            }
         schedule["next_run_at"] = self._next_run(schedule, now)
         if content is not None:
             await self.store.notifications.insert_one(notification)
@@ -118,14 +141,16 @@ class ScheduleService:
                 await self._forget_notification(notification["_id"])
             raise
         if content is not None:
-            await self.store.notifications.update_one({"_id": notification["_id"]},
-                                                      {"$unset": {"pending_schedule_since": ""}})
+            await self.store.notifications.update_one(
+                {"_id": notification["_id"]}, {"$unset": {"pending_schedule_since": ""}}
+            )
         return schedule
 
     async def _forget_notification(self, notification_id) -> None:
         try:
-            await self.store.notifications.delete_one({"_id": notification_id,
-                                                       "pending_schedule_since": {"$exists": True}})
+            await self.store.notifications.delete_one(
+                {"_id": notification_id, "pending_schedule_since": {"$exists": True}}
+            )
         except Exception:
             log.warning("notification %s of a schedule that was not stored stays until reaped", notification_id)
 
@@ -133,14 +158,17 @@ class ScheduleService:
         """Delete inline notifications whose schedule was never stored (the server stopped in between)."""
         cutoff = self.clock.now() - older_than
         reaped = 0
-        async for notification in self.store.notifications.find({"pending_schedule_since": {"$lt": cutoff}},
-                                                                 {"_id": 1}).limit(1000):
+        async for notification in self.store.notifications.find(
+            {"pending_schedule_since": {"$lt": cutoff}}, {"_id": 1}
+        ).limit(1000):
             if await self.store.schedules.find_one({"notification_id": notification["_id"]}, {"_id": 1}):
-                await self.store.notifications.update_one({"_id": notification["_id"]},
-                                                          {"$unset": {"pending_schedule_since": ""}})
+                await self.store.notifications.update_one(
+                    {"_id": notification["_id"]}, {"$unset": {"pending_schedule_since": ""}}
+                )
                 continue
-            deleted = await self.store.notifications.delete_one({"_id": notification["_id"],
-                                                                 "pending_schedule_since": {"$lt": cutoff}})
+            deleted = await self.store.notifications.delete_one(
+                {"_id": notification["_id"], "pending_schedule_since": {"$lt": cutoff}}
+            )
             reaped += deleted.deleted_count
         if reaped:
             log.warning("deleted %d notifications whose schedule was never stored", reaped)
@@ -161,8 +189,9 @@ class ScheduleService:
             if not ObjectId.is_valid(query["notification_id"]):
                 raise Invalid.field("notification_id", "is not a notification id")
             conditions["notification_id"] = ObjectId(query["notification_id"])
-        return await newest_first(self.store.schedules, visible_to(principal, conditions), query["limit"],
-                                  query.get("cursor"))
+        return await newest_first(
+            self.store.schedules, visible_to(principal, conditions), query["limit"], query.get("cursor")
+        )
 
     async def update(self, principal: Principal, schedule_id: str, changes: dict) -> dict:
         """Change a schedule; the new periodicity or state takes effect at the next scheduler tick."""
@@ -199,9 +228,18 @@ class ScheduleService:
         note = None if enabled else "disabled: it fires at these times only once enabled"
         if enabled and schedule.get("ended_at"):
             note = f"ended: {schedule.get('end_reason')}"
-        return {"enabled": enabled, "note": note,
-                "items": [{"at": recurrence.local(t).isoformat(), "utc": t.isoformat().replace("+00:00", "Z"),
-                           "utc_offset": recurrence.local(t).strftime("%z")} for t in times]}
+        return {
+            "enabled": enabled,
+            "note": note,
+            "items": [
+                {
+                    "at": recurrence.local(t).isoformat(),
+                    "utc": t.isoformat().replace("+00:00", "Z"),
+                    "utc_offset": recurrence.local(t).strftime("%z"),
+                }
+                for t in times
+            ],
+        }
 
     async def runs(self, principal: Principal, schedule_id: str, limit: int, cursor: str | None) -> Page:
         schedule = await self.get(principal, schedule_id)
@@ -213,8 +251,11 @@ class ScheduleService:
         """Fire every due occurrence (each schedule on its own; one failure never stops the tick)."""
         now = self.clock.now()
         await self._resume_stalled(now)
-        due = await self.store.schedules.find({"enabled": True, "next_run_at": {"$lte": now}}
-                                              ).limit(DUE_PER_TICK).to_list(DUE_PER_TICK)
+        due = (
+            await self.store.schedules.find({"enabled": True, "next_run_at": {"$lte": now}})
+            .limit(DUE_PER_TICK)
+            .to_list(DUE_PER_TICK)
+        )
         if not due:
             return 0
         slots = asyncio.Semaphore(FIRING_AT_ONCE)
@@ -254,20 +295,25 @@ class ScheduleService:
         if not await self._claim_run(schedule, occurrence, now):
             return False
         await self._deliver(schedule, occurrence, notification)
-        await self.store.schedule_runs.update_one({"_id": run_key(schedule["_id"], occurrence)},
-                                                  {"$set": {"status": "done", "finished_at": self.clock.now()}})
+        await self.store.schedule_runs.update_one(
+            {"_id": run_key(schedule["_id"], occurrence)}, {"$set": {"status": "done", "finished_at": self.clock.now()}}
+        )
         await self._advance(schedule, due_at, recurrence.next_after(max(occurrence, now)), fired_at=occurrence)
         return True
 
     async def _resume_stalled(self, now: datetime) -> None:
         """Finish firings whose instance stopped half-way (their claim outlived the lease)."""
-        stalled = await self.store.schedule_runs.find({"status": "firing", "claimed_at": {"$lt": now - RUN_LEASE}}
-                                                      ).limit(100).to_list(100)
+        stalled = (
+            await self.store.schedule_runs.find({"status": "firing", "claimed_at": {"$lt": now - RUN_LEASE}})
+            .limit(100)
+            .to_list(100)
+        )
         for run in stalled:
             try:
                 taken = await self.store.schedule_runs.update_one(
                     {"_id": run["_id"], "status": "firing", "claimed_at": run["claimed_at"]},
-                    {"$set": {"claimed_at": now, "instance": self.instance}})
+                    {"$set": {"claimed_at": now, "instance": self.instance}},
+                )
                 if not taken.modified_count:
                     continue  # another instance took it over
                 schedule = await self.store.schedules.find_one({"_id": run["schedule_id"]})
@@ -275,8 +321,9 @@ class ScheduleService:
                     log.warning("schedule %s: finishing the stalled firing %s", schedule["_id"], run["_id"])
                     notification = await self.store.notifications.find_one({"_id": schedule["notification_id"]})
                     await self._deliver(schedule, run["at"], notification)
-                await self.store.schedule_runs.update_one({"_id": run["_id"]},
-                                                          {"$set": {"status": "done", "finished_at": self.clock.now()}})
+                await self.store.schedule_runs.update_one(
+                    {"_id": run["_id"]}, {"$set": {"status": "done", "finished_at": self.clock.now()}}
+                )
             except Exception:
                 log.exception("could not finish the stalled firing %s", run["_id"])
 
@@ -284,10 +331,17 @@ class ScheduleService:
         """True when this instance is the one to fire `occurrence` (or to finish a firing that stalled)."""
         key = run_key(schedule["_id"], occurrence)
         try:
-            await self.store.schedule_runs.insert_one({"_id": key, "schedule_id": schedule["_id"], "at": occurrence,
-                                                       "status": "firing", "claimed_at": now,
-                                                       "instance": self.instance,
-                                                       "recipients": len(schedule["user_ids"])})
+            await self.store.schedule_runs.insert_one(
+                {
+                    "_id": key,
+                    "schedule_id": schedule["_id"],
+                    "at": occurrence,
+                    "status": "firing",
+                    "claimed_at": now,
+                    "instance": self.instance,
+                    "recipients": len(schedule["user_ids"]),
+                }
+            )
             return True
         except DuplicateKeyError:
             pass
@@ -295,15 +349,19 @@ class ScheduleService:
         if run is None:
             return False
         if run["status"] == "done":
-            await self._advance(schedule, schedule["next_run_at"],
-                                recurrence_of(schedule).next_after(max(occurrence, now)), fired_at=occurrence,
-                                count=False)
+            await self._advance(
+                schedule,
+                schedule["next_run_at"],
+                recurrence_of(schedule).next_after(max(occurrence, now)),
+                fired_at=occurrence,
+                count=False,
+            )
             return False
         if now - run["claimed_at"] < RUN_LEASE:
             return False  # another instance is firing it right now
         taken = await self.store.schedule_runs.update_one(
-            {"_id": key, "claimed_at": run["claimed_at"]},
-            {"$set": {"claimed_at": now, "instance": self.instance}})
+            {"_id": key, "claimed_at": run["claimed_at"]}, {"$set": {"claimed_at": now, "instance": self.instance}}
+        )
         return taken.modified_count == 1
 
     async def _deliver(self, schedule: dict, occurrence: datetime, notification: dict | None) -> None:
@@ -313,23 +371,35 @@ class ScheduleService:
             log.error("schedule %s: its notification is gone; disabling it", schedule["_id"])
             await self.store.schedules.update_one({"_id": schedule["_id"]}, {"$set": {"enabled": False}})
             return
-        await self.notifications.add_deliveries(notification, schedule["user_ids"],
-                                                run_key(schedule["_id"], occurrence))
+        await self.notifications.add_deliveries(
+            notification, schedule["user_ids"], run_key(schedule["_id"], occurrence)
+        )
 
     async def _end(self, schedule: dict, due_at: datetime, reason: str) -> None:
         """Stop firing a schedule for good, saying why, instead of failing on every tick."""
         log.warning("schedule %s: ended: %s", schedule["_id"], reason)
-        await self.store.schedules.update_one({"_id": schedule["_id"], "next_run_at": due_at},
-                                              {"$set": {"next_run_at": None, "ended_at": self.clock.now(),
-                                                        "end_reason": reason}})
+        await self.store.schedules.update_one(
+            {"_id": schedule["_id"], "next_run_at": due_at},
+            {"$set": {"next_run_at": None, "ended_at": self.clock.now(), "end_reason": reason}},
+        )
 
-    async def _advance(self, schedule: dict, due_at: datetime, following: datetime | None,
-                       fired_at: datetime | None = None, skipped: bool = False, count: bool = True) -> None:
+    async def _advance(
+        self,
+        schedule: dict,
+        due_at: datetime,
+        following: datetime | None,
+        fired_at: datetime | None = None,
+        skipped: bool = False,
+        count: bool = True,
+    ) -> None:
         """Move next_run_at on, only if nobody else did (an edit, or another instance)."""
         changes: dict = {"next_run_at": following}
         if following is None:
-            changes.update(ended_at=self.clock.now(), end_reason="no fire time after the last one (end_at passed, "
-                                                                 "or the cron expression matches no later date)")
+            changes.update(
+                ended_at=self.clock.now(),
+                end_reason="no fire time after the last one (end_at passed, "
+                "or the cron expression matches no later date)",
+            )
         increments: dict = {}
         if fired_at is not None:
             changes["last_run_at"] = fired_at

@@ -48,8 +48,9 @@ class JournalLike(Protocol):
 
 
 class Sender:
-    def __init__(self, store: Store, channels: dict[str, Channel], contacts: Contacts, links: Links,
-                 journal: JournalLike):
+    def __init__(
+        self, store: Store, channels: dict[str, Channel], contacts: Contacts, links: Links, journal: JournalLike
+    ):
         self.channels = channels
         self.contacts = contacts
         self.links = links
@@ -82,8 +83,7 @@ class Sender:
             looked_up.contacts_down |= missing
         return looked_up
 
-    async def attempt(self, delivery: dict, looked_up: LookedUp, token: str,
-                      send_before: float = math.inf) -> Outcome:
+    async def attempt(self, delivery: dict, looked_up: LookedUp, token: str, send_before: float = math.inf) -> Outcome:
         """Try one claimed delivery (a batch tries all of its own at once) and say what came of it.
 
         No send starts after `send_before` (time.monotonic()): past it the claim's lease could run out
@@ -108,13 +108,23 @@ class Sender:
             address = user_id
         unsubscribe_url = self.links.unsubscribe_url(user_id, channel.name)
         values = recipient_values(user_id, user, notification, unsubscribe_url)
-        message = Message(delivery_id=str(delivery["_id"]), notification_id=str(notification["_id"]), user_id=user_id,
-                          address=address, title=render(notification["title"], values),
-                          text=render(notification["text"], values), display_name=values["name"],
-                          unsubscribe_url=unsubscribe_url, is_express=notification["is_express"])
+        message = Message(
+            delivery_id=str(delivery["_id"]),
+            notification_id=str(notification["_id"]),
+            user_id=user_id,
+            address=address,
+            title=render(notification["title"], values),
+            text=render(notification["text"], values),
+            display_name=values["name"],
+            unsubscribe_url=unsubscribe_url,
+            is_express=notification["is_express"],
+        )
         delivery_id = message.delivery_id
-        context = {"request_id": notification.get("request_id"), "delivery_id": delivery_id,
-                   "notification_id": message.notification_id}
+        context = {
+            "request_id": notification.get("request_id"),
+            "delivery_id": delivery_id,
+            "notification_id": message.notification_id,
+        }
         started = time.monotonic()
         if started > send_before:
             return Outcome(delivery, OutcomeKind.ABANDONED, error="the claim's lease ran short before the send")

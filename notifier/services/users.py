@@ -49,8 +49,10 @@ class UserService:
 
     def _upsert(self, user_id: str, fields: dict) -> tuple[dict, dict]:
         now = self.clock.now()
-        return ({"user_id": user_id},
-                {"$set": {**fields, "updated_at": now}, "$setOnInsert": {"user_id": user_id, "created_at": now}})
+        return (
+            {"user_id": user_id},
+            {"$set": {**fields, "updated_at": now}, "$setOnInsert": {"user_id": user_id, "created_at": now}},
+        )
 
     @staticmethod
     def _refused(actor: Principal, data: dict) -> dict:
@@ -60,10 +62,19 @@ class UserService:
         return {name: [NOT_YOURS] for name in PREFERENCE_FIELDS if name in data}
 
     async def _preferences_of(self, user_ids: list[str]) -> dict[str, dict]:
-        found = {u["user_id"]: u async for u in self.store.users.find(
-            {"user_id": {"$in": user_ids}}, {"user_id": 1, **dict.fromkeys(PREFERENCE_FIELDS, 1)})}
-        return {uid: {**default_preferences(), **{k: v for k, v in (found.get(uid) or {}).items()
-                                                  if k in PREFERENCE_FIELDS}} for uid in user_ids}
+        found = {
+            u["user_id"]: u
+            async for u in self.store.users.find(
+                {"user_id": {"$in": user_ids}}, {"user_id": 1, **dict.fromkeys(PREFERENCE_FIELDS, 1)}
+            )
+        }
+        return {
+            uid: {
+                **default_preferences(),
+                **{k: v for k, v in (found.get(uid) or {}).items() if k in PREFERENCE_FIELDS},
+            }
+            for uid in user_ids
+        }
 
     async def _audit_preferences(self, actor: Principal, before: dict[str, dict]) -> None:
         """One audit entry per user whose preferences an admin's write changed."""
@@ -71,9 +82,19 @@ class UserService:
             return
         after = await self._preferences_of(list(before))
         now = self.clock.now()
-        entries = [{"at": now, "actor": actor.name, "actor_id": actor.id, "action": PREFERENCES_AUDIT,
-                    "user_id": uid, "before": before[uid], "after": after[uid]}
-                   for uid in before if before[uid] != after[uid]]
+        entries = [
+            {
+                "at": now,
+                "actor": actor.name,
+                "actor_id": actor.id,
+                "action": PREFERENCES_AUDIT,
+                "user_id": uid,
+                "before": before[uid],
+                "after": after[uid],
+            }
+            for uid in before
+            if before[uid] != after[uid]
+        ]
         if entries:
             await self.store.audit.insert_many(entries)
 
@@ -106,7 +127,8 @@ class UserService:
             await self._audit_preferences(actor, before)
             return
         cleared = await self.store.users.update_one(
-            {"user_id": user_id}, {"$set": {**dict.fromkeys(CONTACT_FIELDS), "updated_at": self.clock.now()}})
+            {"user_id": user_id}, {"$set": {**dict.fromkeys(CONTACT_FIELDS), "updated_at": self.clock.now()}}
+        )
         if not cleared.matched_count:
             raise NotFound(f"User {user_id!r} not found")
         user = await self.store.users.find_one({"user_id": user_id})
@@ -152,8 +174,9 @@ class UserService:
         await self.store.users.update_one(query, update, upsert=True)
         return await self.preferences(user_id)
 
-    async def inbox(self, user_id: str, limit: int, cursor: str | None, channel: str | None = None,
-                    unread: bool | None = None) -> Page:
+    async def inbox(
+        self, user_id: str, limit: int, cursor: str | None, channel: str | None = None, unread: bool | None = None
+    ) -> Page:
         """The user's own deliveries, newest first, with the text they were (or will be) sent."""
         query: dict = {"user_id": user_id}
         if channel:
@@ -169,15 +192,18 @@ class UserService:
         for delivery in page.items:
             notification = notifications.get(delivery["notification_id"], {})
             values = recipient_values(user_id, user, notification)
-            delivery.update(title=render(notification.get("title", ""), values),
-                            text=render(notification.get("text", ""), values),
-                            is_express=notification.get("is_express", False))
+            delivery.update(
+                title=render(notification.get("title", ""), values),
+                text=render(notification.get("text", ""), values),
+                is_express=notification.get("is_express", False),
+            )
         return page
 
     async def mark_read(self, user_id: str, delivery_id: str) -> dict:
         delivery_oid = object_id(delivery_id, "Notification")
-        await self.store.deliveries.update_one({"_id": delivery_oid, "user_id": user_id, "read_at": None},
-                                               {"$set": {"read_at": self.clock.now()}})
+        await self.store.deliveries.update_one(
+            {"_id": delivery_oid, "user_id": user_id, "read_at": None}, {"$set": {"read_at": self.clock.now()}}
+        )
         delivery = await self.store.deliveries.find_one({"_id": delivery_oid, "user_id": user_id})
         if delivery is None:
             raise NotFound(f"Notification {delivery_id!r} not found")

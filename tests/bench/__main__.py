@@ -13,8 +13,12 @@ from .harness import Infra, Steal, summary, summary_row, table, write_results
 
 
 def machine() -> dict:
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-            "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
 def bench_fanout(infra: Infra, args) -> dict:
@@ -27,11 +31,16 @@ def bench_fanout(infra: Infra, args) -> dict:
         for name, rate in ceiling.items():
             results[name].append(rate)
         results["steal"].append(steal.percent())
-        print(f"run {run + 1}: fanout {measured['rate']:.0f}/s (API answered in {measured['api_seconds']:.2f}s), "
-              f"ceilings " + ", ".join(f"{k} {v:.0f}/s" for k, v in ceiling.items()), flush=True)
+        print(
+            f"run {run + 1}: fanout {measured['rate']:.0f}/s (API answered in {measured['api_seconds']:.2f}s), "
+            f"ceilings " + ", ".join(f"{k} {v:.0f}/s" for k, v in ceiling.items()),
+            flush=True,
+        )
     figures = {name: summary(values) for name, values in results.items()}
-    ratios = [f / min(b, s, d) for f, b, s, d in zip(results["fanout"], results["broker"], results["smtp"],
-                                                      results["database"], strict=True)]
+    ratios = [
+        f / min(b, s, d)
+        for f, b, s, d in zip(results["fanout"], results["broker"], results["smtp"], results["database"], strict=True)
+    ]
     figures["ratio_to_lowest_ceiling"] = summary(ratios)
     rows = [("figure", "median", "min", "max")]
     for name in ("fanout", "broker", "smtp", "database"):
@@ -52,13 +61,20 @@ def bench_scheduler(infra: Infra, args) -> dict:
         for name, value in measured.items():
             results[name].append(value)
         results["steal"].append(steal.percent())
-        print(f"run {run + 1}: {measured['scheduler']:.0f} schedules fired/s, bare database work "
-              f"{measured['bare']:.0f}/s", flush=True)
+        print(
+            f"run {run + 1}: {measured['scheduler']:.0f} schedules fired/s, bare database work "
+            f"{measured['bare']:.0f}/s",
+            flush=True,
+        )
     figures = {name: summary(values) for name, values in results.items()}
     figures["ratio_to_bare"] = summary([a / b for a, b in zip(results["scheduler"], results["bare"], strict=True)])
     rows = [("figure", "median", "min", "max")]
-    for name, label, fmt in (("scheduler", "fired /s", "{:.0f}"), ("bare", "bare firing work /s", "{:.0f}"),
-                             ("ratio_to_bare", "scheduler / bare", "{:.2f}"), ("steal", "CPU steal %", "{:.1f}")):
+    for name, label, fmt in (
+        ("scheduler", "fired /s", "{:.0f}"),
+        ("bare", "bare firing work /s", "{:.0f}"),
+        ("ratio_to_bare", "scheduler / bare", "{:.2f}"),
+        ("steal", "CPU steal %", "{:.1f}"),
+    ):
         rows.append(summary_row(label, figures[name], fmt))
     print(f"\n{n} schedules due in one tick, {args.runs} runs")
     print(table(rows))
@@ -67,6 +83,7 @@ def bench_scheduler(infra: Infra, args) -> dict:
 
 def bench_peer(infra: Infra, args) -> dict:
     from . import celery_peer  # needs the bench extra (Celery); the other benches do not
+
     results = {"fanout": [], "celery": [], "steal": []}
     for run in range(args.runs):
         steal = Steal()
@@ -79,8 +96,12 @@ def bench_peer(infra: Infra, args) -> dict:
     figures = {name: summary(values) for name, values in results.items()}
     figures["ratio"] = summary([a / b for a, b in zip(results["fanout"], results["celery"], strict=True)])
     rows = [("figure", "median", "min", "max")]
-    for name, label, fmt in (("fanout", "notifier emails /s", "{:.0f}"), ("celery", "Celery emails /s", "{:.0f}"),
-                             ("ratio", "notifier / Celery", "{:.2f}"), ("steal", "CPU steal %", "{:.1f}")):
+    for name, label, fmt in (
+        ("fanout", "notifier emails /s", "{:.0f}"),
+        ("celery", "Celery emails /s", "{:.0f}"),
+        ("ratio", "notifier / Celery", "{:.2f}"),
+        ("steal", "CPU steal %", "{:.1f}"),
+    ):
         rows.append(summary_row(label, figures[name], fmt))
     print(f"\n{args.n} emails, {args.consumers} worker processes each, {args.runs} runs (target: ratio >= 2)")
     print(table(rows))
@@ -95,20 +116,30 @@ def bench_express(infra: Infra, args) -> dict:
         for name in ("quiet_p50", "quiet_p99", "busy_p50", "busy_p99"):
             results[name].append(measured[name] * 1000)
         results["steal"].append(steal.percent())
-        print(f"run {run + 1}: quiet p50 {measured['quiet_p50']*1000:.0f} ms p99 {measured['quiet_p99']*1000:.0f} ms;"
-              f" behind {args.backlog} regular: p50 {measured['busy_p50']*1000:.0f} ms p99 "
-              f"{measured['busy_p99']*1000:.0f} ms ({measured['backlog_left']} still queued at the end)", flush=True)
+        print(
+            f"run {run + 1}: quiet p50 {measured['quiet_p50'] * 1000:.0f} ms p99 {measured['quiet_p99'] * 1000:.0f} ms;"
+            f" behind {args.backlog} regular: p50 {measured['busy_p50'] * 1000:.0f} ms p99 "
+            f"{measured['busy_p99'] * 1000:.0f} ms ({measured['backlog_left']} still queued at the end)",
+            flush=True,
+        )
     figures = {name: summary(values) for name, values in results.items()}
-    figures["busy_over_quiet_p99"] = summary([b / q for b, q in zip(results["busy_p99"], results["quiet_p99"],
-                                                                     strict=True)])
+    figures["busy_over_quiet_p99"] = summary(
+        [b / q for b, q in zip(results["busy_p99"], results["quiet_p99"], strict=True)]
+    )
     rows = [("figure", "median", "min", "max")]
-    for name, label, fmt in (("quiet_p50", "no backlog p50 ms", "{:.0f}"), ("quiet_p99", "no backlog p99 ms", "{:.0f}"),
-                             ("busy_p50", "backlog p50 ms", "{:.0f}"), ("busy_p99", "backlog p99 ms", "{:.0f}"),
-                             ("busy_over_quiet_p99", "backlog p99 / no-backlog p99", "{:.2f}"),
-                             ("steal", "CPU steal %", "{:.1f}")):
+    for name, label, fmt in (
+        ("quiet_p50", "no backlog p50 ms", "{:.0f}"),
+        ("quiet_p99", "no backlog p99 ms", "{:.0f}"),
+        ("busy_p50", "backlog p50 ms", "{:.0f}"),
+        ("busy_p99", "backlog p99 ms", "{:.0f}"),
+        ("busy_over_quiet_p99", "backlog p99 / no-backlog p99", "{:.2f}"),
+        ("steal", "CPU steal %", "{:.1f}"),
+    ):
         rows.append(summary_row(label, figures[name], fmt))
-    print(f"\n50 express notifications one by one, with and without {args.backlog} regular queued "
-          f"(target: p99 <= 100 ms and <= 1.5x the no-backlog p99)")
+    print(
+        f"\n50 express notifications one by one, with and without {args.backlog} regular queued "
+        f"(target: p99 <= 100 ms and <= 1.5x the no-backlog p99)"
+    )
     print(table(rows))
     return figures
 
@@ -120,13 +151,20 @@ def bench_api(infra: Infra, args) -> dict:
         measured = api.run(infra)
         measured["steal"] = steal.percent()
         runs.append(measured)
-        print(f"run {run + 1}: " + ", ".join(f"{k} {v['rate']:.0f}/s p99 {v['p99_ms']:.1f} ms"
-                                             for k, v in measured.items() if isinstance(v, dict)), flush=True)
+        print(
+            f"run {run + 1}: "
+            + ", ".join(
+                f"{k} {v['rate']:.0f}/s p99 {v['p99_ms']:.1f} ms" for k, v in measured.items() if isinstance(v, dict)
+            ),
+            flush=True,
+        )
     figures = {}
     rows = [("figure", "median", "min", "max")]
     for name in ("trivial", "bare_io", "create", "list"):
-        figures[name] = {"rate": summary([r[name]["rate"] for r in runs]),
-                         "p99_ms": summary([r[name]["p99_ms"] for r in runs])}
+        figures[name] = {
+            "rate": summary([r[name]["rate"] for r in runs]),
+            "p99_ms": summary([r[name]["p99_ms"] for r in runs]),
+        }
         for key, unit, fmt in (("rate", "req/s", "{:.0f}"), ("p99_ms", "p99 ms", "{:.1f}")):
             rows.append(summary_row(f"{name} {unit}", figures[name][key], fmt))
     figures["create_over_bare"] = summary([r["create"]["rate"] / r["bare_io"]["rate"] for r in runs])
@@ -140,43 +178,67 @@ def bench_api(infra: Infra, args) -> dict:
 
 def bench_memory(infra: Infra, args) -> dict:
     measured = memory.run(infra, args.memory_n, 3, args.consumers)
-    rows = [("figure", "value"), ("server peak RSS MB", f"{measured['server_peak_mb']:.0f}"),
-            ("consumer peak RSS MB", f"{measured['consumer_peak_mb']:.0f}"),
-            ("server RSS after each run MB", " / ".join(f"{v:.0f}" for v in measured["server_after_rounds_mb"])),
-            ("server growth over 3 runs %", f"{measured['growth_percent']:.1f}")]
+    rows = [
+        ("figure", "value"),
+        ("server peak RSS MB", f"{measured['server_peak_mb']:.0f}"),
+        ("consumer peak RSS MB", f"{measured['consumer_peak_mb']:.0f}"),
+        ("server RSS after each run MB", " / ".join(f"{v:.0f}" for v in measured["server_after_rounds_mb"])),
+        ("server growth over 3 runs %", f"{measured['growth_percent']:.1f}"),
+    ]
     print(f"\n{args.memory_n}-recipient fan-outs, three in one server (target: server <= 150 MB, growth <= 5%)")
     print(table(rows))
     return measured
 
 
 def bench_passwords(infra: Infra, args) -> dict:
-    results: dict[str, list] = {"quiet_p50": [], "quiet_p99": [], "storm_p50": [], "storm_p99": [], "ratio": [],
-                                "steal": []}
+    results: dict[str, list] = {
+        "quiet_p50": [],
+        "quiet_p99": [],
+        "storm_p50": [],
+        "storm_p99": [],
+        "ratio": [],
+        "steal": [],
+    }
     for run in range(args.runs):
         steal = Steal()
         measured = passwords.run(infra)
         for name in ("quiet_p50", "quiet_p99", "storm_p50", "storm_p99", "ratio"):
             results[name].append(measured[name])
         results["steal"].append(steal.percent())
-        print(f"run {run + 1}: /healthz p99 {measured['quiet_p99']:.1f} ms alone, {measured['storm_p99']:.1f} ms "
-              f"under {passwords.STORM} concurrent wrong passwords (ratio {measured['ratio']:.2f}; storm answers "
-              f"{measured['storm_statuses']}; probes {measured['probes']})", flush=True)
+        print(
+            f"run {run + 1}: /healthz p99 {measured['quiet_p99']:.1f} ms alone, {measured['storm_p99']:.1f} ms "
+            f"under {passwords.STORM} concurrent wrong passwords (ratio {measured['ratio']:.2f}; storm answers "
+            f"{measured['storm_statuses']}; probes {measured['probes']})",
+            flush=True,
+        )
     figures = {name: summary(values) for name, values in results.items()}
     rows = [("figure", "median", "min", "max")]
-    for name, label, fmt in (("quiet_p50", "/healthz alone p50 ms", "{:.1f}"),
-                             ("quiet_p99", "/healthz alone p99 ms", "{:.1f}"),
-                             ("storm_p50", "/healthz storm p50 ms", "{:.1f}"),
-                             ("storm_p99", "/healthz storm p99 ms", "{:.1f}"),
-                             ("ratio", "storm p99 / alone p99", "{:.2f}"), ("steal", "CPU steal %", "{:.1f}")):
+    for name, label, fmt in (
+        ("quiet_p50", "/healthz alone p50 ms", "{:.1f}"),
+        ("quiet_p99", "/healthz alone p99 ms", "{:.1f}"),
+        ("storm_p50", "/healthz storm p50 ms", "{:.1f}"),
+        ("storm_p99", "/healthz storm p99 ms", "{:.1f}"),
+        ("ratio", "storm p99 / alone p99", "{:.2f}"),
+        ("steal", "CPU steal %", "{:.1f}"),
+    ):
         rows.append(summary_row(label, figures[name], fmt))
-    print(f"\n/healthz with and without {passwords.STORM} concurrent wrong-password requests, {args.runs} runs "
-          f"(target: storm p99 <= 2x alone p99)")
+    print(
+        f"\n/healthz with and without {passwords.STORM} concurrent wrong-password requests, {args.runs} runs "
+        f"(target: storm p99 <= 2x alone p99)"
+    )
     print(table(rows))
     return figures
 
 
-BENCHES = {"fanout": bench_fanout, "scheduler": bench_scheduler, "peer": bench_peer, "express": bench_express,
-           "api": bench_api, "memory": bench_memory, "passwords": bench_passwords}
+BENCHES = {
+    "fanout": bench_fanout,
+    "scheduler": bench_scheduler,
+    "peer": bench_peer,
+    "express": bench_express,
+    "api": bench_api,
+    "memory": bench_memory,
+    "passwords": bench_passwords,
+}
 
 
 def main(argv=None) -> int:

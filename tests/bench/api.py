@@ -50,8 +50,9 @@ def lua(method: str, auth: str, body: dict | None = None) -> str:
 
 def trivial() -> dict:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "tests.bench.trivial", str(port)], cwd=REPO,
-                               stdout=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.bench.trivial", str(port)], cwd=REPO, stdout=subprocess.PIPE
+    )
     try:
         assert process.stdout.readline().strip() == b"ready"
         return wrk(f"http://127.0.0.1:{port}/")
@@ -78,8 +79,11 @@ async def _bare(mongo_url: str) -> dict:
             await store.notifications.insert_one(notification)
             delivery = {"_id": ObjectId(), "notification_id": notification["_id"], "user_id": "u1", "status": "pending"}
             await store.deliveries.insert_one(delivery)
-            await channel.basic_publish(json.dumps({"delivery_id": str(delivery["_id"])}).encode(), routing_key=queue,
-                                        properties=Basic.Properties(delivery_mode=2))
+            await channel.basic_publish(
+                json.dumps({"delivery_id": str(delivery["_id"])}).encode(),
+                routing_key=queue,
+                properties=Basic.Properties(delivery_mode=2),
+            )
             latencies.append((time.monotonic() - started) * 1000)
 
     await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
@@ -97,8 +101,9 @@ def run(infra: Infra) -> dict:
         service.start()
         auth = admin_header(service)
         base = service.url + "/api/v1/notifications"
-        results["create"] = wrk(base, lua("POST", auth, {"title": "t", "text": "x", "channel": "inbox",
-                                                         "recipients": ["u1"]}))
+        results["create"] = wrk(
+            base, lua("POST", auth, {"title": "t", "text": "x", "channel": "inbox", "recipients": ["u1"]})
+        )
         results["list"] = wrk(base + "?limit=20", lua("GET", auth))
     finally:
         service.stop()

@@ -36,14 +36,23 @@ async def broker(n: int) -> float:
     channel = await connection.channel(publisher_confirms=True)
     queue = f"bench.ceiling.{uuid.uuid4().hex[:8]}"
     await channel.queue_declare(queue, durable=True, arguments={"x-max-priority": 10})
-    delivery = {"_id": ObjectId(), "notification_id": ObjectId(), "user_id": "u12345", "channel": "email",
-                "is_express": False}
+    delivery = {
+        "_id": ObjectId(),
+        "notification_id": ObjectId(),
+        "user_id": "u12345",
+        "channel": "email",
+        "is_express": False,
+    }
     body = message_body(delivery)
     properties = Basic.Properties(delivery_mode=2, priority=1, content_type="application/json")
     started = time.perf_counter()
     for start in range(0, n, WINDOW):
-        await asyncio.gather(*(channel.basic_publish(body, routing_key=queue, properties=properties)
-                               for _ in range(min(WINDOW, n - start))))
+        await asyncio.gather(
+            *(
+                channel.basic_publish(body, routing_key=queue, properties=properties)
+                for _ in range(min(WINDOW, n - start))
+            )
+        )
     consumer = await connection.channel()
     await consumer.basic_qos(prefetch_count=400)
     done = asyncio.Event()
@@ -67,10 +76,22 @@ async def broker(n: int) -> float:
 
 async def smtp(n: int, port: int) -> float:
     channel = EmailChannel(Settings.from_env({}))
-    messages = [channel.build(Message(delivery_id=str(ObjectId()), notification_id="ceiling", user_id=f"u{i}",
-                                      address=f"u{i}@example.com", title=f"Hello User u{i}", text="Hello",
-                                      display_name=f"User u{i}", unsubscribe_url="http://x/unsubscribe/abc",
-                                      is_express=False)) for i in range(n)]
+    messages = [
+        channel.build(
+            Message(
+                delivery_id=str(ObjectId()),
+                notification_id="ceiling",
+                user_id=f"u{i}",
+                address=f"u{i}@example.com",
+                title=f"Hello User u{i}",
+                text="Hello",
+                display_name=f"User u{i}",
+                unsubscribe_url="http://x/unsubscribe/abc",
+                is_express=False,
+            )
+        )
+        for i in range(n)
+    ]
     clients = [aiosmtplib.SMTP(hostname="127.0.0.1", port=port) for _ in range(SMTP_CONNECTIONS)]
     await asyncio.gather(*(client.connect() for client in clients))
     started = time.perf_counter()
@@ -92,17 +113,20 @@ async def database(n: int, mongo_url: str) -> float:
     now = datetime.now(UTC)
     notification = {"_id": ObjectId(), "channel": "email", "is_express": False}
     deliveries = [{"_id": ObjectId(), **new_delivery(notification, f"u{i}", "", now)} for i in range(n)]
-    batches = [deliveries[i:i + 100] for i in range(0, n, 100)]
+    batches = [deliveries[i : i + 100] for i in range(0, n, 100)]
 
     async def worker(mine):
         for batch in mine:
             ids = [d["_id"] for d in batch]
             await store.deliveries.insert_many(batch)
-            await store.deliveries.update_many({"_id": {"$in": ids}, "status": "pending"},
-                                               {"$set": {"status": "sending", "claim": "c", "lease_until": now},
-                                                "$inc": {"attempts": 1}})
-            await store.deliveries.update_many({"_id": {"$in": ids}, "claim": "c", "status": "sending"},
-                                               {"$set": {"status": "sent", "sent_at": now, "lease_until": None}})
+            await store.deliveries.update_many(
+                {"_id": {"$in": ids}, "status": "pending"},
+                {"$set": {"status": "sending", "claim": "c", "lease_until": now}, "$inc": {"attempts": 1}},
+            )
+            await store.deliveries.update_many(
+                {"_id": {"$in": ids}, "claim": "c", "status": "sending"},
+                {"$set": {"status": "sent", "sent_at": now, "lease_until": None}},
+            )
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(batches[k::4]) for k in range(4)))
@@ -113,5 +137,8 @@ async def database(n: int, mongo_url: str) -> float:
 
 
 def measure(n: int, mongo_url: str, smtp_port: int) -> dict[str, float]:
-    return {"broker": asyncio.run(broker(n)), "smtp": asyncio.run(smtp(n, smtp_port)),
-            "database": asyncio.run(database(n, mongo_url))}
+    return {
+        "broker": asyncio.run(broker(n)),
+        "smtp": asyncio.run(smtp(n, smtp_port)),
+        "database": asyncio.run(database(n, mongo_url)),
+    }

@@ -21,8 +21,14 @@ from .harness import AMQP_URL, REPO
 
 QUEUE = os.environ.get("BENCH_CELERY_QUEUE", "bench-celery")
 app = Celery("bench", broker=AMQP_URL)
-app.conf.update(task_acks_late=True, worker_prefetch_multiplier=4, task_default_queue=QUEUE,
-                task_ignore_result=True, broker_connection_retry_on_startup=True, worker_hijack_root_logger=False)
+app.conf.update(
+    task_acks_late=True,
+    worker_prefetch_multiplier=4,
+    task_default_queue=QUEUE,
+    task_ignore_result=True,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+)
 
 _smtp: smtplib.SMTP | None = None
 
@@ -68,10 +74,28 @@ def run(sink, n: int, workers: int) -> float:
     """Emails per second from the first enqueue to the last one received by the sink."""
     queue = f"bench-celery-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "BENCH_SMTP_PORT": str(sink.smtp_port), "BENCH_CELERY_QUEUE": queue}
-    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tests.bench.celery_peer", "worker",
-                               "--concurrency", str(workers), "--pool", "prefork", "--loglevel", "WARNING",
-                               "-Q", queue], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                              stderr=open(REPO / "var" / "bench" / "celery-worker.log", "ab"))
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tests.bench.celery_peer",
+            "worker",
+            "--concurrency",
+            str(workers),
+            "--pool",
+            "prefork",
+            "--loglevel",
+            "WARNING",
+            "-Q",
+            queue,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(REPO / "var" / "bench" / "celery-worker.log", "ab"),
+    )
     try:
         _wait_for_consumers(queue, workers=1, timeout=60)
         app.conf.task_default_queue = queue

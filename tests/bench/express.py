@@ -19,8 +19,12 @@ def percentile(values: list[float], share: float) -> float:
 def _latencies(service, infra: Infra, auth: str, count: int) -> list[float]:
     latencies = []
     for i in range(count):
-        status, created = service.call("POST", "/api/v1/notifications", {
-            "title": "Alert", "text": "Now.", "channel": "email", "is_express": True, "recipients": [f"x{i}"]}, auth)
+        status, created = service.call(
+            "POST",
+            "/api/v1/notifications",
+            {"title": "Alert", "text": "Now.", "channel": "email", "is_express": True, "recipients": [f"x{i}"]},
+            auth,
+        )
         answered = time.time()
         assert status == 201, created
         infra.sink.wait_for(1, timeout=60, key=created["id"])
@@ -33,8 +37,9 @@ def create_with_retries(service, auth: str, body: dict, attempts: int = 5) -> di
     can stall one request past the driver's 30 s timeout under this load; the retry finishes the same one)."""
     key = uuid.uuid4().hex
     for _ in range(attempts):
-        status, created = service.call("POST", "/api/v1/notifications", body, auth, timeout=600,
-                                       headers={"Idempotency-Key": key})
+        status, created = service.call(
+            "POST", "/api/v1/notifications", body, auth, timeout=600, headers={"Idempotency-Key": key}
+        )
         if status != 503:
             assert status in (200, 201), created
             return created
@@ -51,15 +56,21 @@ def run(infra: Infra, backlog: int, count: int, consumers: int) -> dict:
         add_users(service, auth, count, prefix="x")
         wait_consumers(service, auth, consumers)
         quiet = _latencies(service, infra, auth, count)
-        regular = create_with_retries(service, auth, {"title": "Digest", "text": "Weekly.", "channel": "email",
-                                                      "recipients": regular_users})
+        regular = create_with_retries(
+            service, auth, {"title": "Digest", "text": "Weekly.", "channel": "email", "recipients": regular_users}
+        )
         infra.sink.wait_for(min(500, backlog), key=regular["id"])
         busy = _latencies(service, infra, auth, count)
         left = backlog - infra.sink.stats()["by_notification"].get(regular["id"], 0)
         if left <= 0:
             print("warning: the backlog drained before the measurement ended; use a larger one", flush=True)
-        return {"quiet_p50": statistics.median(quiet), "quiet_p99": percentile(quiet, 0.99),
-                "busy_p50": statistics.median(busy), "busy_p99": percentile(busy, 0.99), "backlog_left": left}
+        return {
+            "quiet_p50": statistics.median(quiet),
+            "quiet_p99": percentile(quiet, 0.99),
+            "busy_p50": statistics.median(busy),
+            "busy_p99": percentile(busy, 0.99),
+            "backlog_left": left,
+        }
     finally:
         service.stop(timeout=300)
         service.cleanup(max_recipients=backlog)

@@ -18,9 +18,17 @@ def run(infra: Infra, n: int, consumers: int) -> dict:
         wait_consumers(service, auth, consumers)
         infra.sink.reset()
         started = time.time()
-        status, created = service.call("POST", "/api/v1/notifications", {
-            "title": "Hello {{ name }}", "text": "Your weekly digest is ready.", "channel": "email",
-            "recipients": users}, auth)
+        status, created = service.call(
+            "POST",
+            "/api/v1/notifications",
+            {
+                "title": "Hello {{ name }}",
+                "text": "Your weekly digest is ready.",
+                "channel": "email",
+                "recipients": users,
+            },
+            auth,
+        )
         accepted = time.time()
         assert status == 201, created
         stats = infra.sink.wait_for(n, key=created["id"])
@@ -31,8 +39,12 @@ def run(infra: Infra, n: int, consumers: int) -> dict:
             time.sleep(POLL)
         finished = time.time()
         assert stats["duplicates"] == 0, stats
-        return {"rate": n / (finished - started), "api_seconds": accepted - started,
-                "last_received_after": stats["last"] - started, "all_sent_after": finished - started}
+        return {
+            "rate": n / (finished - started),
+            "api_seconds": accepted - started,
+            "last_received_after": stats["last"] - started,
+            "all_sent_after": finished - started,
+        }
     finally:
         service.stop()
         service.cleanup(max_recipients=n)

@@ -46,14 +46,26 @@ class Sink:
 
     def __init__(self):
         self.smtp_port, self.http_port = free_port(), free_port()
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.bench.sink", "--smtp-port", str(self.smtp_port),
-                                         "--http-port", str(self.http_port)], cwd=REPO, stdout=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.bench.sink",
+                "--smtp-port",
+                str(self.smtp_port),
+                "--http-port",
+                str(self.http_port),
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+        )
         assert self.process.stdout.readline().strip() == b"ready"
         assert wait_for_port("127.0.0.1", self.smtp_port, 10)
 
     def _call(self, method: str, path: str):
-        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", method=method,
-                                         data=b"" if method == "POST" else None)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}{path}", method=method, data=b"" if method == "POST" else None
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 
@@ -98,15 +110,28 @@ class Infra:
     def service(self, consumers: int | None = None, **env: str) -> Served:
         """A `notifier serve` on this database (its own database name) and sink; `consumers` fixes the pool."""
         if consumers is not None:
-            env = {"CONSUMERS_START": str(consumers), "CONSUMERS_MIN": str(consumers),
-                   "CONSUMERS_MAX": str(consumers), **env}
+            env = {
+                "CONSUMERS_START": str(consumers),
+                "CONSUMERS_MIN": str(consumers),
+                "CONSUMERS_MAX": str(consumers),
+                **env,
+            }
         name = uuid.uuid4().hex[:8]
-        return Served(self.workdir / f"serve-{name}", AMQP_URL, MONGO_URL=self.mongo_url, MONGO_DB=f"bench_{name}",
-                      SMTP_HOST="127.0.0.1", SMTP_PORT=str(self.sink.smtp_port), LOG_LEVEL="warning", **env)
+        return Served(
+            self.workdir / f"serve-{name}",
+            AMQP_URL,
+            MONGO_URL=self.mongo_url,
+            MONGO_DB=f"bench_{name}",
+            SMTP_HOST="127.0.0.1",
+            SMTP_PORT=str(self.sink.smtp_port),
+            LOG_LEVEL="warning",
+            **env,
+        )
 
 
 def admin_header(service: Served) -> str:
     import base64
+
     result = service.cli("createsuperuser", "--username", "bench", stdin="bench-password\n")
     assert result.returncode == 0, result.stderr
     return "Basic " + base64.b64encode(b"bench:bench-password").decode()
@@ -115,9 +140,17 @@ def admin_header(service: Served) -> str:
 def add_users(service: Served, auth: str, count: int, prefix: str = "u") -> list[str]:
     ids = [f"{prefix}{i}" for i in range(count)]
     for start in range(0, count, 1000):
-        status, body = service.call("POST", "/api/v1/users/bulk", {"users": [
-            {"user_id": uid, "email": f"{uid}@example.com", "display_name": f"User {uid}"}
-            for uid in ids[start:start + 1000]]}, auth)
+        status, body = service.call(
+            "POST",
+            "/api/v1/users/bulk",
+            {
+                "users": [
+                    {"user_id": uid, "email": f"{uid}@example.com", "display_name": f"User {uid}"}
+                    for uid in ids[start : start + 1000]
+                ]
+            },
+            auth,
+        )
         assert status == 200, body
     return ids
 

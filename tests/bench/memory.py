@@ -50,21 +50,30 @@ def run(infra: Infra, n: int, rounds: int, consumers: int) -> dict:
         sampler.start()
         after_each = []
         for _ in range(rounds):
-            status, created = service.call("POST", "/api/v1/notifications", {
-                "title": "Hello {{ name }}", "text": "Big day.", "channel": "email", "recipients": users},
-                auth, timeout=3600)
+            status, created = service.call(
+                "POST",
+                "/api/v1/notifications",
+                {"title": "Hello {{ name }}", "text": "Big day.", "channel": "email", "recipients": users},
+                auth,
+                timeout=3600,
+            )
             assert status == 201, created
             infra.sink.wait_for(n, timeout=3600, key=created["id"])
-            while service.call("GET", f"/api/v1/notifications/{created['id']}", None, auth)[1]["counts"].get(
-                    "sent", 0) < n:
+            while (
+                service.call("GET", f"/api/v1/notifications/{created['id']}", None, auth)[1]["counts"].get("sent", 0)
+                < n
+            ):
                 time.sleep(1)
             time.sleep(2)
             after_each.append(rss_mb(service.process.pid))
         sampler.running = False
         sampler.join()
-        return {"server_peak_mb": sampler.server_peak, "consumer_peak_mb": sampler.consumer_peak,
-                "server_after_rounds_mb": after_each,
-                "growth_percent": 100 * (after_each[-1] - after_each[0]) / after_each[0]}
+        return {
+            "server_peak_mb": sampler.server_peak,
+            "consumer_peak_mb": sampler.consumer_peak,
+            "server_after_rounds_mb": after_each,
+            "growth_percent": 100 * (after_each[-1] - after_each[0]) / after_each[0],
+        }
     finally:
         service.stop(timeout=300)
         service.cleanup(max_recipients=n)

@@ -43,16 +43,26 @@ def probe(url: str, count: int | None = None, seconds: float | None = None) -> l
 
 
 def run(infra: Infra, **env: str) -> dict:
-    service = infra.service(CONSUMERS_START="0", CONSUMERS_MIN="0", LOGIN_ACCOUNT_LIMIT="100000000",
-                            LOGIN_ADDRESS_LIMIT="100000000", LOGIN_ACCOUNT_TOTAL_LIMIT="100000000", **env)
+    service = infra.service(
+        CONSUMERS_START="0",
+        CONSUMERS_MIN="0",
+        LOGIN_ACCOUNT_LIMIT="100000000",
+        LOGIN_ADDRESS_LIMIT="100000000",
+        LOGIN_ACCOUNT_TOTAL_LIMIT="100000000",
+        **env,
+    )
     try:
         service.start()
         result = service.cli("createsuperuser", "--username", "bench", stdin="bench-password\n")
         assert result.returncode == 0, result.stderr
         probe(service.url, count=50)  # warm up
         quiet = probe(service.url, seconds=STORM_SECONDS)
-        storm = subprocess.Popen([sys.executable, "-m", "tests.bench.passwords", service.url, str(STORM_SECONDS + 2)],
-                                 cwd=REPO, stdout=subprocess.PIPE, text=True)
+        storm = subprocess.Popen(
+            [sys.executable, "-m", "tests.bench.passwords", service.url, str(STORM_SECONDS + 2)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert storm.stdout.readline().strip() == "storming"
         time.sleep(1.0)  # the storm at full strength before measuring
         busy = probe(service.url, seconds=STORM_SECONDS)
@@ -62,14 +72,21 @@ def run(infra: Infra, **env: str) -> dict:
         service.stop()
         service.cleanup()
     quiet_p99, busy_p99 = percentile(quiet, 0.99), percentile(busy, 0.99)
-    return {"quiet_p50": percentile(quiet, 0.5), "quiet_p99": quiet_p99, "storm_p50": percentile(busy, 0.5),
-            "storm_p99": busy_p99, "ratio": busy_p99 / quiet_p99, "probes": [len(quiet), len(busy)],
-            "storm_statuses": statuses}
+    return {
+        "quiet_p50": percentile(quiet, 0.5),
+        "quiet_p99": quiet_p99,
+        "storm_p50": percentile(busy, 0.5),
+        "storm_p99": busy_p99,
+        "ratio": busy_p99 / quiet_p99,
+        "probes": [len(quiet), len(busy)],
+        "storm_statuses": statuses,
+    }
 
 
 async def _storm(url: str, seconds: float) -> Counter:
     """STORM connections sending wrong Basic passwords back to back for `seconds`."""
     from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
     AsyncHTTPClient.configure(None, max_clients=STORM)
     client = AsyncHTTPClient()
     statuses: Counter = Counter()
@@ -81,9 +98,10 @@ async def _storm(url: str, seconds: float) -> Counter:
         while time.monotonic() < deadline:
             attempt += 1
             secret = base64.b64encode(f"bench:wrong-{number}-{attempt}".encode()).decode()
-            response = await client.fetch(HTTPRequest(url + "/api/v1/clients",
-                                                      headers={"Authorization": f"Basic {secret}"},
-                                                      request_timeout=60), raise_error=False)
+            response = await client.fetch(
+                HTTPRequest(url + "/api/v1/clients", headers={"Authorization": f"Basic {secret}"}, request_timeout=60),
+                raise_error=False,
+            )
             statuses[response.code] += 1
 
     await asyncio.gather(*(worker(n) for n in range(STORM)))

@@ -58,8 +58,16 @@ def http_app(stats: Stats) -> tornado.web.Application:
     class StatsHandler(tornado.web.RequestHandler):
         def get(self):
             duplicates = sum(1 for n in stats.by_recipient.values() if n > 1)
-            self.finish({"count": stats.count, "by_notification": stats.by_notification, "first": stats.first,
-                         "last": stats.last, "recipients": len(stats.by_recipient), "duplicates": duplicates})
+            self.finish(
+                {
+                    "count": stats.count,
+                    "by_notification": stats.by_notification,
+                    "first": stats.first,
+                    "last": stats.last,
+                    "recipients": len(stats.by_recipient),
+                    "duplicates": duplicates,
+                }
+            )
 
     class TimesHandler(tornado.web.RequestHandler):
         def get(self):
@@ -76,8 +84,9 @@ def http_app(stats: Stats) -> tornado.web.Application:
 async def main(smtp_port: int, http_port: int) -> None:
     stats = Stats()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SMTP(Handler(stats), hostname="sink", data_size_limit=0),
-                                      "127.0.0.1", smtp_port)
+    server = await loop.create_server(
+        lambda: SMTP(Handler(stats), hostname="sink", data_size_limit=0), "127.0.0.1", smtp_port
+    )
     http_app(stats).listen(http_port, "127.0.0.1")
     print("ready", flush=True)
     async with server:

@@ -12,10 +12,19 @@ from notifier.settings import Settings
 
 def test_non_ascii_and_markup_are_encoded_and_escaped():
     channel = EmailChannel(Settings.from_env({}, smtp_from="Notifier <no-reply@example.com>"))
-    _, raw = channel.build(Message(delivery_id="d1", notification_id="n1", user_id="u1", address="zoe@example.com",
-                                title="Grüße, Zoë <b>", text="Line one\n<script>alert(1)</script>",
-                                display_name="Zoë Ünal", unsubscribe_url="https://n.example/unsubscribe/t",
-                                is_express=False))
+    _, raw = channel.build(
+        Message(
+            delivery_id="d1",
+            notification_id="n1",
+            user_id="u1",
+            address="zoe@example.com",
+            title="Grüße, Zoë <b>",
+            text="Line one\n<script>alert(1)</script>",
+            display_name="Zoë Ünal",
+            unsubscribe_url="https://n.example/unsubscribe/t",
+            is_express=False,
+        )
+    )
     mail = email.message_from_bytes(raw)
     assert str(make_header(decode_header(mail["Subject"]))) == "Grüße, Zoë <b>"
     assert str(make_header(decode_header(mail["To"]))) == "Zoë Ünal <zoe@example.com>"
@@ -35,6 +44,17 @@ def test_contact_validation():
 def test_a_long_unsubscribe_url_is_written_as_it_is():
     url = "https://n.example/unsubscribe/" + "t" * 300
     channel = EmailChannel(Settings.from_env({}))
-    _, raw = channel.build(Message(delivery_id="d1", notification_id="n1", user_id="u1", address="zoe@example.com",
-                                   title="Hi", text="Body", display_name="Zoë", unsubscribe_url=url, is_express=False))
+    _, raw = channel.build(
+        Message(
+            delivery_id="d1",
+            notification_id="n1",
+            user_id="u1",
+            address="zoe@example.com",
+            title="Hi",
+            text="Body",
+            display_name="Zoë",
+            unsubscribe_url=url,
+            is_express=False,
+        )
+    )
     assert email.message_from_bytes(raw)["List-Unsubscribe"] == f"<{url}>"

@@ -13,8 +13,11 @@ from ..support import TEST_ADMIN
 
 async def _send(api, admin, ctx, peer, users):
     await ctx.users.bulk_upsert(TEST_ADMIN, [{"user_id": u, "webhook_url": f"{peer.url}/hooks/{u}"} for u in users])
-    response = await api.post("/api/v1/notifications", {"title": "Deploy {{ user_id }}", "text": "done",
-                                                         "channel": "webhook", "recipients": users}, auth=admin.header)
+    response = await api.post(
+        "/api/v1/notifications",
+        {"title": "Deploy {{ user_id }}", "text": "done", "channel": "webhook", "recipients": users},
+        auth=admin.header,
+    )
     return response.body["id"]
 
 

@@ -15,10 +15,12 @@ from notifier.handlers import API_ROUTES
 
 from ..conftest import USER_SECRET
 
-OPERATIONS = [(pattern, method.upper(), getattr(handler, method).endpoint)
-              for pattern, handler in API_ROUTES
-              for method in ("get", "post", "put", "patch", "delete")
-              if hasattr(getattr(handler, method, None), "endpoint")]
+OPERATIONS = [
+    (pattern, method.upper(), getattr(handler, method).endpoint)
+    for pattern, handler in API_ROUTES
+    for method in ("get", "post", "put", "patch", "delete")
+    if hasattr(getattr(handler, method, None), "endpoint")
+]
 
 
 def concrete(pattern: str, ids: dict) -> str:
@@ -30,8 +32,13 @@ def expected(access: str, caller: str) -> str:
         return "let in"
     if caller in ("none", "expired", "forged"):
         return "401"
-    role = {"admin": Role.ADMIN, "client": Role.CLIENT, "granted client": Role.CLIENT, "user": Role.USER,
-            "other user": Role.USER}[caller]
+    role = {
+        "admin": Role.ADMIN,
+        "client": Role.CLIENT,
+        "granted client": Role.CLIENT,
+        "user": Role.USER,
+        "other user": Role.USER,
+    }[caller]
     if role not in ACCESS[access]:
         return "403"
     if caller == "client" and access in GRANTABLE:
@@ -49,21 +56,32 @@ def test_every_operation_names_a_known_permission():
 
 @pytest.mark.gen_test(timeout=120)
 async def test_auth_matrix(api, admin, client_app, contacts_app, end_user):
-    created = await api.post("/api/v1/notifications", {"title": "t", "text": "x", "channel": "inbox",
-                                                       "recipients": ["ann"]}, auth=admin.header)
+    created = await api.post(
+        "/api/v1/notifications",
+        {"title": "t", "text": "x", "channel": "inbox", "recipients": ["ann"]},
+        auth=admin.header,
+    )
     inbox = await api.get("/api/v1/me/notifications", auth=end_user("ann"))
     ids = {"notification_id": created.body["id"], "delivery_id": inbox.body["items"][0]["id"], "user_id": "ann"}
     expired = jwt.encode({"sub": "ann", "exp": int(time.time()) - 3600}, USER_SECRET, algorithm="HS256")
     forged = jwt.encode({"sub": "ann", "exp": int(time.time()) + 600}, "x" * 40, algorithm="HS256")
-    callers = {"none": None, "admin": admin.header, "client": client_app.header,
-               "granted client": contacts_app.header, "user": end_user("ann"),
-               "other user": end_user("bob"), "expired": expired, "forged": forged}
+    callers = {
+        "none": None,
+        "admin": admin.header,
+        "client": client_app.header,
+        "granted client": contacts_app.header,
+        "user": end_user("ann"),
+        "other user": end_user("bob"),
+        "expired": expired,
+        "forged": forged,
+    }
     mismatches = []
     for pattern, method, endpoint in OPERATIONS:
         for caller, header in callers.items():
             body = {} if method in ("POST", "PUT", "PATCH") else None
-            response = await api.call(method, concrete(pattern, ids), body, auth=header,
-                                      headers={"X-Requested-With": "tests"})  # what a Basic write must carry
+            response = await api.call(
+                method, concrete(pattern, ids), body, auth=header, headers={"X-Requested-With": "tests"}
+            )  # what a Basic write must carry
             outcome = str(response.status) if response.status in (401, 403) else "let in"
             if outcome != expected(endpoint.access, caller):
                 mismatches.append((method, pattern, caller, response.status))
@@ -73,8 +91,11 @@ async def test_auth_matrix(api, admin, client_app, contacts_app, end_user):
 
 @pytest.mark.gen_test
 async def test_another_end_user_cannot_touch_my_notifications(api, admin, end_user):
-    await api.post("/api/v1/notifications", {"title": "t", "text": "x", "channel": "inbox", "recipients": ["ann"]},
-                   auth=admin.header)
+    await api.post(
+        "/api/v1/notifications",
+        {"title": "t", "text": "x", "channel": "inbox", "recipients": ["ann"]},
+        auth=admin.header,
+    )
     mine = (await api.get("/api/v1/me/notifications", auth=end_user("ann"))).body["items"][0]
     assert (await api.post(f"/api/v1/me/notifications/{mine['id']}/read", auth=end_user("bob"))).status == 404
     assert (await api.get("/api/v1/me/notifications", auth=end_user("bob"))).body["items"] == []

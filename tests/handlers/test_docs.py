@@ -36,7 +36,7 @@ async def test_redoc_page_uses_local_assets(api):
     html = page.raw.decode()
     scripts = re.findall(r'<script src="([^"]+)"', html)
     assert scripts == ["/api/schema/redoc/assets/redoc.standalone.js"]
-    assert "spec-url=\"/api/schema/\"" in html
+    assert 'spec-url="/api/schema/"' in html
     bundle = await api.get(scripts[0])
     assert bundle.status == 200 and len(bundle.raw) > 100_000
 
@@ -46,8 +46,10 @@ async def test_schema_documents_client_permissions(api):
     spec = (await api.get("/api/schema/")).body
     grant = spec["paths"]["/api/v1/clients/{client_id}/permissions"]["put"]
     body = grant["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
-    assert spec["components"]["schemas"][body]["properties"]["permissions"]["items"]["enum"] == \
-        ["contacts:read", "contacts:write"]
+    assert spec["components"]["schemas"][body]["properties"]["permissions"]["items"]["enum"] == [
+        "contacts:read",
+        "contacts:write",
+    ]
     assert "contacts:write" in spec["paths"]["/api/v1/users/{user_id}"]["put"]["description"]
     client = spec["components"]["schemas"]["Client"]["properties"]
     assert "permissions" in client
@@ -58,9 +60,12 @@ async def test_each_create_links_to_the_operations_on_what_it_created(api):
     spec = (await api.get("/api/schema/")).body
     links = spec["paths"]["/api/v1/schedules"]["post"]["responses"]["201"]["links"]
     targets = {link["operationRef"] for link in links.values()}
-    for path, method in (("/api/v1/schedules/{schedule_id}", "get"), ("/api/v1/schedules/{schedule_id}", "patch"),
-                         ("/api/v1/schedules/{schedule_id}/enable", "post"),
-                         ("/api/v1/schedules/{schedule_id}/preview", "get")):
+    for path, method in (
+        ("/api/v1/schedules/{schedule_id}", "get"),
+        ("/api/v1/schedules/{schedule_id}", "patch"),
+        ("/api/v1/schedules/{schedule_id}/enable", "post"),
+        ("/api/v1/schedules/{schedule_id}/preview", "get"),
+    ):
         assert f"#/paths/{path.replace('/', '~1')}/{method}" in targets
     assert all(link["parameters"] == {"schedule_id": "$response.body#/id"} for link in links.values())
     assert "links" in spec["paths"]["/api/v1/notifications"]["post"]["responses"]["201"]

@@ -10,7 +10,7 @@ async def test_get_only_asks_then_post_unsubscribes_that_user_from_that_channel(
     url = ctx.links.unsubscribe_url("ann", "email")
     path = url.replace(ctx.settings.public_url, "")
     page = await api.get(path)
-    assert page.status == 200 and b"Unsubscribe?" in page.raw and b"<form method=\"post\">" in page.raw
+    assert page.status == 200 and b"Unsubscribe?" in page.raw and b'<form method="post">' in page.raw
     assert (await ctx.users.preferences("ann"))["unsubscribed_channels"] == []
     done = await api.call("POST", path, raw=b"", headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert done.status == 200 and b"You are unsubscribed" in done.raw
@@ -21,8 +21,9 @@ async def test_get_only_asks_then_post_unsubscribes_that_user_from_that_channel(
 @pytest.mark.gen_test
 async def test_one_click_post_from_a_mail_client(api, ctx):
     path = ctx.links.unsubscribe_url("cat", "all").replace(ctx.settings.public_url, "")
-    response = await api.call("POST", path, raw=b"List-Unsubscribe=One-Click",
-                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = await api.call(
+        "POST", path, raw=b"List-Unsubscribe=One-Click", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert response.status == 200
     assert (await ctx.users.preferences("cat"))["unsubscribed_all"] is True
 
@@ -31,8 +32,12 @@ async def test_one_click_post_from_a_mail_client(api, ctx):
 async def test_forged_or_altered_links_are_refused(api, ctx):
     token = ctx.links.unsubscribe_url("ann", "email").rpartition("/")[2]
     import jwt
-    forged = jwt.encode({"sub": "victim", "scope": "all", "aud": "notifier-unsubscribe"},
-                        "guess-the-key-of-the-site-and-make-it-long-enough", algorithm="HS256")
+
+    forged = jwt.encode(
+        {"sub": "victim", "scope": "all", "aud": "notifier-unsubscribe"},
+        "guess-the-key-of-the-site-and-make-it-long-enough",
+        algorithm="HS256",
+    )
     for bad in (token[:-3] + "abc", forged, "nonsense"):
         response = await api.call("POST", f"/unsubscribe/{bad}", raw=b"")
         assert response.status == 400 and b"not a valid unsubscribe link" in response.raw

@@ -31,10 +31,23 @@ def smtp():
 
 @pytest.fixture
 def pipeline_settings(smtp, tmp_path):
-    return {"smtp_host": "127.0.0.1", "smtp_port": smtp.port, "journal_dir": str(tmp_path / "journal"),
-            "retry_delays": (0.2, 0.4), "max_attempts": 3, "outbox_grace": 0.5, "outbox_sweep_interval": 0.3,
-            "reconcile_interval": 0.5, "pool_check_interval": 0.5, "consumers_min": 1, "consumers_start": 1,
-            "consumers_max": 2, "pacing_batch": 0, "smtp_timeout": 5, "http_timeout": 5}
+    return {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": smtp.port,
+        "journal_dir": str(tmp_path / "journal"),
+        "retry_delays": (0.2, 0.4),
+        "max_attempts": 3,
+        "outbox_grace": 0.5,
+        "outbox_sweep_interval": 0.3,
+        "reconcile_interval": 0.5,
+        "pool_check_interval": 0.5,
+        "consumers_min": 1,
+        "consumers_start": 1,
+        "consumers_max": 2,
+        "pacing_batch": 0,
+        "smtp_timeout": 5,
+        "http_timeout": 5,
+    }
 
 
 @pytest.fixture
@@ -59,21 +72,25 @@ def workers(io_loop, ctx):
 async def add_users(ctx, count: int, prefix: str = "u", **fields) -> list[str]:
     ids = [f"{prefix}{i}" for i in range(count)]
     for start in range(0, count, 1000):
-        await ctx.users.bulk_upsert(TEST_ADMIN, [{"user_id": uid, "email": f"{uid}@example.com", **fields}
-                                                 for uid in ids[start:start + 1000]])
+        await ctx.users.bulk_upsert(
+            TEST_ADMIN, [{"user_id": uid, "email": f"{uid}@example.com", **fields} for uid in ids[start : start + 1000]]
+        )
     return ids
 
 
 async def counts(ctx, notification_id) -> dict:
-    groups = ctx.store.deliveries.aggregate([{"$match": {"notification_id": notification_id}},
-                                             {"$group": {"_id": "$status", "n": {"$sum": 1}}}])
+    groups = ctx.store.deliveries.aggregate(
+        [{"$match": {"notification_id": notification_id}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
+    )
     return {g["_id"]: g["n"] async for g in groups}
 
 
 async def settled(ctx, notification_id, total: int, timeout: float = 60) -> dict:
     """Wait until every delivery of the notification has a final status; return the counts."""
+
     async def done():
         current = await counts(ctx, notification_id)
         finished = sum(current.get(s, 0) for s in ("sent", "failed", "skipped"))
         return current if finished == total else None
+
     return await eventually(done, timeout=timeout, interval=0.2, message="all deliveries settled")

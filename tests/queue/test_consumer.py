@@ -38,6 +38,7 @@ def failing_look_up(monkeypatch, times: int, error: Exception) -> list[int]:
         if len(calls) <= times:
             raise error
         return await real(self, claimed)
+
     monkeypatch.setattr(Sender, "look_up", look_up)
     return calls
 
@@ -55,7 +56,8 @@ async def test_an_outage_between_the_claim_and_the_reads_is_waited_out(ctx, smtp
 
 @pytest.mark.gen_test(timeout=60)
 async def test_a_claimed_batch_that_cannot_finish_stops_the_consumer_for_the_pool_to_recover(
-        ctx, smtp, monkeypatch, consumer):
+    ctx, smtp, monkeypatch, consumer
+):
     """Nobody takes a live consumer's claims, so a batch it cannot finish must not leave them behind with a
     consumer that carries on: it stops with its journal, and the pool's recovery sends them."""
     users = await add_users(ctx, 3)

@@ -19,13 +19,16 @@ from notifier.services.sending import Sender
 from ..support import TEST_ADMIN, eventually
 from .conftest import add_users, counts, settled
 
-NOTE = {"title": "Hello {{ name }}", "text": "Order {{ order }} shipped.", "channel": "email",
-        "variables": {"order": "A-7"}}
+NOTE = {
+    "title": "Hello {{ name }}",
+    "text": "Order {{ order }} shipped.",
+    "channel": "email",
+    "variables": {"order": "A-7"},
+}
 
 
 async def create(api, admin, recipients, **changes):
-    response = await api.post("/api/v1/notifications", {**NOTE, **changes, "recipients": recipients},
-                              auth=admin.header)
+    response = await api.post("/api/v1/notifications", {**NOTE, **changes, "recipients": recipients}, auth=admin.header)
     assert response.status == 201, response.body
     return response.body
 
@@ -40,8 +43,11 @@ async def test_email_reaches_every_recipient_once_rendered_with_unsubscribe_head
     assert smtp.received[0].subject == "Hello Pat"
     assert mail["List-Unsubscribe"].strip().startswith("<http://notifier.test/unsubscribe/")
     assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    parts = {part.get_content_type(): part.get_payload(decode=True).decode() for part in mail.walk()
-             if not part.is_multipart()}
+    parts = {
+        part.get_content_type(): part.get_payload(decode=True).decode()
+        for part in mail.walk()
+        if not part.is_multipart()
+    }
     assert "Order A-7 shipped." in parts["text/plain"]
     assert "Order A-7 shipped." in parts["text/html"] and "Unsubscribe</a>" in parts["text/html"]
     detail = await api.get(f"/api/v1/notifications/{created['id']}", auth=admin.header)
@@ -188,9 +194,17 @@ async def test_expired_lease_is_reconciled(api, admin, ctx, smtp, workers):
     created = await create(api, admin, users)
     await settled(ctx, ObjectId(created["id"]), 1)
     smtp.handler.received.clear()
-    await ctx.store.deliveries.update_many({}, {"$set": {
-        "status": "sending", "claim": "lost", "claimed_by": "elsewhere",
-        "lease_until": ctx.clock.now() - timedelta(seconds=1)}})
+    await ctx.store.deliveries.update_many(
+        {},
+        {
+            "$set": {
+                "status": "sending",
+                "claim": "lost",
+                "claimed_by": "elsewhere",
+                "lease_until": ctx.clock.now() - timedelta(seconds=1),
+            }
+        },
+    )
     assert await settled(ctx, ObjectId(created["id"]), 1) == {"sent": 1}
     assert len(smtp.received) == 1
 
@@ -200,8 +214,9 @@ async def test_queued_messages_the_broker_lost_are_published_again(ctx, admin):
     """RabbitMQ dead-letters delay tiers at most once; a message dropped there leaves a delivery queued with
     nothing in the broker. Once the work queues are empty, the lost-message finder publishes it again."""
     principal = await ctx.auth.authenticate(admin.header)
-    await ctx.notifications.create(principal, {**NOTE, "is_express": False, "content_id": None,
-                                               "recipients": ["a", "b", "c"]})
+    await ctx.notifications.create(
+        principal, {**NOTE, "is_express": False, "content_id": None, "recipients": ["a", "b", "c"]}
+    )
     await ctx.publisher.drain(10)
     assert {d["status"] for d in await ctx.store.deliveries.find({}).to_list(None)} == {"queued"}
     channel = await ctx.broker.channel()
@@ -221,9 +236,17 @@ async def test_an_expired_lease_of_a_live_consumer_is_left_to_it(api, admin, ctx
     created = await create(api, admin, users)
     await settled(ctx, ObjectId(created["id"]), 1)
     alive = next(iter(ctx.pool.processes))
-    await ctx.store.deliveries.update_many({}, {"$set": {
-        "status": "sending", "claim": "slow", "claimed_by": alive,
-        "lease_until": ctx.clock.now() - timedelta(seconds=1)}})
+    await ctx.store.deliveries.update_many(
+        {},
+        {
+            "$set": {
+                "status": "sending",
+                "claim": "slow",
+                "claimed_by": alive,
+                "lease_until": ctx.clock.now() - timedelta(seconds=1),
+            }
+        },
+    )
     assert await ctx.recovery.reconcile_leases() == 0
     assert await counts(ctx, ObjectId(created["id"])) == {"sending": 1}
 
@@ -234,8 +257,9 @@ async def test_a_batch_past_its_sending_share_of_the_lease_sends_nothing_and_is_
     without using up an attempt."""
     principal = await ctx.auth.authenticate(admin.header)
     await ctx.users.bulk_upsert(TEST_ADMIN, [{"user_id": "late", "email": "late@example.com"}])
-    notification, _ = await ctx.notifications.create(principal, {**NOTE, "is_express": False, "content_id": None,
-                                                                 "recipients": ["late"]})
+    notification, _ = await ctx.notifications.create(
+        principal, {**NOTE, "is_express": False, "content_id": None, "recipients": ["late"]}
+    )
     await ctx.publisher.drain(10)
     delivery = await ctx.store.deliveries.find_one({"notification_id": notification["_id"]})
     token = secrets.token_hex(8)
@@ -252,8 +276,7 @@ async def test_a_batch_past_its_sending_share_of_the_lease_sends_nothing_and_is_
 
     journal = Journal(tmp_path / "late.journal")
     sender = Sender(ctx.store, {"email": NeverCalled()}, Contacts(ctx.store, ctx.settings, None), ctx.links, journal)
-    outcome = await sender.attempt(delivery, await sender.look_up([delivery]), token,
-                                   send_before=time.monotonic() - 1)
+    outcome = await sender.attempt(delivery, await sender.look_up([delivery]), token, send_before=time.monotonic() - 1)
     assert outcome.kind is OutcomeKind.ABANDONED
     now = ctx.clock.now()
     released = decide(outcome.kind, now, error=outcome.error)

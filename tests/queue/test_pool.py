@@ -27,7 +27,8 @@ def assert_each_exactly_once_or_failed(smtp, deliveries, notification_id):
         else:
             assert delivery["status"] == "failed" and delivery["reason"] == "interrupted", delivery
     assert sum(1 for d in deliveries if d["status"] == "sent") == sum(received.values()) - sum(
-        received[f"{d['user_id']}@example.com"] for d in deliveries if d["status"] == "failed")
+        received[f"{d['user_id']}@example.com"] for d in deliveries if d["status"] == "failed"
+    )
 
 
 @pytest.fixture
@@ -39,8 +40,13 @@ def settings_overrides(pipeline_settings, request):
 @pytest.mark.parametrize("settings_overrides", [{"consumers_start": 2, "consumers_min": 2}], indirect=True)
 async def test_kill_9_of_consumers_mid_run_sends_each_message_at_most_once(api, admin, ctx, smtp, workers):
     users = await add_users(ctx, 1500)
-    created = (await api.post("/api/v1/notifications", {"title": "t", "text": "x", "channel": "email",
-                                                         "recipients": users}, auth=admin.header)).body
+    created = (
+        await api.post(
+            "/api/v1/notifications",
+            {"title": "t", "text": "x", "channel": "email", "recipients": users},
+            auth=admin.header,
+        )
+    ).body
     for kill_after in (200, 600, 1000):
         await eventually(lambda count=kill_after: _received(smtp, count), timeout=60, message=f"{kill_after} received")
         victim = next(p for p in ctx.pool.processes.values() if p.ready and not p.stopping)
@@ -65,11 +71,13 @@ async def test_journal_of_a_dead_consumer_is_recovered(ctx, smtp):
     """What the journal says was sent is recorded; a begun email is failed as interrupted; the rest is requeued."""
     from notifier.queue.journal import Journal
     from notifier.queue.pool import ConsumerPool
+
     users = await add_users(ctx, 3)
     principal = await _admin_principal(ctx)
-    notification, _ = await ctx.notifications.create(principal, {"title": "t", "text": "x", "channel": "email",
-                                                                  "is_express": False, "content_id": None,
-                                                                  "recipients": users})
+    notification, _ = await ctx.notifications.create(
+        principal,
+        {"title": "t", "text": "x", "channel": "email", "is_express": False, "content_id": None, "recipients": users},
+    )
     await ctx.publisher.drain(5)
     ids = [d["_id"] for d in await ctx.store.deliveries.find({}).sort("user_id", 1).to_list(None)]
     token = "t1"
@@ -92,12 +100,14 @@ async def test_journal_of_a_dead_consumer_is_recovered(ctx, smtp):
 
 async def _admin_principal(ctx):
     from notifier.access import Principal, Role
+
     return Principal(Role.ADMIN, "test", "test")
 
 
 @pytest.mark.gen_test(timeout=90)
-@pytest.mark.parametrize("settings_overrides", [{"consumers_start": 3, "consumers_min": 1, "consumers_max": 3}],
-                         indirect=True)
+@pytest.mark.parametrize(
+    "settings_overrides", [{"consumers_start": 3, "consumers_min": 1, "consumers_max": 3}], indirect=True
+)
 async def test_existing_consumers_count_toward_the_maximum(ctx, settings):
     """Two consumers of another instance already on the queue: only one more may start (max 3)."""
     connection = await aiormq.connect(settings.amqp_url)
@@ -128,14 +138,26 @@ async def test_existing_consumers_count_toward_the_maximum(ctx, settings):
 
 
 @pytest.mark.gen_test(timeout=150)
-@pytest.mark.parametrize("settings_overrides", [{"consumers_start": 1, "consumers_min": 1, "consumers_max": 3,
-                                                 "backlog_per_consumer": 100}], indirect=True)
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"consumers_start": 1, "consumers_min": 1, "consumers_max": 3, "backlog_per_consumer": 100}],
+    indirect=True,
+)
 async def test_pool_grows_with_backlog_and_shrinks_when_idle(ctx, smtp, workers):
     users = await add_users(ctx, 1000)  # more than the frozen consumer's prefetch: a ready backlog remains
     principal = await _admin_principal(ctx)
     async with _paused(ctx):
-        await ctx.notifications.create(principal, {"title": "t", "text": "x", "channel": "email", "is_express": False,
-                                                   "content_id": None, "recipients": users})
+        await ctx.notifications.create(
+            principal,
+            {
+                "title": "t",
+                "text": "x",
+                "channel": "email",
+                "is_express": False,
+                "content_id": None,
+                "recipients": users,
+            },
+        )
         await ctx.publisher.drain(10)
         await eventually(lambda: _grown(ctx, 3), timeout=45, message="pool grown to the maximum")
         assert len(ctx.pool.processes) == 3
@@ -185,7 +207,6 @@ async def test_sigterm_drains_and_exits_zero(ctx, workers):
     assert not journal_path(ctx.settings.journal_dir, consumer.id).exists()
 
 
-
 @pytest.mark.gen_test(timeout=90)
 # No periodic pool check: only the test's own check may apply the journal, after the reconciler has run.
 @pytest.mark.parametrize("settings_overrides", [{"pool_check_interval": 3600}], indirect=True)
@@ -193,13 +214,27 @@ async def test_claims_of_a_dead_consumer_wait_for_its_journal_not_for_lease_expi
     """A consumer died and the database was too slow to apply its journal: until the pool manages to, its
     claims stay put (releasing them on lease expiry would send them twice); the next pool check applies it."""
     users = await add_users(ctx, 1)
-    created = (await api.post("/api/v1/notifications", {"title": "t", "text": "x", "channel": "email",
-                                                         "recipients": users}, auth=admin.header)).body
+    created = (
+        await api.post(
+            "/api/v1/notifications",
+            {"title": "t", "text": "x", "channel": "email", "recipients": users},
+            auth=admin.header,
+        )
+    ).body
     await settled(ctx, ObjectId(created["id"]), 1)
     dead = f"{ctx.pool.prefix}.99"
     delivery = await ctx.store.deliveries.find_one({})
-    await ctx.store.deliveries.update_one({"_id": delivery["_id"]}, {"$set": {
-        "status": "sending", "claim": "t1", "claimed_by": dead, "lease_until": ctx.clock.now() - timedelta(seconds=5)}})
+    await ctx.store.deliveries.update_one(
+        {"_id": delivery["_id"]},
+        {
+            "$set": {
+                "status": "sending",
+                "claim": "t1",
+                "claimed_by": dead,
+                "lease_until": ctx.clock.now() - timedelta(seconds=5),
+            }
+        },
+    )
     path = journal_path(ctx.settings.journal_dir, dead)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"B {delivery['_id']} t1 0\nS {delivery['_id']} t1\n")

@@ -19,8 +19,18 @@ from ..support import TEST_ADMIN
 # Linux routes all of 127/8 to the loopback interface: 127.0.0.2 is the operator's allowed internal hook host.
 HOOK_HOST = "127.0.0.2"
 # What must never reach a caller: OS error texts, exception names and connection words.
-INFRASTRUCTURE = ["Errno", "error", "refused", "connect", "Name or service", "gaierror", "OSError", "127.0.0",
-                  "port", "Timeout"]
+INFRASTRUCTURE = [
+    "Errno",
+    "error",
+    "refused",
+    "connect",
+    "Name or service",
+    "gaierror",
+    "OSError",
+    "127.0.0",
+    "port",
+    "Timeout",
+]
 
 
 @pytest.fixture
@@ -47,8 +57,11 @@ def closed_port(host: str) -> int:
 async def notify(api, ctx, app, channel: str, users: dict[str, dict], expected: dict) -> list[dict]:
     """`app` notifies `users` (stored as the directory holds them); their deliveries as `app` lists them."""
     await ctx.users.bulk_upsert(TEST_ADMIN, [{"user_id": uid, **contact} for uid, contact in users.items()])
-    created = await api.post("/api/v1/notifications", {"title": "t", "text": "x", "channel": channel,
-                                                       "recipients": list(users)}, auth=app.header)
+    created = await api.post(
+        "/api/v1/notifications",
+        {"title": "t", "text": "x", "channel": channel, "recipients": list(users)},
+        auth=app.header,
+    )
     assert created.status == 201, created.body
     await ctx.publisher.drain(10)
     assert await settled(ctx, ObjectId(created.body["id"]), len(users)) == expected
@@ -76,11 +89,11 @@ async def test_an_address_no_message_can_be_built_for_is_not_shown(api, ctx, cli
 
 
 @pytest.mark.gen_test(timeout=90)
-async def test_an_unreachable_mail_server_is_not_described(api, ctx, client_app, mail_server_down, consumer,
-                                                           caplog):
+async def test_an_unreachable_mail_server_is_not_described(api, ctx, client_app, mail_server_down, consumer, caplog):
     with caplog.at_level(logging.INFO):
-        [delivery] = await notify(api, ctx, client_app, "email", {"plain": {"email": "plain@example.com"}},
-                                  {"failed": 1})
+        [delivery] = await notify(
+            api, ctx, client_app, "email", {"plain": {"email": "plain@example.com"}}, {"failed": 1}
+        )
     assert delivery["reason"] == "attempts_exhausted" and delivery["attempts"] == ctx.settings.max_attempts
     assert delivery["last_error"] == "mail server unavailable"
     assert_generic(delivery["last_error"], str(mail_server_down), "SMTP server")
@@ -91,18 +104,23 @@ async def test_an_unreachable_mail_server_is_not_described(api, ctx, client_app,
 @pytest.mark.gen_test(timeout=90)
 async def test_webhook_errors_do_not_tell_internal_names_or_ports_apart(api, ctx, client_app, consumer, caplog):
     port = closed_port(HOOK_HOST)
-    users = {"internal-name": {"webhook_url": "http://localhost/hook"},
-             "internal-name-dot": {"webhook_url": "http://localhost./hook"},
-             "no-such-name": {"webhook_url": "http://no-such-host.invalid/hook"},
-             "closed-port": {"webhook_url": f"http://{HOOK_HOST}:{port}/hook"}}
+    users = {
+        "internal-name": {"webhook_url": "http://localhost/hook"},
+        "internal-name-dot": {"webhook_url": "http://localhost./hook"},
+        "no-such-name": {"webhook_url": "http://no-such-host.invalid/hook"},
+        "closed-port": {"webhook_url": f"http://{HOOK_HOST}:{port}/hook"},
+    }
     with caplog.at_level(logging.INFO):
         listed = await notify(api, ctx, client_app, "webhook", users, {"failed": 4})
     by_user = {d["user_id"]: d for d in listed}
     # A name that resolves inward and one that does not resolve at all are refused alike, at once.
     for uid in ("internal-name", "internal-name-dot", "no-such-name"):
         delivery = by_user[uid]
-        assert (delivery["reason"], delivery["last_error"], delivery["attempts"]) == \
-            ("destination_refused", "destination not allowed", 1), uid
+        assert (delivery["reason"], delivery["last_error"], delivery["attempts"]) == (
+            "destination_refused",
+            "destination not allowed",
+            1,
+        ), uid
     assert "does not resolve" in logged_for(caplog, by_user["no-such-name"])
     # A closed port on the allowed host is retried like any unreachable destination, and says only that.
     closed = by_user["closed-port"]

@@ -16,8 +16,14 @@ from notifier.settings import Settings
 from ..queue.conftest import pipeline_settings, settled, smtp, workers  # noqa: F401  (shared pipeline fixtures)
 from ..support import TEST_ADMIN
 
-INJECTIONS = ["Eve\r\nBcc: victim@example.com", "Eve\nBcc: victim@example.com", "Eve\rBcc: victim@example.com",
-              "Eve\x00\r\n\r\n<html>forged body", "Eve\u2028Bcc: victim@example.com", "Eve\x85Bcc: x@example.com"]
+INJECTIONS = [
+    "Eve\r\nBcc: victim@example.com",
+    "Eve\nBcc: victim@example.com",
+    "Eve\rBcc: victim@example.com",
+    "Eve\x00\r\n\r\n<html>forged body",
+    "Eve\u2028Bcc: victim@example.com",
+    "Eve\x85Bcc: x@example.com",
+]
 
 
 @pytest.fixture
@@ -26,9 +32,17 @@ def settings_overrides(pipeline_settings):
 
 
 def _message(**changes) -> Message:
-    fields = dict(delivery_id="d1", notification_id="n1", user_id="u1", address="eve@example.com", title="Hello",
-                  text="Body", display_name="Eve", unsubscribe_url="https://n.example/unsubscribe/t",
-                  is_express=False)
+    fields = dict(
+        delivery_id="d1",
+        notification_id="n1",
+        user_id="u1",
+        address="eve@example.com",
+        title="Hello",
+        text="Body",
+        display_name="Eve",
+        unsubscribe_url="https://n.example/unsubscribe/t",
+        is_express=False,
+    )
     return Message(**{**fields, **changes})
 
 
@@ -57,8 +71,9 @@ def test_display_names_are_quoted_not_parsed():
     assert address.addr_spec == "eve@example.com"
 
 
-@pytest.mark.parametrize("address", ["ä@example.com", "Zoë@example.com", "eve@example.com\r\nBcc: x@example.com",
-                                     "no-at-sign"])
+@pytest.mark.parametrize(
+    "address", ["ä@example.com", "Zoë@example.com", "eve@example.com\r\nBcc: x@example.com", "no-at-sign"]
+)
 def test_an_address_no_message_can_be_built_for_is_an_invalid_contact(address):
     channel = EmailChannel(Settings.from_env({}))
     with pytest.raises(PermanentFailure) as failed:
@@ -76,12 +91,29 @@ def test_an_international_domain_is_sent_as_idna():
 @pytest.mark.gen_test(timeout=90)
 async def test_through_the_pipeline_one_to_header_and_bad_addresses_fail_once(ctx, smtp, workers):
     # Stored directly, as the user service or an old row could hold them: the API would refuse these.
-    await ctx.users.bulk_upsert(TEST_ADMIN, [{"user_id": "eve", "email": "eve@example.com",
-                                  "display_name": "Eve\r\nBcc: victim@example.com\r\nX-Forged: 1"},
-                                 {"user_id": "umlaut", "email": "ä@example.com"}])
-    created, _ = await ctx.notifications.create(TEST_ADMIN, {
-        "title": "Hello {{ name }} {{ extra }}", "text": "Body", "channel": "email", "recipients": ["eve", "umlaut"],
-        "is_express": False, "content_id": None, "variables": {"extra": "\r\nBcc: other-victim@example.com"}})
+    await ctx.users.bulk_upsert(
+        TEST_ADMIN,
+        [
+            {
+                "user_id": "eve",
+                "email": "eve@example.com",
+                "display_name": "Eve\r\nBcc: victim@example.com\r\nX-Forged: 1",
+            },
+            {"user_id": "umlaut", "email": "ä@example.com"},
+        ],
+    )
+    created, _ = await ctx.notifications.create(
+        TEST_ADMIN,
+        {
+            "title": "Hello {{ name }} {{ extra }}",
+            "text": "Body",
+            "channel": "email",
+            "recipients": ["eve", "umlaut"],
+            "is_express": False,
+            "content_id": None,
+            "variables": {"extra": "\r\nBcc: other-victim@example.com"},
+        },
+    )
     assert await settled(ctx, created["_id"], 2) == {"sent": 1, "failed": 1}
     [received] = smtp.received
     assert received.recipient == "eve@example.com"
@@ -93,12 +125,15 @@ async def test_through_the_pipeline_one_to_header_and_bad_addresses_fail_once(ct
 
 
 @pytest.mark.gen_test
-@pytest.mark.parametrize("body, field", [
-    ({"display_name": "Eve\r\nBcc: victim@example.com"}, "display_name"),
-    ({"display_name": "Eve\x00"}, "display_name"),
-    ({"display_name": "Eve\u2028Bcc: x"}, "display_name"),
-    ({"email": "eve@example.com\r\nBcc: victim@example.com"}, "email"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"display_name": "Eve\r\nBcc: victim@example.com"}, "display_name"),
+        ({"display_name": "Eve\x00"}, "display_name"),
+        ({"display_name": "Eve\u2028Bcc: x"}, "display_name"),
+        ({"email": "eve@example.com\r\nBcc: victim@example.com"}, "email"),
+    ],
+)
 async def test_control_characters_in_contacts_are_400(api, admin, body, field):
     response = await api.put("/api/v1/users/eve", body, auth=admin.header)
     assert response.status == 400
@@ -114,6 +149,7 @@ async def test_control_characters_in_titles_are_400(api, admin, title):
     note = {"title": title, "text": "Body", "channel": "email"}
     response = await api.post("/api/v1/notifications", {**note, "recipients": ["eve"]}, auth=admin.header)
     assert response.status == 400 and "title" in response.body["errors"]
-    schedule = await api.post("/api/v1/schedules", {"notification": note, "user_ids": ["eve"],
-                                                    "interval_seconds": 60}, auth=admin.header)
+    schedule = await api.post(
+        "/api/v1/schedules", {"notification": note, "user_ids": ["eve"], "interval_seconds": 60}, auth=admin.header
+    )
     assert schedule.status == 400 and "title" in schedule.body["errors"]["notification"]

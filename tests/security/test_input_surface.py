@@ -11,8 +11,15 @@ from notifier.recurrence import check_cron
 
 from ..handlers.admin.conftest import browser, field_errors, logged_in  # noqa: F401  (the admin form fixtures)
 
-MALFORMED_URLS = ["http://[::1", "http://a]/", "http://[::1]x/", "http://a:99999/", "http://a:0/", "http://a:x/",
-                  "https://[v1.x]/"]
+MALFORMED_URLS = [
+    "http://[::1",
+    "http://a]/",
+    "http://[::1]x/",
+    "http://a:99999/",
+    "http://a:0/",
+    "http://a:x/",
+    "https://[v1.x]/",
+]
 
 
 @pytest.mark.gen_test
@@ -20,8 +27,7 @@ MALFORMED_URLS = ["http://[::1", "http://a]/", "http://[::1]x/", "http://a:99999
 async def test_a_malformed_webhook_url_is_400(api, admin, url):
     put = await api.put("/api/v1/users/w1", {"webhook_url": url}, auth=admin.header)
     assert put.status == 400 and "webhook_url" in put.body["errors"], put.body
-    bulk = await api.post("/api/v1/users/bulk", {"users": [{"user_id": "w1", "webhook_url": url}]},
-                          auth=admin.header)
+    bulk = await api.post("/api/v1/users/bulk", {"users": [{"user_id": "w1", "webhook_url": url}]}, auth=admin.header)
     assert bulk.status == 400 and "webhook_url" in str(bulk.body["errors"]), bulk.body
     assert (await api.get("/api/v1/users/w1", auth=admin.header)).status == 404
 
@@ -47,8 +53,9 @@ async def test_control_characters_in_variables_are_400(api, admin, value):
     note = {"title": "{{ v }}", "text": "Body", "channel": "email", "variables": {"v": value}}
     response = await api.post("/api/v1/notifications", {**note, "recipients": ["eve"]}, auth=admin.header)
     assert response.status == 400 and "v" in response.body["errors"].get("variables", {}), response.body
-    schedule = await api.post("/api/v1/schedules", {"notification": note, "user_ids": ["eve"],
-                                                    "interval_seconds": 60}, auth=admin.header)
+    schedule = await api.post(
+        "/api/v1/schedules", {"notification": note, "user_ids": ["eve"], "interval_seconds": 60}, auth=admin.header
+    )
     assert schedule.status == 400 and "variables" in schedule.body["errors"]["notification"], schedule.body
 
 
@@ -83,19 +90,28 @@ def test_documented_cron_syntax_is_accepted(expression):
 
 
 @pytest.mark.gen_test
-@pytest.mark.parametrize("path, body, field", [
-    ("/api/v1/users/bulk", {"users": [{"user_id": "ann\n", "email": "ann@example.com"}]}, "users"),
-    ("/api/v1/users/ann", {"telegram_chat_id": "12345\n"}, "telegram_chat_id"),
-    ("/api/v1/users/ann", {"locale": "en\n"}, "locale"),
-    ("/api/v1/clients", {"login": "crm\n", "name": "CRM"}, "login"),
-    ("/api/v1/notifications", {"title": "t", "text": "x", "channel": "inbox", "recipients": ["ann\n"]},
-     "recipients"),
-    ("/api/v1/notifications", {"title": "t", "text": "x", "channel": "inbox", "recipients": ["ann"],
-                               "variables": {"v\n": "x"}}, "variables"),
-], ids=["user id", "telegram chat id", "locale", "client login", "recipient", "variable name"])
+@pytest.mark.parametrize(
+    "path, body, field",
+    [
+        ("/api/v1/users/bulk", {"users": [{"user_id": "ann\n", "email": "ann@example.com"}]}, "users"),
+        ("/api/v1/users/ann", {"telegram_chat_id": "12345\n"}, "telegram_chat_id"),
+        ("/api/v1/users/ann", {"locale": "en\n"}, "locale"),
+        ("/api/v1/clients", {"login": "crm\n", "name": "CRM"}, "login"),
+        (
+            "/api/v1/notifications",
+            {"title": "t", "text": "x", "channel": "inbox", "recipients": ["ann\n"]},
+            "recipients",
+        ),
+        (
+            "/api/v1/notifications",
+            {"title": "t", "text": "x", "channel": "inbox", "recipients": ["ann"], "variables": {"v\n": "x"}},
+            "variables",
+        ),
+    ],
+    ids=["user id", "telegram chat id", "locale", "client login", "recipient", "variable name"],
+)
 async def test_a_trailing_newline_never_passes_a_pattern(api, admin, path, body, field):
     """Python's `$` matches before a final newline: every pattern must hold for the whole value."""
     method = api.put if path == "/api/v1/users/ann" else api.post
     response = await method(path, body, auth=admin.header)
     assert response.status == 400 and field in response.body["errors"], response.body
-

@@ -23,8 +23,13 @@ WAIT = 10  # seconds any answer may take before the test gives up (the point is 
 
 @pytest.fixture
 def settings_overrides():
-    return {"max_body_bytes": BODY_LIMIT, "max_form_bytes": FORM_LIMIT, "max_upload_bytes": UPLOAD_LIMIT,
-            "http_idle_timeout": 0.5, "http_body_timeout": 1.0}
+    return {
+        "max_body_bytes": BODY_LIMIT,
+        "max_form_bytes": FORM_LIMIT,
+        "max_upload_bytes": UPLOAD_LIMIT,
+        "http_idle_timeout": 0.5,
+        "http_body_timeout": 1.0,
+    }
 
 
 class Connection:
@@ -71,8 +76,11 @@ def connect(io_loop, http_server, http_port):
 
 
 def request_head(method: str, path: str, **headers: str) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1",
-             *(f"{k.replace('_', '-')}: {v}" for k, v in headers.items())]
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        *(f"{k.replace('_', '-')}: {v}" for k, v in headers.items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -88,6 +96,7 @@ FORM = "application/x-www-form-urlencoded"
 
 
 # --- admin forms: small limits, checked before the body is read ---
+
 
 @pytest.mark.gen_test
 async def test_an_oversized_login_form_is_refused_before_its_body_is_sent(connect):
@@ -110,8 +119,11 @@ async def test_an_unauthenticated_post_to_an_admin_form_is_answered_without_read
 @pytest.mark.gen_test
 async def test_a_logged_in_form_over_the_form_limit_is_refused_before_its_body(connect, logged_in):
     connection = await connect()
-    await connection.send(request_head("POST", "/admin/clients", Content_Type=FORM, Cookie=cookies(logged_in),
-                                       Content_Length=str(FORM_LIMIT + 1)))
+    await connection.send(
+        request_head(
+            "POST", "/admin/clients", Content_Type=FORM, Cookie=cookies(logged_in), Content_Length=str(FORM_LIMIT + 1)
+        )
+    )
     status, _, body = await connection.response()
     assert status == 413 and f"larger than {FORM_LIMIT} bytes" in body.decode()
 
@@ -119,8 +131,11 @@ async def test_a_logged_in_form_over_the_form_limit_is_refused_before_its_body(c
 @pytest.mark.gen_test
 async def test_a_chunked_form_over_the_form_limit_is_refused_as_it_streams(connect, logged_in):
     connection = await connect()
-    await connection.send(request_head("POST", "/admin/clients", Content_Type=FORM, Cookie=cookies(logged_in),
-                                       Transfer_Encoding="chunked"))
+    await connection.send(
+        request_head(
+            "POST", "/admin/clients", Content_Type=FORM, Cookie=cookies(logged_in), Transfer_Encoding="chunked"
+        )
+    )
     await connection.send(chunk(b"name=" + b"x" * FORM_LIMIT))
     status, _, body = await connection.response()
     assert status == 413 and f"larger than {FORM_LIMIT} bytes" in body.decode()
@@ -131,18 +146,26 @@ async def test_a_csv_upload_may_pass_the_form_limit_but_not_the_upload_limit(con
     ids = [f"csv-user-{i:05d}" for i in range(400)]  # about 6 KB: over the form limit, under the upload limit
     csv_file = ("user_id\n" + "\n".join(ids) + "\n").encode()
     assert FORM_LIMIT < len(csv_file) < UPLOAD_LIMIT
-    created = await logged_in.post("/admin/notifications/new", {"title": "From a file", "text": "Hello",
-                                                                 "channel": "inbox"},
-                                   files={"recipients_csv": ("ids.csv", csv_file)})
+    created = await logged_in.post(
+        "/admin/notifications/new",
+        {"title": "From a file", "text": "Hello", "channel": "inbox"},
+        files={"recipients_csv": ("ids.csv", csv_file)},
+    )
     assert created.status == 302 and created.headers["Location"].startswith("/admin/notifications/")
     assert "new" not in created.headers["Location"]
     page = await logged_in.get(created.headers["Location"])
     assert "400 recipients" in text(page)
 
     connection = await connect()
-    await connection.send(request_head("POST", "/admin/notifications/new", Cookie=cookies(logged_in),
-                                       Content_Type="multipart/form-data; boundary=x",
-                                       Content_Length=str(UPLOAD_LIMIT + 1)))
+    await connection.send(
+        request_head(
+            "POST",
+            "/admin/notifications/new",
+            Cookie=cookies(logged_in),
+            Content_Type="multipart/form-data; boundary=x",
+            Content_Length=str(UPLOAD_LIMIT + 1),
+        )
+    )
     status, _, body = await connection.response()
     assert status == 413 and f"larger than {UPLOAD_LIMIT} bytes" in body.decode()
 
@@ -150,13 +173,13 @@ async def test_a_csv_upload_may_pass_the_form_limit_but_not_the_upload_limit(con
 @pytest.mark.gen_test
 async def test_a_body_to_a_page_without_forms_is_refused_before_it_is_read(connect):
     connection = await connect()
-    await connection.send(request_head("POST", "/unsubscribe/anything", Content_Type=FORM,
-                                       Content_Length=str(HUGE)))
+    await connection.send(request_head("POST", "/unsubscribe/anything", Content_Type=FORM, Content_Length=str(HUGE)))
     status, _, _ = await connection.response()
     assert status == 400  # tornado's own ceiling (the form limit) for handlers that take no body
 
 
 # --- the API: chunked bodies get a 413 JSON; requests before authentication are small or refused unread ---
+
 
 def json_error(body: bytes) -> dict:
     return json.loads(body)
@@ -166,15 +189,29 @@ def json_error(body: bytes) -> dict:
 async def test_an_oversized_chunked_api_body_is_a_413_json(connect, admin):
     notification = json.dumps({"title": "Chunked", "text": "Hello", "channel": "inbox", "recipients": ["a"]}).encode()
     small = await connect()
-    await small.send(request_head("POST", "/api/v1/notifications", Authorization=admin.header,
-                                  Content_Type="application/json", Transfer_Encoding="chunked"))
+    await small.send(
+        request_head(
+            "POST",
+            "/api/v1/notifications",
+            Authorization=admin.header,
+            Content_Type="application/json",
+            Transfer_Encoding="chunked",
+        )
+    )
     await small.send(chunk(notification[:10]) + chunk(notification[10:]) + b"0\r\n\r\n")
     status, _, body = await small.response()
     assert status == 201, body
 
     big = await connect()
-    await big.send(request_head("POST", "/api/v1/notifications", Authorization=admin.header,
-                                Content_Type="application/json", Transfer_Encoding="chunked"))
+    await big.send(
+        request_head(
+            "POST",
+            "/api/v1/notifications",
+            Authorization=admin.header,
+            Content_Type="application/json",
+            Transfer_Encoding="chunked",
+        )
+    )
     for _ in range(BODY_LIMIT // 1000 + 1):
         await big.send(chunk(b" " * 1000))
     status, headers, body = await big.response()
@@ -186,8 +223,15 @@ async def test_an_oversized_chunked_api_body_is_a_413_json(connect, admin):
 @pytest.mark.gen_test
 async def test_a_chunk_declared_larger_than_any_limit_is_a_413_json(connect, admin):
     connection = await connect()
-    await connection.send(request_head("POST", "/api/v1/notifications", Authorization=admin.header,
-                                       Content_Type="application/json", Transfer_Encoding="chunked"))
+    await connection.send(
+        request_head(
+            "POST",
+            "/api/v1/notifications",
+            Authorization=admin.header,
+            Content_Type="application/json",
+            Transfer_Encoding="chunked",
+        )
+    )
     await connection.send(b"40000000\r\n" + b" " * (BODY_LIMIT + 1))  # a 1 GiB chunk begins
     status, _, body = await connection.response()
     assert status == 413 and json_error(body)["errors"] == {"body": [f"must be at most {BODY_LIMIT} bytes"]}
@@ -197,8 +241,7 @@ async def test_a_chunk_declared_larger_than_any_limit_is_a_413_json(connect, adm
 async def test_unauthenticated_api_requests_are_refused_before_their_body(connect):
     for framing in ({"Content_Length": str(BODY_LIMIT)}, {"Transfer_Encoding": "chunked"}):
         connection = await connect()
-        await connection.send(request_head("POST", "/api/v1/notifications", Content_Type="application/json",
-                                           **framing))
+        await connection.send(request_head("POST", "/api/v1/notifications", Content_Type="application/json", **framing))
         status, headers, _ = await connection.response()
         assert status == 401 and "www-authenticate" in headers
 
@@ -206,13 +249,15 @@ async def test_unauthenticated_api_requests_are_refused_before_their_body(connec
 @pytest.mark.gen_test
 async def test_the_public_token_endpoint_takes_only_a_small_body(connect):
     connection = await connect()
-    await connection.send(request_head("POST", "/api/v1/auth/token", Content_Type="application/json",
-                                       Content_Length=str(FORM_LIMIT + 1)))
+    await connection.send(
+        request_head("POST", "/api/v1/auth/token", Content_Type="application/json", Content_Length=str(FORM_LIMIT + 1))
+    )
     status, _, body = await connection.response()
     assert status == 413 and json_error(body)["errors"] == {"body": [f"must be at most {FORM_LIMIT} bytes"]}
 
 
 # --- timeouts ---
+
 
 @pytest.mark.gen_test
 async def test_an_idle_keep_alive_connection_is_closed(connect):
@@ -233,6 +278,8 @@ async def test_a_connection_that_never_finishes_its_headers_is_closed(connect):
 @pytest.mark.gen_test
 async def test_a_body_that_stalls_is_dropped(connect):
     connection = await connect()
-    await connection.send(request_head("POST", "/api/v1/auth/token", Content_Type="application/json",
-                                       Content_Length="100") + b'{"username"')
+    await connection.send(
+        request_head("POST", "/api/v1/auth/token", Content_Type="application/json", Content_Length="100")
+        + b'{"username"'
+    )
     assert await connection.closed_by_server()

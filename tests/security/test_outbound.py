@@ -21,8 +21,18 @@ from ..queue.conftest import pipeline_settings, settled, smtp, workers  # noqa: 
 from ..support import TEST_ADMIN
 
 # Every way of writing loopback that getaddrinfo understands, and loopback wrapped in IPv6.
-LOOPBACK_SPELLINGS = ["127.0.0.1", "2130706433", "0177.0.0.1", "127.1", "0x7f.1", "0x7f000001", "017700000001",
-                      "localhost", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]"]
+LOOPBACK_SPELLINGS = [
+    "127.0.0.1",
+    "2130706433",
+    "0177.0.0.1",
+    "127.1",
+    "0x7f.1",
+    "0x7f000001",
+    "017700000001",
+    "localhost",
+    "[::ffff:127.0.0.1]",
+    "[::ffff:7f00:1]",
+]
 
 
 @pytest.fixture
@@ -30,28 +40,70 @@ def settings_overrides(pipeline_settings):
     return pipeline_settings  # OUTBOUND_ALLOW left at its default: nothing internal is allowed
 
 
-@pytest.mark.parametrize("address", [
-    "127.0.0.1", "127.255.255.254", "10.0.0.1", "172.16.0.1", "192.168.1.1", "100.64.0.1", "169.254.169.254",
-    "0.0.0.0", "224.0.0.1", "239.255.255.250", "240.0.0.1", "255.255.255.255", "192.0.2.1", "198.18.0.1",
-    "::1", "::", "fe80::1", "fc00::1", "fd12:3456::1", "fec0::1", "ff02::1", "2001:db8::1", "100::1",
-    "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254", "2002:7f00:1::1", "2002:a00:1::1",
-    "2001:0:4136:e378:8000:63bf:80ff:fffe", "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "64:ff9b:1::a00:1",
-    "::127.0.0.1",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "127.255.255.254",
+        "10.0.0.1",
+        "172.16.0.1",
+        "192.168.1.1",
+        "100.64.0.1",
+        "169.254.169.254",
+        "0.0.0.0",
+        "224.0.0.1",
+        "239.255.255.250",
+        "240.0.0.1",
+        "255.255.255.255",
+        "192.0.2.1",
+        "198.18.0.1",
+        "::1",
+        "::",
+        "fe80::1",
+        "fc00::1",
+        "fd12:3456::1",
+        "fec0::1",
+        "ff02::1",
+        "2001:db8::1",
+        "100::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "::ffff:169.254.169.254",
+        "2002:7f00:1::1",
+        "2002:a00:1::1",
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",
+        "64:ff9b::7f00:1",
+        "64:ff9b::a9fe:a9fe",
+        "64:ff9b:1::a00:1",
+        "::127.0.0.1",
+    ],
+)
 def test_inward_addresses_are_refused(address):
     assert why_refused(ipaddress.ip_address(address)) is not None
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8",
-                                     "64:ff9b::808:808", "2002:808:808::1"])
+@pytest.mark.parametrize(
+    "address", ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1"]
+)
 def test_public_addresses_pass(address):
     assert why_refused(ipaddress.ip_address(address)) is None
 
 
-@pytest.mark.parametrize("url", ["ftp://example.com/x", "file:///etc/passwd", "gopher://example.com/",
-                                 "http://user:secret@example.com/", "http://@example.com/", "http:///path",
-                                 "http://example.com:0/", "http://example.com:99999/", "http://example.com:x/",
-                                 "//example.com/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/x",
+        "file:///etc/passwd",
+        "gopher://example.com/",
+        "http://user:secret@example.com/",
+        "http://@example.com/",
+        "http:///path",
+        "http://example.com:0/",
+        "http://example.com:99999/",
+        "http://example.com:x/",
+        "//example.com/",
+    ],
+)
 def test_unacceptable_url_forms_are_refused(url):
     with pytest.raises(DestinationRefused):
         check_url(url)
@@ -113,8 +165,11 @@ async def test_refused_timed_out_and_unresolvable_look_the_same(silent_listener)
     http = OutboundHTTP(Allowlist.parse(["127.0.0.1"]), resolver=FailingDns())
     failures = []
     try:
-        for url in (f"http://127.0.0.1:{closed}/hook", f"http://127.0.0.1:{silent_listener}/hook",
-                    "http://flaky.test/hook"):
+        for url in (
+            f"http://127.0.0.1:{closed}/hook",
+            f"http://127.0.0.1:{silent_listener}/hook",
+            "http://flaky.test/hook",
+        ):
             with pytest.raises(TemporaryFailure) as failed:
                 await post_json(http, url, {}, {}, 0.5)
             failures.append((str(failed.value), failed.value.detail))
@@ -160,8 +215,9 @@ async def test_a_redirect_from_an_allowed_host_inward_is_not_followed(peer):
     http = OutboundHTTP(Allowlist.parse(["localhost"]))  # the allowed hook; 127.0.0.1 by address is not
     try:
         with pytest.raises(HTTPClientError) as answered:
-            await http.fetch(HTTPRequest(f"http://localhost:{peer.port}/hook", method="POST", body="{}",
-                                         follow_redirects=True))
+            await http.fetch(
+                HTTPRequest(f"http://localhost:{peer.port}/hook", method="POST", body="{}", follow_redirects=True)
+            )
         with pytest.raises(PermanentFailure) as failed:
             await post_json(http, f"http://localhost:{peer.port}/hook", {}, {}, 5)
     finally:
@@ -203,13 +259,17 @@ async def test_the_connection_goes_to_the_checked_address_and_keeps_the_name(pee
 
 
 @pytest.mark.gen_test(timeout=90)
-async def test_webhook_aimed_inward_fails_at_once_and_the_client_sees_a_generic_reason(api, admin, ctx, peer,
-                                                                                      workers):
-    users = {f"inward-{i}": f"http://{host}:{peer.port}/hook" for i, host in
-             enumerate(["127.0.0.1", "2130706433", "0x7f.1", "[::ffff:127.0.0.1]"])}
+async def test_webhook_aimed_inward_fails_at_once_and_the_client_sees_a_generic_reason(api, admin, ctx, peer, workers):
+    users = {
+        f"inward-{i}": f"http://{host}:{peer.port}/hook"
+        for i, host in enumerate(["127.0.0.1", "2130706433", "0x7f.1", "[::ffff:127.0.0.1]"])
+    }
     await ctx.users.bulk_upsert(TEST_ADMIN, [{"user_id": uid, "webhook_url": url} for uid, url in users.items()])
-    created = await api.post("/api/v1/notifications", {"title": "t", "text": "x", "channel": "webhook",
-                                                       "recipients": list(users)}, auth=admin.header)
+    created = await api.post(
+        "/api/v1/notifications",
+        {"title": "t", "text": "x", "channel": "webhook", "recipients": list(users)},
+        auth=admin.header,
+    )
     assert created.status == 201, created.body
     assert await settled(ctx, ObjectId(created.body["id"]), len(users)) == {"failed": len(users)}
     listed = await api.get(f"/api/v1/notifications/{created.body['id']}/deliveries", auth=admin.header)
@@ -220,11 +280,14 @@ async def test_webhook_aimed_inward_fails_at_once_and_the_client_sees_a_generic_
 
 
 @pytest.mark.gen_test
-@pytest.mark.parametrize("url, message", [
-    ("https://user:secret@hooks.example.com/x", "user information"),
-    ("ftp://hooks.example.com/x", "URL"),
-    ("https://hooks.example.com/" + "x" * 2000, "2000"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("https://user:secret@hooks.example.com/x", "user information"),
+        ("ftp://hooks.example.com/x", "URL"),
+        ("https://hooks.example.com/" + "x" * 2000, "2000"),
+    ],
+)
 async def test_webhook_url_is_checked_at_the_api(api, admin, url, message):
     response = await api.put("/api/v1/users/hooked", {"webhook_url": url}, auth=admin.header)
     assert response.status == 400

@@ -58,8 +58,9 @@ FORMS = {
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("form", FORMS)
-async def test_every_failed_attempt_runs_scrypt_exactly_once(api, admin, client_app, http_client, base_url,
-                                                             scrypt_calls, form):
+async def test_every_failed_attempt_runs_scrypt_exactly_once(
+    api, admin, client_app, http_client, base_url, scrypt_calls, form
+):
     """Two runs for a known login and one for an unknown one told which logins exist."""
     response = await FORMS[form](api, http_client=http_client, base_url=base_url)
     assert response.status == 401
@@ -75,8 +76,7 @@ async def test_scrypt_runs_off_the_event_loop(api, admin, scrypt_calls):
 @pytest.mark.gen_test
 async def test_concurrent_wrong_basic_passwords_are_throttled_past_the_limit(api, admin):
     """Each attempt is counted before its password is checked, so 20 at once cannot all be tried."""
-    responses = await asyncio.gather(*(api.get("/api/v1/clients", auth=basic("root", f"guess-{i}"))
-                                       for i in range(20)))
+    responses = await asyncio.gather(*(api.get("/api/v1/clients", auth=basic("root", f"guess-{i}")) for i in range(20)))
     statuses = sorted(r.status for r in responses)
     assert statuses == [401] * 5 + [429] * 15
     refused = next(r for r in responses if r.status == 429)
@@ -169,19 +169,24 @@ def _from(address: str) -> dict:
 
 
 @pytest.mark.gen_test
-@pytest.mark.parametrize("settings_overrides", [{"trust_proxy_headers": True, "login_account_total_limit": 8}],
-                         indirect=True)
+@pytest.mark.parametrize(
+    "settings_overrides", [{"trust_proxy_headers": True, "login_account_total_limit": 8}], indirect=True
+)
 async def test_a_strangers_wrong_passwords_do_not_lock_the_application_out(api, client_app):
     """The lockout is per account and address: the app keeps working from its own address and from any
     address that never guessed wrong, while guessing from many addresses together reaches the account's
     ceiling for the guessers."""
     stranger, app_host, second_stranger = "203.0.113.7", "198.51.100.1", "203.0.113.8"
-    statuses = [(await api.get("/api/v1/notifications", auth=f"shop guess-{i}", headers=_from(stranger))).status
-                for i in range(6)]
+    statuses = [
+        (await api.get("/api/v1/notifications", auth=f"shop guess-{i}", headers=_from(stranger))).status
+        for i in range(6)
+    ]
     assert statuses == [401] * 5 + [429]
     assert (await api.get("/api/v1/notifications", auth=client_app.header, headers=_from(app_host))).status == 200
-    statuses = [(await api.get("/api/v1/notifications", auth=f"shop more-{i}", headers=_from(second_stranger))
-                 ).status for i in range(3)]
+    statuses = [
+        (await api.get("/api/v1/notifications", auth=f"shop more-{i}", headers=_from(second_stranger))).status
+        for i in range(3)
+    ]
     assert statuses == [401, 401, 429]  # 6 + 2 attempts reach the ceiling of 8 for the account
     refused = await api.get("/api/v1/notifications", auth="shop once-more", headers=_from(second_stranger))
     assert refused.status == 429 and "for this account" in refused.body["message"]
@@ -192,6 +197,10 @@ async def test_a_strangers_wrong_passwords_do_not_lock_the_application_out(api, 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("settings_overrides", [{"trust_proxy_headers": True}], indirect=True)
 async def test_an_ipv6_host_is_one_address_whatever_its_interface_id(api):
-    statuses = [(await api.get("/api/v1/notifications", auth=f"login-{i} guess",
-                               headers=_from(f"2001:db8:1:2::{i + 1:x}"))).status for i in range(21)]
+    statuses = [
+        (
+            await api.get("/api/v1/notifications", auth=f"login-{i} guess", headers=_from(f"2001:db8:1:2::{i + 1:x}"))
+        ).status
+        for i in range(21)
+    ]
     assert statuses == [401] * 20 + [429]

@@ -18,14 +18,54 @@ from ..handlers.admin.conftest import Browser
 from ..support import TEST_ADMIN
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-BODIES = (None, b"{}", b'{"junk": [1, "x", null], ', b"[" * 64 + b"]" * 64,
-          b'{"title": "\\ud800", "recipients": ["\\udfff"], "users": [{"user_id": "\\ud800"}]}',
-          b'{"webhook_url": "http://[::1", "users": [{"user_id": "w1", "webhook_url": "http://a]/"}]}')
-FORM_FIELDS = ("title", "text", "channel", "is_express", "content_id", "variables", "recipients", "notification_id",
-               "user_ids", "kind", "cron", "interval_seconds", "timezone", "start_at", "end_at", "enabled",
-               "misfire_policy", "misfire_grace_seconds", "user_id", "email", "telegram_chat_id", "webhook_url",
-               "display_name", "locale", "unsub_email", "unsubscribed_all", "login", "name", "username", "next",
-               "scope", "delivery_id", "reason", "status", "cursor", "q", "created_after", "List-Unsubscribe")
+BODIES = (
+    None,
+    b"{}",
+    b'{"junk": [1, "x", null], ',
+    b"[" * 64 + b"]" * 64,
+    b'{"title": "\\ud800", "recipients": ["\\udfff"], "users": [{"user_id": "\\ud800"}]}',
+    b'{"webhook_url": "http://[::1", "users": [{"user_id": "w1", "webhook_url": "http://a]/"}]}',
+)
+FORM_FIELDS = (
+    "title",
+    "text",
+    "channel",
+    "is_express",
+    "content_id",
+    "variables",
+    "recipients",
+    "notification_id",
+    "user_ids",
+    "kind",
+    "cron",
+    "interval_seconds",
+    "timezone",
+    "start_at",
+    "end_at",
+    "enabled",
+    "misfire_policy",
+    "misfire_grace_seconds",
+    "user_id",
+    "email",
+    "telegram_chat_id",
+    "webhook_url",
+    "display_name",
+    "locale",
+    "unsub_email",
+    "unsubscribed_all",
+    "login",
+    "name",
+    "username",
+    "next",
+    "scope",
+    "delivery_id",
+    "reason",
+    "status",
+    "cursor",
+    "q",
+    "created_after",
+    "List-Unsubscribe",
+)
 
 
 def form(value: str, **fields: str) -> bytes:
@@ -34,9 +74,17 @@ def form(value: str, **fields: str) -> bytes:
     return urlencode({**{name: value for name in FORM_FIELDS}, "password": "x", **fields}).encode()
 
 
-FORMS = (form("-1", kind="interval"), form("America"), form("0 0 31 2 *"), form("* * * * * *"),
-         form("9999-12-31T23:59:59-12:00", kind="interval"), form("1.5", kind="interval"), form("\x00"),
-         form("x" * 300), form("http://[::1"))
+FORMS = (
+    form("-1", kind="interval"),
+    form("America"),
+    form("0 0 31 2 *"),
+    form("* * * * * *"),
+    form("9999-12-31T23:59:59-12:00", kind="interval"),
+    form("1.5", kind="interval"),
+    form("\x00"),
+    form("x" * 300),
+    form("http://[::1"),
+)
 JUNK_IDS = ("x", str(ObjectId()), "%00", "%ff%fe", "A" * 2000, "..%2F..%2Fetc%2Fpasswd", "-1")
 PARAMETER = re.compile(r"\(\?P<(\w+)>[^)]*\)|\([^)]*\)")
 
@@ -50,23 +98,36 @@ def paths(pattern: str, existing: dict[str, str]) -> list[str]:
 
     if not PARAMETER.search(pattern):
         return [pattern]
-    return [fill(lambda name: quote(existing.get(name or "", "admin.css"), safe="")),
-            *(fill(lambda name, junk=junk: junk) for junk in JUNK_IDS)]
+    return [
+        fill(lambda name: quote(existing.get(name or "", "admin.css"), safe="")),
+        *(fill(lambda name, junk=junk: junk) for junk in JUNK_IDS),
+    ]
 
 
 @pytest.fixture
 def callers(io_loop, ctx, http_client, base_url, admin, client_app, contacts_app, end_user):
     """Authorization headers (and cookies) of each kind of caller, and ids of things that exist."""
+
     async def setup():
         browser = Browser(base_url, http_client)
         assert (await browser.login()).status == 302
         writer = Principal(Role.CLIENT, client_app.id, "shop")
         await ctx.users.bulk_upsert(TEST_ADMIN, [{"user_id": "ann", "email": "ann@example.com"}])
-        notification, _ = await ctx.notifications.create(writer, {
-            "title": "t", "text": "x", "channel": "inbox", "is_express": False, "content_id": None,
-            "variables": {}, "recipients": ["ann"]})
-        schedule = await ctx.schedules.create(writer, {"notification_id": str(notification["_id"]),
-                                                       "user_ids": ["ann"], "cron": "0 9 * * *"})
+        notification, _ = await ctx.notifications.create(
+            writer,
+            {
+                "title": "t",
+                "text": "x",
+                "channel": "inbox",
+                "is_express": False,
+                "content_id": None,
+                "variables": {},
+                "recipients": ["ann"],
+            },
+        )
+        schedule = await ctx.schedules.create(
+            writer, {"notification_id": str(notification["_id"]), "user_ids": ["ann"], "cron": "0 9 * * *"}
+        )
         delivery = await ctx.store.deliveries.find_one({"user_id": "ann"})
         session = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
         identities = {
@@ -77,13 +138,22 @@ def callers(io_loop, ctx, http_client, base_url, admin, client_app, contacts_app
             "end user": {"Authorization": end_user("ann")},
             "admin session": {"Cookie": session, "X-XSRFToken": browser.xsrf()},
             # Bytes that are not UTF-8 (tornado reads headers as Latin-1), and a cookie that is not ours.
-            "garbage": {"Authorization": "Basic \xff\xfe", "Cookie": "notifier_admin=\xff; _xsrf=\xfe",
-                        "X-XSRFToken": "\xff", "X-Request-Id": "\xff" * 80},
+            "garbage": {
+                "Authorization": "Basic \xff\xfe",
+                "Cookie": "notifier_admin=\xff; _xsrf=\xfe",
+                "X-XSRFToken": "\xff",
+                "X-Request-Id": "\xff" * 80,
+            },
         }
-        existing = {"notification_id": str(notification["_id"]), "schedule_id": str(schedule["_id"]),
-                    "user_id": "ann", "client_id": client_app.id, "admin_id": admin.id,
-                    "delivery_id": str(delivery["_id"]),
-                    "token": ctx.links.unsubscribe_url("ann", "email").rpartition("/")[2]}
+        existing = {
+            "notification_id": str(notification["_id"]),
+            "schedule_id": str(schedule["_id"]),
+            "user_id": "ann",
+            "client_id": client_app.id,
+            "admin_id": admin.id,
+            "delivery_id": str(delivery["_id"]),
+            "token": ctx.links.unsubscribe_url("ann", "email").rpartition("/")[2],
+        }
         return identities, existing
 
     return io_loop.run_sync(setup)
@@ -100,11 +170,13 @@ async def test_no_route_answers_5xx_or_without_security_headers(app, http_client
                 if "A" * 2000 in path:
                     bodies = bodies[:1]  # a long id once per method and caller is enough
                 for identity, headers in identities.items():
-                    for body in (bodies[:1] if identity == "garbage" else bodies):
+                    for body in bodies[:1] if identity == "garbage" else bodies:
                         requests.append((method, path, identity, headers, body, "application/json"))
                     if method == "POST" and identity in ("anonymous", "admin session") and "A" * 2000 not in path:
-                        requests.extend((method, path, identity, headers, body, "application/x-www-form-urlencoded")
-                                        for body in FORMS)
+                        requests.extend(
+                            (method, path, identity, headers, body, "application/x-www-form-urlencoded")
+                            for body in FORMS
+                        )
     # Deletes last, so the other methods meet the existing ids while they still exist.
     requests.sort(key=lambda request: request[0] == "DELETE")
     assert len(requests) > 3000
@@ -116,15 +188,25 @@ async def test_no_route_answers_5xx_or_without_security_headers(app, http_client
         if body is not None:
             headers["Content-Type"] = content_type
         async with slots:
-            response = await http_client.fetch(HTTPRequest(
-                base_url + path, method=method, headers=headers, body=body, follow_redirects=False,
-                allow_nonstandard_methods=True, request_timeout=60), raise_error=False)
+            response = await http_client.fetch(
+                HTTPRequest(
+                    base_url + path,
+                    method=method,
+                    headers=headers,
+                    body=body,
+                    follow_redirects=False,
+                    allow_nonstandard_methods=True,
+                    request_timeout=60,
+                ),
+                raise_error=False,
+            )
         if response.code >= 500 or response.code == 599:
             failures.append(f"{response.code} {method} {path[:120]} as {identity} with {(body or b'')[:40]!r}")
-        elif response.headers.get("X-Content-Type-Options") != "nosniff" \
-                or "frame-ancestors 'none'" not in response.headers.get("Content-Security-Policy", ""):
+        elif response.headers.get(
+            "X-Content-Type-Options"
+        ) != "nosniff" or "frame-ancestors 'none'" not in response.headers.get("Content-Security-Policy", ""):
             failures.append(f"no security headers: {response.code} {method} {path[:120]} as {identity}")
 
     for start in range(0, len(requests), 400):
-        await asyncio.gather(*(one(*request) for request in requests[start:start + 400]))
+        await asyncio.gather(*(one(*request) for request in requests[start : start + 400]))
     assert not failures, f"{len(failures)} of {len(requests)} requests failed:\n" + "\n".join(failures[:60])

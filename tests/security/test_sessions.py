@@ -29,6 +29,7 @@ def _browser(http_client, base_url) -> Browser:
 
 # --- logout ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.gen_test
 async def test_logout_makes_a_copied_session_cookie_worthless(http_client, base_url, admin):
     browser = _browser(http_client, base_url)
@@ -52,10 +53,21 @@ async def test_logging_out_one_browser_keeps_the_others(http_client, base_url, a
 
 # --- token refresh ---------------------------------------------------------------------------------
 
+
 def _admin_token(ctx, admin, **claims) -> str:
     now = int(time.time())
-    payload = {"sub": admin.id, "name": "root", "iat": now, "nbf": now, "exp": now + 300, "iss": ADMIN_TOKEN_ISSUER,
-               "aud": ADMIN_TOKEN_AUDIENCE, "ver": 0, "jti": "x", **claims}
+    payload = {
+        "sub": admin.id,
+        "name": "root",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 300,
+        "iss": ADMIN_TOKEN_ISSUER,
+        "aud": ADMIN_TOKEN_AUDIENCE,
+        "ver": 0,
+        "jti": "x",
+        **claims,
+    }
     return jwt.encode(payload, ctx.keys.admin_jwt, algorithm="HS256", headers={"kid": ADMIN_TOKEN_KID})
 
 
@@ -84,13 +96,18 @@ async def test_refresh_ends_after_the_session_lifetime(api, admin, ctx):
 
 # --- cross-site API writes -------------------------------------------------------------------------
 
+
 @pytest.mark.gen_test
 async def test_a_bodyless_basic_write_without_json_or_custom_header_is_refused(api, admin):
     refused = await api.delete("/api/v1/users/ann", auth=admin.header)
     assert refused.status == 403
     assert "Content-Type" in refused.body["errors"] and "X-Requested-With" in refused.body["message"]
-    form = await api.post("/api/v1/notifications", auth=admin.header, raw=b"title=x",
-                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+    form = await api.post(
+        "/api/v1/notifications",
+        auth=admin.header,
+        raw=b"title=x",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert form.status in (403, 415)
     as_json = await api.delete("/api/v1/users/ann", auth=admin.header, headers={"Content-Type": "application/json"})
     with_header = await api.delete("/api/v1/users/ann", auth=admin.header, headers={"X-Requested-With": "curl"})
@@ -107,6 +124,7 @@ async def test_credentials_a_browser_never_attaches_need_no_extra_header(api, ad
 
 
 # --- admin page headers ----------------------------------------------------------------------------
+
 
 @pytest.mark.gen_test
 async def test_admin_pages_forbid_framing_sniffing_and_leaking_referrers(http_client, base_url, admin):
@@ -134,10 +152,22 @@ def _assert_refuses_sniffing_and_framing(response, what: str) -> str:
 async def test_every_kind_of_answer_refuses_sniffing_and_framing(api, http_client, base_url, ctx, admin):
     browser = _browser(http_client, base_url)
     token = ctx.links.unsubscribe_url("ann", "email").rpartition("/")[2]
-    answers = {path: await browser.get(path) for path in (
-        "/admin", "/admin/no-such-page", "/admin/static/admin.css", "/admin/static/missing.css",
-        "/api/schema/", "/api/schema/redoc/", "/api/schema/redoc/assets/redoc.standalone.js", "/api/v1/users",
-        "/no/such/path", "/unsubscribe/not-a-token", f"/unsubscribe/{token}")}
+    answers = {
+        path: await browser.get(path)
+        for path in (
+            "/admin",
+            "/admin/no-such-page",
+            "/admin/static/admin.css",
+            "/admin/static/missing.css",
+            "/api/schema/",
+            "/api/schema/redoc/",
+            "/api/schema/redoc/assets/redoc.standalone.js",
+            "/api/v1/users",
+            "/no/such/path",
+            "/unsubscribe/not-a-token",
+            f"/unsubscribe/{token}",
+        )
+    }
     assert answers["/admin"].status == 301 and answers["/admin/no-such-page"].status == 404
     for path, response in answers.items():
         csp = _assert_refuses_sniffing_and_framing(response, path)
@@ -161,20 +191,42 @@ def logged_in_pages(io_loop, http_client, base_url, admin):
         browser = _browser(http_client, base_url)
         pages = [text(await browser.get("/admin/login"))]
         await browser.login()
-        for path in ("/admin/", "/admin/notifications", "/admin/notifications/new", "/admin/schedules",
-                     "/admin/schedules/new", "/admin/users", "/admin/users/new", "/admin/clients", "/admin/admins",
-                     "/admin/parked"):
+        for path in (
+            "/admin/",
+            "/admin/notifications",
+            "/admin/notifications/new",
+            "/admin/schedules",
+            "/admin/schedules/new",
+            "/admin/users",
+            "/admin/users/new",
+            "/admin/clients",
+            "/admin/admins",
+            "/admin/parked",
+        ):
             response = await browser.get(path)
             assert response.status == 200, path
             pages.append(text(response))
         return pages
+
     return io_loop.run_sync(fetch)
 
 
 # --- admin password policy -------------------------------------------------------------------------
 
-WEAK = ["password", "short-pass1", "passwordpassword", "qwertyuiop12", "123qweasdzxc", "aaaaaaaaaaaa", "rootroot1234",
-        "Welcome2024!", "admin@123456", "notifier1234", "changemenow1", "Password1234!"]
+WEAK = [
+    "password",
+    "short-pass1",
+    "passwordpassword",
+    "qwertyuiop12",
+    "123qweasdzxc",
+    "aaaaaaaaaaaa",
+    "rootroot1234",
+    "Welcome2024!",
+    "admin@123456",
+    "notifier1234",
+    "changemenow1",
+    "Password1234!",
+]
 
 
 @pytest.mark.gen_test

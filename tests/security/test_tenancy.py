@@ -7,19 +7,27 @@ from __future__ import annotations
 import pytest
 from bson import ObjectId
 
-NOTE = {"title": "Invoice {{ number }}", "text": "Your invoice is ready.", "channel": "inbox",
-        "variables": {"number": "7"}, "recipients": ["alice", "bob"]}
-DAILY = {"notification": {"title": "Digest", "text": "Daily digest", "channel": "inbox"},
-         "user_ids": ["alice"], "interval_seconds": 3600}
+NOTE = {
+    "title": "Invoice {{ number }}",
+    "text": "Your invoice is ready.",
+    "channel": "inbox",
+    "variables": {"number": "7"},
+    "recipients": ["alice", "bob"],
+}
+DAILY = {
+    "notification": {"title": "Digest", "text": "Daily digest", "channel": "inbox"},
+    "user_ids": ["alice"],
+    "interval_seconds": 3600,
+}
 
 
 async def a_objects(api, ctx, a):
     """A's notification (with deliveries), its schedule (fired once, so it has a run)."""
-    notification = (await api.post("/api/v1/notifications", NOTE, auth=a.header,
-                                   headers={"Idempotency-Key": "invoice-7"})).body
+    notification = (
+        await api.post("/api/v1/notifications", NOTE, auth=a.header, headers={"Idempotency-Key": "invoice-7"})
+    ).body
     schedule = (await api.post("/api/v1/schedules", DAILY, auth=a.header)).body
-    await ctx.store.schedules.update_one({"_id": ObjectId(schedule["id"])},
-                                         {"$set": {"next_run_at": ctx.clock.now()}})
+    await ctx.store.schedules.update_one({"_id": ObjectId(schedule["id"])}, {"$set": {"next_run_at": ctx.clock.now()}})
     assert await ctx.schedules.fire_due() == 1
     runs = await api.get(f"/api/v1/schedules/{schedule['id']}/runs", auth=a.header)
     assert len(runs.body["items"]) == 1
@@ -27,16 +35,28 @@ async def a_objects(api, ctx, a):
 
 
 @pytest.mark.gen_test
-async def test_another_application_cannot_list_notifications_with_any_filter(api, ctx, client_app,
-                                                                             other_client_app, admin):
+async def test_another_application_cannot_list_notifications_with_any_filter(
+    api, ctx, client_app, other_client_app, admin
+):
     a, b = client_app, other_client_app
     notification, _ = await a_objects(api, ctx, a)
     own = await api.get("/api/v1/notifications", auth=a.header)
     assert notification["id"] in [n["id"] for n in own.body["items"]]
     a_cursor = (await api.get("/api/v1/notifications?limit=1", auth=a.header)).body["next_cursor"]
-    filters = [f"author={a.id}", f"author={a.id}&channel=inbox", "channel=inbox", "is_express=false",
-               "q=Invoice", "created_after=2000-01-01T00:00:00Z", "created_before=2100-01-01T00:00:00Z",
-               "limit=200", f"cursor={a_cursor}", f"author={b.id}", f"author={admin.id}", "author=client"]
+    filters = [
+        f"author={a.id}",
+        f"author={a.id}&channel=inbox",
+        "channel=inbox",
+        "is_express=false",
+        "q=Invoice",
+        "created_after=2000-01-01T00:00:00Z",
+        "created_before=2100-01-01T00:00:00Z",
+        "limit=200",
+        f"cursor={a_cursor}",
+        f"author={b.id}",
+        f"author={admin.id}",
+        "author=client",
+    ]
     for query in filters:
         response = await api.get(f"/api/v1/notifications?{query}", auth=b.header)
         assert response.status == 200, (query, response.body)
@@ -47,8 +67,9 @@ async def test_another_application_cannot_list_notifications_with_any_filter(api
 
 
 @pytest.mark.gen_test
-async def test_another_application_cannot_reach_a_notification_or_its_deliveries(api, ctx, client_app,
-                                                                                 other_client_app):
+async def test_another_application_cannot_reach_a_notification_or_its_deliveries(
+    api, ctx, client_app, other_client_app
+):
     a, b = client_app, other_client_app
     notification, _ = await a_objects(api, ctx, a)
     path = f"/api/v1/notifications/{notification['id']}"
@@ -71,8 +92,9 @@ async def test_idempotency_keys_are_per_application(api, ctx, client_app, other_
     assert "Idempotent-Replayed" not in same.headers
     assert same.body["author"]["id"] == b.id
     # A different body under A's key is no conflict for B either (nothing tells B the key exists).
-    other = await api.post("/api/v1/notifications", {**NOTE, "title": "x"}, auth=b.header,
-                           headers={"Idempotency-Key": "invoice-8"})
+    other = await api.post(
+        "/api/v1/notifications", {**NOTE, "title": "x"}, auth=b.header, headers={"Idempotency-Key": "invoice-8"}
+    )
     assert other.status == 201
     again = await api.post("/api/v1/notifications", NOTE, auth=a.header, headers={"Idempotency-Key": "invoice-7"})
     assert again.body["id"] == notification["id"] and again.headers.get("Idempotent-Replayed") == "true"
@@ -84,8 +106,13 @@ async def test_another_application_cannot_read_or_change_a_schedule(api, ctx, cl
     notification, schedule = await a_objects(api, ctx, a)
     path = f"/api/v1/schedules/{schedule['id']}"
     before = (await api.get(path, auth=a.header)).body
-    for query in ("", "?enabled=true", f"?notification_id={schedule['notification_id']}",
-                  f"?notification_id={notification['id']}", "?limit=200"):
+    for query in (
+        "",
+        "?enabled=true",
+        f"?notification_id={schedule['notification_id']}",
+        f"?notification_id={notification['id']}",
+        "?limit=200",
+    ):
         listed = await api.get(f"/api/v1/schedules{query}", auth=b.header)
         assert listed.status == 200 and listed.body["items"] == [], query
     assert (await api.get(path, auth=b.header)).status == 404
@@ -100,12 +127,14 @@ async def test_another_application_cannot_read_or_change_a_schedule(api, ctx, cl
 
 
 @pytest.mark.gen_test
-async def test_another_application_cannot_schedule_someone_elses_notification(api, ctx, client_app,
-                                                                            other_client_app):
+async def test_another_application_cannot_schedule_someone_elses_notification(api, ctx, client_app, other_client_app):
     a, b = client_app, other_client_app
     notification, _ = await a_objects(api, ctx, a)
-    response = await api.post("/api/v1/schedules", {"notification_id": notification["id"], "user_ids": ["mallory"],
-                                                    "interval_seconds": 60}, auth=b.header)
+    response = await api.post(
+        "/api/v1/schedules",
+        {"notification_id": notification["id"], "user_ids": ["mallory"], "interval_seconds": 60},
+        auth=b.header,
+    )
     assert response.status == 404
     assert await ctx.store.schedules.count_documents({"user_ids": "mallory"}) == 0
 
@@ -113,11 +142,14 @@ async def test_another_application_cannot_schedule_someone_elses_notification(ap
 @pytest.mark.gen_test
 async def test_the_contacts_directory_needs_a_granted_permission(api, ctx, client_app, admin):
     await api.put("/api/v1/users/alice", {"email": "alice@example.com"}, auth=admin.header)
-    attempts = [("GET", "/api/v1/users", None), ("GET", "/api/v1/users/alice", None),
-                ("PUT", "/api/v1/users/alice", {"email": "mallory@example.com"}),
-                ("PUT", "/api/v1/users/carol", {"email": "carol@example.com"}),
-                ("POST", "/api/v1/users/bulk", {"users": [{"user_id": "alice", "email": "mallory@example.com"}]}),
-                ("DELETE", "/api/v1/users/alice", None)]
+    attempts = [
+        ("GET", "/api/v1/users", None),
+        ("GET", "/api/v1/users/alice", None),
+        ("PUT", "/api/v1/users/alice", {"email": "mallory@example.com"}),
+        ("PUT", "/api/v1/users/carol", {"email": "carol@example.com"}),
+        ("POST", "/api/v1/users/bulk", {"users": [{"user_id": "alice", "email": "mallory@example.com"}]}),
+        ("DELETE", "/api/v1/users/alice", None),
+    ]
     for method, path, body in attempts:
         response = await api.call(method, path, body, auth=client_app.header)
         assert response.status == 403, (method, path, response.status)
@@ -133,8 +165,9 @@ async def test_the_contacts_directory_needs_a_granted_permission(api, ctx, clien
 @pytest.mark.gen_test
 async def test_read_permission_does_not_allow_writes(api, ctx, client_app, admin):
     await api.put("/api/v1/users/alice", {"email": "alice@example.com"}, auth=admin.header)
-    granted = await api.put(f"/api/v1/clients/{client_app.id}/permissions", {"permissions": ["contacts:read"]},
-                            auth=admin.header)
+    granted = await api.put(
+        f"/api/v1/clients/{client_app.id}/permissions", {"permissions": ["contacts:read"]}, auth=admin.header
+    )
     assert granted.status == 200 and granted.body["permissions"] == ["contacts:read"]
     assert (await api.get("/api/v1/users/alice", auth=client_app.header)).status == 200
     assert (await api.get("/api/v1/users", auth=client_app.header)).status == 200

@@ -15,5 +15,9 @@ def users_service(io_loop):
 
 @pytest.fixture
 def settings_overrides(pipeline_settings, users_service):
-    return {**pipeline_settings, "users_service_url": f"{users_service.url}/users-info",
-            "users_service_token": "Token abc", "retry_delays": (0.3,)}
+    return {
+        **pipeline_settings,
+        "users_service_url": f"{users_service.url}/users-info",
+        "users_service_token": "Token abc",
+        "retry_delays": (0.3,),
+    }

@@ -17,8 +17,11 @@ def directory(request):
 @pytest.mark.gen_test(timeout=60)
 async def test_contacts_come_from_the_user_service(api, admin, ctx, smtp, users_service, workers):
     users_service.answers = [directory]
-    response = await api.post("/api/v1/notifications", {"title": "Hi {{ name }}", "text": "x", "channel": "email",
-                                                         "recipients": ["ext-1", "ext-unknown"]}, auth=admin.header)
+    response = await api.post(
+        "/api/v1/notifications",
+        {"title": "Hi {{ name }}", "text": "x", "channel": "email", "recipients": ["ext-1", "ext-unknown"]},
+        auth=admin.header,
+    )
     assert await settled(ctx, ObjectId(response.body["id"]), 2) == {"sent": 1, "skipped": 1}
     assert [(r.recipient, r.subject) for r in smtp.received] == [("one@example.com", "Hi One")]
     request = users_service.requests[0]
@@ -29,11 +32,15 @@ async def test_contacts_come_from_the_user_service(api, admin, ctx, smtp, users_
 
 
 @pytest.mark.gen_test(timeout=90)
-async def test_user_service_outage_delays_the_delivery_without_using_attempts(api, admin, ctx, smtp, users_service,
-                                                                                 workers):
+async def test_user_service_outage_delays_the_delivery_without_using_attempts(
+    api, admin, ctx, smtp, users_service, workers
+):
     users_service.answers = [(503, {})] * 4 + [directory]
-    response = await api.post("/api/v1/notifications", {"title": "x", "text": "y", "channel": "email",
-                                                         "recipients": ["ext-1"]}, auth=admin.header)
+    response = await api.post(
+        "/api/v1/notifications",
+        {"title": "x", "text": "y", "channel": "email", "recipients": ["ext-1"]},
+        auth=admin.header,
+    )
 
     async def waiting():
         delivery = await ctx.store.deliveries.find_one({"user_id": "ext-1"})

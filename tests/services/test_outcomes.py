@@ -16,7 +16,8 @@ S = DeliveryStatus
 
 
 @pytest.mark.parametrize(
-    "kind, attempts, deferrals, status, route, delay_ms, inc, counted_as", [
+    "kind, attempts, deferrals, status, route, delay_ms, inc, counted_as",
+    [
         (K.SENT, 1, 0, S.SENT, None, 0, {}, "sent"),
         (K.SKIPPED, 1, 0, S.SKIPPED, None, 0, {}, "skipped"),
         (K.RETRY, 1, 0, S.QUEUED, Route.RETRY, 200, {}, "retry"),
@@ -29,26 +30,44 @@ S = DeliveryStatus
         (K.ABANDONED, 1, 0, S.PENDING, None, 0, {"attempts": -1}, "abandoned"),
         (K.INTERRUPTED, 1, 0, S.FAILED, None, 0, {}, "failed"),
         (K.RELEASED, 1, 0, S.PENDING, Route.WORK, 0, {}, "released"),
-    ])
+    ],
+)
 def test_each_outcome_has_one_next_step(kind, attempts, deferrals, status, route, delay_ms, inc, counted_as):
     """Status, route, delay, counter changes and metric label, row by row."""
     decision = decide(kind, NOW, POLICY, attempts=attempts, deferrals=deferrals, reason="rejected", error="e")
     assert (decision.status, decision.route, decision.delay_ms, decision.inc, decision.counted_as) == (
-        status, route, delay_ms, inc, counted_as)
+        status,
+        route,
+        delay_ms,
+        inc,
+        counted_as,
+    )
     update = decision.update()
     assert update["$set"]["status"] == status
     assert update.get("$inc", {}) == inc
 
 
-@pytest.mark.parametrize("kind, reason, error, fields", [
-    (K.SENT, None, None, {"sent_at": NOW, "last_error": None, "reason": None}),
-    (K.SKIPPED, "unsubscribed", None, {"reason": "unsubscribed"}),
-    (K.FAILED, "invalid_contact", "invalid address", {"reason": "invalid_contact", "last_error": "invalid address"}),
-    (K.ABANDONED, None, "ran short", {"is_sent_to_queue": False, "last_error": "ran short", "reason": None}),
-    (K.RELEASED, None, None, {"is_sent_to_queue": False, "available_at": NOW, "claim": None}),
-    (K.RELEASED, None, "lease expired", {"is_sent_to_queue": False, "available_at": NOW, "claim": None,
-                                         "last_error": "lease expired"}),
-])
+@pytest.mark.parametrize(
+    "kind, reason, error, fields",
+    [
+        (K.SENT, None, None, {"sent_at": NOW, "last_error": None, "reason": None}),
+        (K.SKIPPED, "unsubscribed", None, {"reason": "unsubscribed"}),
+        (
+            K.FAILED,
+            "invalid_contact",
+            "invalid address",
+            {"reason": "invalid_contact", "last_error": "invalid address"},
+        ),
+        (K.ABANDONED, None, "ran short", {"is_sent_to_queue": False, "last_error": "ran short", "reason": None}),
+        (K.RELEASED, None, None, {"is_sent_to_queue": False, "available_at": NOW, "claim": None}),
+        (
+            K.RELEASED,
+            None,
+            "lease expired",
+            {"is_sent_to_queue": False, "available_at": NOW, "claim": None, "last_error": "lease expired"},
+        ),
+    ],
+)
 def test_fields_written_with_the_status(kind, reason, error, fields):
     assert decide(kind, NOW, POLICY, reason=reason, error=error).fields == fields
 

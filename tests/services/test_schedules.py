@@ -16,8 +16,14 @@ from notifier.services.schedules import ScheduleService
 
 START = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 ADMIN = Principal(Role.ADMIN, "a1", "root")
-CONTENT = {"title": "Daily digest", "text": "Hi {{ name }}", "channel": "inbox", "is_express": False,
-           "content_id": None, "variables": {}}
+CONTENT = {
+    "title": "Daily digest",
+    "text": "Hi {{ name }}",
+    "channel": "inbox",
+    "is_express": False,
+    "content_id": None,
+    "variables": {},
+}
 
 
 @pytest.fixture
@@ -44,8 +50,9 @@ async def occurrences(ctx) -> dict[str, int]:
 
 @pytest.mark.gen_test
 async def test_interval_schedule_fires_each_occurrence_once(ctx, clock, schedules):
-    schedule = await schedules.create(ADMIN, {"notification": CONTENT, "user_ids": ["a", "b", "a"],
-                                              "interval_seconds": 600, "timezone": "UTC"})
+    schedule = await schedules.create(
+        ADMIN, {"notification": CONTENT, "user_ids": ["a", "b", "a"], "interval_seconds": 600, "timezone": "UTC"}
+    )
     assert schedule["next_run_at"] == START + timedelta(minutes=10)
     assert await schedules.fire_due() == 0
     clock.advance(600)
@@ -62,8 +69,9 @@ async def test_interval_schedule_fires_each_occurrence_once(ctx, clock, schedule
 
 @pytest.mark.gen_test
 async def test_cron_fires_at_local_time(ctx, clock, schedules):
-    schedule = await schedules.create(ADMIN, {"notification": CONTENT, "user_ids": ["a"], "cron": "30 10 * * *",
-                                              "timezone": "Europe/Berlin"})
+    schedule = await schedules.create(
+        ADMIN, {"notification": CONTENT, "user_ids": ["a"], "cron": "30 10 * * *", "timezone": "Europe/Berlin"}
+    )
     assert schedule["next_run_at"] == datetime(2026, 6, 1, 8, 30, tzinfo=UTC)  # 10:30 CEST
     clock.set(datetime(2026, 6, 1, 8, 30, 0, 500000, tzinfo=UTC))
     assert await schedules.fire_due() == 1
@@ -71,20 +79,40 @@ async def test_cron_fires_at_local_time(ctx, clock, schedules):
 
 
 @pytest.mark.gen_test
-@pytest.mark.parametrize("zone, cron, start, fire_times", [
-    ("Europe/Berlin", "30 2 * * *", datetime(2026, 3, 28, 12, tzinfo=UTC),
-     ["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"]),
-    ("Europe/Berlin", "30 2 * * *", datetime(2026, 10, 24, 12, tzinfo=UTC),
-     ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]),
-    ("America/New_York", "30 2 * * *", datetime(2026, 3, 7, 12, tzinfo=UTC),
-     ["2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z"]),
-    ("America/New_York", "30 1 * * *", datetime(2026, 10, 31, 12, tzinfo=UTC),
-     ["2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"]),
-])
+@pytest.mark.parametrize(
+    "zone, cron, start, fire_times",
+    [
+        (
+            "Europe/Berlin",
+            "30 2 * * *",
+            datetime(2026, 3, 28, 12, tzinfo=UTC),
+            ["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"],
+        ),
+        (
+            "Europe/Berlin",
+            "30 2 * * *",
+            datetime(2026, 10, 24, 12, tzinfo=UTC),
+            ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"],
+        ),
+        (
+            "America/New_York",
+            "30 2 * * *",
+            datetime(2026, 3, 7, 12, tzinfo=UTC),
+            ["2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z"],
+        ),
+        (
+            "America/New_York",
+            "30 1 * * *",
+            datetime(2026, 10, 31, 12, tzinfo=UTC),
+            ["2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"],
+        ),
+    ],
+)
 async def test_dst_nights_fire_once(ctx, clock, schedules, zone, cron, start, fire_times):
     clock.set(start)
-    schedule = await schedules.create(ADMIN, {"notification": CONTENT, "user_ids": ["a"], "cron": cron,
-                                              "timezone": zone})
+    schedule = await schedules.create(
+        ADMIN, {"notification": CONTENT, "user_ids": ["a"], "cron": cron, "timezone": zone}
+    )
     for _ in range(48 * 4):  # two days in 15-minute ticks
         clock.advance(900)
         await schedules.fire_due()
@@ -109,12 +137,29 @@ async def test_two_instances_fire_each_occurrence_once(ctx, clock):
 
 @pytest.mark.gen_test
 async def test_missed_occurrences_follow_the_misfire_policy(ctx, clock, schedules):
-    run_once = await schedules.create(ADMIN, {"notification": CONTENT, "user_ids": ["a"], "interval_seconds": 600,
-                                              "misfire_policy": "run_once", "misfire_grace_seconds": 3600})
-    skip = await schedules.create(ADMIN, {"notification": CONTENT, "user_ids": ["b"], "interval_seconds": 600,
-                                          "misfire_policy": "skip"})
-    stale = await schedules.create(ADMIN, {"notification": CONTENT, "user_ids": ["c"], "interval_seconds": 7200,
-                                           "misfire_policy": "run_once", "misfire_grace_seconds": 60})
+    run_once = await schedules.create(
+        ADMIN,
+        {
+            "notification": CONTENT,
+            "user_ids": ["a"],
+            "interval_seconds": 600,
+            "misfire_policy": "run_once",
+            "misfire_grace_seconds": 3600,
+        },
+    )
+    skip = await schedules.create(
+        ADMIN, {"notification": CONTENT, "user_ids": ["b"], "interval_seconds": 600, "misfire_policy": "skip"}
+    )
+    stale = await schedules.create(
+        ADMIN,
+        {
+            "notification": CONTENT,
+            "user_ids": ["c"],
+            "interval_seconds": 7200,
+            "misfire_policy": "run_once",
+            "misfire_grace_seconds": 60,
+        },
+    )
     clock.advance(3 * 3600 + 30)  # the service was down for three hours
     await schedules.fire_due()
     fired = await occurrences(ctx)
@@ -145,9 +190,16 @@ async def test_edit_and_disable_take_effect_without_restart(ctx, clock, schedule
 @pytest.mark.gen_test(timeout=180)
 async def test_500_due_schedules_fire_once_in_one_tick(ctx, clock, schedules):
     for start in range(0, 500, 50):
-        await asyncio.gather(*(schedules.create(ADMIN, {"notification_id": None, "user_ids": [f"u{i}"],
-                                                        "interval_seconds": 300} | {"notification": CONTENT})
-                               for i in range(start, start + 50)))
+        await asyncio.gather(
+            *(
+                schedules.create(
+                    ADMIN,
+                    {"notification_id": None, "user_ids": [f"u{i}"], "interval_seconds": 300}
+                    | {"notification": CONTENT},
+                )
+                for i in range(start, start + 50)
+            )
+        )
     clock.advance(300)
     assert await schedules.fire_due() == 500
     assert await schedules.fire_due() == 0
@@ -162,8 +214,16 @@ async def test_a_stalled_firing_is_finished_by_another_instance(ctx, clock, sche
     schedule = await schedules.create(ADMIN, {"notification": CONTENT, "user_ids": ["a", "b"], "interval_seconds": 60})
     clock.advance(60)
     key = f"{schedule['_id']}@2026-06-01T08:01:00Z"
-    await ctx.store.schedule_runs.insert_one({"_id": key, "schedule_id": schedule["_id"], "status": "firing",
-                                              "claimed_at": clock.now(), "at": clock.now(), "instance": "dead"})
+    await ctx.store.schedule_runs.insert_one(
+        {
+            "_id": key,
+            "schedule_id": schedule["_id"],
+            "status": "firing",
+            "claimed_at": clock.now(),
+            "at": clock.now(),
+            "instance": "dead",
+        }
+    )
     notification = await ctx.store.notifications.find_one({"_id": schedule["notification_id"]})
     await schedules.notifications.add_deliveries(notification, ["a"], key)
     assert await schedules.fire_due() == 0  # the claim is fresh: someone is on it
@@ -175,18 +235,41 @@ async def test_a_stalled_firing_is_finished_by_another_instance(ctx, clock, sche
 
 def stored_schedule(notification_id, **fields) -> dict:
     """A schedule document as an older version (or another writer) may have left it in the database."""
-    return {"notification_id": notification_id, "user_ids": ["a"], "timezone": "UTC", "enabled": True,
-            "misfire_policy": "run_once", "misfire_grace_seconds": 3600, "author": ADMIN.as_author(),
-            "created_at": START, "updated_at": START, "last_run_at": None, "fired": 0, "skipped": 0,
-            "cron": None, "interval_seconds": None, "start_at": None, "end_at": None,
-            "next_run_at": START + timedelta(minutes=1), **fields}
+    return {
+        "notification_id": notification_id,
+        "user_ids": ["a"],
+        "timezone": "UTC",
+        "enabled": True,
+        "misfire_policy": "run_once",
+        "misfire_grace_seconds": 3600,
+        "author": ADMIN.as_author(),
+        "created_at": START,
+        "updated_at": START,
+        "last_run_at": None,
+        "fired": 0,
+        "skipped": 0,
+        "cron": None,
+        "interval_seconds": None,
+        "start_at": None,
+        "end_at": None,
+        "next_run_at": START + timedelta(minutes=1),
+        **fields,
+    }
 
 
 @pytest.mark.gen_test
-@pytest.mark.parametrize("fields", [{"cron": "0 0 1 1 * 2026"}, {"cron": "* * * * * *"},
-                                    {"cron": "* * * * *", "timezone": "Mars/Olympus"}, {"cron": "0 0 31 2 *"}])
-async def test_a_stored_schedule_that_cannot_go_on_is_ended_not_retried_every_tick(ctx, clock, schedules, fields,
-                                                                                    caplog):
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"cron": "0 0 1 1 * 2026"},
+        {"cron": "* * * * * *"},
+        {"cron": "* * * * *", "timezone": "Mars/Olympus"},
+        {"cron": "0 0 31 2 *"},
+    ],
+)
+async def test_a_stored_schedule_that_cannot_go_on_is_ended_not_retried_every_tick(
+    ctx, clock, schedules, fields, caplog
+):
     notification = {**CONTENT, "author": ADMIN.as_author(), "created_at": START, "recipient_count": 0}
     await ctx.store.notifications.insert_one(notification)
     inserted = await ctx.store.schedules.insert_one(stored_schedule(notification["_id"], **fields))
@@ -204,8 +287,10 @@ async def test_a_stored_schedule_that_cannot_go_on_is_ended_not_retried_every_ti
 
 @pytest.mark.gen_test
 async def test_a_schedule_past_its_end_is_ended(ctx, clock, schedules):
-    schedule = await schedules.create(ADMIN, {"notification": CONTENT, "user_ids": ["a"], "interval_seconds": 60,
-                                              "end_at": START + timedelta(minutes=2)})
+    schedule = await schedules.create(
+        ADMIN,
+        {"notification": CONTENT, "user_ids": ["a"], "interval_seconds": 60, "end_at": START + timedelta(minutes=2)},
+    )
     for _ in range(3):
         clock.advance(60)
         await schedules.fire_due()
@@ -215,12 +300,15 @@ async def test_a_schedule_past_its_end_is_ended(ctx, clock, schedules):
 
 
 @pytest.mark.gen_test
-@pytest.mark.parametrize("periodicity, field", [
-    ({"cron": "0 0 31 2 *"}, "cron"),
-    ({"interval_seconds": 59}, "interval_seconds"),
-    ({"cron": "0 12 * * *", "end_at": START - timedelta(days=1), "start_at": START - timedelta(days=2)}, "end_at"),
-    ({"interval_seconds": 600, "start_at": datetime(2199, 1, 1, tzinfo=UTC)}, "start_at"),
-])
+@pytest.mark.parametrize(
+    "periodicity, field",
+    [
+        ({"cron": "0 0 31 2 *"}, "cron"),
+        ({"interval_seconds": 59}, "interval_seconds"),
+        ({"cron": "0 12 * * *", "end_at": START - timedelta(days=1), "start_at": START - timedelta(days=2)}, "end_at"),
+        ({"interval_seconds": 600, "start_at": datetime(2199, 1, 1, tzinfo=UTC)}, "start_at"),
+    ],
+)
 async def test_an_enabled_schedule_must_fire(ctx, clock, schedules, periodicity, field):
     with pytest.raises(Invalid) as raised:
         await schedules.create(ADMIN, {"notification": CONTENT, "user_ids": ["a"], **periodicity})
@@ -230,8 +318,9 @@ async def test_an_enabled_schedule_must_fire(ctx, clock, schedules, periodicity,
 
 @pytest.mark.gen_test
 async def test_enabling_a_schedule_that_never_fires_is_refused(ctx, clock, schedules):
-    schedule = await schedules.create(ADMIN, {"notification": CONTENT, "user_ids": ["a"], "cron": "0 0 31 2 *",
-                                              "enabled": False})
+    schedule = await schedules.create(
+        ADMIN, {"notification": CONTENT, "user_ids": ["a"], "cron": "0 0 31 2 *", "enabled": False}
+    )
     with pytest.raises(Invalid) as raised:
         await schedules.update(ADMIN, str(schedule["_id"]), {"enabled": True})
     assert "cron" in raised.value.errors
@@ -255,11 +344,23 @@ async def test_orphans_of_an_interrupted_create_are_reaped(ctx, clock, schedules
     """The server stopped between the two writes: the notification stays marked, and is deleted later."""
     kept = await schedules.create(ADMIN, {"notification": CONTENT, "user_ids": ["a"], "interval_seconds": 600})
     assert "pending_schedule_since" not in await ctx.store.notifications.find_one({"_id": kept["notification_id"]})
-    orphan = {**CONTENT, "author": ADMIN.as_author(), "created_at": START, "recipient_count": 0,
-              "scheduled": True, "pending_schedule_since": START}
+    orphan = {
+        **CONTENT,
+        "author": ADMIN.as_author(),
+        "created_at": START,
+        "recipient_count": 0,
+        "scheduled": True,
+        "pending_schedule_since": START,
+    }
     await ctx.store.notifications.insert_one(orphan)
-    attached = {**CONTENT, "author": ADMIN.as_author(), "created_at": START, "recipient_count": 0,
-                "scheduled": True, "pending_schedule_since": START}
+    attached = {
+        **CONTENT,
+        "author": ADMIN.as_author(),
+        "created_at": START,
+        "recipient_count": 0,
+        "scheduled": True,
+        "pending_schedule_since": START,
+    }
     await ctx.store.notifications.insert_one(attached)
     await ctx.store.schedules.insert_one(stored_schedule(attached["_id"], interval_seconds=600))
     assert await schedules.reap_orphans() == 0  # too recent: a create may still be under way

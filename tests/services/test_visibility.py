@@ -15,8 +15,9 @@ def test_admins_see_what_they_filter():
 
 def test_a_client_filter_is_anded_with_the_rule():
     assert visible_to(SHOP, {"channel": "email"}) == {"channel": "email", "author.kind": "client", "author.id": "c1"}
-    assert visible_to(SHOP, {"author.id": "c2"}) == {"$and": [{"author.id": "c2"},
-                                                              {"author.kind": "client", "author.id": "c1"}]}
+    assert visible_to(SHOP, {"author.id": "c2"}) == {
+        "$and": [{"author.id": "c2"}, {"author.kind": "client", "author.id": "c1"}]
+    }
 
 
 def test_the_callers_query_is_not_changed():

@@ -25,23 +25,37 @@ class LoginHandler(AdminHandler):
         if self.current_user is not None:
             self.redirect("/admin/")
             return
-        self.page("login.html", values={}, errors={}, message=None,
-                  next=safe_next(self.get_query_argument("next", "/admin/")))
+        self.page(
+            "login.html", values={}, errors={}, message=None, next=safe_next(self.get_query_argument("next", "/admin/"))
+        )
 
     async def submit(self):
         values = self.form()
         target = safe_next(values.get("next"))
         try:
-            admin = await self.ctx.auth.login_admin(values.get("username", ""), values.get("password", ""),
-                                                    self.request.remote_ip)
+            admin = await self.ctx.auth.login_admin(
+                values.get("username", ""), values.get("password", ""), self.request.remote_ip
+            )
         except Unauthenticated as exc:
-            self.page("login.html", status=401, values={"username": values.get("username", "")}, errors={},
-                      message=exc.message, next=target)
+            self.page(
+                "login.html",
+                status=401,
+                values={"username": values.get("username", "")},
+                errors={},
+                message=exc.message,
+                next=target,
+            )
             return
         except TooManyAttempts as exc:
             self.set_header("Retry-After", str(exc.retry_after))
-            self.page("login.html", status=429, values={"username": values.get("username", "")}, errors={},
-                      message=exc.message, next=target)
+            self.page(
+                "login.html",
+                status=429,
+                values={"username": values.get("username", "")},
+                errors={},
+                message=exc.message,
+                next=target,
+            )
             return
         await self.start_session(admin)
         self.redirect(target)

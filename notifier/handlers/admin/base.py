@@ -35,8 +35,9 @@ class AdminHandler(FormPageHandler):
                 self.redirect(self.get_login_url())
             return
         settings = self.ctx.settings
-        self.limit_body(settings.max_upload_bytes if self.takes_upload and self.current_user
-                        else settings.max_form_bytes)
+        self.limit_body(
+            settings.max_upload_bytes if self.takes_upload and self.current_user else settings.max_form_bytes
+        )
 
     @property
     def admin(self) -> Principal:
@@ -48,8 +49,12 @@ class AdminHandler(FormPageHandler):
     # --- session ---
 
     def _cookie_options(self) -> dict:
-        return {"httponly": True, "samesite": "Strict", "path": "/admin",
-                "secure": self.ctx.settings.public_url.startswith("https://")}
+        return {
+            "httponly": True,
+            "samesite": "Strict",
+            "path": "/admin",
+            "secure": self.ctx.settings.public_url.startswith("https://"),
+        }
 
     async def _session(self) -> Principal | None:
         session_id = self._session_id()
@@ -67,8 +72,9 @@ class AdminHandler(FormPageHandler):
     async def start_session(self, admin: Principal) -> None:
         hours = self.ctx.settings.admin_session_hours
         session_id = await self.ctx.auth.open_admin_session(admin, hours)
-        self.set_signed_cookie(SESSION_COOKIE, json.dumps({"sid": session_id}), expires_days=hours / 24,
-                               **self._cookie_options())
+        self.set_signed_cookie(
+            SESSION_COOKIE, json.dumps({"sid": session_id}), expires_days=hours / 24, **self._cookie_options()
+        )
 
     async def end_session(self) -> None:
         """Log out: the session ends in the database too, so a copied cookie is worthless."""
@@ -137,11 +143,30 @@ def invalid_errors(exc: DomainError) -> dict:
 class Field(tornado.web.UIModule):
     """A labelled input that keeps what was typed and shows its errors beside it."""
 
-    def render(self, name: str, label: str, values: dict, errors: dict, kind: str = "text",
-               options: tuple = (), help: str = "", required: bool = False, rows: int = 4) -> bytes:
-        return self.render_string("admin/_field.html", name=name, label=label, value=values.get(name, ""),
-                                  errors=errors.get(name, []), kind=kind, options=options, help=help,
-                                  required=required, rows=rows)
+    def render(
+        self,
+        name: str,
+        label: str,
+        values: dict,
+        errors: dict,
+        kind: str = "text",
+        options: tuple = (),
+        help: str = "",
+        required: bool = False,
+        rows: int = 4,
+    ) -> bytes:
+        return self.render_string(
+            "admin/_field.html",
+            name=name,
+            label=label,
+            value=values.get(name, ""),
+            errors=errors.get(name, []),
+            kind=kind,
+            options=options,
+            help=help,
+            required=required,
+            rows=rows,
+        )
 
 
 class Pager(tornado.web.UIModule):
@@ -150,6 +175,7 @@ class Pager(tornado.web.UIModule):
     def render(self, next_cursor: str | None, filters: dict) -> str:
         if not next_cursor:
             return ""
-        query = urlencode({**{k: v for k, v in filters.items() if v not in (None, "") and k != "cursor"},
-                           "cursor": next_cursor})
+        query = urlencode(
+            {**{k: v for k, v in filters.items() if v not in (None, "") and k != "cursor"}, "cursor": next_cursor}
+        )
         return f'<p class="pager"><a href="?{query}">Next page &rarr;</a></p>'

@@ -16,5 +16,12 @@ class DashboardHandler(AdminHandler):
         except Unavailable as exc:
             queues, broker_error = [], exc.message
         pool = ctx.pool.describe() if ctx.pool is not None else None
-        self.page("dashboard.html", queues=queues, broker_error=broker_error, pool=pool,
-                  settings=ctx.settings, stats=await ctx.stats.deliveries(), jobs=ctx.jobs.describe())
+        self.page(
+            "dashboard.html",
+            queues=queues,
+            broker_error=broker_error,
+            pool=pool,
+            settings=ctx.settings,
+            stats=await ctx.stats.deliveries(),
+            jobs=ctx.jobs.describe(),
+        )

@@ -43,43 +43,71 @@ def variables_from(text: str) -> dict:
 class NotificationsHandler(AdminHandler):
     async def get(self):
         filters = self.query()
-        query = blank_to_none(filters, "channel", "is_express", "author", "q", "created_after", "created_before",
-                              "cursor")
-        query = {k: (f"{v}T00:00:00" if k.startswith("created_") and len(v) == 10 else v)
-                 for k, v in query.items() if v is not None}
+        query = blank_to_none(
+            filters, "channel", "is_express", "author", "q", "created_after", "created_before", "cursor"
+        )
+        query = {
+            k: (f"{v}T00:00:00" if k.startswith("created_") and len(v) == 10 else v)
+            for k, v in query.items()
+            if v is not None
+        }
         try:
-            page = await self.ctx.notifications.page(self.current_user,
-                                                     self.validate(NotificationListQuerySchema, query))
+            page = await self.ctx.notifications.page(
+                self.current_user, self.validate(NotificationListQuerySchema, query)
+            )
             errors = {}
         except Invalid as exc:
             page, errors = None, invalid_errors(exc)
-        self.page("notifications.html", page=page, filters=filters, errors=errors,
-                  channel_options=(("", "any channel"), *CHANNEL_OPTIONS))
+        self.page(
+            "notifications.html",
+            page=page,
+            filters=filters,
+            errors=errors,
+            channel_options=(("", "any channel"), *CHANNEL_OPTIONS),
+        )
 
 
 class NotificationNewHandler(AdminHandler):
     takes_upload = True
 
     def get(self):
-        self.page("notification_new.html", values={"channel": "email"}, errors={}, message=None,
-                  channel_options=CHANNEL_OPTIONS)
+        self.page(
+            "notification_new.html",
+            values={"channel": "email"},
+            errors={},
+            message=None,
+            channel_options=CHANNEL_OPTIONS,
+        )
 
     async def submit(self):
         values = self.form()
         try:
-            data = {"title": values.get("title", ""), "text": values.get("text", ""),
-                    "channel": values.get("channel", ""), "is_express": checkbox(values, "is_express"),
-                    "content_id": values.get("content_id") or None,
-                    "variables": variables_from(values.get("variables", "")),
-                    "recipients": recipients_from(self, values)}
-            notification, _ = await self.ctx.notifications.create(self.current_user,
-                                                                  self.validate(NotificationCreateSchema, data))
+            data = {
+                "title": values.get("title", ""),
+                "text": values.get("text", ""),
+                "channel": values.get("channel", ""),
+                "is_express": checkbox(values, "is_express"),
+                "content_id": values.get("content_id") or None,
+                "variables": variables_from(values.get("variables", "")),
+                "recipients": recipients_from(self, values),
+            }
+            notification, _ = await self.ctx.notifications.create(
+                self.current_user, self.validate(NotificationCreateSchema, data)
+            )
         except Invalid as exc:
-            self.page("notification_new.html", status=400, values=values, errors=invalid_errors(exc),
-                      message=exc.message, channel_options=CHANNEL_OPTIONS)
+            self.page(
+                "notification_new.html",
+                status=400,
+                values=values,
+                errors=invalid_errors(exc),
+                message=exc.message,
+                channel_options=CHANNEL_OPTIONS,
+            )
             return
-        self.after(f"/admin/notifications/{notification['_id']}",
-                   f"Notification created for {notification['recipient_count']} recipients.")
+        self.after(
+            f"/admin/notifications/{notification['_id']}",
+            f"Notification created for {notification['recipient_count']} recipients.",
+        )
 
 
 class NotificationHandler(AdminHandler):
@@ -88,14 +116,22 @@ class NotificationHandler(AdminHandler):
         filters = self.query()
         query = {k: v for k, v in blank_to_none(filters, "status", "user_id", "cursor").items() if v is not None}
         try:
-            deliveries = await self.ctx.notifications.deliveries(self.current_user, notification_id,
-                                                                 self.validate(DeliveryListQuerySchema, query))
+            deliveries = await self.ctx.notifications.deliveries(
+                self.current_user, notification_id, self.validate(DeliveryListQuerySchema, query)
+            )
             errors = {}
         except Invalid as exc:
             deliveries, errors = None, invalid_errors(exc)
-        self.page("notification.html", notification=notification, deliveries=deliveries, filters=filters,
-                  errors=errors, status_options=(("", "any status"), *((s, s) for s in STATUSES)),
-                  values={}, add_errors={})
+        self.page(
+            "notification.html",
+            notification=notification,
+            deliveries=deliveries,
+            filters=filters,
+            errors=errors,
+            status_options=(("", "any status"), *((s, s) for s in STATUSES)),
+            values={},
+            add_errors={},
+        )
 
 
 class NotificationRecipientsHandler(AdminHandler):
@@ -105,14 +141,24 @@ class NotificationRecipientsHandler(AdminHandler):
         values = self.form()
         try:
             data = self.validate(RecipientsSchema, {"recipients": recipients_from(self, values)})
-            added, present = await self.ctx.notifications.add_recipients(self.current_user, notification_id,
-                                                                         data["recipients"])
+            added, present = await self.ctx.notifications.add_recipients(
+                self.current_user, notification_id, data["recipients"]
+            )
         except Invalid as exc:
             notification = await self.ctx.notifications.get(self.current_user, notification_id)
             deliveries = await self.ctx.notifications.deliveries(self.current_user, notification_id, {"limit": 50})
-            self.page("notification.html", status=400, notification=notification, deliveries=deliveries, filters={},
-                      errors={}, status_options=(("", "any status"), *((s, s) for s in STATUSES)), values=values,
-                      add_errors=invalid_errors(exc))
+            self.page(
+                "notification.html",
+                status=400,
+                notification=notification,
+                deliveries=deliveries,
+                filters={},
+                errors={},
+                status_options=(("", "any status"), *((s, s) for s in STATUSES)),
+                values=values,
+                add_errors=invalid_errors(exc),
+            )
             return
-        self.after(f"/admin/notifications/{notification_id}",
-                   f"{added} recipients added; {present} were already there.")
+        self.after(
+            f"/admin/notifications/{notification_id}", f"{added} recipients added; {present} were already there."
+        )

@@ -11,8 +11,9 @@ class ParkedHandler(AdminHandler):
     async def get(self):
         filters = self.query()
         query = self.validate(PageQuerySchema, {k: v for k, v in filters.items() if k == "cursor" and v})
-        selection = blank_to_none({k: filters.get(k, "") for k in ("reason", "notification_id")},
-                                  "reason", "notification_id")
+        selection = blank_to_none(
+            {k: filters.get(k, "") for k in ("reason", "notification_id")}, "reason", "notification_id"
+        )
         notification = object_id(selection["notification_id"], "Notification") if selection["notification_id"] else None
         page = await self.ctx.parked.page(query["limit"], query.get("cursor"), selection["reason"], notification)
         self.page("parked.html", page=page, filters=filters, audit=await self.ctx.parked.audit())
@@ -25,11 +26,15 @@ class RedriveHandler(AdminHandler):
         if values.get("scope") == "selected" and not ids:
             self.after("/admin/parked", "Nothing selected.")
             return
-        selection = blank_to_none({k: values.get(k, "") for k in ("reason", "notification_id")},
-                                  "reason", "notification_id")
+        selection = blank_to_none(
+            {k: values.get(k, "") for k in ("reason", "notification_id")}, "reason", "notification_id"
+        )
         notification = object_id(selection["notification_id"], "Notification") if selection["notification_id"] else None
-        count = await self.ctx.parked.redrive(self.admin.name, ids=ids if values.get("scope") == "selected" else None,
-                                              reason=selection["reason"], notification_id=notification)
+        count = await self.ctx.parked.redrive(
+            self.admin.name,
+            ids=ids if values.get("scope") == "selected" else None,
+            reason=selection["reason"],
+            notification_id=notification,
+        )
         self.ctx.stats.forget()
         self.after("/admin/parked", f"{count} deliveries sent again.")
-

@@ -34,8 +34,9 @@ def user_values(user: dict) -> dict:
 class UserFormHandler(AdminHandler):
     async def get(self, user_id=None):
         user = await self.ctx.users.get(user_id) if user_id else {}
-        self.page("user_form.html", user_id=user_id, values=user_values(user), errors={}, message=None,
-                  channels=CHANNELS)
+        self.page(
+            "user_form.html", user_id=user_id, values=user_values(user), errors={}, message=None, channels=CHANNELS
+        )
 
     async def submit(self, user_id=None):
         values = self.form()
@@ -47,8 +48,15 @@ class UserFormHandler(AdminHandler):
             check_user_id(target)
             _, created = await self.ctx.users.put(self.current_user, target, self.validate(UserWriteSchema, data))
         except Invalid as exc:
-            self.page("user_form.html", status=400, user_id=user_id, values=values, errors=invalid_errors(exc),
-                      message=exc.message, channels=CHANNELS)
+            self.page(
+                "user_form.html",
+                status=400,
+                user_id=user_id,
+                values=values,
+                errors=invalid_errors(exc),
+                message=exc.message,
+                channels=CHANNELS,
+            )
             return
         self.after("/admin/users", f"User {target} {'created' if created else 'saved'}.")
 
@@ -65,8 +73,17 @@ class ClientListPage(AdminHandler):
     async def show(self, values=None, errors=None, message=None, status=200, password=None):
         query = page_query(self)
         page = await self.ctx.clients.page(query["limit"], query.get("cursor"))
-        self.page("clients.html", status=status, page=page, filters=self.query(), values=values or {},
-                  errors=errors or {}, message=message, password=password, grantable=GRANTABLE)
+        self.page(
+            "clients.html",
+            status=status,
+            page=page,
+            filters=self.query(),
+            values=values or {},
+            errors=errors or {},
+            message=message,
+            password=password,
+            grantable=GRANTABLE,
+        )
 
 
 class ClientsHandler(ClientListPage):
@@ -76,10 +93,17 @@ class ClientsHandler(ClientListPage):
     async def submit(self):
         values = self.form()
         try:
-            data = self.validate(ClientCreateSchema, {"login": values.get("login", ""), "name": values.get("name", ""),
-                                                      "permissions": self.get_body_arguments("permission")})
-            client, password = await self.ctx.clients.create(data["login"], data["name"], self.current_user,
-                                                             data["permissions"])
+            data = self.validate(
+                ClientCreateSchema,
+                {
+                    "login": values.get("login", ""),
+                    "name": values.get("name", ""),
+                    "permissions": self.get_body_arguments("permission"),
+                },
+            )
+            client, password = await self.ctx.clients.create(
+                data["login"], data["name"], self.current_user, data["permissions"]
+            )
         except (Invalid, Conflict) as exc:
             await self.show(values, invalid_errors(exc), exc.message, error_status(exc))
             return
@@ -123,16 +147,24 @@ class AdminsHandler(AdminHandler):
     async def get(self, values=None, errors=None, message=None, status=200):
         query = page_query(self)
         page = await self.ctx.admins.page(query["limit"], query.get("cursor"))
-        self.page("admins.html", status=status, page=page, filters=self.query(), values=values or {},
-                  errors=errors or {}, message=message)
+        self.page(
+            "admins.html",
+            status=status,
+            page=page,
+            filters=self.query(),
+            values=values or {},
+            errors=errors or {},
+            message=message,
+        )
 
     async def submit(self):
         values = self.form()
         try:
             admin = await self.ctx.admins.create(values.get("username", "").strip(), values.get("password", ""))
         except (Invalid, Conflict) as exc:
-            await self.get({"username": values.get("username", "")}, invalid_errors(exc), exc.message,
-                           error_status(exc))
+            await self.get(
+                {"username": values.get("username", "")}, invalid_errors(exc), exc.message, error_status(exc)
+            )
             return
         self.after("/admin/admins", f"Admin {admin['username']} created.")
 

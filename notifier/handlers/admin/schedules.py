@@ -34,13 +34,18 @@ def periodicity(values: dict) -> dict:
 
 
 def form_values(schedule: dict) -> dict:
-    return {"kind": "interval" if schedule.get("interval_seconds") else "cron", "cron": schedule.get("cron") or "",
-            "interval_seconds": schedule.get("interval_seconds") or "", "timezone": schedule.get("timezone", "UTC"),
-            "start_at": schedule["start_at"].isoformat() if schedule.get("start_at") else "",
-            "end_at": schedule["end_at"].isoformat() if schedule.get("end_at") else "",
-            "user_ids": "\n".join(schedule.get("user_ids", [])), "enabled": schedule.get("enabled", True),
-            "misfire_policy": schedule.get("misfire_policy", "run_once"),
-            "misfire_grace_seconds": schedule.get("misfire_grace_seconds", 3600)}
+    return {
+        "kind": "interval" if schedule.get("interval_seconds") else "cron",
+        "cron": schedule.get("cron") or "",
+        "interval_seconds": schedule.get("interval_seconds") or "",
+        "timezone": schedule.get("timezone", "UTC"),
+        "start_at": schedule["start_at"].isoformat() if schedule.get("start_at") else "",
+        "end_at": schedule["end_at"].isoformat() if schedule.get("end_at") else "",
+        "user_ids": "\n".join(schedule.get("user_ids", [])),
+        "enabled": schedule.get("enabled", True),
+        "misfire_policy": schedule.get("misfire_policy", "run_once"),
+        "misfire_grace_seconds": schedule.get("misfire_grace_seconds", 3600),
+    }
 
 
 class SchedulesHandler(AdminHandler):
@@ -51,15 +56,31 @@ class SchedulesHandler(AdminHandler):
         self.page("schedules.html", page=page, filters=filters)
 
 
-FORM_CHOICES: dict[str, Any] = {"channel_options": CHANNEL_OPTIONS, "misfire_options": MISFIRE_OPTIONS,
-                "periodicity_options": PERIODICITY_OPTIONS}
+FORM_CHOICES: dict[str, Any] = {
+    "channel_options": CHANNEL_OPTIONS,
+    "misfire_options": MISFIRE_OPTIONS,
+    "periodicity_options": PERIODICITY_OPTIONS,
+}
 
 
 class ScheduleNewHandler(AdminHandler):
     def get(self):
-        self.page("schedule_form.html", schedule=None, preview=None, message=None, errors={},
-                  values={"kind": "cron", "timezone": "UTC", "enabled": True, "channel": "email",
-                          "misfire_policy": "run_once", "misfire_grace_seconds": 3600}, **FORM_CHOICES)
+        self.page(
+            "schedule_form.html",
+            schedule=None,
+            preview=None,
+            message=None,
+            errors={},
+            values={
+                "kind": "cron",
+                "timezone": "UTC",
+                "enabled": True,
+                "channel": "email",
+                "misfire_policy": "run_once",
+                "misfire_grace_seconds": 3600,
+            },
+            **FORM_CHOICES,
+        )
 
     async def submit(self):
         values = self.form()
@@ -67,16 +88,27 @@ class ScheduleNewHandler(AdminHandler):
         if values.get("notification_id"):
             data["notification_id"] = values["notification_id"]
         else:
-            data["notification"] = {"title": values.get("title", ""), "text": values.get("text", ""),
-                                    "channel": values.get("channel", "email"),
-                                    "is_express": checkbox(values, "is_express")}
+            data["notification"] = {
+                "title": values.get("title", ""),
+                "text": values.get("text", ""),
+                "channel": values.get("channel", "email"),
+                "is_express": checkbox(values, "is_express"),
+            }
         try:
             schedule = await self.ctx.schedules.create(self.current_user, self.validate(ScheduleCreateSchema, data))
         except Invalid as exc:
             errors = invalid_errors(exc)
             errors.update(errors.pop("notification", {}) if isinstance(errors.get("notification"), dict) else {})
-            self.page("schedule_form.html", status=400, schedule=None, preview=None, message=exc.message,
-                      errors=errors, values=values, **FORM_CHOICES)
+            self.page(
+                "schedule_form.html",
+                status=400,
+                schedule=None,
+                preview=None,
+                message=exc.message,
+                errors=errors,
+                values=values,
+                **FORM_CHOICES,
+            )
             return
         self.after(f"/admin/schedules/{schedule['_id']}", "Schedule created.")
 
@@ -85,8 +117,15 @@ class ScheduleHandler(AdminHandler):
     async def get(self, schedule_id):
         schedule = await self.ctx.schedules.get(self.current_user, schedule_id)
         preview = await self.ctx.schedules.preview(self.current_user, schedule_id, 10)
-        self.page("schedule_form.html", schedule=schedule, preview=preview, message=None, errors={},
-                  values=form_values(schedule), **FORM_CHOICES)
+        self.page(
+            "schedule_form.html",
+            schedule=schedule,
+            preview=preview,
+            message=None,
+            errors={},
+            values=form_values(schedule),
+            **FORM_CHOICES,
+        )
 
     async def submit(self, schedule_id):
         values = self.form()
@@ -95,8 +134,16 @@ class ScheduleHandler(AdminHandler):
             schedule = await self.ctx.schedules.update(self.current_user, schedule_id, changes)
         except Invalid as exc:
             schedule = await self.ctx.schedules.get(self.current_user, schedule_id)
-            self.page("schedule_form.html", status=400, schedule=schedule, preview=None, message=exc.message,
-                      errors=invalid_errors(exc), values=values, **FORM_CHOICES)
+            self.page(
+                "schedule_form.html",
+                status=400,
+                schedule=schedule,
+                preview=None,
+                message=exc.message,
+                errors=invalid_errors(exc),
+                values=values,
+                **FORM_CHOICES,
+            )
             return
         self.after(f"/admin/schedules/{schedule['_id']}", "Schedule saved; it applies from the next tick.")
 

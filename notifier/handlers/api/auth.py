@@ -13,8 +13,14 @@ def _token(token: str, ttl: int) -> dict:
 
 
 class TokenHandler(APIHandler):
-    @endpoint(PUBLIC, "Exchange an admin username and password for a JWT", body=TokenRequestSchema,
-              response=TokenSchema, tags=("auth",), errors=(400, 401, 413, 429))
+    @endpoint(
+        PUBLIC,
+        "Exchange an admin username and password for a JWT",
+        body=TokenRequestSchema,
+        response=TokenSchema,
+        tags=("auth",),
+        errors=(400, 401, 413, 429),
+    )
     async def post(self):
         data = self.load_body()
         admin = await self.ctx.auth.login_admin(data["username"], data["password"], self.request.remote_ip)
@@ -22,8 +28,14 @@ class TokenHandler(APIHandler):
 
 
 class TokenRefreshHandler(APIHandler):
-    @endpoint("auth:refresh", "Exchange a valid admin token for a fresh one of the same session (refused once "
-              "the session is ADMIN_SESSION_MAX old)", response=TokenSchema, tags=("auth",), errors=(401, 403))
+    @endpoint(
+        "auth:refresh",
+        "Exchange a valid admin token for a fresh one of the same session (refused once "
+        "the session is ADMIN_SESSION_MAX old)",
+        response=TokenSchema,
+        tags=("auth",),
+        errors=(401, 403),
+    )
     async def post(self):
         credentials = parse_authorization(self.request.headers["Authorization"])
         if credentials.kind is Scheme.BEARER:

@@ -9,12 +9,21 @@ TAGS = ("me",)
 
 
 class MyNotificationsHandler(APIHandler):
-    @endpoint("me", "My notifications on every channel, newest first", query=InboxQuerySchema,
-              response=page_of(InboxItemSchema), tags=TAGS, errors=(400, 401, 403))
+    @endpoint(
+        "me",
+        "My notifications on every channel, newest first",
+        query=InboxQuerySchema,
+        response=page_of(InboxItemSchema),
+        tags=TAGS,
+        errors=(400, 401, 403),
+    )
     async def get(self):
         query = self.load_query()
-        self.respond(await self.ctx.users.inbox(self.caller.id, query["limit"], query.get("cursor"),
-                                                query.get("channel"), query.get("unread")))
+        self.respond(
+            await self.ctx.users.inbox(
+                self.caller.id, query["limit"], query.get("cursor"), query.get("channel"), query.get("unread")
+            )
+        )
 
 
 class MyNotificationReadHandler(APIHandler):
@@ -29,8 +38,14 @@ class MyPreferencesHandler(APIHandler):
     async def get(self):
         self.respond(await self.ctx.users.preferences(self.caller.id))
 
-    @endpoint("me", "Unsubscribe from channels, or from everything (only the fields sent change)",
-              body=PreferencesSchema, response=PreferencesSchema, tags=TAGS, errors=(400, 401, 403, 415))
+    @endpoint(
+        "me",
+        "Unsubscribe from channels, or from everything (only the fields sent change)",
+        body=PreferencesSchema,
+        response=PreferencesSchema,
+        tags=TAGS,
+        errors=(400, 401, 403, 415),
+    )
     async def put(self):
         self.respond(await self.ctx.users.set_preferences(self.caller.id, self.load_body()))
 

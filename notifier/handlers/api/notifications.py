@@ -20,14 +20,26 @@ TAGS = ("notifications",)
 
 
 class NotificationsHandler(APIHandler):
-    @endpoint("notifications:read", "List notifications, newest first", query=NotificationListQuerySchema,
-              response=page_of(NotificationSchema), tags=TAGS, errors=(400, 401, 403))
+    @endpoint(
+        "notifications:read",
+        "List notifications, newest first",
+        query=NotificationListQuerySchema,
+        response=page_of(NotificationSchema),
+        tags=TAGS,
+        errors=(400, 401, 403),
+    )
     async def get(self):
         self.respond(await self.ctx.notifications.page(self.principal, self.load_query()))
 
-    @endpoint("notifications:write", "Create a notification for a list of recipients",
-              body=NotificationCreateSchema, response=NotificationSchema, status=201, tags=TAGS,
-              errors=(400, 401, 403, 409, 413, 415))
+    @endpoint(
+        "notifications:write",
+        "Create a notification for a list of recipients",
+        body=NotificationCreateSchema,
+        response=NotificationSchema,
+        status=201,
+        tags=TAGS,
+        errors=(400, 401, 403, 409, 413, 415),
+    )
     async def post(self):
         key = self.request.headers.get("Idempotency-Key")
         if key is not None and not 1 <= len(key) <= 255:
@@ -40,24 +52,39 @@ class NotificationsHandler(APIHandler):
 
 
 class NotificationHandler(APIHandler):
-    @endpoint("notifications:read", "A notification with its deliveries counted by status and reason",
-              response=NotificationDetailSchema, tags=TAGS, errors=(401, 403, 404))
+    @endpoint(
+        "notifications:read",
+        "A notification with its deliveries counted by status and reason",
+        response=NotificationDetailSchema,
+        tags=TAGS,
+        errors=(401, 403, 404),
+    )
     async def get(self, notification_id):
         self.respond(await self.ctx.notifications.get(self.principal, notification_id))
 
 
 class DeliveriesHandler(APIHandler):
-    @endpoint("notifications:read", "The notification's deliveries, one per recipient",
-              query=DeliveryListQuerySchema, response=page_of(DeliverySchema), tags=TAGS,
-              errors=(400, 401, 403, 404))
+    @endpoint(
+        "notifications:read",
+        "The notification's deliveries, one per recipient",
+        query=DeliveryListQuerySchema,
+        response=page_of(DeliverySchema),
+        tags=TAGS,
+        errors=(400, 401, 403, 404),
+    )
     async def get(self, notification_id):
         self.respond(await self.ctx.notifications.deliveries(self.principal, notification_id, self.load_query()))
 
 
 class RecipientsHandler(APIHandler):
-    @endpoint("notifications:write", "Add recipients to a notification (present ones are left alone)",
-              body=RecipientsSchema, response=RecipientsAddedSchema, tags=TAGS,
-              errors=(400, 401, 403, 404, 413, 415))
+    @endpoint(
+        "notifications:write",
+        "Add recipients to a notification (present ones are left alone)",
+        body=RecipientsSchema,
+        response=RecipientsAddedSchema,
+        tags=TAGS,
+        errors=(400, 401, 403, 404, 413, 415),
+    )
     async def post(self, notification_id):
         recipients = self.load_body()["recipients"]
         added, present = await self.ctx.notifications.add_recipients(self.principal, notification_id, recipients)

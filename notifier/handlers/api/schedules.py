@@ -19,14 +19,26 @@ TAGS = ("schedules",)
 
 
 class SchedulesHandler(APIHandler):
-    @endpoint("schedules:read", "List schedules", query=ScheduleListQuerySchema, response=page_of(ScheduleSchema),
-              tags=TAGS, errors=(400, 401, 403))
+    @endpoint(
+        "schedules:read",
+        "List schedules",
+        query=ScheduleListQuerySchema,
+        response=page_of(ScheduleSchema),
+        tags=TAGS,
+        errors=(400, 401, 403),
+    )
     async def get(self):
         self.respond(await self.ctx.schedules.page(self.principal, self.load_query()))
 
-    @endpoint("schedules:write", "Create a schedule: a notification, its recipients and a periodicity",
-              body=ScheduleCreateSchema, response=ScheduleSchema, status=201, tags=TAGS,
-              errors=(400, 401, 403, 404, 413, 415))
+    @endpoint(
+        "schedules:write",
+        "Create a schedule: a notification, its recipients and a periodicity",
+        body=ScheduleCreateSchema,
+        response=ScheduleSchema,
+        status=201,
+        tags=TAGS,
+        errors=(400, 401, 403, 404, 413, 415),
+    )
     async def post(self):
         schedule = await self.ctx.schedules.create(self.principal, self.load_body())
         self.set_header("Location", f"/api/v1/schedules/{schedule['_id']}")
@@ -38,8 +50,14 @@ class ScheduleHandler(APIHandler):
     async def get(self, schedule_id):
         self.respond(await self.ctx.schedules.get(self.principal, schedule_id))
 
-    @endpoint("schedules:write", "Change a schedule; it takes effect at the next scheduler tick",
-              body=PeriodicitySchema, response=ScheduleSchema, tags=TAGS, errors=(400, 401, 403, 404, 415))
+    @endpoint(
+        "schedules:write",
+        "Change a schedule; it takes effect at the next scheduler tick",
+        body=PeriodicitySchema,
+        response=ScheduleSchema,
+        tags=TAGS,
+        errors=(400, 401, 403, 404, 415),
+    )
     async def patch(self, schedule_id):
         self.respond(await self.ctx.schedules.update(self.principal, schedule_id, self.load_body()))
 
@@ -52,8 +70,13 @@ class ScheduleHandler(APIHandler):
 class ScheduleEnableHandler(APIHandler):
     enabled = True
 
-    @endpoint("schedules:write", "Enable (or, at /disable, disable) a schedule", response=ScheduleSchema,
-              tags=TAGS, errors=(401, 403, 404))
+    @endpoint(
+        "schedules:write",
+        "Enable (or, at /disable, disable) a schedule",
+        response=ScheduleSchema,
+        tags=TAGS,
+        errors=(401, 403, 404),
+    )
     async def post(self, schedule_id):
         self.respond(await self.ctx.schedules.update(self.principal, schedule_id, {"enabled": self.enabled}))
 
@@ -63,17 +86,29 @@ class ScheduleDisableHandler(ScheduleEnableHandler):
 
 
 class SchedulePreviewHandler(APIHandler):
-    @endpoint("schedules:read", "The next n fire times, local with their UTC offsets (for a disabled schedule, "
-                                "those it would have once enabled)", query=PreviewQuerySchema,
-              response=PreviewSchema, tags=TAGS, errors=(400, 401, 403, 404))
+    @endpoint(
+        "schedules:read",
+        "The next n fire times, local with their UTC offsets (for a disabled schedule, "
+        "those it would have once enabled)",
+        query=PreviewQuerySchema,
+        response=PreviewSchema,
+        tags=TAGS,
+        errors=(400, 401, 403, 404),
+    )
     async def get(self, schedule_id):
         count = self.load_query()["n"]
         self.respond(await self.ctx.schedules.preview(self.principal, schedule_id, count))
 
 
 class ScheduleRunsHandler(APIHandler):
-    @endpoint("schedules:read", "The schedule's firings, newest first", query=PageQuerySchema,
-              response=page_of(ScheduleRunSchema), tags=TAGS, errors=(400, 401, 403, 404))
+    @endpoint(
+        "schedules:read",
+        "The schedule's firings, newest first",
+        query=PageQuerySchema,
+        response=page_of(ScheduleRunSchema),
+        tags=TAGS,
+        errors=(400, 401, 403, 404),
+    )
     async def get(self, schedule_id):
         query = self.load_query()
         self.respond(await self.ctx.schedules.runs(self.principal, schedule_id, query["limit"], query.get("cursor")))

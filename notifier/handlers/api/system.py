@@ -26,14 +26,27 @@ class PoolSchema(Schema):
 
 
 class ConsumersHandler(APIHandler):
-    @endpoint("system:read", "The consumer pool: processes, bounds, and the queues' backlog", response=PoolSchema,
-              tags=("system",), errors=(401, 403, 503))
+    @endpoint(
+        "system:read",
+        "The consumer pool: processes, bounds, and the queues' backlog",
+        response=PoolSchema,
+        tags=("system",),
+        errors=(401, 403, 503),
+    )
     async def get(self):
         pool = self.ctx.pool
         if pool is None:
-            self.respond({"min": self.ctx.settings.consumers_min, "max": self.ctx.settings.consumers_max,
-                          "start": self.ctx.settings.consumers_start, "restarts": 0, "consumers": [],
-                          "others": None, "queued": None})
+            self.respond(
+                {
+                    "min": self.ctx.settings.consumers_min,
+                    "max": self.ctx.settings.consumers_max,
+                    "start": self.ctx.settings.consumers_start,
+                    "restarts": 0,
+                    "consumers": [],
+                    "others": None,
+                    "queued": None,
+                }
+            )
             return
         pool.last_stats = await pool.queue_stats()
         self.respond(pool.describe())

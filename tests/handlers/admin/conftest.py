@@ -25,8 +25,14 @@ class Browser:
         headers = dict(headers or {})
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        request = HTTPRequest(self.base_url + path, method=method, body=body, headers=headers, follow_redirects=False,
-                              allow_nonstandard_methods=True)
+        request = HTTPRequest(
+            self.base_url + path,
+            method=method,
+            body=body,
+            headers=headers,
+            follow_redirects=False,
+            allow_nonstandard_methods=True,
+        )
         response = await self.client.fetch(request, raise_error=False)
         for header in response.headers.get_list("Set-Cookie"):
             self.set_cookie_headers.append(header)
@@ -45,8 +51,9 @@ class Browser:
     def xsrf(self) -> str:
         return self.cookies.get("_xsrf", "")
 
-    async def post(self, path: str, fields: dict | list | None = None, xsrf: bool = True,
-                   files: dict | None = None) -> Response:
+    async def post(
+        self, path: str, fields: dict | list | None = None, xsrf: bool = True, files: dict | None = None
+    ) -> Response:
         if "_xsrf" not in self.cookies:
             await self.get("/admin/login")
         pairs = list(fields.items()) if isinstance(fields, dict) else list(fields or [])
@@ -56,16 +63,21 @@ class Browser:
             boundary = uuid.uuid4().hex
             parts = []
             for name, value in pairs:
-                parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
-                             f'{value}\r\n'.encode())
+                parts.append(
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+                )
             for name, (filename, content) in files.items():
-                parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                             f'Content-Type: text/csv\r\n\r\n'.encode() + content + b"\r\n")
+                parts.append(
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                    f"Content-Type: text/csv\r\n\r\n".encode()
+                    + content
+                    + b"\r\n"
+                )
             body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-            return await self.request("POST", path, body,
-                                      {"Content-Type": f"multipart/form-data; boundary={boundary}"})
-        return await self.request("POST", path, urlencode(pairs).encode(),
-                                  {"Content-Type": "application/x-www-form-urlencoded"})
+            return await self.request("POST", path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        return await self.request(
+            "POST", path, urlencode(pairs).encode(), {"Content-Type": "application/x-www-form-urlencoded"}
+        )
 
     async def login(self, username: str = "root", password: str = ADMIN_PASSWORD) -> Response:
         await self.get("/admin/login")

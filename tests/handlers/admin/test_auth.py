@@ -37,8 +37,9 @@ async def test_login_sets_a_strict_httponly_session_and_logout_ends_it(browser, 
 async def test_forms_without_the_xsrf_token_are_refused(logged_in):
     response = await logged_in.post("/admin/notifications/new", {"title": "x"}, xsrf=False)
     assert response.status == 403
-    forged = await logged_in.post("/admin/clients", [("login", "evil"), ("name", "x"), ("_xsrf", "2|forged|0|x")],
-                                  xsrf=False)
+    forged = await logged_in.post(
+        "/admin/clients", [("login", "evil"), ("name", "x"), ("_xsrf", "2|forged|0|x")], xsrf=False
+    )
     assert forged.status == 403
 
 

@@ -17,17 +17,32 @@ from ...support import wait_until
 
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-                 "--no-first-run", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, amqp_url):
     """One served service for the module: only the first test sends mail, the second reads a page."""
     smtp = SmtpServer().start()
-    served = Served(tmp_path_factory.mktemp("browser"), amqp_url, SMTP_HOST="127.0.0.1", SMTP_PORT=str(smtp.port),
-                    CONSUMERS_START="1", CONSUMERS_MIN="1", CONSUMERS_MAX="2", OUTBOX_SWEEP_INTERVAL="1",
-                    OUTBOX_GRACE="2")
+    served = Served(
+        tmp_path_factory.mktemp("browser"),
+        amqp_url,
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=str(smtp.port),
+        CONSUMERS_START="1",
+        CONSUMERS_MIN="1",
+        CONSUMERS_MAX="2",
+        OUTBOX_SWEEP_INTERVAL="1",
+        OUTBOX_GRACE="2",
+    )
     try:
         served.start()
         yield served, smtp
@@ -45,8 +60,17 @@ def api(served: Served, method: str, path: str, body=None):
 def test_admin_creates_a_notification_and_sees_it_sent(service):
     served, smtp = service
     assert served.cli("createsuperuser", "--username", "admin", stdin="e2e-password-123\n").returncode == 0
-    status, _ = api(served, "POST", "/api/v1/users/bulk", {"users": [
-        {"user_id": f"e2e-{i}", "email": f"e2e-{i}@example.com", "display_name": f"Reader {i}"} for i in (1, 2, 3)]})
+    status, _ = api(
+        served,
+        "POST",
+        "/api/v1/users/bulk",
+        {
+            "users": [
+                {"user_id": f"e2e-{i}", "email": f"e2e-{i}@example.com", "display_name": f"Reader {i}"}
+                for i in (1, 2, 3)
+            ]
+        },
+    )
     assert status == 200
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
@@ -77,6 +101,7 @@ def test_admin_creates_a_notification_and_sees_it_sent(service):
                 return True
             page.goto(detail_url)
             return False
+
         wait_until(all_sent, 60, "the page counting 3 sent", every=0.5)
         assert page.locator("#deliveries .badge.sent").count() == 3
         page.screenshot(path=str(ARTIFACTS / "admin-notification.png"), full_page=True)
@@ -101,12 +126,25 @@ def test_redoc_renders_under_its_content_security_policy(service):
         problems: list[str] = []
         # Loading nothing from elsewhere is the point (ReDoc's "powered by" logo is on its CDN); anything
         # else the policy blocks, any script error and any failed request of the page is a problem.
-        page.on("console", lambda message: problems.append(message.text) if message.type == "error"
-                and "Content Security Policy" in message.text and "Loading the image 'https://" not in message.text
-                else None)
+        page.on(
+            "console",
+            lambda message: (
+                problems.append(message.text)
+                if message.type == "error"
+                and "Content Security Policy" in message.text
+                and "Loading the image 'https://" not in message.text
+                else None
+            ),
+        )
         page.on("pageerror", lambda error: problems.append(str(error)))
-        page.on("response", lambda response: problems.append(f"{response.status} {response.url}")
-                if response.status >= 400 and not response.url.endswith("/favicon.ico") else None)
+        page.on(
+            "response",
+            lambda response: (
+                problems.append(f"{response.status} {response.url}")
+                if response.status >= 400 and not response.url.endswith("/favicon.ico")
+                else None
+            ),
+        )
         page.goto(f"{served.url}/api/schema/redoc/")
         page.wait_for_selector("h1:has-text('notifier')")
         page.wait_for_selector("text='/api/v1/notifications'")

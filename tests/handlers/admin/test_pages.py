@@ -14,21 +14,40 @@ from .conftest import field_errors, text
 @pytest.mark.gen_test
 async def test_dashboard_shows_queues_consumers_counts_and_failures(logged_in, ctx):
     await ctx.users.bulk_upsert(TEST_ADMIN, [{"user_id": "a", "email": "a@example.com"}])
-    await ctx.store.deliveries.insert_one({"notification_id": ObjectId(), "user_id": "z", "channel": "email",
-                                           "status": "failed", "reason": "rejected", "last_error": "SMTP 550: nope",
-                                           "occurrence": "", "updated_at": ctx.clock.now(), "attempts": 1})
+    await ctx.store.deliveries.insert_one(
+        {
+            "notification_id": ObjectId(),
+            "user_id": "z",
+            "channel": "email",
+            "status": "failed",
+            "reason": "rejected",
+            "last_error": "SMTP 550: nope",
+            "occurrence": "",
+            "updated_at": ctx.clock.now(),
+            "attempts": 1,
+        }
+    )
     page = text(await logged_in.get("/admin/"))
-    for expected in ("regular", "express", "parked", "delay.regular.5000", "Deliveries, last hour", "failed",
-                     "SMTP 550: nope", "min 1, max 4"):
+    for expected in (
+        "regular",
+        "express",
+        "parked",
+        "delay.regular.5000",
+        "Deliveries, last hour",
+        "failed",
+        "SMTP 550: nope",
+        "min 1, max 4",
+    ):
         assert expected in page, expected
 
 
 @pytest.mark.gen_test
 async def test_create_a_notification_from_pasted_ids_and_a_csv(logged_in, ctx):
-    response = await logged_in.post("/admin/notifications/new",
-                                    {"title": "Hello {{ name }}", "text": "Body", "channel": "email",
-                                     "recipients": "ann, bob\ncid"},
-                                    files={"recipients_csv": ("users.csv", b"user_id,email\ndan,d@x\nann,a@x\n")})
+    response = await logged_in.post(
+        "/admin/notifications/new",
+        {"title": "Hello {{ name }}", "text": "Body", "channel": "email", "recipients": "ann, bob\ncid"},
+        files={"recipients_csv": ("users.csv", b"user_id,email\ndan,d@x\nann,a@x\n")},
+    )
     assert response.status == 302
     path = response.headers["Location"]
     detail = await logged_in.get(path)
@@ -41,8 +60,10 @@ async def test_create_a_notification_from_pasted_ids_and_a_csv(logged_in, ctx):
 
 @pytest.mark.gen_test
 async def test_form_errors_show_beside_their_field_and_keep_what_was_typed(logged_in, ctx):
-    response = await logged_in.post("/admin/notifications/new", {"title": "", "text": "Typed text {{ nope }}",
-                                                                  "channel": "email", "recipients": "ok bad!id"})
+    response = await logged_in.post(
+        "/admin/notifications/new",
+        {"title": "", "text": "Typed text {{ nope }}", "channel": "email", "recipients": "ok bad!id"},
+    )
     assert response.status == 400
     assert field_errors(response, "title") == ["Length must be between 1 and 200."]
     assert any("must be 1-128 characters" in e for e in field_errors(response, "recipients"))
@@ -52,8 +73,10 @@ async def test_form_errors_show_beside_their_field_and_keep_what_was_typed(logge
 
 @pytest.mark.gen_test
 async def test_user_text_is_escaped(logged_in, ctx, admin):
-    await logged_in.post("/admin/notifications/new", {"title": "<script>alert(1)</script>", "text": "<b>x</b>",
-                                                      "channel": "inbox", "recipients": "u1"})
+    await logged_in.post(
+        "/admin/notifications/new",
+        {"title": "<script>alert(1)</script>", "text": "<b>x</b>", "channel": "inbox", "recipients": "u1"},
+    )
     listing = text(await logged_in.get("/admin/notifications"))
     assert "<script>alert(1)</script>" not in listing and "&lt;script&gt;alert(1)&lt;/script&gt;" in listing
     notification = await ctx.store.notifications.find_one({})
@@ -63,10 +86,13 @@ async def test_user_text_is_escaped(logged_in, ctx, admin):
 
 @pytest.mark.gen_test
 async def test_notification_list_filters_and_add_recipients(logged_in, ctx):
-    await logged_in.post("/admin/notifications/new", {"title": "Weekly", "text": "t", "channel": "email",
-                                                      "recipients": "a"})
-    await logged_in.post("/admin/notifications/new", {"title": "Alarm", "text": "t", "channel": "telegram",
-                                                      "is_express": "on", "recipients": "b"})
+    await logged_in.post(
+        "/admin/notifications/new", {"title": "Weekly", "text": "t", "channel": "email", "recipients": "a"}
+    )
+    await logged_in.post(
+        "/admin/notifications/new",
+        {"title": "Alarm", "text": "t", "channel": "telegram", "is_express": "on", "recipients": "b"},
+    )
     assert "Alarm" in text(await logged_in.get("/admin/notifications?channel=telegram"))
     assert "Weekly" not in text(await logged_in.get("/admin/notifications?channel=telegram"))
     assert "Weekly" in text(await logged_in.get("/admin/notifications?q=week"))
@@ -81,23 +107,52 @@ async def test_notification_list_filters_and_add_recipients(logged_in, ctx):
 
 @pytest.mark.gen_test
 async def test_schedules_create_preview_edit_toggle_delete(logged_in, ctx):
-    bad = await logged_in.post("/admin/schedules/new", {"title": "Standup", "text": "t", "channel": "inbox",
-                                                        "user_ids": "a", "kind": "cron", "cron": "99 * * * *",
-                                                        "timezone": "Europe/Berlin", "enabled": "on"})
+    bad = await logged_in.post(
+        "/admin/schedules/new",
+        {
+            "title": "Standup",
+            "text": "t",
+            "channel": "inbox",
+            "user_ids": "a",
+            "kind": "cron",
+            "cron": "99 * * * *",
+            "timezone": "Europe/Berlin",
+            "enabled": "on",
+        },
+    )
     assert bad.status == 400 and any("not a valid cron" in e for e in field_errors(bad, "cron"))
-    created = await logged_in.post("/admin/schedules/new", {"title": "Standup", "text": "t", "channel": "inbox",
-                                                            "user_ids": "a\nb", "kind": "cron", "cron": "30 9 * * 1-5",
-                                                            "timezone": "Europe/Berlin", "enabled": "on",
-                                                            "misfire_policy": "skip"})
+    created = await logged_in.post(
+        "/admin/schedules/new",
+        {
+            "title": "Standup",
+            "text": "t",
+            "channel": "inbox",
+            "user_ids": "a\nb",
+            "kind": "cron",
+            "cron": "30 9 * * 1-5",
+            "timezone": "Europe/Berlin",
+            "enabled": "on",
+            "misfire_policy": "skip",
+        },
+    )
     assert created.status == 302
     page = text(await logged_in.get(created.headers["Location"]))
     assert "Schedule created." in page
-    assert len(re.findall(r'T09:30:00\+0[12]:00', page)) == 10  # the preview of the next ten
+    assert len(re.findall(r"T09:30:00\+0[12]:00", page)) == 10  # the preview of the next ten
     schedule = await ctx.store.schedules.find_one({})
     assert schedule["misfire_policy"] == "skip" and schedule["user_ids"] == ["a", "b"]
-    edited = await logged_in.post(f"/admin/schedules/{schedule['_id']}", {
-        "user_ids": "a", "kind": "interval", "interval_seconds": "900", "timezone": "UTC", "enabled": "on",
-        "misfire_policy": "run_once", "misfire_grace_seconds": "60"})
+    edited = await logged_in.post(
+        f"/admin/schedules/{schedule['_id']}",
+        {
+            "user_ids": "a",
+            "kind": "interval",
+            "interval_seconds": "900",
+            "timezone": "UTC",
+            "enabled": "on",
+            "misfire_policy": "run_once",
+            "misfire_grace_seconds": "60",
+        },
+    )
     assert edited.status == 302
     schedule = await ctx.store.schedules.find_one({})
     assert schedule["interval_seconds"] == 900 and schedule["cron"] is None
@@ -112,8 +167,10 @@ async def test_schedules_create_preview_edit_toggle_delete(logged_in, ctx):
 async def test_users_create_edit_delete(logged_in, ctx):
     bad = await logged_in.post("/admin/users/new", {"user_id": "ann", "email": "not-an-email"})
     assert bad.status == 400 and field_errors(bad, "email") == ["Not a valid email address."]
-    created = await logged_in.post("/admin/users/new", {"user_id": "ann", "email": "ann@example.com",
-                                                        "display_name": "Ann", "unsub_telegram": "on"})
+    created = await logged_in.post(
+        "/admin/users/new",
+        {"user_id": "ann", "email": "ann@example.com", "display_name": "Ann", "unsub_telegram": "on"},
+    )
     assert created.status == 302
     user = await ctx.users.get("ann")
     assert user["unsubscribed_channels"] == ["telegram"] and user["display_name"] == "Ann"
@@ -149,15 +206,18 @@ async def test_clients_password_shown_once_deactivate_reset_delete(logged_in, ct
 
 @pytest.mark.gen_test
 async def test_clients_permissions_shown_granted_and_revoked_with_checkboxes(logged_in, ctx, api):
-    created = await logged_in.post("/admin/clients", [("login", "crm"), ("name", "CRM"),
-                                                      ("permission", "contacts:read")])
+    created = await logged_in.post(
+        "/admin/clients", [("login", "crm"), ("name", "CRM"), ("permission", "contacts:read")]
+    )
     password = re.search(r'id="client-password">([^<]+)<', text(created)).group(1)
     client = await ctx.store.clients.find_one({"login": "crm"})
     assert client["permissions"] == ["contacts:read"]
     page = text(await logged_in.get("/admin/clients"))
     assert 'value="contacts:read" checked' in page and 'value="contacts:write">' in page
-    granted = await logged_in.post(f"/admin/clients/{client['_id']}/permissions",
-                                   [("permission", "contacts:read"), ("permission", "contacts:write")])
+    granted = await logged_in.post(
+        f"/admin/clients/{client['_id']}/permissions",
+        [("permission", "contacts:read"), ("permission", "contacts:write")],
+    )
     assert granted.status == 302
     assert (await ctx.store.clients.find_one({"login": "crm"}))["permissions"] == ["contacts:read", "contacts:write"]
     assert (await api.put("/api/v1/users/ann", {"email": "a@example.com"}, auth=f"crm {password}")).status == 201
@@ -166,8 +226,9 @@ async def test_clients_permissions_shown_granted_and_revoked_with_checkboxes(log
     assert (await api.get("/api/v1/users/ann", auth=f"crm {password}")).status == 403
     hostile = await logged_in.post(f"/admin/clients/{client['_id']}/permissions", [("permission", "root")])
     assert hostile.status == 302 and (await ctx.store.clients.find_one({"login": "crm"}))["permissions"] == []
-    forged = await logged_in.post(f"/admin/clients/{client['_id']}/permissions", [("permission", "contacts:read")],
-                                  xsrf=False)
+    forged = await logged_in.post(
+        f"/admin/clients/{client['_id']}/permissions", [("permission", "contacts:read")], xsrf=False
+    )
     assert forged.status == 403
     audit = await ctx.store.audit.find({"action": "client_permissions"}).to_list(None)
     assert len(audit) == 2 and all(entry["actor"] == "root" for entry in audit)
@@ -178,8 +239,9 @@ async def test_an_admin_changing_opt_outs_in_the_user_form_is_audited(logged_in,
     await logged_in.post("/admin/users/new", {"user_id": "ann", "email": "ann@example.com", "unsub_email": "on"})
     await logged_in.post("/admin/users/ann", {"email": "ann@example.com"})
     entries = await ctx.store.audit.find({"action": "user_preferences"}).sort("at", 1).to_list(None)
-    assert [(e["user_id"], e["before"]["unsubscribed_channels"], e["after"]["unsubscribed_channels"])
-            for e in entries] == [("ann", [], ["email"]), ("ann", ["email"], [])]
+    assert [
+        (e["user_id"], e["before"]["unsubscribed_channels"], e["after"]["unsubscribed_channels"]) for e in entries
+    ] == [("ann", [], ["email"]), ("ann", ["email"], [])]
     assert "No redrives yet." in text(await logged_in.get("/admin/parked"))  # other audit entries stay off that page
 
 
@@ -201,10 +263,21 @@ async def test_admins_create_deactivate_and_change_password(logged_in, ctx, admi
 @pytest.mark.gen_test
 async def test_parked_list_and_audited_redrive(logged_in, ctx, admin):
     notification = ObjectId()
-    docs = [{"notification_id": notification, "user_id": f"u{i}", "channel": "email", "is_express": False,
-             "status": "failed", "reason": reason, "attempts": 5, "last_error": "SMTP 451", "occurrence": "",
-             "updated_at": ctx.clock.now()} for i, reason in enumerate(("attempts_exhausted", "rejected",
-                                                                         "attempts_exhausted"))]
+    docs = [
+        {
+            "notification_id": notification,
+            "user_id": f"u{i}",
+            "channel": "email",
+            "is_express": False,
+            "status": "failed",
+            "reason": reason,
+            "attempts": 5,
+            "last_error": "SMTP 451",
+            "occurrence": "",
+            "updated_at": ctx.clock.now(),
+        }
+        for i, reason in enumerate(("attempts_exhausted", "rejected", "attempts_exhausted"))
+    ]
     await ctx.store.deliveries.insert_many(docs)
     page = text(await logged_in.get("/admin/parked?reason=attempts_exhausted"))
     assert page.count('name="delivery_id"') == 2

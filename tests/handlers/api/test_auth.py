@@ -69,17 +69,20 @@ def _forged(alg_none: bool = False, **claims) -> str:
 
 
 @pytest.mark.gen_test
-@pytest.mark.parametrize("make_token, fragment", [
-    (lambda: user_token(USER_SECRET, "ann", ttl=-120), "expired"),
-    (lambda: user_token(USER_SECRET, "ann", nbf=int(time.time()) + 600), "not yet valid"),
-    (lambda: _forged(alg_none=True), "'none' is not accepted"),
-    (lambda: user_token("some-other-secret-of-another-issuer", "ann"), "Signature verification failed"),
-    (lambda: user_token(USER_SECRET, "ann")[:-4] + "AAAA", "Signature verification failed"),
-    (lambda: user_token(USER_SECRET * 2, "ann", algorithm="HS512"), "'HS512' is not accepted"),
-    (lambda: jwt.encode({"sub": "ann"}, USER_SECRET, algorithm="HS256"), 'missing the "exp" claim'),
-    (lambda: jwt.encode({"exp": int(time.time()) + 60}, USER_SECRET, algorithm="HS256"), "no 'sub' claim"),
-    (lambda: "not.a.jwt", "Invalid token"),
-])
+@pytest.mark.parametrize(
+    "make_token, fragment",
+    [
+        (lambda: user_token(USER_SECRET, "ann", ttl=-120), "expired"),
+        (lambda: user_token(USER_SECRET, "ann", nbf=int(time.time()) + 600), "not yet valid"),
+        (lambda: _forged(alg_none=True), "'none' is not accepted"),
+        (lambda: user_token("some-other-secret-of-another-issuer", "ann"), "Signature verification failed"),
+        (lambda: user_token(USER_SECRET, "ann")[:-4] + "AAAA", "Signature verification failed"),
+        (lambda: user_token(USER_SECRET * 2, "ann", algorithm="HS512"), "'HS512' is not accepted"),
+        (lambda: jwt.encode({"sub": "ann"}, USER_SECRET, algorithm="HS256"), 'missing the "exp" claim'),
+        (lambda: jwt.encode({"exp": int(time.time()) + 60}, USER_SECRET, algorithm="HS256"), "no 'sub' claim"),
+        (lambda: "not.a.jwt", "Invalid token"),
+    ],
+)
 async def test_end_user_token_failures_are_401(api, make_token, fragment):
     response = await api.get("/api/v1/me/notifications", auth=make_token())
     assert response.status == 401

@@ -41,8 +41,9 @@ async def test_bad_logins_are_400(api, admin, login):
 @pytest.mark.gen_test
 async def test_deleted_client_can_no_longer_authenticate(api, admin, client_app):
     assert (await api.get("/api/v1/notifications", auth=client_app.header)).status == 200
-    deleted = await api.delete(f"/api/v1/clients/{client_app.id}", auth=admin.header,
-                               headers={"Content-Type": "application/json"})
+    deleted = await api.delete(
+        f"/api/v1/clients/{client_app.id}", auth=admin.header, headers={"Content-Type": "application/json"}
+    )
     assert deleted.status == 204
     assert (await api.get("/api/v1/notifications", auth=client_app.header)).status == 401
     assert (await api.get(f"/api/v1/clients/{client_app.id}", auth=admin.header)).status == 404
@@ -57,13 +58,17 @@ async def test_clients_cannot_manage_clients(api, client_app):
 @pytest.mark.gen_test
 async def test_permissions_are_none_by_default_granted_at_creation_and_shown(api, admin, client_app):
     assert (await api.get(f"/api/v1/clients/{client_app.id}", auth=admin.header)).body["permissions"] == []
-    created = await api.post("/api/v1/clients", {"login": "crm-sync", "name": "CRM sync",
-                                                 "permissions": ["contacts:write", "contacts:read", "contacts:read"]},
-                             auth=admin.header)
+    created = await api.post(
+        "/api/v1/clients",
+        {"login": "crm-sync", "name": "CRM sync", "permissions": ["contacts:write", "contacts:read", "contacts:read"]},
+        auth=admin.header,
+    )
     assert created.status == 201 and created.body["permissions"] == ["contacts:read", "contacts:write"]
     listed = await api.get("/api/v1/clients", auth=admin.header)
     assert {c["login"]: c["permissions"] for c in listed.body["items"]} == {
-        "crm-sync": ["contacts:read", "contacts:write"], "shop": []}
+        "crm-sync": ["contacts:read", "contacts:write"],
+        "shop": [],
+    }
     password = created.body["password"]
     assert (await api.get("/api/v1/users", auth=f"crm-sync {password}")).status == 200
 
@@ -80,12 +85,22 @@ async def test_an_admin_grants_and_revokes_permissions_audited(api, admin, clien
     assert (await api.get("/api/v1/users", auth=client_app.header)).status == 403
     entries = await ctx.store.audit.find({"action": "client_permissions"}).sort("at", 1).to_list(None)
     assert [(e["actor"], e["login"], e["before"], e["after"]) for e in entries] == [
-        ("root", "shop", [], ["contacts:read"]), ("root", "shop", ["contacts:read"], [])]
+        ("root", "shop", [], ["contacts:read"]),
+        ("root", "shop", ["contacts:read"], []),
+    ]
 
 
 @pytest.mark.gen_test
-@pytest.mark.parametrize("body", [{"permissions": ["contacts:admin"]}, {"permissions": "contacts:read"},
-                                  {"permissions": [1]}, {}, {"permissions": ["contacts:read"], "extra": 1}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"permissions": ["contacts:admin"]},
+        {"permissions": "contacts:read"},
+        {"permissions": [1]},
+        {},
+        {"permissions": ["contacts:read"], "extra": 1},
+    ],
+)
 async def test_unknown_permissions_are_400_naming_the_field(api, admin, client_app, ctx, body):
     response = await api.put(f"/api/v1/clients/{client_app.id}/permissions", body, auth=admin.header)
     assert response.status == 400
@@ -95,8 +110,9 @@ async def test_unknown_permissions_are_400_naming_the_field(api, admin, client_a
 
 @pytest.mark.gen_test
 async def test_creating_with_an_unknown_permission_is_400_and_creates_nothing(api, admin, ctx):
-    response = await api.post("/api/v1/clients", {"login": "other", "name": "x", "permissions": ["everything"]},
-                              auth=admin.header)
+    response = await api.post(
+        "/api/v1/clients", {"login": "other", "name": "x", "permissions": ["everything"]}, auth=admin.header
+    )
     assert response.status == 400 and "permissions" in response.body["errors"]
     assert await ctx.store.clients.count_documents({}) == 0
 

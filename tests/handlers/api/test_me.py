@@ -38,8 +38,10 @@ async def test_mark_read_is_mine_only(api, admin, end_user):
 
 @pytest.mark.gen_test
 async def test_preferences_default_then_unsubscribe(api, end_user, admin):
-    assert (await api.get("/api/v1/me/preferences", auth=end_user("dan"))).body == \
-        {"unsubscribed_channels": [], "unsubscribed_all": False}
+    assert (await api.get("/api/v1/me/preferences", auth=end_user("dan"))).body == {
+        "unsubscribed_channels": [],
+        "unsubscribed_all": False,
+    }
     updated = await api.put("/api/v1/me/preferences", {"unsubscribed_channels": ["email"]}, auth=end_user("dan"))
     assert updated.status == 200 and updated.body["unsubscribed_channels"] == ["email"]
     everything = await api.put("/api/v1/me/preferences", {"unsubscribed_all": True}, auth=end_user("dan"))

@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 from bson import ObjectId
 
-NEW = {"title": "Hello {{ name }}", "text": "Your order {{ order }} shipped.", "channel": "email",
-       "variables": {"order": "A-1"}, "recipients": ["u1", "u2", "u1", "u3"]}
+NEW = {
+    "title": "Hello {{ name }}",
+    "text": "Your order {{ order }} shipped.",
+    "channel": "email",
+    "variables": {"order": "A-1"},
+    "recipients": ["u1", "u2", "u1", "u3"],
+}
 
 
 @pytest.mark.gen_test
@@ -28,7 +33,8 @@ async def test_deliveries_start_unsent_to_queue(ctx, admin):
     await ctx.broker.close()
     notification, _ = await ctx.notifications.create(
         await ctx.auth.authenticate(admin.header),
-        {**NEW, "is_express": False, "content_id": None, "recipients": ["a", "b"]})
+        {**NEW, "is_express": False, "content_id": None, "recipients": ["a", "b"]},
+    )
     deliveries = await ctx.store.deliveries.find({"notification_id": notification["_id"]}).to_list(None)
     assert [d["is_sent_to_queue"] for d in deliveries] == [False, False]
     assert {d["status"] for d in deliveries} == {"pending"}
@@ -72,8 +78,10 @@ async def test_client_sees_only_its_own_notifications(api, admin, client_app, ot
 
 @pytest.mark.gen_test
 async def test_list_pages_with_cursor_and_bounds_the_limit(api, admin):
-    ids = [(await api.post("/api/v1/notifications", {**NEW, "title": f"n{i}"}, auth=admin.header)).body["id"]
-           for i in range(5)]
+    ids = [
+        (await api.post("/api/v1/notifications", {**NEW, "title": f"n{i}"}, auth=admin.header)).body["id"]
+        for i in range(5)
+    ]
     first = await api.get("/api/v1/notifications?limit=2", auth=admin.header)
     assert [n["id"] for n in first.body["items"]] == ids[::-1][:2]
     second = await api.get(f"/api/v1/notifications?limit=2&cursor={first.body['next_cursor']}", auth=admin.header)
@@ -89,8 +97,9 @@ async def test_list_pages_with_cursor_and_bounds_the_limit(api, admin):
 @pytest.mark.gen_test
 async def test_list_filters(api, admin):
     await api.post("/api/v1/notifications", {**NEW, "title": "Weekly digest"}, auth=admin.header)
-    await api.post("/api/v1/notifications", {**NEW, "title": "Alarm", "channel": "telegram", "is_express": True},
-                   auth=admin.header)
+    await api.post(
+        "/api/v1/notifications", {**NEW, "title": "Alarm", "channel": "telegram", "is_express": True}, auth=admin.header
+    )
     express = await api.get("/api/v1/notifications?is_express=true", auth=admin.header)
     assert [n["title"] for n in express.body["items"]] == ["Alarm"]
     telegram = await api.get("/api/v1/notifications?channel=telegram", auth=admin.header)
@@ -105,8 +114,9 @@ async def test_list_filters(api, admin):
 
 @pytest.mark.gen_test
 async def test_deliveries_list_filters_and_pages(api, admin):
-    created = (await api.post("/api/v1/notifications", {**NEW, "recipients": [f"u{i}" for i in range(7)]},
-                              auth=admin.header)).body
+    created = (
+        await api.post("/api/v1/notifications", {**NEW, "recipients": [f"u{i}" for i in range(7)]}, auth=admin.header)
+    ).body
     path = f"/api/v1/notifications/{created['id']}/deliveries"
     page = await api.get(f"{path}?limit=5", auth=admin.header)
     rest = await api.get(f"{path}?limit=5&cursor={page.body['next_cursor']}", auth=admin.header)
@@ -140,8 +150,7 @@ async def test_idempotency_key_replays_instead_of_duplicating(api, admin, ctx):
     assert again.body["id"] == first.body["id"]
     assert again.headers.get("Idempotent-Replayed") == "true"
     assert await ctx.store.deliveries.count_documents({}) == 3
-    different = await api.post("/api/v1/notifications", {**NEW, "title": "other"}, auth=admin.header,
-                               headers=headers)
+    different = await api.post("/api/v1/notifications", {**NEW, "title": "other"}, auth=admin.header, headers=headers)
     assert different.status == 409
     assert "Idempotency-Key" in different.body["errors"]
 
@@ -162,17 +171,20 @@ async def test_idempotent_retry_finishes_an_interrupted_create(ctx, admin):
 
 
 @pytest.mark.gen_test
-@pytest.mark.parametrize("body, field", [
-    ({**NEW, "channel": "sms"}, "channel"),
-    ({**NEW, "recipients": []}, "recipients"),
-    ({**NEW, "recipients": ["has space"]}, "recipients"),
-    ({**NEW, "title": ""}, "title"),
-    ({**NEW, "title": "x" * 201}, "title"),
-    ({**NEW, "is_express": "maybe"}, "is_express"),
-    ({**NEW, "unexpected": 1}, "unexpected"),
-    ({**NEW, "text": "Hi {{ nickname }}"}, "text"),
-    ({k: v for k, v in NEW.items() if k != "text"}, "text"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({**NEW, "channel": "sms"}, "channel"),
+        ({**NEW, "recipients": []}, "recipients"),
+        ({**NEW, "recipients": ["has space"]}, "recipients"),
+        ({**NEW, "title": ""}, "title"),
+        ({**NEW, "title": "x" * 201}, "title"),
+        ({**NEW, "is_express": "maybe"}, "is_express"),
+        ({**NEW, "unexpected": 1}, "unexpected"),
+        ({**NEW, "text": "Hi {{ nickname }}"}, "text"),
+        ({k: v for k, v in NEW.items() if k != "text"}, "text"),
+    ],
+)
 async def test_invalid_bodies_are_400_naming_the_field(api, admin, ctx, body, field):
     response = await api.post("/api/v1/notifications", body, auth=admin.header)
     assert response.status == 400
@@ -182,11 +194,16 @@ async def test_invalid_bodies_are_400_naming_the_field(api, admin, ctx, body, fi
 
 @pytest.mark.gen_test
 async def test_body_must_be_a_json_object(api, admin):
-    for raw, content_type, status in ((b"{nope", "application/json", 400), (b"[1, 2]", "application/json", 400),
-                                      (b"", "application/json", 400), (b"title=x", "text/plain", 415),
-                                      (b"{}", "application/x-www-form-urlencoded", 415)):
-        response = await api.call("POST", "/api/v1/notifications", raw=raw, auth=admin.header,
-                                  headers={"Content-Type": content_type})
+    for raw, content_type, status in (
+        (b"{nope", "application/json", 400),
+        (b"[1, 2]", "application/json", 400),
+        (b"", "application/json", 400),
+        (b"title=x", "text/plain", 415),
+        (b"{}", "application/x-www-form-urlencoded", 415),
+    ):
+        response = await api.call(
+            "POST", "/api/v1/notifications", raw=raw, auth=admin.header, headers={"Content-Type": content_type}
+        )
         assert response.status == status, raw
         assert response.body["message"]
 
@@ -194,8 +211,9 @@ async def test_body_must_be_a_json_object(api, admin):
 @pytest.mark.gen_test
 async def test_oversized_body_is_413_json(api, admin, ctx):
     raw = b'{"title": "' + b"x" * (ctx.settings.max_body_bytes + 10) + b'"}'
-    response = await api.call("POST", "/api/v1/notifications", raw=raw, auth=admin.header,
-                              headers={"Content-Type": "application/json"})
+    response = await api.call(
+        "POST", "/api/v1/notifications", raw=raw, auth=admin.header, headers={"Content-Type": "application/json"}
+    )
     assert response.status == 413
     assert response.body["errors"] == {"body": [f"must be at most {ctx.settings.max_body_bytes} bytes"]}
 
@@ -203,7 +221,6 @@ async def test_oversized_body_is_413_json(api, admin, ctx):
 @pytest.mark.gen_test
 async def test_too_many_recipients_is_400(api, admin, ctx):
     ctx.notifications.settings = ctx.settings.replace(max_recipients=3)
-    response = await api.post("/api/v1/notifications", {**NEW, "recipients": ["a", "b", "c", "d"]},
-                              auth=admin.header)
+    response = await api.post("/api/v1/notifications", {**NEW, "recipients": ["a", "b", "c", "d"]}, auth=admin.header)
     assert response.status == 400
     assert response.body["errors"] == {"recipients": ["at most 3 per request"]}

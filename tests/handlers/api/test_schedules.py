@@ -34,27 +34,36 @@ async def test_create_get_list_and_preview(api, admin):
 @pytest.mark.gen_test
 async def test_schedule_an_existing_notification(api, admin):
     notification = (await api.post("/api/v1/notifications", {**CONTENT, "recipients": ["x"]}, auth=admin.header)).body
-    created = await api.post("/api/v1/schedules", {"notification_id": notification["id"], "user_ids": ["y"],
-                                                   "interval_seconds": 3600}, auth=admin.header)
+    created = await api.post(
+        "/api/v1/schedules",
+        {"notification_id": notification["id"], "user_ids": ["y"], "interval_seconds": 3600},
+        auth=admin.header,
+    )
     assert created.status == 201 and created.body["notification_id"] == notification["id"]
-    missing = await api.post("/api/v1/schedules", {"notification_id": str(ObjectId()), "user_ids": ["y"],
-                                                   "interval_seconds": 60}, auth=admin.header)
+    missing = await api.post(
+        "/api/v1/schedules",
+        {"notification_id": str(ObjectId()), "user_ids": ["y"], "interval_seconds": 60},
+        auth=admin.header,
+    )
     assert missing.status == 404
 
 
 @pytest.mark.gen_test
-@pytest.mark.parametrize("changes, field, reason", [
-    ({"cron": "99 * * * *"}, "cron", "not a valid cron expression"),
-    ({"timezone": "Europe/Atlantis"}, "timezone", "not an IANA time zone"),
-    ({"cron": None, "interval_seconds": 0}, "interval_seconds", "greater than or equal to 1"),
-    ({"cron": None}, "cron", "either cron or interval_seconds"),
-    ({"interval_seconds": 60}, "cron", "either cron or interval_seconds"),
-    ({"user_ids": []}, "user_ids", "Shorter than minimum"),
-    ({"misfire_policy": "later"}, "misfire_policy", "Must be one of"),
-    ({"notification_id": "abc"}, "notification_id", "either notification_id or notification"),
-    ({"start_at": "2026-01-02T00:00:00Z", "end_at": "2026-01-01T00:00:00Z"}, "end_at", "after start_at"),
-    ({"notification": {**CONTENT, "text": "{{ unknown }}"}}, "text", "unknown placeholder"),
-])
+@pytest.mark.parametrize(
+    "changes, field, reason",
+    [
+        ({"cron": "99 * * * *"}, "cron", "not a valid cron expression"),
+        ({"timezone": "Europe/Atlantis"}, "timezone", "not an IANA time zone"),
+        ({"cron": None, "interval_seconds": 0}, "interval_seconds", "greater than or equal to 1"),
+        ({"cron": None}, "cron", "either cron or interval_seconds"),
+        ({"interval_seconds": 60}, "cron", "either cron or interval_seconds"),
+        ({"user_ids": []}, "user_ids", "Shorter than minimum"),
+        ({"misfire_policy": "later"}, "misfire_policy", "Must be one of"),
+        ({"notification_id": "abc"}, "notification_id", "either notification_id or notification"),
+        ({"start_at": "2026-01-02T00:00:00Z", "end_at": "2026-01-01T00:00:00Z"}, "end_at", "after start_at"),
+        ({"notification": {**CONTENT, "text": "{{ unknown }}"}}, "text", "unknown placeholder"),
+    ],
+)
 async def test_invalid_schedules_are_400_naming_field_and_reason(api, admin, ctx, changes, field, reason):
     response = await api.post("/api/v1/schedules", {**DAILY, **changes}, auth=admin.header)
     assert response.status == 400, response.body
@@ -96,8 +105,9 @@ def settings_overrides():
 async def test_a_new_schedule_fires_on_the_next_tick(api, admin, ctx, end_user):
     await ctx.start_workers(consumers=False)
     try:
-        schedule = (await api.post("/api/v1/schedules", {**DAILY, "cron": None, "interval_seconds": 1},
-                                   auth=admin.header)).body
+        schedule = (
+            await api.post("/api/v1/schedules", {**DAILY, "cron": None, "interval_seconds": 1}, auth=admin.header)
+        ).body
 
         async def two_finished_runs():
             runs = await api.get(f"/api/v1/schedules/{schedule['id']}/runs", auth=admin.header)
@@ -114,23 +124,26 @@ async def test_a_new_schedule_fires_on_the_next_tick(api, admin, ctx, end_user):
 
 
 @pytest.mark.gen_test
-@pytest.mark.parametrize("changes, field", [
-    ({"cron": None, "interval_seconds": 1.5}, "interval_seconds"),
-    ({"cron": None, "interval_seconds": "60"}, "interval_seconds"),
-    ({"cron": None, "interval_seconds": True}, "interval_seconds"),
-    ({"misfire_grace_seconds": 10.5}, "misfire_grace_seconds"),
-    ({"cron": "*/5 * * * * *"}, "cron"),
-    ({"cron": "0 0 1 1 * 2027"}, "cron"),
-    ({"cron": "0 0 0 1 1 * 2027"}, "cron"),
-    ({"cron": "@hourly"}, "cron"),
-    ({"cron": "0 0 31 2 *"}, "cron"),
-    ({"timezone": "America"}, "timezone"),
-    ({"timezone": "A" * 300}, "timezone"),
-    ({"timezone": "../../../etc/passwd"}, "timezone"),
-    ({"start_at": "9999-12-31T23:59:59-12:00"}, "start_at"),
-    ({"start_at": "0001-01-01T00:00:00+01:00"}, "start_at"),
-    ({"end_at": "1900-01-01T00:00:00Z"}, "end_at"),
-])
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"cron": None, "interval_seconds": 1.5}, "interval_seconds"),
+        ({"cron": None, "interval_seconds": "60"}, "interval_seconds"),
+        ({"cron": None, "interval_seconds": True}, "interval_seconds"),
+        ({"misfire_grace_seconds": 10.5}, "misfire_grace_seconds"),
+        ({"cron": "*/5 * * * * *"}, "cron"),
+        ({"cron": "0 0 1 1 * 2027"}, "cron"),
+        ({"cron": "0 0 0 1 1 * 2027"}, "cron"),
+        ({"cron": "@hourly"}, "cron"),
+        ({"cron": "0 0 31 2 *"}, "cron"),
+        ({"timezone": "America"}, "timezone"),
+        ({"timezone": "A" * 300}, "timezone"),
+        ({"timezone": "../../../etc/passwd"}, "timezone"),
+        ({"start_at": "9999-12-31T23:59:59-12:00"}, "start_at"),
+        ({"start_at": "0001-01-01T00:00:00+01:00"}, "start_at"),
+        ({"end_at": "1900-01-01T00:00:00Z"}, "end_at"),
+    ],
+)
 async def test_hostile_periodicities_are_400_on_create_and_patch(api, admin, ctx, changes, field):
     response = await api.post("/api/v1/schedules", {**DAILY, **changes}, auth=admin.header)
     assert response.status == 400 and field in response.body["errors"], response.body
@@ -143,8 +156,9 @@ async def test_hostile_periodicities_are_400_on_create_and_patch(api, admin, ctx
 
 @pytest.mark.gen_test
 async def test_a_disabled_schedule_says_so_and_cannot_be_enabled_if_it_never_fires(api, admin):
-    never = (await api.post("/api/v1/schedules", {**DAILY, "cron": "0 0 31 2 *", "enabled": False},
-                            auth=admin.header)).body
+    never = (
+        await api.post("/api/v1/schedules", {**DAILY, "cron": "0 0 31 2 *", "enabled": False}, auth=admin.header)
+    ).body
     path = f"/api/v1/schedules/{never['id']}"
     enabled = await api.post(f"{path}/enable", auth=admin.header, headers={"Content-Type": "application/json"})
     assert enabled.status == 400 and "cron" in enabled.body["errors"]
@@ -153,7 +167,8 @@ async def test_a_disabled_schedule_says_so_and_cannot_be_enabled_if_it_never_fir
     daily = (await api.post("/api/v1/schedules", DAILY, auth=admin.header)).body
     active = (await api.get(f"/api/v1/schedules/{daily['id']}/preview?n=2", auth=admin.header)).body
     assert active["enabled"] is True and active["note"] is None and len(active["items"]) == 2
-    await api.post(f"/api/v1/schedules/{daily['id']}/disable", auth=admin.header,
-                   headers={"Content-Type": "application/json"})
+    await api.post(
+        f"/api/v1/schedules/{daily['id']}/disable", auth=admin.header, headers={"Content-Type": "application/json"}
+    )
     paused = (await api.get(f"/api/v1/schedules/{daily['id']}/preview?n=2", auth=admin.header)).body
     assert paused["enabled"] is False and "disabled" in paused["note"] and paused["items"] == active["items"]

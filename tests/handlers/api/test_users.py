@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-ANN = {"email": "ann@example.com", "telegram_chat_id": "12345", "webhook_url": "https://hooks.example.com/ann",
-       "display_name": "Ann", "timezone": "Europe/Berlin", "locale": "de-DE",
-       "unsubscribed_channels": ["telegram"], "unsubscribed_all": False}
+ANN = {
+    "email": "ann@example.com",
+    "telegram_chat_id": "12345",
+    "webhook_url": "https://hooks.example.com/ann",
+    "display_name": "Ann",
+    "timezone": "Europe/Berlin",
+    "locale": "de-DE",
+    "unsubscribed_channels": ["telegram"],
+    "unsubscribed_all": False,
+}
 
 
 CONTACTS = {k: v for k, v in ANN.items() if not k.startswith("unsubscribed")}
@@ -19,8 +26,9 @@ async def test_put_creates_then_changes_only_the_fields_sent(api, contacts_app):
     assert created.body["user_id"] == "ann-1"
     assert {k: created.body[k] for k in CONTACTS} == CONTACTS
     assert created.body["unsubscribed_channels"] == [] and created.body["unsubscribed_all"] is False
-    changed = await api.put("/api/v1/users/ann-1", {"email": "new@example.com", "display_name": None},
-                            auth=contacts_app.header)
+    changed = await api.put(
+        "/api/v1/users/ann-1", {"email": "new@example.com", "display_name": None}, auth=contacts_app.header
+    )
     assert changed.status == 200
     assert changed.body["email"] == "new@example.com"
     assert changed.body["display_name"] is None
@@ -49,16 +57,19 @@ async def test_delete_then_404(api, admin):
 
 
 @pytest.mark.gen_test
-@pytest.mark.parametrize("body, field", [
-    ({"email": "not-an-email"}, "email"),
-    ({"telegram_chat_id": "chat"}, "telegram_chat_id"),
-    ({"webhook_url": "ftp://example.com/x"}, "webhook_url"),
-    ({"timezone": "Mars/Olympus"}, "timezone"),
-    ({"locale": "English!"}, "locale"),
-    ({"unsubscribed_channels": ["sms"]}, "unsubscribed_channels"),
-    ({"user_id": "other"}, "user_id"),
-    ({"phone": "+1"}, "phone"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"email": "not-an-email"}, "email"),
+        ({"telegram_chat_id": "chat"}, "telegram_chat_id"),
+        ({"webhook_url": "ftp://example.com/x"}, "webhook_url"),
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"locale": "English!"}, "locale"),
+        ({"unsubscribed_channels": ["sms"]}, "unsubscribed_channels"),
+        ({"user_id": "other"}, "user_id"),
+        ({"phone": "+1"}, "phone"),
+    ],
+)
 async def test_invalid_user_fields_are_400(api, admin, body, field):
     response = await api.put("/api/v1/users/carol", body, auth=admin.header)
     assert response.status == 400
@@ -90,8 +101,9 @@ async def test_bulk_upsert_and_list_in_pages(api, admin):
 
 @pytest.mark.gen_test
 async def test_bulk_errors_name_the_item_and_field(api, admin):
-    response = await api.post("/api/v1/users/bulk", {"users": [{"user_id": "ok"}, {"user_id": "x", "email": "@"}]},
-                              auth=admin.header)
+    response = await api.post(
+        "/api/v1/users/bulk", {"users": [{"user_id": "ok"}, {"user_id": "x", "email": "@"}]}, auth=admin.header
+    )
     assert response.status == 400
     assert response.body["errors"] == {"users": {"1": {"email": ["Not a valid email address."]}}}
     empty = await api.post("/api/v1/users/bulk", {"users": []}, auth=admin.header)
