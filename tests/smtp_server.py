@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import random
 import threading
@@ -27,12 +28,14 @@ class Received:
 @dataclass
 class Behaviour:
     """How the server answers: the first `tempfail_next` messages get 451; a share `tempfail_rate` gets 451;
-    recipients in `reject` get 550 at RCPT; recipients in `always_tempfail` always get 451."""
+    recipients in `reject` get 550 at RCPT; recipients in `always_tempfail` always get 451; an accepted
+    message's 250 comes `answer_delay` seconds after it is recorded (a server slower than the client's timeout)."""
 
     tempfail_next: int = 0
     tempfail_rate: float = 0.0
     reject: set[str] = field(default_factory=set)
     always_tempfail: set[str] = field(default_factory=set)
+    answer_delay: float = 0.0
 
 
 class RecordingHandler:
@@ -74,6 +77,8 @@ class RecordingHandler:
                     time.time(),
                 )
             )
+        if behaviour.answer_delay:
+            await asyncio.sleep(behaviour.answer_delay)
         return "250 OK"
 
     def count_by_recipient(self, notification_id: str | None = None) -> Counter:

@@ -55,6 +55,12 @@ class TemporaryFailure(SendFailure):
         self.retry_after = retry_after
 
 
+class AnswerLost(TemporaryFailure):
+    """The message went out but the receiver's answer never came (the connection dropped or timed out after
+    the commit point): it may have arrived. Retried only where a repeat is harmless, else failed as
+    interrupted, as journal replay does for a consumer that died at the same point."""
+
+
 class PermanentFailure(SendFailure):
     """Trying again would fail the same way (a rejected address, a 4xx webhook answer)."""
 

@@ -21,6 +21,7 @@ from ..settings import Settings
 from .base import (
     INVALID_ADDRESS,
     MAIL_SERVER_UNAVAILABLE,
+    AnswerLost,
     Commit,
     Message,
     PermanentFailure,
@@ -169,6 +170,7 @@ class EmailChannel:
 
     async def send(self, message: Message, commit: Commit) -> None:
         recipient, raw = self.build(message)
+        committed = False
         async with self.pools[message.is_express].connection() as smtp:
             try:
                 try:
@@ -178,6 +180,7 @@ class EmailChannel:
                     await smtp.mail(self.sender)
                 await smtp.rcpt(recipient)
                 commit()
+                committed = True
                 await smtp.data(raw)
             except aiosmtplib.SMTPResponseException as exc:
                 detail = f"SMTP {exc.code}: {exc.message}"
@@ -185,7 +188,8 @@ class EmailChannel:
                     raise PermanentFailure(smtp_answer(exc.code), detail=detail) from None
                 raise TemporaryFailure(smtp_answer(exc.code), detail=detail) from None
             except DISCONNECTED as exc:
-                raise TemporaryFailure(
+                failure = AnswerLost if committed else TemporaryFailure
+                raise failure(
                     MAIL_SERVER_UNAVAILABLE, detail=f"SMTP connection lost: {type(exc).__name__} {exc}"
                 ) from None
 

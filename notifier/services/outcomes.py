@@ -31,6 +31,10 @@ INTERRUPTED_ERROR = (
     "the consumer stopped during the send; it may or may not have arrived, so it is not sent "
     "again (redrive to send anyway)"
 )
+ANSWER_LOST_ERROR = (
+    "the receiver's answer was lost after the message went out; it may or may not have arrived, so it is "
+    "not sent again (redrive to send anyway)"
+)
 PARKED_ERROR_LENGTH = 500
 
 
@@ -41,7 +45,7 @@ class OutcomeKind(enum.StrEnum):
     DEFER = "defer"  # not the channel's fault (the user service could not say): again, without using an attempt
     FAILED = "failed"  # a permanent failure
     ABANDONED = "abandoned"  # not sent: the claim's lease ran too short to finish safely
-    INTERRUPTED = "interrupted"  # journal replay: begun on a channel where a repeat would show
+    INTERRUPTED = "interrupted"  # begun where a repeat would show, its end unknown (a dead consumer, a lost answer)
     RELEASED = "released"  # journal replay or lease reconciler: the claim is taken back
 
 
@@ -153,7 +157,7 @@ def decide(
         return Decision(
             DeliveryStatus.FAILED,
             now,
-            {"reason": "interrupted", "last_error": INTERRUPTED_ERROR},
+            {"reason": "interrupted", "last_error": error or INTERRUPTED_ERROR},
             counted_as=OutcomeKind.FAILED,
         )
     if kind is OutcomeKind.RELEASED:

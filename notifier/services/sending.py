@@ -10,12 +10,12 @@ from typing import Protocol
 
 from bson import ObjectId
 
-from ..channels.base import Channel, Message, PermanentFailure, TemporaryFailure
+from ..channels.base import AnswerLost, Channel, Message, PermanentFailure, TemporaryFailure
 from ..links import Links
 from ..rendering import recipient_values, render
 from ..store import Store
 from .contacts import Contacts
-from .outcomes import OutcomeKind
+from .outcomes import ANSWER_LOST_ERROR, OutcomeKind
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,23 @@ class Sender:
             await channel.send(message, lambda: self.journal.begin(delivery_id, token, channel.repeat_safe))
         # The outcome's error is what API callers read back: the failure's public phrase only; its detail
         # (addresses, hosts, server answers) stays in this log line, which names the delivery.
+        except AnswerLost as exc:
+            if channel.repeat_safe:
+                log.info(
+                    "%s to %s: no answer, retrying: %s (%s)", channel.name, user_id, exc, exc.detail, extra=context
+                )
+                return Outcome(delivery, OutcomeKind.RETRY, error=str(exc), seconds=time.monotonic() - started)
+            log.warning(
+                "%s to %s may have arrived, its answer was lost; not sent again: %s (%s)",
+                channel.name,
+                user_id,
+                exc,
+                exc.detail,
+                extra=context,
+            )
+            return Outcome(
+                delivery, OutcomeKind.INTERRUPTED, error=ANSWER_LOST_ERROR, seconds=time.monotonic() - started
+            )
         except TemporaryFailure as exc:
             log.info("%s to %s failed for now: %s (%s)", channel.name, user_id, exc, exc.detail, extra=context)
             return Outcome(delivery, OutcomeKind.RETRY, error=str(exc), seconds=time.monotonic() - started)

@@ -85,6 +85,25 @@ async def test_temporary_smtp_failures_retry_then_succeed(api, admin, ctx, smtp,
 
 
 @pytest.mark.gen_test(timeout=90)
+@pytest.mark.parametrize("settings_overrides", [{"smtp_timeout": 1}], indirect=True)
+async def test_an_email_whose_answer_is_lost_is_not_sent_again(api, admin, ctx, smtp, workers):
+    """The server took the message but answered after the client gave up: it may have arrived, so it is
+    failed as interrupted (redrive sends it anyway), never retried into a second copy."""
+    smtp.behaviour.answer_delay = 3
+    users = await add_users(ctx, 2)
+    created = await create(api, admin, users)
+    assert await settled(ctx, ObjectId(created["id"]), 2) == {"failed": 2}
+    for delivery in await ctx.store.deliveries.find({"notification_id": ObjectId(created["id"])}).to_list(None):
+        assert (delivery["reason"], delivery["attempts"]) == ("interrupted", 1), delivery
+        assert "answer was lost" in delivery["last_error"]
+    smtp.behaviour.answer_delay = 0
+    # Nothing is left to send it again: a later notification goes out, and these two stay at one copy each.
+    later = await create(api, admin, users[:1])
+    assert await settled(ctx, ObjectId(later["id"]), 1) == {"sent": 1}
+    assert smtp.handler.count_by_recipient(created["id"]) == {"u0@example.com": 1, "u1@example.com": 1}
+
+
+@pytest.mark.gen_test(timeout=90)
 async def test_exhausted_attempts_fail_and_park(api, admin, ctx, smtp, workers):
     smtp.behaviour.always_tempfail = {"u0@example.com"}
     smtp.behaviour.reject = {"u1@example.com"}
