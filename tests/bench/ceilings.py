@@ -98,7 +98,8 @@ async def smtp(n: int, port: int) -> float:
 
     async def send(client, index):
         for i in range(index, n, SMTP_CONNECTIONS):
-            await client.sendmail("bench@localhost", [f"u{i}@example.com"], messages[i])
+            recipient, raw = messages[i]
+            await client.sendmail("bench@localhost", [recipient], raw)
 
     await asyncio.gather(*(send(client, index) for index, client in enumerate(clients)))
     elapsed = time.perf_counter() - started
