@@ -132,24 +132,19 @@ class Sender:
             await channel.send(message, lambda: self.journal.begin(delivery_id, token, channel.repeat_safe))
         # The outcome's error is what API callers read back: the failure's public phrase only; its detail
         # (addresses, hosts, server answers) stays in this log line, which names the delivery.
-        except AnswerLost as exc:
-            if channel.repeat_safe:
-                log.info(
-                    "%s to %s: no answer, retrying: %s (%s)", channel.name, user_id, exc, exc.detail, extra=context
-                )
-                return Outcome(delivery, OutcomeKind.RETRY, error=str(exc), seconds=time.monotonic() - started)
-            log.warning(
-                "%s to %s may have arrived, its answer was lost; not sent again: %s (%s)",
-                channel.name,
-                user_id,
-                exc,
-                exc.detail,
-                extra=context,
-            )
-            return Outcome(
-                delivery, OutcomeKind.INTERRUPTED, error=ANSWER_LOST_ERROR, seconds=time.monotonic() - started
-            )
         except TemporaryFailure as exc:
+            if isinstance(exc, AnswerLost) and not channel.repeat_safe:
+                log.warning(
+                    "%s to %s may have arrived, its answer was lost; not sent again: %s (%s)",
+                    channel.name,
+                    user_id,
+                    exc,
+                    exc.detail,
+                    extra=context,
+                )
+                return Outcome(
+                    delivery, OutcomeKind.INTERRUPTED, error=ANSWER_LOST_ERROR, seconds=time.monotonic() - started
+                )
             log.info("%s to %s failed for now: %s (%s)", channel.name, user_id, exc, exc.detail, extra=context)
             return Outcome(delivery, OutcomeKind.RETRY, error=str(exc), seconds=time.monotonic() - started)
         except PermanentFailure as exc:

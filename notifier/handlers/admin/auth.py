@@ -36,21 +36,12 @@ class LoginHandler(AdminHandler):
             admin = await self.ctx.auth.login_admin(
                 values.get("username", ""), values.get("password", ""), self.request.remote_ip
             )
-        except Unauthenticated as exc:
+        except (Unauthenticated, TooManyAttempts) as exc:
+            if isinstance(exc, TooManyAttempts):
+                self.set_header("Retry-After", str(exc.retry_after))
             self.page(
                 "login.html",
-                status=401,
-                values={"username": values.get("username", "")},
-                errors={},
-                message=exc.message,
-                next=target,
-            )
-            return
-        except TooManyAttempts as exc:
-            self.set_header("Retry-After", str(exc.retry_after))
-            self.page(
-                "login.html",
-                status=429,
+                status=429 if isinstance(exc, TooManyAttempts) else 401,
                 values={"username": values.get("username", "")},
                 errors={},
                 message=exc.message,
