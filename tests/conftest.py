@@ -177,12 +177,16 @@ async def _empty_database(store) -> bool:
 
 
 async def _purge_queues(amqp_url: str, topology) -> bool:
-    """Purge every queue of the topology; False when it declared pace tiers, which are deleted instead (a
-    consumer of an earlier connection may have declared tiers this topology no longer knows of)."""
+    """Purge every queue of the topology; False when it declared pace tiers, or when a consumer is still
+    attached (one still stopping would count as another instance's in the next test): those are deleted
+    instead (a consumer of an earlier connection may have declared tiers this topology no longer knows of)."""
     connection = await aiormq.connect(amqp_url)
     try:
         channel = await connection.channel()
-        if topology.pace_declared:
+        attached = [
+            (await channel.queue_declare(queue, passive=True)).consumer_count for queue in topology.all_queues()
+        ]
+        if topology.pace_declared or any(attached):
             for queue in _queues(topology):
                 await channel.queue_delete(queue)
             await channel.exchange_delete(topology.exchange)
