@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import aiormq
 import pytest
 
+from notifier import passwords
 from notifier.access import GRANTABLE, Principal, Role
 from notifier.app import make_app
 from notifier.context import create_context
@@ -35,6 +36,12 @@ REPO = Path(__file__).resolve().parent.parent
 USER_SECRET = "end-user-signing-secret-for-tests"
 ADMIN_PASSWORD = "admin-password-1"
 _numbers = itertools.count()
+PRODUCTION_SCRYPT_N = passwords.SCRYPT_N
+# Accounts made in the test process hash at 1/16 of the production cost (about three scrypt runs per test
+# were a fifth of the suite's CPU). The stored hash names its cost, so every check runs the same code; the
+# services the tests start as processes (tests/served.py) keep the production cost.
+passwords.SCRYPT_N = 2**10
+passwords.DUMMY_HASH = passwords.hash_password("dummy")
 
 
 class Recycled:

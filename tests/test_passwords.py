@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from notifier.passwords import hash_password, verify_password
 
+from .conftest import PRODUCTION_SCRYPT_N
+
 
 def test_password_hash_is_salted_scrypt_and_verifies():
     first, second = hash_password("correct horse"), hash_password("correct horse")
@@ -11,3 +13,8 @@ def test_password_hash_is_salted_scrypt_and_verifies():
     assert verify_password("correct horse", first)
     assert not verify_password("correct horsE", first)
     assert not verify_password("x", "plaintext-password")
+
+
+def test_production_cost_is_scrypt_n_2_to_the_14():
+    """The tests hash cheaper (tests/conftest.py); the service itself keeps its cost."""
+    assert PRODUCTION_SCRYPT_N == 2**14
