@@ -138,13 +138,13 @@ async def test_outbox_sweep_publishes_what_the_broker_never_confirmed(api, admin
 
 @pytest.mark.gen_test(timeout=120)
 async def test_express_is_delivered_before_a_regular_backlog(api, admin, ctx, smtp, workers):
-    users = await add_users(ctx, 1500)
+    regular_total = 800
+    users = await add_users(ctx, regular_total)
     regular = await create(api, admin, users, title="regular")
     await eventually(lambda: _received_at_least(smtp, 50), message="regular traffic flowing")
     express = await create(api, admin, ["u7"], title="urgent", is_express=True)
     await settled(ctx, ObjectId(express["id"]), 1, timeout=30)
     position = next(i for i, r in enumerate(smtp.received) if r.notification_id == express["id"])
-    regular_total = 1500
     regular_before = sum(1 for r in smtp.received[:position] if r.notification_id == regular["id"])
     assert regular_before < regular_total * 0.5, f"express waited behind {regular_before} regular messages"
     await settled(ctx, ObjectId(regular["id"]), regular_total, timeout=90)
@@ -160,17 +160,17 @@ def settings_overrides(pipeline_settings, request):
 
 
 @pytest.mark.gen_test(timeout=120)
-@pytest.mark.parametrize("settings_overrides", [{"pacing_batch": 100, "pacing_interval": 0.4}], indirect=True)
+@pytest.mark.parametrize("settings_overrides", [{"pacing_batch": 60, "pacing_interval": 0.4}], indirect=True)
 async def test_pacing_spreads_a_large_notification(api, admin, ctx, smtp, workers):
-    """1,000 recipients with 100 per 0.4 s: message i cannot be sent before batch i // 100 was released."""
-    users = await add_users(ctx, 1000, prefix="p")
+    """600 recipients with 60 per 0.4 s: message i cannot be sent before batch i // 60 was released."""
+    users = await add_users(ctx, 600, prefix="p")
     started = time.time()
     created = await create(api, admin, users)
-    assert await settled(ctx, ObjectId(created["id"]), 1000, timeout=90) == {"sent": 1000}
+    assert await settled(ctx, ObjectId(created["id"]), 600, timeout=90) == {"sent": 600}
     deliveries = await ctx.store.deliveries.find({"notification_id": ObjectId(created["id"])}).to_list(None)
     sent_times = sorted(d["sent_at"].timestamp() for d in deliveries)
     for index, sent_at in enumerate(sent_times):
-        earliest = started + (index // 100) * 0.4
+        earliest = started + (index // 60) * 0.4
         assert sent_at >= earliest - 0.05, f"message {index} sent {earliest - sent_at:.3f}s before its batch"
     assert sent_times[-1] - started >= 9 * 0.4 - 0.05
     pace_queues = {ctx.topology.pace_queue(ms) for ms in ctx.topology.pace_declared}
