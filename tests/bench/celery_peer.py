@@ -74,6 +74,9 @@ def run(sink, n: int, workers: int) -> float:
     """Emails per second from the first enqueue to the last one received by the sink."""
     queue = f"bench-celery-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "BENCH_SMTP_PORT": str(sink.smtp_port), "BENCH_CELERY_QUEUE": queue}
+    log_dir = REPO / "var" / "bench"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    worker_log = open(log_dir / "celery-worker.log", "ab")  # noqa: SIM115 (closed with the worker)
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -94,7 +97,7 @@ def run(sink, n: int, workers: int) -> float:
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=open(REPO / "var" / "bench" / "celery-worker.log", "ab"),
+        stderr=worker_log,
     )
     try:
         _wait_for_consumers(queue, workers=1, timeout=60)
@@ -108,5 +111,6 @@ def run(sink, n: int, workers: int) -> float:
     finally:
         worker.terminate()
         worker.wait(60)
+        worker_log.close()
         with app.connection_for_write() as connection:
             connection.default_channel.queue_delete(queue)
