@@ -52,6 +52,11 @@ ensure_rabbitmq() {
 
 ensure_venv() {
     # $1: the extras to install, e.g. "embedded,test"; every version is the one constraints.txt pins.
+    # .ci/run installs every extra once and sets NOTIFIER_VENV_READY, so that lint and tests can run side by
+    # side without two pip installs racing in one venv.
+    if [ "${NOTIFIER_VENV_READY:-}" = 1 ]; then
+        return
+    fi
     if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV"
     fi
