@@ -108,7 +108,7 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
     clock = clock or Clock()
     store = await open_store(settings, mongo_url)
     keys = await load_keys(store, settings)
-    topology = Topology(settings.queue_prefix, settings.retry_delays)
+    topology = Topology.from_settings(settings)
     broker = BrokerConnection(settings.amqp_url, "notifier-server", on_channel=topology.declare)
     broker.start()
     deliveries = Deliveries(store)

@@ -198,6 +198,12 @@ class Settings:
     )
     embedded_rabbitmq_dir: str = setting("./var/rabbitmq", "Data directory of the embedded RabbitMQ node.")
     queue_prefix: str = setting("notifier.", "Prefix of every exchange and queue name.")
+    queue_type: str = setting(
+        "classic",
+        "RabbitMQ queue type: classic, or quorum for a cluster (replicated; delay tiers dead-letter at least once). "
+        "Quorum names gain a `quorum.` segment, so switching declares new queues: drain the old ones first.",
+        _choice("classic", "quorum"),
+    )
     publish_timeout: float = setting("10", "Seconds to wait for a publisher confirm.", _float(0.1))
     # Secrets and tokens
     secret_key: str = setting(
@@ -323,6 +329,11 @@ class Settings:
     # Scheduler
     scheduler_tick: float = setting("1", "Seconds between two checks for due schedules.", _float(0.05))
     schedule_min_interval: int = setting("60", "Shortest interval_seconds a schedule may have.", _int(1))
+    schedule_run_lease: float = setting(
+        "300",
+        "Seconds a firing may take before another instance takes it over (its instance is taken for stopped).",
+        _float(1.0),
+    )
     outbox_sweep_interval: float = setting("10", "Seconds between two outbox sweeps.", _float(0.05))
     reconcile_interval: float = setting(
         "30",

@@ -153,7 +153,7 @@ class Served:
 async def delete_queues(amqp_url: str, prefix: str, max_recipients: int = 0, settings: Settings | None = None) -> None:
     """Every queue a service with this prefix (and these settings) may have declared."""
     settings = settings or Settings.from_env({})
-    topology = Topology(prefix, settings.retry_delays)
+    topology = Topology(prefix, settings.retry_delays, settings.queue_type)
     pace = topology.pace_queues_for(max_recipients, settings.pacing_batch, settings.pacing_interval)
     connection = await aiormq.connect(amqp_url)
     try:

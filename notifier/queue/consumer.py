@@ -51,7 +51,7 @@ class Consumer:
         self.settings = settings
         self.consumer_id = consumer_id
         self.clock = clock or Clock()
-        self.topology = Topology(settings.queue_prefix, settings.retry_delays)
+        self.topology = Topology.from_settings(settings)
         self.stopping = asyncio.Event()
         self.ready_announced = False
         self.consume_channels: dict[str, aiormq.abc.AbstractChannel] = {}

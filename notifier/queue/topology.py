@@ -2,7 +2,9 @@
 
 The broker has no delayed-message plugin, and a per-message TTL only expires at the queue head, so every
 delay is its own queue with a queue-wide `x-message-ttl` that dead-letters back to the work exchange.
-Every argument follows from the queue's name, so a changed setting never redeclares a queue differently.
+Every argument follows from the queue's name, so a changed setting never redeclares a queue differently:
+quorum queues (QUEUE_TYPE, for a RabbitMQ cluster) have names of their own. They take no x-max-priority
+(express has its own queue anyway), and their delay tiers dead-letter at least once instead of at most once.
 """
 
 from __future__ import annotations
@@ -21,14 +23,26 @@ PACE_REDECLARE_SECONDS = 60.0
 PARKED_TTL_MS = 7 * 24 * 3600 * 1000
 
 
+CLASSIC, QUORUM = "classic", "quorum"
+
+
 class Topology:
-    def __init__(self, prefix: str, retry_delays: tuple[float, ...]):
-        self.prefix = prefix
-        self.exchange = prefix + "work"
-        self.queues = {EXPRESS: prefix + EXPRESS, REGULAR: prefix + REGULAR}
-        self.parked = prefix + "parked"
+    def __init__(self, prefix: str, retry_delays: tuple[float, ...], queue_type: str = CLASSIC):
+        self.queue_type = queue_type
+        # The exchange is renamed too: one exchange bound to both kinds of queue would deliver everything twice.
+        self.prefix = prefix if queue_type == CLASSIC else f"{prefix}{queue_type}."
+        self.exchange = self.prefix + "work"
+        self.queues = {EXPRESS: self.prefix + EXPRESS, REGULAR: self.prefix + REGULAR}
+        self.parked = self.prefix + "parked"
         self.retry_delays_ms = tuple(sorted(set(delays_ms(retry_delays))))  # one delay tier per distinct delay
         self.pace_declared: dict[int, float] = {}
+
+    @classmethod
+    def from_settings(cls, settings) -> Topology:
+        return cls(settings.queue_prefix, settings.retry_delays, settings.queue_type)
+
+    def _arguments(self, classic: dict, quorum: dict) -> dict:
+        return classic if self.queue_type == CLASSIC else {"x-queue-type": QUORUM, **quorum}
 
     def retry_queue(self, target: str, delay_ms: int) -> str:
         return f"{self.prefix}delay.{target}.{delay_ms}"
@@ -52,9 +66,11 @@ class Topology:
     async def declare(self, channel: aiormq.abc.AbstractChannel) -> None:
         await channel.exchange_declare(exchange=self.exchange, exchange_type="direct", durable=True)
         for target, queue in self.queues.items():
-            await channel.queue_declare(queue, durable=True, arguments={"x-max-priority": MAX_PRIORITY})
+            arguments = self._arguments({"x-max-priority": MAX_PRIORITY}, {})
+            await channel.queue_declare(queue, durable=True, arguments=arguments)
             await channel.queue_bind(queue, exchange=self.exchange, routing_key=target)
-        await channel.queue_declare(self.parked, durable=True, arguments={"x-message-ttl": PARKED_TTL_MS})
+        parked = {"x-message-ttl": PARKED_TTL_MS}
+        await channel.queue_declare(self.parked, durable=True, arguments=self._arguments(parked, parked))
         for target in (EXPRESS, REGULAR):
             for delay_ms in self.retry_delays_ms:
                 await self._declare_delay(channel, self.retry_queue(target, delay_ms), target, delay_ms)
@@ -68,7 +84,9 @@ class Topology:
         }
         if idle_ms:
             arguments["x-expires"] = delay_ms + idle_ms
-        await channel.queue_declare(queue, durable=True, arguments=arguments)
+        # At-least-once dead-lettering needs reject-publish overflow; the lost-message finder stays for classic.
+        at_least_once = {**arguments, "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+        await channel.queue_declare(queue, durable=True, arguments=self._arguments(arguments, at_least_once))
 
     async def ensure_pace_queue(self, channel, delay_ms: int) -> str:
         """Declare the pace tier for this delay when it was not declared lately.

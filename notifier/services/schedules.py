@@ -32,7 +32,6 @@ from .visibility import visible_to
 log = logging.getLogger(__name__)
 
 MISFIRE_AFTER = timedelta(seconds=60)
-RUN_LEASE = timedelta(minutes=5)
 FIRING_AT_ONCE = 16
 DUE_PER_TICK = 2000
 ORPHAN_AFTER = timedelta(minutes=10)  # far longer than a create request takes
@@ -56,6 +55,7 @@ class ScheduleService:
         self.clock = clock
         self.notifications = notifications
         self.instance = instance
+        self.run_lease = timedelta(seconds=settings.schedule_run_lease)
 
     # --- managing schedules ---
 
@@ -304,7 +304,7 @@ class ScheduleService:
     async def _resume_stalled(self, now: datetime) -> None:
         """Finish firings whose instance stopped half-way (their claim outlived the lease)."""
         stalled = (
-            await self.store.schedule_runs.find({"status": "firing", "claimed_at": {"$lt": now - RUN_LEASE}})
+            await self.store.schedule_runs.find({"status": "firing", "claimed_at": {"$lt": now - self.run_lease}})
             .limit(100)
             .to_list(100)
         )
@@ -357,7 +357,7 @@ class ScheduleService:
                 count=False,
             )
             return False
-        if now - run["claimed_at"] < RUN_LEASE:
+        if now - run["claimed_at"] < self.run_lease:
             return False  # another instance is firing it right now
         taken = await self.store.schedule_runs.update_one(
             {"_id": key, "claimed_at": run["claimed_at"]}, {"$set": {"claimed_at": now, "instance": self.instance}}
