@@ -67,6 +67,18 @@ class Served:
         self.process: subprocess.Popen | None = None
         self.log = workdir / "serve.log"
 
+    def peer(self, workdir: Path) -> Served:
+        """Another `notifier serve` on the same database, broker and queues: a second instance."""
+        other = Served(workdir, self.env["AMQP_URL"])
+        other.prefix = self.prefix
+        other.env = {
+            **self.env,
+            "HTTP_PORT": str(other.port),
+            "EMBEDDED_DB_DIR": str(workdir / "db"),
+            "JOURNAL_DIR": str(workdir / "journal"),
+        }
+        return other
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -120,7 +132,9 @@ class Served:
         )
 
     def consumer_pids(self) -> list[int]:
-        """Consumer processes whose parent is this server (read from /proc, not from the server)."""
+        """Consumer processes whose parent is this server (read from /proc, not from the server); once the
+        server is gone, every consumer on its queues (orphans, or a peer instance's)."""
+        server = self.process.pid if self.process is not None and self.process.poll() is None else None
         pids = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -131,7 +145,8 @@ class Served:
             except OSError:
                 continue
             if b"notifier.queue" in cmdline and f"QUEUE_PREFIX={self.prefix}".encode() in environ:
-                pids.append(int(entry.name))
+                if server is None or _parent(entry) == server:
+                    pids.append(int(entry.name))
         return pids
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 90) -> int:
@@ -148,6 +163,13 @@ class Served:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         asyncio.run(delete_queues(self.env["AMQP_URL"], self.prefix, max_recipients, Settings.from_env(self.env)))
+
+
+def _parent(process: Path) -> int | None:
+    try:
+        return int((process / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 async def delete_queues(amqp_url: str, prefix: str, max_recipients: int = 0, settings: Settings | None = None) -> None:

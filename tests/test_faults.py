@@ -6,7 +6,8 @@ skipped with a reason (and then received at most one); the API's counts match wh
 nothing is left pending, queued or sending.
 
 The drills share one rig (a RabbitMQ node, a database, an SMTP server and the service, with the N recipients
-already stored); each drill finds every part running again, however the drill before it left them, and counts and
+already stored; the multi-instance drill starts a second server on the same database and queues); each drill
+finds every part running again, however the drill before it left them, and counts and
 checks only its own notification.
 """
 
@@ -17,6 +18,8 @@ import os
 import signal
 import subprocess
 import time
+from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pymongo
@@ -86,6 +89,8 @@ class Rig:
             POOL_CHECK_INTERVAL="1",
             SMTP_TIMEOUT="5",
             LEASE_SECONDS="60",
+            SCHEDULE_MIN_INTERVAL="1",
+            SCHEDULE_RUN_LEASE="5",
             LOG_LEVEL="warning",
         )
 
@@ -315,3 +320,54 @@ def test_server_stopped_with_sigterm_mid_fanout(crash_rig):
     rig.served.start()
     rig.settle(notification)
     assert rig.check(notification) == {"sent": N}
+
+
+def test_one_of_two_instances_killed_mid_fanout(crash_rig):
+    """Two servers on one database and one broker, as a team scales out: the one that took the fan-out is
+    SIGKILLed mid-way while a schedule fires every two seconds. The other finishes the fan-out (its outbox
+    sweep, its consumers once the pool sees the dead one's gone) and keeps firing: every recipient mailed once,
+    every occurrence fired once."""
+    rig = crash_rig.ready()
+    first = rig.served
+    second = first.peer(rig.workdir / "second").start()
+    try:
+        tick = {"title": "Tick", "text": "x", "channel": "email"}
+        status, schedule = first.call(
+            "POST", "/api/v1/schedules", {"notification": tick, "user_ids": ["f0", "f1"], "interval_seconds": 2}, AUTH
+        )
+        assert status == 201, schedule
+        notification = rig.fanout()
+        wait_until(lambda: rig.received() >= 3 * N // 10, 120, "three tenths received")
+        consumers = first.consumer_pids()
+        first.stop(signal.SIGKILL)
+        killed_at = time.time()
+        wait_until(lambda: not any(pid_alive(pid) for pid in consumers), 60, "no orphan consumers")
+        rig.served = second
+        rig.settle(notification)
+        rig.check(notification)
+
+        def fired_since_the_kill() -> bool:
+            _, runs = second.call("GET", f"/api/v1/schedules/{schedule['id']}/runs?limit=100", None, AUTH)
+            return sum(1 for run in runs["items"] if _epoch(run["at"]) > killed_at and run["status"] == "done") >= 2
+
+        wait_until(fired_since_the_kill, 60, "two occurrences fired by the survivor", every=1.0)
+        assert second.call("POST", f"/api/v1/schedules/{schedule['id']}/disable", None, AUTH)[0] == 200
+
+        def runs_finished() -> list | None:
+            _, runs = second.call("GET", f"/api/v1/schedules/{schedule['id']}/runs?limit=100", None, AUTH)
+            return runs["items"] if all(run["status"] == "done" for run in runs["items"]) else None
+
+        runs = wait_until(runs_finished, 60, "every firing finished (a stalled one is taken over)", every=1.0)
+        assert len({run["at"] for run in runs}) == len(runs)
+        ticks = [m for m in rig.smtp.received if m.notification_id == schedule["notification_id"]]
+        by_delivery = Counter(m.delivery_id for m in ticks)
+        assert set(by_delivery.values()) == {1}, "an occurrence's message was sent twice"
+        assert len(by_delivery) == 2 * len(runs), (len(by_delivery), len(runs))
+        assert Counter(m.recipient for m in ticks) == {"f0@example.com": len(runs), "f1@example.com": len(runs)}
+    finally:
+        rig.served = first
+        assert second.stop(signal.SIGTERM) == 0, second.log_tail()
+
+
+def _epoch(instant: str) -> float:
+    return datetime.fromisoformat(instant.replace("Z", "+00:00")).timestamp()
