@@ -8,7 +8,7 @@ import platform
 import sys
 import time
 
-from . import api, ceilings, express, fanout, memory, passwords, scheduler
+from . import api, ceilings, express, fanout, instances, memory, passwords, scheduler
 from .harness import Infra, Steal, summary, summary_row, table, write_results
 
 
@@ -230,6 +230,25 @@ def bench_passwords(infra: Infra, args) -> dict:
     return figures
 
 
+def bench_instances(infra: Infra, args) -> dict:
+    counts = (1, 2, 3)
+    results: dict[int, list] = {k: [] for k in counts}
+    for run in range(args.runs):
+        for k in counts:
+            results[k].append(instances.run(infra, args.n, k))
+        print(f"run {run + 1}: " + ", ".join(f"{k} instances {results[k][-1]['rate']:.0f}/s" for k in counts))
+    figures = {f"{k}_instances": summary([r["rate"] for r in results[k]]) for k in counts}
+    rows = [("figure", "median", "min", "max")]
+    for k in counts:
+        rows.append(summary_row(f"{k} instance(s), {2 * k} consumers /s", figures[f"{k}_instances"], "{:.0f}"))
+        ratio = summary([a["rate"] / b["rate"] for a, b in zip(results[k], results[1], strict=True)])
+        figures[f"{k}_over_1"] = ratio
+        rows.append(summary_row(f"{k} / 1 instance", ratio, "{:.2f}"))
+    print(f"\nfan-out of {args.n} emails through 1, 2 and 3 instances on one database and broker, {args.runs} runs")
+    print(table(rows))
+    return figures
+
+
 BENCHES = {
     "fanout": bench_fanout,
     "scheduler": bench_scheduler,
@@ -238,6 +257,7 @@ BENCHES = {
     "api": bench_api,
     "memory": bench_memory,
     "passwords": bench_passwords,
+    "instances": bench_instances,
 }
 
 
