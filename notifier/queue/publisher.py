@@ -73,7 +73,8 @@ class Publisher:
         self._confirmed: dict = {}
         self._being_marked: dict = {}
         self._marking: asyncio.TimerHandle | None = None
-        self._windows = asyncio.Semaphore(WINDOWS_IN_FLIGHT)
+        # One set of windows per lane: an express delivery never waits for a regular fan-out's windows.
+        self._windows = {EXPRESS: asyncio.Semaphore(WINDOWS_IN_FLIGHT), REGULAR: asyncio.Semaphore(WINDOWS_IN_FLIGHT)}
 
     def submit(self, notification: dict, deliveries: list[dict], position: int = 0) -> None:
         self.submit_task(self.publish(deliveries, position))
@@ -116,8 +117,9 @@ class Publisher:
         """Publish `deliveries` (the ones at `position`... of one firing); returns how many were confirmed."""
         channel = await self.broker.channel()
         confirmed = 0
+        windows = self._windows[EXPRESS if deliveries and deliveries[0]["is_express"] else REGULAR]
         for start in range(0, len(deliveries), CONFIRM_WINDOW):
-            async with self._windows:
+            async with windows:
                 confirmed += await self._publish_window(
                     channel, deliveries[start : start + CONFIRM_WINDOW], position + start
                 )
