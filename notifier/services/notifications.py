@@ -110,7 +110,9 @@ class NotificationService:
         if background:
             # The list first: the fan-out is taken up by whoever finds the notification, which is complete
             # (nothing for a repeat to finish) as soon as it is stored.
-            notification.update(_id=ObjectId(), complete=True, materialized=0, materialize_at=notification["created_at"])
+            notification.update(
+                _id=ObjectId(), complete=True, materialized=0, materialize_at=notification["created_at"]
+            )
             await self.materializer.store_recipients(notification["_id"], recipients)
         try:
             await self.store.notifications.insert_one(notification)
