@@ -45,9 +45,10 @@ def recipients_stored(notification: dict) -> int:
 
 
 class Materializer:
-    """Stores the deliveries of background fan-outs; one at a time per process, in a task of its own.
+    """Stores the deliveries of background fan-outs, one at a time per process and lane (express fan-outs
+    have their own, so that they never wait behind a regular one), each lane in a task of its own.
 
-    `kick()` after a create starts it at once; `resume()` (the job "fan-out resume", every
+    `kick()` after a create starts its lane at once; `resume()` (the job "fan-out resume", every
     MATERIALIZE_INTERVAL, and once at startup) takes over every unfinished fan-out whose lease is free.
     """
 
@@ -56,8 +57,8 @@ class Materializer:
         self.settings = settings
         self.clock = clock
         self.add_deliveries = add_deliveries
-        self._task: asyncio.Task | None = None
-        self._again = False
+        self._tasks: dict[bool, asyncio.Task] = {}
+        self._again: dict[bool, bool] = {}
 
     # --- the create's side ---
 
@@ -81,13 +82,15 @@ class Materializer:
 
     # --- scheduling ---
 
-    def kick(self) -> None:
-        """Make sure this process looks for fan-outs to store, now."""
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self.drain())
-            self._task.add_done_callback(self._finished)
-        else:
-            self._again = True
+    def kick(self, express: bool | None = None) -> None:
+        """Make sure this process looks for fan-outs to store now: express ones, regular ones or (None) both."""
+        for lane in (True, False) if express is None else (express,):
+            task = self._tasks.get(lane)
+            if task is None or task.done():
+                self._tasks[lane] = asyncio.get_running_loop().create_task(self.drain(lane))
+                self._tasks[lane].add_done_callback(self._finished)
+            else:
+                self._again[lane] = True
 
     async def resume(self) -> None:
         """The periodic job: take over whatever a stopped or dead process left unfinished."""
@@ -95,22 +98,24 @@ class Materializer:
 
     async def stop(self) -> None:
         """Stop storing (at shutdown); what is left is resumed by the next process from its last record."""
-        task, self._task = self._task, None
-        if task is not None and not task.done():
+        tasks, self._tasks = list(self._tasks.values()), {}
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _finished(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.warning("background fan-out stopped, resumed next tick: %r", task.exception())
 
-    async def drain(self) -> None:
-        """Store every fan-out that can be claimed, one after another, until none is left."""
+    async def drain(self, express: bool | None = None) -> None:
+        """Store every fan-out of the lane (None: both) that can be claimed, one after another, until none is
+        left."""
+        lane = bool(express)
         while True:
-            self._again = False
-            notification = await self.claim()
+            self._again[lane] = False
+            notification = await self.claim(express)
             if notification is None:
-                if not self._again:
+                if not self._again.get(lane):
                     return
                 continue
             await self.materialize(notification)
@@ -120,10 +125,14 @@ class Materializer:
     def _lease_end(self):
         return self.clock.now() + timedelta(seconds=self.settings.materialize_lease)
 
-    async def claim(self) -> dict | None:
-        """Take the unfinished fan-out due first, under a new claim token; None when there is none."""
+    async def claim(self, express: bool | None = None) -> dict | None:
+        """Take the unfinished fan-out due first (of the lane, if given) under a new claim token; None when
+        there is none."""
+        query: dict = {"materialize_at": {"$lte": self.clock.now()}}
+        if express is not None:
+            query["is_express"] = express
         return await self.store.notifications.find_one_and_update(
-            {"materialize_at": {"$lte": self.clock.now()}},
+            query,
             {"$set": {"materialize_at": self._lease_end(), "materializer": ObjectId()}},
             sort=[("materialize_at", 1)],
             return_document=ReturnDocument.AFTER,

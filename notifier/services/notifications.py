@@ -133,7 +133,7 @@ class NotificationService:
                 return earlier, False
             notification = earlier
         if background and notification.get("materialize_at") is not None:
-            self.materializer.kick()
+            self.materializer.kick(notification["is_express"])
             return notification, True
         try:
             await self.add_deliveries(notification, recipients, ONE_OFF)

@@ -118,3 +118,32 @@ async def test_an_idempotent_repeat_returns_the_same_notification_and_never_fans
     assert await ctx.store.notifications.count_documents({}) == 1
     assert await ctx.store.deliveries.count_documents({}) == N
     assert await ctx.store.recipient_chunks.count_documents({}) == 0
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_an_express_fanout_never_waits_behind_a_regular_one(ctx):
+    """The express lane stores its fan-out while the regular lane is held mid-way through a bigger one."""
+    real, release = ctx.notifications.materializer.add_deliveries, asyncio.Event()
+
+    async def regular_held(notification, *args):
+        if not notification["is_express"]:
+            await release.wait()
+        return await real(notification, *args)
+
+    ctx.notifications.materializer.add_deliveries = regular_held
+    regular, _ = await ctx.notifications.create(ADMIN, {**CONTENT, "recipients": [f"r{i}" for i in range(N)]})
+    express, _ = await ctx.notifications.create(
+        ADMIN, {**CONTENT, "is_express": True, "recipients": [f"e{i}" for i in range(N)]}
+    )
+
+    async def express_done():
+        return not in_progress(await ctx.store.notifications.find_one({"_id": express["_id"]}))
+
+    await eventually(express_done, message="express fan-out stored")
+    assert await ctx.store.deliveries.count_documents({"notification_id": express["_id"]}) == N
+    assert await ctx.store.deliveries.count_documents({"notification_id": regular["_id"]}) == 0
+    release.set()
+    await eventually(
+        lambda: ctx.store.deliveries.count_documents({"notification_id": regular["_id"]}),
+        message="regular lane going again",
+    )
