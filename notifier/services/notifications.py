@@ -113,8 +113,9 @@ class NotificationService:
             notification.update(
                 _id=ObjectId(), complete=True, materialized=0, materialize_at=notification["created_at"]
             )
-            await self.materializer.store_recipients(notification["_id"], recipients)
         try:
+            if background:
+                await self.materializer.store_recipients(notification["_id"], recipients)
             await self.store.notifications.insert_one(notification)
         except BaseException as exc:
             if background:

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 from bson import ObjectId
+from pymongo.errors import AutoReconnect
 
 from notifier.access import Principal, Role
 from notifier.clock import ManualClock
@@ -16,6 +17,7 @@ from notifier.services.notifications import NotificationService
 
 from ..queue.conftest import add_users, settled
 from ..support import eventually
+from .test_notifications import fail_on_call
 
 ADMIN = Principal(Role.ADMIN, "a1", "root")
 CONTENT = {"title": "Hi {{ name }}", "text": "x", "channel": "email", "is_express": False, "content_id": None}
@@ -147,3 +149,12 @@ async def test_an_express_fanout_never_waits_behind_a_regular_one(ctx):
         lambda: ctx.store.deliveries.count_documents({"notification_id": regular["_id"]}),
         message="regular lane going again",
     )
+
+
+@pytest.mark.gen_test
+async def test_a_big_create_whose_notification_cannot_be_stored_leaves_no_recipient_list(ctx, monkeypatch):
+    fail_on_call(ctx.store.notifications, "insert_one", 1, monkeypatch)
+    with pytest.raises(AutoReconnect):
+        await ctx.notifications.create(ADMIN, {**CONTENT, "recipients": [f"u{i}" for i in range(N)]})
+    assert await ctx.store.recipient_chunks.count_documents({}) == 0
+    assert await ctx.store.notifications.count_documents({}) == 0
