@@ -32,7 +32,7 @@ def run(infra: Infra, n: int, consumers: int, **env: str) -> dict:
         )
         accepted, answer = time.time(), status
         assert status in (201, 202), created
-        stats = infra.sink.wait_for(n, key=created["id"])
+        stats = infra.sink.wait_for(n, key=created["id"], timeout=max(600, n / 50))
         while True:
             status, detail = service.call("GET", f"/api/v1/notifications/{created['id']}", None, auth)
             if detail["counts"].get("sent", 0) == n:
