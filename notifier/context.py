@@ -71,16 +71,20 @@ class Context:
             self.jobs.add("pool check", settings.pool_check_interval, self.pool.check)
         self.jobs.add("schedules", settings.scheduler_tick, self.schedules.fire_due)
         self.jobs.add("outbox sweep", settings.outbox_sweep_interval, self.recovery.sweep_outbox)
+        self.jobs.add("fan-out resume", settings.materialize_interval, self.notifications.materializer.resume)
         self.jobs.add("lease reconciler", settings.reconcile_interval, self.recovery.reconcile_leases)
         self.jobs.add("schedule orphans", settings.reconcile_interval, self.schedules.reap_orphans)
         self.jobs.start()
+        self.notifications.materializer.kick()  # what a stopped or killed server left unfinished
 
     async def stop_workers(self) -> None:
         await self.jobs.stop()
+        await self.notifications.materializer.stop()
         if self.pool is not None:
             await self.pool.stop()
 
     async def close(self) -> None:
+        await self.notifications.materializer.stop()
         await self.publisher.drain(timeout=5)
         await self.broker.close()
         self.store.close()

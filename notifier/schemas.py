@@ -202,6 +202,19 @@ class NotificationSchema(Schema):
     author = fields.Nested(AuthorSchema)
     recipient_count = fields.Int()
     created_at = fields.DateTime()
+    fanout = fields.Function(
+        lambda n: "in_progress" if n.get("materialize_at") is not None else "done",
+        metadata={
+            "type": "string",
+            "enum": ["in_progress", "done"],
+            "description": "`in_progress` while the deliveries of a big create are being stored in the "
+            "background (the create answered 202); `done` once every recipient has its delivery",
+        },
+    )
+    recipients_stored = fields.Function(
+        lambda n: n.get("materialized", n.get("recipient_count", 0)),
+        metadata={"type": "integer", "description": "Recipients whose delivery is stored so far"},
+    )
 
 
 class NotificationDetailSchema(NotificationSchema):

@@ -176,6 +176,12 @@ class Settings:
     http_body_timeout: float = setting("60", "Seconds a client may take to send a request body.", _float(0.1))
     assets_dir: str = setting("./var/assets", "Where `notifier fetch-assets` puts ReDoc for /api/schema/redoc/.")
     max_recipients: int = setting("100000", "Most recipients one notification request may name.", _int(1))
+    inline_recipients: int = setting(
+        "500",
+        "Most recipients of a create whose deliveries are stored before the answer (201); a bigger one is "
+        "answered 202 at once and its deliveries are stored in the background.",
+        _int(0),
+    )
     # MongoDB
     mongo_url: str = setting(
         "",
@@ -335,6 +341,15 @@ class Settings:
         _float(1.0),
     )
     outbox_sweep_interval: float = setting("10", "Seconds between two outbox sweeps.", _float(0.05))
+    materialize_interval: float = setting(
+        "5", "Seconds between two looks for background fan-outs left unfinished (by a restart).", _float(0.05)
+    )
+    materialize_lease: float = setting(
+        "15",
+        "Seconds a background fan-out stays with the process storing its deliveries without a sign of progress "
+        "before another takes it over.",
+        _float(0.1),
+    )
     reconcile_interval: float = setting(
         "30",
         "Seconds between two lease reconciler runs (expired consumer leases, then the lost-message finder).",

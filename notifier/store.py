@@ -17,6 +17,13 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("idempotency_key", ASCENDING)], unique=True, sparse=True),
         # Sparse: only inline notifications of a schedule create still under way (or cut short).
         IndexModel([("pending_schedule_since", ASCENDING)], sparse=True, name="pending_schedule"),
+        # Sparse: only notifications whose deliveries are still being stored in the background.
+        IndexModel([("materialize_at", ASCENDING)], sparse=True, name="materializing"),
+    ],
+    # The recipients of a background fan-out, in chunks (a list of MAX_RECIPIENTS ids may pass the 16 MB
+    # document limit); deleted once every delivery is stored.
+    "recipient_chunks": [
+        IndexModel([("notification_id", ASCENDING), ("start", ASCENDING)], unique=True, name="chunk_once")
     ],
     # Every index costs each delivery write; these five serve every query on the collection.
     "deliveries": [
@@ -70,6 +77,7 @@ class Store:
         self.clients = self.db["clients"]
         self.notifications = self.db["notifications"]
         self.deliveries = self.db["deliveries"]
+        self.recipient_chunks = self.db["recipient_chunks"]
         self.users = self.db["users"]
         self.schedules = self.db["schedules"]
         self.schedule_runs = self.db["schedule_runs"]

@@ -1,5 +1,5 @@
-"""Recovery: how a delivery that something dropped gets on its way again. Six mechanisms, each with one name
-(used in log lines and job names); all but the last two live here.
+"""Recovery: how a delivery that something dropped gets on its way again. Seven mechanisms, each with one name
+(used in log lines and job names); all but the last three live here.
 
 - **journal replay** (`Recovery.replay_journal`). Trigger: a consumer process exits (ConsumerPool._watch),
   or a starting pool finds journals of consumers whose server is gone (ConsumerPool.replay_orphan_journals);
@@ -22,6 +22,10 @@
 - **shutdown drain** (queue/consumer.py: Consumer.drain; queue/pool.py: ConsumerPool.stop; queue/publisher.py:
   Publisher.drain). On SIGTERM, or when its server dies, a consumer stops taking messages, finishes the
   batches in hand, requeues the rest and exits 0; the server waits for its background publishes.
+- **fan-out resume** (services/fanout.py: Materializer.resume, job "fan-out resume"). Once at startup and
+  every MATERIALIZE_INTERVAL: a big create whose deliveries were still being stored in the background when
+  its server stopped or died is taken over, once its claim (renewed at every progress record) is
+  MATERIALIZE_LEASE old, from its last progress record; the unique index stores a repeated part once.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import logging
 import re
 from typing import Protocol
 
+from bson import ObjectId
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from .. import logs
@@ -18,6 +19,7 @@ from ..rendering import unknown_variables
 from ..settings import Settings
 from ..store import Store
 from . import object_id
+from .fanout import Materializer
 from .paging import Page, newest_first
 from .visibility import visible_to
 
@@ -65,6 +67,7 @@ class NotificationService:
         self.settings = settings
         self.clock = clock
         self.outbox = outbox
+        self.materializer = Materializer(store, settings, clock, self._add_listed)
 
     # --- writing ---
 
@@ -83,11 +86,14 @@ class NotificationService:
     async def create(self, author: Principal, data: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
         """Store the notification and one delivery per distinct recipient, then hand them to the outbox.
 
-        With an idempotency key a repeated request returns the first one's notification (False), and
-        finishes it if the first attempt stopped part-way.
+        Past INLINE_RECIPIENTS recipients only the notification and its recipient list are stored here;
+        the deliveries follow in the background (fanout.py) and the notification is returned while
+        `in_progress`. With an idempotency key a repeated request returns the first one's notification
+        (False), and finishes it if the first attempt stopped part-way.
         """
         recipients = list(dict.fromkeys(data["recipients"]))
         self.check(data, recipients)
+        background = len(recipients) > self.settings.inline_recipients
         notification = {key: data[key] for key in ("title", "text", "channel", "is_express", "content_id")}
         notification.update(
             variables=data.get("variables") or {},
@@ -101,9 +107,21 @@ class NotificationService:
             notification.update(
                 idempotency_key=f"{author.role.value}:{author.id}:{idempotency_key}", request_hash=_fingerprint(data)
             )
+        if background:
+            # The list first: the fan-out is taken up by whoever finds the notification, which is complete
+            # (nothing for a repeat to finish) as soon as it is stored.
+            notification.update(
+                _id=ObjectId(), complete=True, materialized=0, materialize_at=notification["created_at"]
+            )
         try:
+            if background:
+                await self.materializer.store_recipients(notification["_id"], recipients)
             await self.store.notifications.insert_one(notification)
-        except DuplicateKeyError:
+        except BaseException as exc:
+            if background:
+                await self.materializer.forget_recipients(notification["_id"])
+            if not isinstance(exc, DuplicateKeyError):
+                raise
             earlier = await self.store.notifications.find_one(
                 visible_to(author, {"idempotency_key": notification["idempotency_key"]})
             )
@@ -115,6 +133,9 @@ class NotificationService:
             if earlier.get("complete"):
                 return earlier, False
             notification = earlier
+        if background and notification.get("materialize_at") is not None:
+            self.materializer.kick(notification["is_express"])
+            return notification, True
         try:
             await self.add_deliveries(notification, recipients, ONE_OFF)
         except BaseException:
@@ -145,11 +166,18 @@ class NotificationService:
         except Exception:
             log.warning("could not take back the failed notification %s", notification["_id"], exc_info=True)
 
-    async def add_deliveries(self, notification: dict, user_ids: list[str], occurrence: str) -> tuple[int, int]:
+    async def _add_listed(self, notification: dict, user_ids: list[str], position: int) -> tuple[int, int]:
+        """The deliveries of listed recipients `position`... (the materializer's part of a create)."""
+        return await self.add_deliveries(notification, user_ids, ONE_OFF, position)
+
+    async def add_deliveries(
+        self, notification: dict, user_ids: list[str], occurrence: str, position: int = 0
+    ) -> tuple[int, int]:
         """Insert deliveries chunk by chunk, handing each chunk to the outbox as soon as it is stored.
 
         A recipient already present for this occurrence is left alone (the unique index decides), so
-        this is safe to repeat. Returns (added, already present).
+        this is safe to repeat. `position` is where `user_ids` start in the whole list (for pacing).
+        Returns (added, already present).
         """
         added = 0
         for start in range(0, len(user_ids), INSERT_CHUNK):
@@ -169,7 +197,7 @@ class NotificationService:
                 duplicates = {error["index"] for error in errors}
                 deliveries = [d for i, d in enumerate(deliveries) if i not in duplicates]
             if deliveries and self.outbox is not None:
-                self.outbox.submit(notification, deliveries, position=added)
+                self.outbox.submit(notification, deliveries, position=position + added)
             added += len(deliveries)
         return added, len(user_ids) - added
 

@@ -8,7 +8,7 @@ import platform
 import sys
 import time
 
-from . import api, ceilings, express, fanout, instances, memory, passwords, scheduler
+from . import api, bigcreate, ceilings, express, fanout, instances, memory, passwords, scheduler
 from .harness import Infra, Steal, summary, summary_row, table, write_results
 
 
@@ -48,6 +48,49 @@ def bench_fanout(infra: Infra, args) -> dict:
     rows.append(summary_row("fanout / lowest ceiling", figures["ratio_to_lowest_ceiling"], "{:.2f}"))
     rows.append(summary_row("CPU steal %", figures["steal"], "{:.1f}"))
     print(f"\nfanout of {args.n} emails, {args.consumers} consumers, {args.runs} runs (target: ratio >= 0.5)")
+    print(table(rows))
+    return figures
+
+
+def bench_bigcreate(infra: Infra, args) -> dict:
+    sizes = [args.n, *([args.big_n] if args.big_n else [])]
+    figures: dict = {}
+    rows = [("figure", "median", "min", "max")]
+    for n in sizes:
+        # The inline reference of a 100,000-recipient create would outlast the HTTP client's timeout.
+        inline = n <= 20000
+        results: dict[str, list] = {"answer": [], "last_sent": [], "inline_answer": [], "inline_last_sent": []}
+        for run in range(args.runs if n == args.n else 1):
+            measured = bigcreate.run(infra, n, args.consumers, inline_reference=inline)
+            results["answer"].append(measured["background"]["api_seconds"])
+            results["last_sent"].append(measured["background"]["all_sent_after"])
+            line = (
+                f"run {run + 1}, {n} recipients: answered {measured['background']['status']} in "
+                f"{measured['background']['api_seconds']:.2f}s, last sent after "
+                f"{measured['background']['all_sent_after']:.1f}s"
+            )
+            if inline:
+                results["inline_answer"].append(measured["inline"]["api_seconds"])
+                results["inline_last_sent"].append(measured["inline"]["all_sent_after"])
+                line += (
+                    f"; inline create answered {measured['inline']['status']} in "
+                    f"{measured['inline']['api_seconds']:.2f}s, last sent after "
+                    f"{measured['inline']['all_sent_after']:.1f}s"
+                )
+            print(line, flush=True)
+        figures[n] = {name: summary(values) for name, values in results.items() if values}
+        for name, label in (
+            ("answer", "background: create answered s"),
+            ("inline_answer", "inline (reference): create answered s"),
+            ("last_sent", "background: last sent s"),
+            ("inline_last_sent", "inline (reference): last sent s"),
+        ):
+            if name in figures[n]:
+                rows.append(summary_row(f"{n}: {label}", figures[n][name], "{:.2f}"))
+    print(
+        f"\ncreate of {' and '.join(map(str, sizes))} email recipients, {args.consumers} consumers "
+        f"(target: answered within 2 s)"
+    )
     print(table(rows))
     return figures
 
@@ -251,6 +294,7 @@ def bench_instances(infra: Infra, args) -> dict:
 
 BENCHES = {
     "fanout": bench_fanout,
+    "bigcreate": bench_bigcreate,
     "scheduler": bench_scheduler,
     "peer": bench_peer,
     "express": bench_express,
@@ -270,6 +314,9 @@ def main(argv=None) -> int:
     parser.add_argument("--schedules", type=int, default=1000, help="schedules due at once (scheduler)")
     parser.add_argument("--backlog", type=int, default=20000, help="regular deliveries queued (express)")
     parser.add_argument("--memory-n", type=int, default=100000, help="recipients per fan-out (memory)")
+    parser.add_argument(
+        "--big-n", type=int, default=0, help="also one background create of this many recipients (bigcreate)"
+    )
     args = parser.parse_args(argv)
     output = {"machine": machine(), "n": args.n, "runs": args.runs}
     with Infra() as infra:

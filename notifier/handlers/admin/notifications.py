@@ -8,6 +8,7 @@ import io
 from ...domain import STATUSES
 from ...errors import Invalid
 from ...schemas import DeliveryListQuerySchema, NotificationCreateSchema, NotificationListQuerySchema, RecipientsSchema
+from ...services.fanout import in_progress
 from .base import CHANNEL_OPTIONS, AdminHandler, blank_to_none, checkbox, invalid_errors, split_ids
 
 
@@ -104,9 +105,10 @@ class NotificationNewHandler(AdminHandler):
                 channel_options=CHANNEL_OPTIONS,
             )
             return
+        later = " Their deliveries are being stored in the background." if in_progress(notification) else ""
         self.after(
             f"/admin/notifications/{notification['_id']}",
-            f"Notification created for {notification['recipient_count']} recipients.",
+            f"Notification created for {notification['recipient_count']} recipients.{later}",
         )
 
 

@@ -14,6 +14,7 @@ from ...schemas import (
     RecipientsSchema,
     page_of,
 )
+from ...services.fanout import in_progress
 from ..base import APIHandler, endpoint
 
 TAGS = ("notifications",)
@@ -37,6 +38,7 @@ class NotificationsHandler(APIHandler):
         body=NotificationCreateSchema,
         response=NotificationSchema,
         status=201,
+        also=(202,),
         tags=TAGS,
         errors=(400, 401, 403, 409, 413, 415),
     )
@@ -48,7 +50,8 @@ class NotificationsHandler(APIHandler):
         if not created:
             self.set_header("Idempotent-Replayed", "true")
         self.set_header("Location", f"/api/v1/notifications/{notification['_id']}")
-        self.respond(notification)
+        # 202: its deliveries are still being stored; the notification at Location says how far (`fanout`).
+        self.respond(notification, status=202 if in_progress(notification) else 201)
 
 
 class NotificationHandler(APIHandler):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from bson import ObjectId
+
+from ...support import eventually
 
 NEW = {
     "title": "Hello {{ name }}",
@@ -224,3 +228,38 @@ async def test_too_many_recipients_is_400(api, admin, ctx):
     response = await api.post("/api/v1/notifications", {**NEW, "recipients": ["a", "b", "c", "d"]}, auth=admin.header)
     assert response.status == 400
     assert response.body["errors"] == {"recipients": ["at most 3 per request"]}
+
+
+@pytest.mark.gen_test
+async def test_a_big_create_answers_202_and_its_detail_follows_the_fanout(api, admin, ctx):
+    """Past INLINE_RECIPIENTS the answer comes before the deliveries: 202, Location, fanout in_progress."""
+    ctx.notifications.settings = ctx.settings.replace(inline_recipients=5)
+    gate = asyncio.Event()
+    real = ctx.notifications.materializer.add_deliveries
+
+    async def gated(*args):
+        await gate.wait()
+        return await real(*args)
+
+    ctx.notifications.materializer.add_deliveries = gated
+    recipients = [f"u{i}" for i in range(12)]
+    response = await api.post("/api/v1/notifications", {**NEW, "recipients": recipients}, auth=admin.header)
+    assert response.status == 202
+    assert response.headers["Location"] == f"/api/v1/notifications/{response.body['id']}"
+    assert (response.body["fanout"], response.body["recipients_stored"], response.body["recipient_count"]) == (
+        "in_progress",
+        0,
+        12,
+    )
+    assert await ctx.store.deliveries.count_documents({}) == 0
+    gate.set()
+
+    async def done():
+        detail = await api.get(response.headers["Location"], auth=admin.header)
+        return detail.body if detail.body["fanout"] == "done" else None
+
+    detail = await eventually(done, message="fan-out done")
+    assert detail["recipients_stored"] == 12 and sum(detail["counts"].values()) == 12
+    assert await ctx.store.recipient_chunks.count_documents({}) == 0
+    small = await api.post("/api/v1/notifications", {**NEW, "recipients": recipients[:5]}, auth=admin.header)
+    assert small.status == 201 and small.body["fanout"] == "done" and small.body["recipients_stored"] == 5
