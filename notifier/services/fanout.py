@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from bson import ObjectId
-from pymongo import ReturnDocument
 
 from ..clock import Clock
 from ..settings import Settings
@@ -131,12 +130,19 @@ class Materializer:
         query: dict = {"materialize_at": {"$lte": self.clock.now()}}
         if express is not None:
             query["is_express"] = express
-        return await self.store.notifications.find_one_and_update(
-            query,
-            {"$set": {"materialize_at": self._lease_end(), "materializer": ObjectId()}},
-            sort=[("materialize_at", 1)],
-            return_document=ReturnDocument.AFTER,
-        )
+        # A find on the sparse index, then a write guarded by the lease end read: SecantusDB's
+        # find_one_and_update scans the whole collection, and this runs every MATERIALIZE_INTERVAL.
+        found = self.store.notifications.find(query, {"materialize_at": 1}).sort("materialize_at", 1).limit(5)
+        due = await found.to_list(5)
+        for candidate in due:
+            token = ObjectId()
+            taken = await self.store.notifications.update_one(
+                {"_id": candidate["_id"], "materialize_at": candidate["materialize_at"]},
+                {"$set": {"materialize_at": self._lease_end(), "materializer": token}},
+            )
+            if taken.modified_count:
+                return await self.store.notifications.find_one({"_id": candidate["_id"], "materializer": token})
+        return None
 
     async def materialize(self, notification: dict) -> bool:
         """Store the claimed notification's deliveries from its last progress record on; False when the
