@@ -37,8 +37,8 @@ async def test_windowed_pages_are_the_sorted_query_pages(ctx):
     docs = [{"_id": oid(age), "k": "a" if i % 3 else "b"} for age in AGES for i in range(3)]
     docs.append({"_id": oid(-120), "k": "a"})  # from a clock ahead of ours
     await collection.insert_many(docs)
-    for query in ({}, {"k": "a"}, {"k": "b"}, {"k": "none"}):
-        for limit in (1, 2, 4, 7, 100):
+    for query in ({}, {"k": "b"}, {"k": "none"}):
+        for limit in (2, 5, 100):
             windowed = await all_pages(collection, query, limit, windowed=True)
             assert windowed == await all_pages(collection, query, limit, windowed=False), (query, limit)
     everything = [d for ids, _ in await all_pages(collection, {}, 5, windowed=True) for d in ids]
