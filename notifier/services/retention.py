@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
@@ -159,7 +159,8 @@ class Retention:
         while walk.position < cutoff and not run.spent:
             end = min(walk.position + walk.width, cutoff)
             run.reads += 1
-            found = await collection.find({key: {"$gte": bound(walk.position), "$lt": bound(end)}}, fields).to_list(None)
+            window = {key: {"$gte": bound(walk.position), "$lt": bound(end)}}
+            found = await collection.find(window, fields).to_list(None)
             kept = await self._settle(name, found, run)
             if kept:
                 walk.kept_from = min([*kept, walk.kept_from] if walk.kept_from is not None else kept)
