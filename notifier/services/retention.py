@@ -108,10 +108,11 @@ class Retention:
         if days:
             walk = Walk.load(state.get("deliveries")) or await self._start(self.store.notifications, "_id", -ID_SKEW)
             walks["deliveries"] = walk
+            first = Walk(walk.position + ID_SKEW)  # where the notifications' first walk starts
             await self._walk("deliveries", walk, now - days * DAY, run)
         days = self.settings.retention_notifications_days
         if days and "deliveries" in walks:  # deliveries kept forever keep their notifications
-            walk = Walk.load(state.get("notifications")) or await self._start(self.store.notifications, "_id")
+            walk = Walk.load(state.get("notifications")) or first
             walks["notifications"] = walk
             cutoff = min(now - days * DAY, walks["deliveries"].position - STRAGGLER_MARGIN)
             await self._walk("notifications", walk, cutoff, run)
@@ -129,7 +130,8 @@ class Retention:
         return run.deleted
 
     async def _start(self, collection: AsyncIOMotorCollection, key: str, offset: float = 0.0) -> Walk:
-        """A first walk starts at the oldest document (once per database: this read is the whole index)."""
+        """A first walk starts at the oldest document (once per database: this read is the whole index; the
+        deliveries' walk starts from the oldest notification, the smaller collection, and so does theirs)."""
         first = await collection.find({}, {key: 1}).sort(key, 1).limit(1).to_list(1)
         if not first:
             return Walk(self.clock.now().timestamp() - DAY)
