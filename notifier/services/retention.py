@@ -178,9 +178,13 @@ class Retention:
         """Delete what of `found` may go; return the positions (seconds) of what was kept (including what
         this run had no budget left to delete: the next one finds it again)."""
         if name == "notifications":
+            ids = [n["_id"] for n in found if "pending_schedule_since" not in n]
+            # One read per window (schedules have no index on it): the notifications a schedule still fires.
+            fired = set(await self.store.schedules.distinct("notification_id", {"notification_id": {"$in": ids}}))
             kept = []
             for notification in found:
-                if run.spent or not await self._delete_notification(notification, run):
+                kept_back = run.spent or "pending_schedule_since" in notification or notification["_id"] in fired
+                if kept_back or not await self._delete_notification(notification, run):
                     kept.append(seconds_of(notification["_id"]))
             return kept
         if name == "deliveries":
@@ -214,11 +218,8 @@ class Retention:
         return deleted, []
 
     async def _delete_notification(self, notification: dict, run: Run) -> bool:
-        """Delete the notification after its remaining deliveries, if it may go; False if it is kept."""
-        if "pending_schedule_since" in notification:
-            return False
-        if await self.store.schedules.find_one({"notification_id": notification["_id"]}, {"_id": 1}):
-            return False
+        """Delete a notification no schedule fires after its remaining deliveries, if it may go; False if
+        it is kept."""
         # Few are left by now (the delivery walk went past it): recipients added later, and what is not final.
         left = await self.store.deliveries.find({"notification_id": notification["_id"]}, {"status": 1}).to_list(None)
         if any(d.get("status") not in FINAL_STATUSES for d in left):
