@@ -144,7 +144,7 @@ class Retention:
     def _kind(self, name: str) -> tuple[AsyncIOMotorCollection, str, Callable[[float], Any], dict]:
         """The collection, the key walked, a bound of it from seconds, and the fields a window reads."""
         if name == "audit":
-            return self.store.audit, "at", at_of, {"_id": 1}
+            return self.store.audit, "at", at_of, {"at": 1}
         if name == "deliveries":
             return self.store.deliveries, "_id", id_at, {"status": 1}
         return self.store.notifications, "_id", id_at, {"pending_schedule_since": 1}
@@ -206,16 +206,20 @@ class Retention:
     async def _delete(
         self, collection: AsyncIOMotorCollection, ids: list, run: Run, guard: dict | None = None
     ) -> tuple[int, list]:
-        """Delete `ids` RETENTION_BATCH at a time while the run has budget; (deleted, ids left)."""
+        """Delete `ids` RETENTION_BATCH at a time while the run has budget; (deleted, ids left or missed)."""
         deleted = 0
+        missed: list = []
         size = self.settings.retention_batch
         for start in range(0, len(ids), size):
             if run.batches >= BATCHES_PER_RUN:
-                return deleted, ids[start:]
+                return deleted, missed + ids[start:]
             run.batches += 1
-            result = await collection.delete_many({"_id": {"$in": ids[start : start + size]}, **(guard or {})})
+            chunk = ids[start : start + size]
+            result = await collection.delete_many({"_id": {"$in": chunk}, **(guard or {})})
             deleted += result.deleted_count
-        return deleted, []
+            if result.deleted_count < len(chunk):
+                missed.extend(chunk)  # some changed meanwhile (a redrive): looked at again on a later run
+        return deleted, missed
 
     async def _delete_notification(self, notification: dict, run: Run) -> bool:
         """Delete a notification no schedule fires after its remaining deliveries, if it may go; False if

@@ -172,3 +172,23 @@ async def test_audit_and_keep_forever(ctx, wide):
     assert await ctx.store.notifications.count_documents({}) == 1
     assert sorted(await ctx.store.audit.distinct("action")) == ["a1", "a300"]
     assert now  # the audit cutoff is RETENTION_AUDIT_DAYS (365) before now
+
+
+@pytest.mark.gen_test
+async def test_a_delivery_redriven_while_it_is_deleted_stays_and_goes_later(ctx, wide, monkeypatch):
+    old = {"_id": oid(100), "title": "old"}
+    await ctx.store.notifications.insert_one(old)
+    failed = delivery(old, "a", "failed")
+    await ctx.store.deliveries.insert_one(failed)
+    real = ctx.store.deliveries.delete_many
+
+    async def redrive_first(query, *args, **kwargs):
+        monkeypatch.setattr(ctx.store.deliveries, "delete_many", real)
+        await ctx.store.deliveries.update_one({"_id": failed["_id"]}, {"$set": {"status": "pending"}})
+        return await real(query, *args, **kwargs)
+
+    monkeypatch.setattr(ctx.store.deliveries, "delete_many", redrive_first)
+    assert (await settle(make(ctx)))["deliveries"] == 0
+    assert await ctx.store.notifications.count_documents({}) == 1
+    await ctx.store.deliveries.update_one({"_id": failed["_id"]}, {"$set": {"status": "sent"}})
+    assert await settle(make(ctx)) == {"deliveries": 1, "notifications": 1, "audit": 0}
