@@ -252,6 +252,8 @@ def bench_history(infra: Infra, args) -> dict:
             )
     print(f"\nlist pages of {history.PAGE} against a growing history, {args.runs} runs (target: list p50 <= 50 ms)")
     print(table(rows))
+    if args.retention:
+        figures["retention"] = history.retention(infra, args.retention)
     return figures
 
 
@@ -278,6 +280,9 @@ def main(argv=None) -> int:
     parser.add_argument("--memory-n", type=int, default=100000, help="recipients per fan-out (memory)")
     parser.add_argument(
         "--sizes", type=int, nargs="+", default=[10000, 100000], help="deliveries in the history (history)"
+    )
+    parser.add_argument(
+        "--retention", type=int, default=20000, help="old deliveries retention deletes, probed (history; 0: none)"
     )
     args = parser.parse_args(argv)
     output = {"machine": machine(), "n": args.n, "runs": args.runs}

@@ -195,3 +195,92 @@ def run(infra: Infra, sizes: list[int]) -> list[dict]:
         service.stop()
         service.cleanup()
     return results
+
+
+async def _retention(mongo_url: str, total: int, probe_seconds: float = 5.0) -> dict:
+    """Retention catching up on `total` final deliveries 100 days old, its runs back to back: deletes per
+    second, and a point read's latency meanwhile beside the same probe with nothing else running."""
+    from notifier.clock import Clock
+    from notifier.services.notifications import new_delivery
+    from notifier.services.retention import Retention
+    from notifier.settings import Settings
+
+    store = Store(connect(mongo_url, 5000), f"bench_retention_{int(time.time())}")
+    await store.ensure_indexes()
+    oldest = time.time() - 100 * 86400
+    counter = 0
+    batch: list[dict] = []
+    made = 0
+    while made < total:
+        at = oldest + (made // PER_NOTIFICATION) * SPACING
+        counter += 1
+        notification = {"_id": _oid(at, counter), "title": "t", "text": "x", "channel": "email", "is_express": False}
+        await store.notifications.insert_one(notification)
+        for i in range(PER_NOTIFICATION):
+            counter += 1
+            delivery = new_delivery(notification, f"u{i}", "", Clock().now())
+            batch.append({**delivery, "_id": _oid(at + 1 + i // 50, counter), "status": "sent"})
+        made += PER_NOTIFICATION
+        if len(batch) >= 5000:
+            await store.deliveries.insert_many(batch)
+            batch = []
+    if batch:
+        await store.deliveries.insert_many(batch)
+    young = ObjectId()
+    await store.deliveries.insert_one({"_id": young, "notification_id": young, "user_id": "probe", "status": "sent"})
+
+    async def probe(done) -> list[float]:
+        latencies = []
+        while not done():
+            started = time.perf_counter()
+            assert await store.deliveries.find_one({"_id": young})
+            latencies.append((time.perf_counter() - started) * 1000)
+            await asyncio.sleep(0.01)  # a request every 10 ms, not a wait for a condition
+        return latencies
+
+    quiet_until = time.monotonic() + probe_seconds
+    quiet = await probe(lambda: time.monotonic() > quiet_until)
+    retention = Retention(store, Settings.from_env({}), Clock())
+    runs: list[float] = []
+    deleted = 0
+
+    async def catch_up() -> None:
+        nonlocal deleted
+        deadline = time.monotonic() + 900
+        while deleted < total and time.monotonic() < deadline:
+            run_started = time.perf_counter()
+            deleted += (await retention.run())["deliveries"]
+            runs.append(time.perf_counter() - run_started)
+
+    started = time.monotonic()
+    catching_up = asyncio.ensure_future(catch_up())
+    busy = await probe(catching_up.done)
+    await catching_up
+    elapsed = time.monotonic() - started
+    left = await store.deliveries.estimated_document_count()
+    store.close()
+    return {
+        "deleted": deleted,
+        "left": left,
+        "deletes_per_s": deleted / elapsed,
+        "runs": len(runs),
+        "longest_run_s": max(runs),
+        "quiet_p50_ms": statistics.median(quiet),
+        "quiet_p99_ms": sorted(quiet)[int(0.99 * (len(quiet) - 1))],
+        "busy_p50_ms": statistics.median(busy),
+        "busy_p99_ms": sorted(busy)[int(0.99 * (len(busy) - 1))],
+        "busy_max_ms": max(busy),
+    }
+
+
+def retention(infra: Infra, total: int) -> dict:
+    figures = asyncio.run(_retention(infra.mongo_url, total))
+    print(
+        f"retention of {figures['deleted']} deliveries 100 days old ({figures['left']} left), runs back to back: "
+        f"{figures['deletes_per_s']:.0f} deletes/s, longest run {figures['longest_run_s']:.2f} s; a point read "
+        f"meanwhile p50 {figures['busy_p50_ms']:.1f} ms p99 {figures['busy_p99_ms']:.1f} ms max "
+        f"{figures['busy_max_ms']:.1f} ms, alone p50 {figures['quiet_p50_ms']:.1f} ms p99 "
+        f"{figures['quiet_p99_ms']:.1f} ms",
+        flush=True,
+    )
+    return figures
