@@ -240,7 +240,7 @@ async def _retention(mongo_url: str, total: int, probe_seconds: float = 5.0) -> 
 
     quiet_until = time.monotonic() + probe_seconds
     quiet = await probe(lambda: time.monotonic() > quiet_until)
-    retention = Retention(store, Settings.from_env({}), Clock())
+    retention = Retention(store, Settings.from_env(), Clock())  # RETENTION_BATCH etc. from the environment
     runs: list[float] = []
     deleted = 0
 
