@@ -28,6 +28,7 @@ from .services.attempts import AttemptStore
 from .services.clients import ClientService
 from .services.deliveries import Deliveries, Parked
 from .services.notifications import NotificationService
+from .services.retention import Retention
 from .services.schedules import ScheduleService
 from .services.stats import DashboardStats
 from .services.users import UserService
@@ -57,6 +58,7 @@ class Context:
     schedules: ScheduleService
     parked: Parked
     stats: DashboardStats
+    retention: Retention
     readiness_checks: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
     pool: ConsumerPool | None = None
     jobs: Jobs = field(default_factory=Jobs)
@@ -74,6 +76,7 @@ class Context:
         self.jobs.add("fan-out resume", settings.materialize_interval, self.notifications.materializer.resume)
         self.jobs.add("lease reconciler", settings.reconcile_interval, self.recovery.reconcile_leases)
         self.jobs.add("schedule orphans", settings.reconcile_interval, self.schedules.reap_orphans)
+        self.jobs.add("retention", settings.retention_interval, self.retention.run)
         self.jobs.start()
         self.notifications.materializer.kick()  # what a stopped or killed server left unfinished
 
@@ -145,5 +148,6 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
         schedules=ScheduleService(store, settings, clock, notifications),
         parked=Parked(store, clock, publisher),
         stats=DashboardStats(store, clock),
+        retention=Retention(store, settings, clock),
         readiness_checks={"mongodb": store.ping, "rabbitmq": broker.check},
     )

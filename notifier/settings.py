@@ -356,6 +356,26 @@ class Settings:
         _float(0.05),
     )
     pool_check_interval: float = setting("5", "Seconds between two consumer pool checks.", _float(0.05))
+    # Retention (services/retention.py): how long history is kept, deleted continuously in short batches
+    # (each a bounded read and a delete of at most RETENTION_BATCH by id), so that neither a year of history
+    # nor its deletion slows the service. Only final deliveries (sent, failed, skipped) are deleted; a
+    # notification goes after its deliveries, so it lives as long as the longer of the two settings.
+    retention_deliveries_days: int = setting(
+        "90",
+        "Days a final delivery (sent, failed, skipped) is kept; 0: forever (and so are the notifications).",
+        _int(0),
+    )
+    retention_notifications_days: int = setting(
+        "90",
+        "Days a notification is kept (at least as long as its deliveries; never while a schedule fires it "
+        "or a delivery is not final); 0: forever.",
+        _int(0),
+    )
+    retention_audit_days: int = setting("365", "Days an audit log entry is kept; 0: forever.", _int(0))
+    retention_interval: float = setting("10", "Seconds between two retention runs.", _float(0.05))
+    retention_batch: int = setting(
+        "100", "Documents per retention delete (each delete is one short write).", _int(1, 10000)
+    )
     # Logging
     log_level: str = setting("info", "Log level.", _choice("debug", "info", "warning", "error"))
     log_format: str = setting("text", "Log line format.", _choice("text", "json"))

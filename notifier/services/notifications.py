@@ -261,7 +261,11 @@ class NotificationService:
         if created:
             conditions["created_at"] = created
         return await newest_first(
-            self.store.notifications, visible_to(principal, conditions), query["limit"], query.get("cursor")
+            self.store.notifications,
+            visible_to(principal, conditions),
+            query["limit"],
+            query.get("cursor"),
+            windowed=True,  # `newest`, `author_newest` or `author.id_1__id_-1`; other filters ride `newest`
         )
 
     async def deliveries(self, principal: Principal, notification_id: str, query: dict) -> Page:
@@ -270,4 +274,5 @@ class NotificationService:
         for name in ("status", "user_id"):
             if name in query:
                 conditions[name] = query[name]
+        # One query: its index (`recipient_once`) does not end in `_id`, so a window would cost the whole.
         return await newest_first(self.store.deliveries, conditions, query["limit"], query.get("cursor"))

@@ -185,7 +185,8 @@ class UserService:
             query["read_at"] = None
         elif unread is False:
             query["read_at"] = {"$ne": None}
-        page = await newest_first(self.store.deliveries, query, limit, cursor)
+        # Windows ride `inbox` (user_id, _id); with a channel or read filter, one query over the user's own.
+        page = await newest_first(self.store.deliveries, query, limit, cursor, windowed=len(query) == 1)
         notification_ids = list({d["notification_id"] for d in page.items})
         notifications = {n["_id"]: n async for n in self.store.notifications.find({"_id": {"$in": notification_ids}})}
         user = await self.store.users.find_one({"user_id": user_id})

@@ -8,7 +8,7 @@ import platform
 import sys
 import time
 
-from . import api, bigcreate, ceilings, express, fanout, instances, memory, passwords, scheduler
+from . import api, bigcreate, ceilings, express, fanout, history, instances, memory, passwords, scheduler
 from .harness import Infra, Steal, summary, summary_row, table, write_results
 
 
@@ -292,6 +292,33 @@ def bench_instances(infra: Infra, args) -> dict:
     return figures
 
 
+def bench_history(infra: Infra, args) -> dict:
+    """One history grown through the sizes; each row's reference is the old one-query page on the same data."""
+    sizes = sorted(args.sizes)
+    runs = [history.run(infra, sizes) for _ in range(args.runs)]
+    figures: dict = {"sizes": sizes}
+    rows = [("deliveries", "notifications", "figure", "p50 ms (median of runs)", "old one-query page, p50 ms")]
+    for i, size in enumerate(sizes):
+        per = {key: summary([run[i][key] for run in runs]) for key in runs[0][i]}
+        figures[str(size)] = per
+        count = f"{per['deliveries']['median']:.0f}", f"{per['notifications']['median']:.0f}"
+        for name, label in (("admin", "admin list"), ("client", "client app list"), ("inbox", "user's inbox page")):
+            rows.append((*count, f"{label}, API", f"{per[f'{name}_api_ms']['median']:.1f}", ""))
+            rows.append(
+                (
+                    *count,
+                    f"{label}, database",
+                    f"{per[f'{name}_new_db_ms']['median']:.1f}",
+                    f"{per[f'{name}_old_db_ms']['median']:.1f}",
+                )
+            )
+    print(f"\nlist pages of {history.PAGE} against a growing history, {args.runs} runs (target: list p50 <= 50 ms)")
+    print(table(rows))
+    if args.retention:
+        figures["retention"] = history.retention(infra, args.retention)
+    return figures
+
+
 BENCHES = {
     "fanout": bench_fanout,
     "bigcreate": bench_bigcreate,
@@ -302,6 +329,7 @@ BENCHES = {
     "memory": bench_memory,
     "passwords": bench_passwords,
     "instances": bench_instances,
+    "history": bench_history,
 }
 
 
@@ -316,6 +344,12 @@ def main(argv=None) -> int:
     parser.add_argument("--memory-n", type=int, default=100000, help="recipients per fan-out (memory)")
     parser.add_argument(
         "--big-n", type=int, default=0, help="also one background create of this many recipients (bigcreate)"
+    )
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[10000, 100000], help="deliveries in the history (history)"
+    )
+    parser.add_argument(
+        "--retention", type=int, default=20000, help="old deliveries retention deletes, probed (history; 0: none)"
     )
     args = parser.parse_args(argv)
     output = {"machine": machine(), "n": args.n, "runs": args.runs}
