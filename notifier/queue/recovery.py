@@ -22,6 +22,10 @@
 - **shutdown drain** (queue/consumer.py: Consumer.drain; queue/pool.py: ConsumerPool.stop; queue/publisher.py:
   Publisher.drain). On SIGTERM, or when its server dies, a consumer stops taking messages, finishes the
   batches in hand, requeues the rest and exits 0; the server waits for its background publishes.
+
+Every mechanism here counts what it moves in the notifications' counts (services/counts.py); the **counts
+reconciler** there (job "counts reconciler", every COUNTS_RECONCILE_INTERVAL) repairs an increment lost to a
+crash between a delivery write and its increment.
 """
 
 from __future__ import annotations
@@ -135,7 +139,12 @@ class Recovery:
                 "lost-message finder: %d queued deliveries are missing from the broker; publishing them again",
                 len(lost),
             )
-        return await self.publisher.republish(lost)
+        published = await self.publisher.republish(lost)
+        if published:
+            # The publisher's queued mark takes pending deliveries only (it counts them): these stay queued,
+            # due from now, so the next run does not find them lost again.
+            await self.deliveries.refresh_queued([doc["_id"] for doc in lost], self.clock.now())
+        return published
 
     # --- outbox sweep ---
 
