@@ -8,13 +8,13 @@ notification's id): a stored chunk of a create, one marking of the publisher, on
 claim and its outcomes together), one recovery step. Never one write per delivery, and never a document
 shared by every notification.
 
-The document holds raw counters: `status.<status>` for pending (stored, minus those marked queued),
-queued, sending, sent, skipped and failed; `taken`, the claims, which take a delivery from pending or
-queued without knowing which (one conditional update claims both); `reasons.<reason>` for skipped and
-failed deliveries. `shown` turns them into the API's counts: waiting = pending + queued - taken, and the
-claims are counted against pending first (deliveries are claimed soonest while the publisher has not
-marked them yet). So the sum and every final status are exact, and the split of what still waits between
-pending and queued is close while a notification runs and exact once nothing waits.
+The document holds `status.<status>` and, for skipped and failed deliveries, `reasons.<reason>`. A claim
+takes deliveries from pending or queued without knowing which (one conditional update claims both), so
+the increment takes them from queued as far as the counts have queued ones, then from pending (a consumer
+takes the oldest messages first, and the publisher marks queued only what it published a while ago): an
+update pipeline, still one write. So the number still waiting and every other status are exact, and the
+split of what waits between pending and queued is close while a notification runs and exact once nothing
+waits (`shown` keeps the two within what waits).
 
 **Reconciled.** An increment is written after the transition it counts: a process killed between the two,
 or a failed increment, loses it (an increment applied twice is possible too, in a race with the
@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from bson import ObjectId
 from pymongo import UpdateOne
@@ -57,7 +57,7 @@ CANDIDATES_PER_RUN = 10  # open documents read per notification the reconciler m
 
 def _key(reason: str) -> str:
     """A reason as a field name ('.' and '$' may not appear in one; '%' is escaped so it reads back)."""
-    return quote(reason, safe="")
+    return reason.replace("%", "%25").replace(".", "%2E").replace("$", "%24")
 
 
 class Tally:
@@ -107,13 +107,32 @@ class Tally:
                 self._add(notification_id, field, n)
 
 
+def _current(field: str) -> dict:
+    return {"$ifNull": [f"${field}", 0]}
+
+
+def _increments(deltas: Mapping[str, int], now: datetime) -> dict:
+    """The `$set` stage of one notification's increment: every delta added, and the claims (`taken`) taken
+    from queued as far as there are queued ones, the rest from pending."""
+    deltas = dict(deltas)
+    taken = deltas.pop("taken", 0)
+    fields: dict = {field: {"$add": [_current(field), n]} for field, n in deltas.items()}
+    if taken:
+        queued, pending = f"status.{QUEUED}", f"status.{PENDING}"
+        from_queued = {"$min": [taken, {"$max": [0, _current(queued)]}]}
+        fields[queued] = {"$subtract": [{"$add": [_current(queued), deltas.get(queued, 0)]}, from_queued]}
+        fields[pending] = {
+            "$subtract": [{"$add": [_current(pending), deltas.get(pending, 0)]}, {"$subtract": [taken, from_queued]}]
+        }
+    return {**fields, "version": {"$add": [_current("version"), 1]}, "changed_at": now, "open": True}
+
+
 def shown(document: Mapping | None) -> tuple[dict[str, int], dict[str, int]]:
     """The API's counts and reasons from a counts document (statuses and reasons with none are left out)."""
     document = document or {}
     raw = {status: int(n) for status, n in (document.get("status") or {}).items()}
-    taken = int(document.get("taken", 0))
-    waiting = max(0, raw.get(PENDING, 0) + raw.get(QUEUED, 0) - taken)
-    pending = min(max(0, raw.get(PENDING, 0) - taken), waiting)
+    waiting = max(0, raw.get(PENDING, 0) + raw.get(QUEUED, 0))
+    pending = min(max(0, raw.get(PENDING, 0)), waiting)
     counts = {**raw, PENDING: pending, QUEUED: waiting - pending}
     reasons = {unquote(key): int(n) for key, n in (document.get("reasons") or {}).items()}
     return (
@@ -124,11 +143,7 @@ def shown(document: Mapping | None) -> tuple[dict[str, int], dict[str, int]]:
 
 def _raw(counts: Mapping[str, int], reasons: Mapping[str, int]) -> dict:
     """Exact counts as the document's fields (no claims outstanding)."""
-    return {
-        "status": dict(counts),
-        "reasons": {_key(reason): n for reason, n in reasons.items()},
-        "taken": 0,
-    }
+    return {"status": dict(counts), "reasons": {_key(reason): n for reason, n in reasons.items()}}
 
 
 def _final(counts: Mapping[str, int]) -> bool:
@@ -150,11 +165,7 @@ class Counts:
         if not self.maintained or not tally:
             return
         updates = [
-            UpdateOne(
-                {"_id": notification_id},
-                {"$inc": {**deltas, "version": 1}, "$set": {"changed_at": now, "open": True}},
-                upsert=True,
-            )
+            UpdateOne({"_id": notification_id}, [{"$set": _increments(deltas, now)}], upsert=True)
             for notification_id, deltas in tally.deltas.items()
         ]
         try:

@@ -87,10 +87,10 @@ class Deliveries:
         for delivery_id in ids:
             if delivery_id in notifications:
                 grouped.setdefault(notifications[delivery_id], []).append(delivery_id)
-        tally = Tally()
-        try:
-            for notification_id, members in grouped.items():
-                for chunk in _chunks(members, MARK_CHUNK):
+        for notification_id, members in grouped.items():
+            for chunk in _chunks(members, MARK_CHUNK):
+                tally = Tally()
+                try:
                     result = await self.collection.update_many(
                         {"_id": {"$in": chunk}, "status": PENDING},
                         {
@@ -104,8 +104,11 @@ class Deliveries:
                         },
                     )
                     tally.move(notification_id, PENDING, QUEUED, result.modified_count)
-        finally:
-            await self.counts.apply_safely(tally, now)
+                except BaseException:
+                    tally.touch(notification_id)  # applied or not: the reconciler looks
+                    raise
+                finally:
+                    await self.counts.apply_safely(tally, now)
 
     async def refresh_queued(self, ids: list[ObjectId], now: datetime) -> None:
         """Queued deliveries whose messages were published again (the lost-message finder): due from now."""
