@@ -26,6 +26,7 @@ from .queue.topology import Topology
 from .services.admins import AdminService
 from .services.attempts import AttemptStore
 from .services.clients import ClientService
+from .services.counts import Counts
 from .services.deliveries import Deliveries, Parked
 from .services.notifications import NotificationService
 from .services.retention import Retention
@@ -77,8 +78,17 @@ class Context:
         self.jobs.add("lease reconciler", settings.reconcile_interval, self.recovery.reconcile_leases)
         self.jobs.add("schedule orphans", settings.reconcile_interval, self.schedules.reap_orphans)
         self.jobs.add("retention", settings.retention_interval, self.retention.run)
+        if settings.counts_maintained:
+            self.jobs.add("counts reconciler", settings.counts_reconcile_interval, self.reconcile_counts)
         self.jobs.start()
         self.notifications.materializer.kick()  # what a stopped or killed server left unfinished
+
+    async def reconcile_counts(self) -> int:
+        """One run of the counts reconciler (services/counts.py)."""
+        settings = self.settings
+        return await self.deliveries.counts.reconcile(
+            self.clock.now(), settings.counts_quiet, settings.counts_recheck, settings.counts_reconcile_batch
+        )
 
     async def stop_workers(self) -> None:
         await self.jobs.stop()
@@ -118,9 +128,10 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
     topology = Topology.from_settings(settings)
     broker = BrokerConnection(settings.amqp_url, "notifier-server", on_channel=topology.declare)
     broker.start()
-    deliveries = Deliveries(store)
+    counts = Counts(store, settings.counts_maintained)
+    deliveries = Deliveries(store, counts)
     publisher = Publisher(broker, topology, deliveries, settings, clock)
-    notifications = NotificationService(store, settings, clock, publisher)
+    notifications = NotificationService(store, settings, clock, publisher, counts)
     # AttemptStore is the AttemptCounters the guard wants; the Protocol's Reservation is typed apart (passwords.py).
     guard = PasswordGuard(
         cast(AttemptCounters, AttemptStore(store, clock, settings.login_window)),
@@ -146,7 +157,7 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
         users=UserService(store, clock),
         notifications=notifications,
         schedules=ScheduleService(store, settings, clock, notifications),
-        parked=Parked(store, clock, publisher),
+        parked=Parked(store, clock, publisher, deliveries),
         stats=DashboardStats(store, clock),
         retention=Retention(store, settings, clock),
         readiness_checks={"mongodb": store.ping, "rabbitmq": broker.check},

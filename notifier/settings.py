@@ -376,6 +376,27 @@ class Settings:
     retention_batch: int = setting(
         "100", "Documents per retention delete (each delete is one short write).", _int(1, 10000)
     )
+    counts_maintained: bool = setting(
+        "true",
+        "Keep each notification's counts by status and reason as its deliveries change (off: every read of a "
+        "notification counts all its deliveries).",
+        _bool,
+    )
+    counts_reconcile_interval: float = setting(
+        "10", "Seconds between two counts reconciler runs (counts recomputed from the deliveries).", _float(0.05)
+    )
+    counts_quiet: float = setting(
+        "5", "Seconds a notification's counts must stay unchanged before the counts reconciler checks them.", _float()
+    )
+    counts_recheck: float = setting(
+        "300",
+        "Seconds after which the counts reconciler checks again a notification still under way whose counts did "
+        "not change.",
+        _float(),
+    )
+    counts_reconcile_batch: int = setting(
+        "20", "Most notifications the counts reconciler recomputes in one run.", _int(1, 1000)
+    )
     # Logging
     log_level: str = setting("info", "Log level.", _choice("debug", "info", "warning", "error"))
     log_format: str = setting("text", "Log line format.", _choice("text", "json"))

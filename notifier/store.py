@@ -46,6 +46,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("lease_until", ASCENDING)], partialFilterExpression={"status": "sending"}, name="leases"),
         IndexModel([("available_at", ASCENDING)], partialFilterExpression={"status": "queued"}, name="queued"),
     ],
+    # One document per notification (services/counts.py); partial: only counts the reconciler has yet to check.
+    "counts": [IndexModel([("changed_at", ASCENDING)], partialFilterExpression={"open": True}, name="open")],
     "users": [IndexModel([("user_id", ASCENDING)], unique=True)],
     "schedules": [
         IndexModel([("enabled", ASCENDING), ("next_run_at", ASCENDING)]),
@@ -85,6 +87,7 @@ class Store:
         self.notifications = self.db["notifications"]
         self.deliveries = self.db["deliveries"]
         self.recipient_chunks = self.db["recipient_chunks"]
+        self.counts = self.db["counts"]
         self.users = self.db["users"]
         self.schedules = self.db["schedules"]
         self.schedule_runs = self.db["schedule_runs"]

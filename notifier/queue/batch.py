@@ -1,7 +1,8 @@
 """A consumer's batches: a Lane groups the messages of one queue into batches, and Batches.run takes one
 batch from its messages to their ack: claim the deliveries in the database, send what was claimed, decide
 each outcome (services/outcomes.py), apply the decisions (publish retries and parked copies, write every
-outcome), and only then ack.
+outcome), count the batch's moves in its notifications' counts (one increment per notification for the
+claim and the outcomes together, services/counts.py), and only then ack.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pymongo.errors import PyMongoError
 
 from ..clock import Clock
 from ..metrics import DELIVERIES, SEND_SECONDS
+from ..services.counts import SENDING, WAITING, Tally
 from ..services.deliveries import Deliveries
 from ..services.outcomes import OutcomeKind, RetryPolicy, decide
 from ..services.sending import Sender
@@ -152,6 +154,9 @@ class Batches:
                 )
             if claimed_ids:
                 claimed = [payloads[i] for i in claimed_ids]
+                tally = Tally()
+                for delivery in claimed:
+                    tally.move(delivery["notification_id"], WAITING, SENDING)
                 try:
                     # 2. Send: read what the batch needs (an outage is waited out), then try each delivery.
                     looked_up = await retry_database(lambda: self.sender.look_up(claimed), self.stopping)
@@ -189,13 +194,17 @@ class Batches:
                                 )
                             changes.append((delivery["_id"], decision.update(published)))
                             counted_as.append(decision.counted_as)
-                        await retry_database(lambda: self.deliveries.finish(token, changes), self.stopping)
+                        written = await retry_database(lambda: self.deliveries.finish(token, changes), self.stopping)
+                        for delivery_id, status, reason in written:
+                            tally.move(payloads[delivery_id]["notification_id"], SENDING, status, target_reason=reason)
+                        await self.deliveries.counts.apply_safely(tally, now)
                 except Exception:
                     # The claims are ours until we write their outcomes, and nobody else takes a live
-                    # consumer's claims: stop, so the pool's journal replay settles them.
+                    # consumer's claims: stop, so the pool's journal replay settles them (and counts that).
                     log.critical("cannot finish a claimed batch; stopping for the pool to recover it", exc_info=True)
                     self.journal_pending = True
                     self.stopping.set()
+                    await self.deliveries.counts.apply_safely(tally, self.clock.now())
                     return
                 for outcome, status in zip(outcomes, counted_as, strict=True):
                     DELIVERIES.labels(outcome.delivery["channel"], status).inc()

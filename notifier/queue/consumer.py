@@ -29,6 +29,7 @@ from ..links import Links
 from ..logs import setup_logging
 from ..outbound import Allowlist, OutboundHTTP
 from ..services.contacts import Contacts
+from ..services.counts import Counts
 from ..services.deliveries import Deliveries
 from ..services.sending import Sender
 from ..settings import Settings
@@ -71,7 +72,7 @@ class Consumer:
             ),
         }
         self.journal = Journal(journal_path(settings.journal_dir, self.consumer_id))
-        deliveries = Deliveries(self.store)
+        deliveries = Deliveries(self.store, Counts(self.store, settings.counts_maintained))
         sender = Sender(
             self.store,
             self.channels,

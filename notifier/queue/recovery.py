@@ -26,6 +26,10 @@
   every MATERIALIZE_INTERVAL: a big create whose deliveries were still being stored in the background when
   its server stopped or died is taken over, once its claim (renewed at every progress record) is
   MATERIALIZE_LEASE old, from its last progress record; the unique index stores a repeated part once.
+
+Every mechanism here counts what it moves in the notifications' counts (services/counts.py); the **counts
+reconciler** there (job "counts reconciler", every COUNTS_RECONCILE_INTERVAL) repairs an increment lost to a
+crash between a delivery write and its increment.
 """
 
 from __future__ import annotations
@@ -139,7 +143,12 @@ class Recovery:
                 "lost-message finder: %d queued deliveries are missing from the broker; publishing them again",
                 len(lost),
             )
-        return await self.publisher.republish(lost)
+        published = await self.publisher.republish(lost)
+        if published:
+            # The publisher's queued mark takes pending deliveries only (it counts them): these stay queued,
+            # due from now, so the next run does not find them lost again.
+            await self.deliveries.refresh_queued([doc["_id"] for doc in lost], self.clock.now())
+        return published
 
     # --- outbox sweep ---
 

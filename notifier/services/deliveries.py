@@ -6,11 +6,14 @@ sending -> sent | skipped | failed | queued | pending    by the claimer only (th
                        as services/outcomes.py decides
 sending -> sent | failed | pending     journal replay and the lease reconciler (queue/recovery.py)
 failed -> pending      an operator's redrive (Parked)
+
+Each of these writes notes what it moved in a services/counts.Tally, applied after it as one increment per
+notification (a consumer's batch applies its claim's and its outcomes' moves together, queue/batch.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -21,6 +24,7 @@ from pymongo import UpdateOne
 from ..clock import Clock
 from ..domain import DeliveryStatus
 from ..store import Store
+from .counts import Counts, Tally
 from .outcomes import Decision, OutcomeKind, decide
 from .paging import Page, newest_first
 
@@ -54,24 +58,63 @@ def _by_token(entries: dict[str, str]) -> dict[str, list[ObjectId]]:
     return grouped
 
 
-class Deliveries:
-    def __init__(self, store: Store):
-        self.collection = store.deliveries
+def _by_notification(docs: Iterable[dict]) -> dict[ObjectId, list[dict]]:
+    grouped: dict[ObjectId, list[dict]] = {}
+    for doc in docs:
+        grouped.setdefault(doc["notification_id"], []).append(doc)
+    return grouped
 
-    async def mark_queued(self, ids: list[ObjectId], now: datetime, due: datetime | None = None) -> None:
-        """The broker holds their messages; `due` is when they reach the work queue (after a delay tier)."""
+
+class Deliveries:
+    def __init__(self, store: Store, counts: Counts | None = None):
+        self.collection = store.deliveries
+        self.counts = counts or Counts(store)
+
+    async def mark_queued(
+        self,
+        ids: list[ObjectId],
+        now: datetime,
+        due: datetime | None = None,
+        notifications: Mapping[ObjectId, ObjectId] | None = None,
+    ) -> None:
+        """The broker holds the messages of these pending deliveries; `due` is when they reach the work queue
+        (after a delay tier). `notifications` (delivery id -> notification id) saves reading them, for the
+        counts: one update per notification and chunk, so that each knows how many it moved."""
+        if notifications is None:
+            found = await self.collection.find({"_id": {"$in": ids}}, {"notification_id": 1}).to_list(None)
+            notifications = {doc["_id"]: doc["notification_id"] for doc in found}
+        grouped: dict[ObjectId, list[ObjectId]] = {}
+        for delivery_id in ids:
+            if delivery_id in notifications:
+                grouped.setdefault(notifications[delivery_id], []).append(delivery_id)
+        for notification_id, members in grouped.items():
+            for chunk in _chunks(members, MARK_CHUNK):
+                tally = Tally()
+                try:
+                    result = await self.collection.update_many(
+                        {"_id": {"$in": chunk}, "status": PENDING},
+                        {
+                            "$set": {
+                                "status": QUEUED,
+                                "is_sent_to_queue": True,
+                                "queued_at": now,
+                                "updated_at": now,
+                                "available_at": due or now,
+                            }
+                        },
+                    )
+                    tally.move(notification_id, PENDING, QUEUED, result.modified_count)
+                except BaseException:
+                    tally.touch(notification_id)  # applied or not: the reconciler looks
+                    raise
+                finally:
+                    await self.counts.apply_safely(tally, now)
+
+    async def refresh_queued(self, ids: list[ObjectId], now: datetime) -> None:
+        """Queued deliveries whose messages were published again (the lost-message finder): due from now."""
         for chunk in _chunks(ids, MARK_CHUNK):
             await self.collection.update_many(
-                {"_id": {"$in": chunk}, "status": {"$in": WAITING}},
-                {
-                    "$set": {
-                        "status": QUEUED,
-                        "is_sent_to_queue": True,
-                        "queued_at": now,
-                        "updated_at": now,
-                        "available_at": due or now,
-                    }
-                },
+                {"_id": {"$in": chunk}, "status": QUEUED}, {"$set": {"available_at": now, "updated_at": now}}
             )
 
     async def lost_in_the_broker(self, now: datetime, after: float, limit: int) -> list[dict]:
@@ -120,26 +163,39 @@ class Deliveries:
         docs = await self.collection.find({"_id": {"$in": ids}}, {"attempts": 1, "deferrals": 1}).to_list(None)
         return {doc["_id"]: doc for doc in docs}
 
-    async def finish(self, token: str, changes: list[tuple[ObjectId, dict]]) -> None:
+    async def finish(self, token: str, changes: list[tuple[ObjectId, dict]]) -> list[tuple[ObjectId, str, str | None]]:
         """Write the results of one claim: per delivery the `update()` of its outcomes.Decision. The sent
-        ones of a claim all write the same fields, so they go in one update_many.
+        ones of a claim all write the same fields, so they go in one update_many. Returns (id, status,
+        reason) of the deliveries whose outcome is written, for the counts.
 
         Guarded by the claim token, so a claim that was taken away (lease expired) is never overwritten.
+        Safe to repeat: a repeat after a lost answer finds what the first attempt wrote by its token.
         """
         sent = [(delivery_id, update) for delivery_id, update in changes if update["$set"]["status"] == SENT]
         others = [(delivery_id, update) for delivery_id, update in changes if update["$set"]["status"] != SENT]
+        modified = 0
         if sent:
-            await self.collection.update_many(
+            result = await self.collection.update_many(
                 {"_id": {"$in": [i for i, _ in sent]}, "claim": token, "status": SENDING}, sent[0][1]
             )
+            modified += result.modified_count
         if others:
-            await self.collection.bulk_write(
+            written = await self.collection.bulk_write(
                 [
                     UpdateOne({"_id": delivery_id, "claim": token, "status": SENDING}, update)
                     for delivery_id, update in others
                 ],
                 ordered=False,
             )
+            modified += written.modified_count
+        if modified == len(changes):
+            return [(i, update["$set"]["status"], update["$set"].get("reason")) for i, update in changes]
+        # Some claims were taken away, or an earlier attempt wrote them: what carries our token and is no
+        # longer being sent is what this claim wrote.
+        found = await self.collection.find(
+            {"_id": {"$in": [i for i, _ in changes]}, "claim": token}, {"status": 1, "reason": 1}
+        ).to_list(None)
+        return [(doc["_id"], doc["status"], doc.get("reason")) for doc in found if doc["status"] != SENDING]
 
     async def recover(
         self, consumer_id: str, sent: dict[str, str], interrupted: dict[str, str], now: datetime
@@ -147,23 +203,56 @@ class Deliveries:
         """Journal replay, after a consumer died: record what its journal says it sent, fail what it may
         have half-sent on a channel where a repeat would show, and release every other claim it held.
         Returns (sent, interrupted, released deliveries)."""
-        recorded = await self._settle_journal(sent, decide(OutcomeKind.SENT, now))
-        failed = await self._settle_journal(interrupted, decide(OutcomeKind.INTERRUPTED, now))
-        held = await self.collection.find({"status": SENDING, "claimed_by": consumer_id}, MESSAGE_FIELDS).to_list(None)
-        released = decide(OutcomeKind.RELEASED, now).update()
-        for chunk in _chunks([doc["_id"] for doc in held]):
-            await self.collection.update_many(
-                {"_id": {"$in": chunk}, "status": SENDING, "claimed_by": consumer_id}, released
+        tally = Tally()
+        try:
+            recorded = await self._settle_journal(sent, decide(OutcomeKind.SENT, now), tally)
+            failed = await self._settle_journal(interrupted, decide(OutcomeKind.INTERRUPTED, now), tally)
+            held = await self.collection.find({"status": SENDING, "claimed_by": consumer_id}, MESSAGE_FIELDS).to_list(
+                None
             )
+            released = decide(OutcomeKind.RELEASED, now)
+            for chunk in _chunks(held):
+                await self._move_counted(
+                    chunk, {"status": SENDING, "claimed_by": consumer_id}, released.update(), SENDING, released, tally
+                )
+        finally:
+            await self.counts.apply_safely(tally, now)
         return recorded, failed, held
 
-    async def _settle_journal(self, entries: dict[str, str], decision: Decision) -> int:
+    async def _move_counted(
+        self,
+        docs: list[dict],
+        guard: dict,
+        update: dict,
+        source: str,
+        decision: Decision,
+        tally: Tally,
+        source_reason: bool = False,
+    ) -> int:
+        """One guarded update_many of `docs` (read with their notification_id), noted in `tally`: exactly
+        when every one of them moved, as something for the reconciler to look at when some did not."""
+        result = await self.collection.update_many({"_id": {"$in": [doc["_id"] for doc in docs]}, **guard}, update)
+        if result.modified_count == len(docs):
+            for doc in docs:
+                tally.move(
+                    doc["notification_id"],
+                    source,
+                    decision.status,
+                    source_reason=doc.get("reason") if source_reason else None,
+                    target_reason=decision.fields.get("reason"),
+                )
+        else:
+            for notification_id in _by_notification(docs):
+                tally.touch(notification_id)
+        return result.modified_count
+
+    async def _settle_journal(self, entries: dict[str, str], decision: Decision, tally: Tally) -> int:
         settled = 0
         for token, ids in _by_token(entries).items():
-            result = await self.collection.update_many(
-                {"_id": {"$in": ids}, "claim": token, "status": SENDING}, decision.update()
-            )
-            settled += result.modified_count
+            guard = {"claim": token, "status": SENDING}
+            docs = await self.collection.find({"_id": {"$in": ids}, **guard}, {"notification_id": 1}).to_list(None)
+            if docs:
+                settled += await self._move_counted(docs, guard, decision.update(), SENDING, decision, tally)
         return settled
 
     async def release_expired(self, now: datetime, limit: int = 10000, keep_owners: Iterable[str] = ()) -> list[dict]:
@@ -174,11 +263,14 @@ class Deliveries:
         if owners:
             query["claimed_by"] = {"$nin": owners}
         expired = await self.collection.find(query, MESSAGE_FIELDS).limit(limit).to_list(limit)
-        released = decide(OutcomeKind.RELEASED, now, error=LEASE_EXPIRED).update()
-        for chunk in _chunks([doc["_id"] for doc in expired]):
-            await self.collection.update_many(
-                {"_id": {"$in": chunk}, "status": SENDING, "lease_until": {"$lt": now}}, released
-            )
+        released = decide(OutcomeKind.RELEASED, now, error=LEASE_EXPIRED)
+        tally = Tally()
+        try:
+            for chunk in _chunks(expired):
+                guard = {"status": SENDING, "lease_until": {"$lt": now}}
+                await self._move_counted(chunk, guard, released.update(), SENDING, released, tally)
+        finally:
+            await self.counts.apply_safely(tally, now)
         return expired
 
 
@@ -192,10 +284,11 @@ class Parked:
     """Deliveries that failed for good (their copies wait in the parking queue): page through them, send
     them again."""
 
-    def __init__(self, store: Store, clock: Clock, outbox: Outbox):
+    def __init__(self, store: Store, clock: Clock, outbox: Outbox, deliveries: Deliveries | None = None):
         self.store = store
         self.clock = clock
         self.outbox = outbox
+        self.deliveries = deliveries or Deliveries(store)
 
     @staticmethod
     def _query(reason: str | None = None, notification_id: ObjectId | None = None) -> dict:
@@ -224,23 +317,22 @@ class Parked:
         query = self._query(reason, notification_id)
         if ids is not None:
             query["_id"] = {"$in": ids}
-        chosen = await self.store.deliveries.find(query, MESSAGE_FIELDS).to_list(None)
+        chosen = await self.store.deliveries.find(query, {**MESSAGE_FIELDS, "reason": 1}).to_list(None)
         chosen_ids = [d["_id"] for d in chosen]
-        for chunk in _chunks(chosen_ids, 200):
-            await self.store.deliveries.update_many(
-                {"_id": {"$in": chunk}, "status": FAILED},
-                {
-                    "$set": {
-                        "status": PENDING,
-                        "is_sent_to_queue": False,
-                        "attempts": 0,
-                        "reason": None,
-                        "available_at": now,
-                        "updated_at": now,
-                        "claim": None,
-                    }
-                },
-            )
+        again = Decision(
+            DeliveryStatus.PENDING,
+            now,
+            {"is_sent_to_queue": False, "attempts": 0, "reason": None, "available_at": now, "claim": None},
+        )
+        update = {"$set": {"status": PENDING, **again.fields, "updated_at": now}}
+        tally = Tally()
+        try:
+            for chunk in _chunks(chosen, 200):
+                await self.deliveries._move_counted(
+                    chunk, {"status": FAILED}, update, FAILED, again, tally, source_reason=True
+                )
+        finally:
+            await self.deliveries.counts.apply_safely(tally, now)
         await self.store.audit.insert_one(
             {
                 "at": now,

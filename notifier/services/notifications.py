@@ -9,7 +9,7 @@ import re
 from typing import Protocol
 
 from bson import ObjectId
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from .. import logs
 from ..access import Principal
@@ -19,6 +19,7 @@ from ..rendering import unknown_variables
 from ..settings import Settings
 from ..store import Store
 from . import object_id
+from .counts import PENDING, Counts, Tally
 from .fanout import Materializer
 from .paging import Page, newest_first
 from .visibility import visible_to
@@ -62,11 +63,14 @@ def _fingerprint(data: dict) -> str:
 
 
 class NotificationService:
-    def __init__(self, store: Store, settings: Settings, clock: Clock, outbox: Outbox | None = None):
+    def __init__(
+        self, store: Store, settings: Settings, clock: Clock, outbox: Outbox | None = None, counts: Counts | None = None
+    ):
         self.store = store
         self.settings = settings
         self.clock = clock
         self.outbox = outbox
+        self.counts = counts or Counts(store, settings.counts_maintained)
         self.materializer = Materializer(store, settings, clock, self._add_listed)
 
     # --- writing ---
@@ -161,8 +165,10 @@ class NotificationService:
                 await self.store.notifications.update_one(
                     {"_id": notification["_id"]}, {"$set": {"recipient_count": kept}}
                 )
+                await self.counts.recount([notification["_id"]], self.clock.now())
             else:
                 await self.store.notifications.delete_one({"_id": notification["_id"]})
+                await self.counts.forget(notification["_id"])
         except Exception:
             log.warning("could not take back the failed notification %s", notification["_id"], exc_info=True)
 
@@ -188,14 +194,25 @@ class NotificationService:
                 new_delivery(notification, user_id, occurrence, now)
                 for user_id in user_ids[start : start + INSERT_CHUNK]
             ]
+            # What the chunk stored is counted in one increment; a chunk that failed half-way is left to the
+            # counts reconciler.
+            tally = Tally()
             try:
                 await self.store.deliveries.insert_many(deliveries, ordered=False)
             except BulkWriteError as exc:
                 errors = exc.details.get("writeErrors", [])
                 if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                    tally.touch(notification["_id"])
+                    await self.counts.apply_safely(tally, now)
                     raise
                 duplicates = {error["index"] for error in errors}
                 deliveries = [d for i, d in enumerate(deliveries) if i not in duplicates]
+            except PyMongoError:
+                tally.touch(notification["_id"])
+                await self.counts.apply_safely(tally, now)
+                raise
+            tally.move(notification["_id"], None, PENDING, len(deliveries))
+            await self.counts.apply_safely(tally, now)
             if deliveries and self.outbox is not None:
                 self.outbox.submit(notification, deliveries, position=position + added)
             added += len(deliveries)
@@ -228,19 +245,10 @@ class NotificationService:
         return notification
 
     async def get(self, principal: Principal, notification_id: str) -> dict:
-        """The notification with its deliveries counted by status, and skips/failures by reason."""
+        """The notification with its deliveries counted by status, and skips/failures by reason: the counts
+        maintained as they change (services/counts.py), one document read whatever the notification's size."""
         notification = await self.visible(principal, notification_id)
-        counts: dict[str, int] = {}
-        reasons: dict[str, int] = {}
-        pipeline = [
-            {"$match": {"notification_id": notification["_id"]}},
-            {"$group": {"_id": {"status": "$status", "reason": "$reason"}, "n": {"$sum": 1}}},
-        ]
-        async for group in self.store.deliveries.aggregate(pipeline):
-            status, reason = group["_id"]["status"], group["_id"].get("reason")
-            counts[status] = counts.get(status, 0) + group["n"]
-            if reason and status in ("skipped", "failed"):
-                reasons[reason] = reasons.get(reason, 0) + group["n"]
+        counts, reasons = await self.counts.read(notification["_id"], self.clock.now())
         notification.update(counts=counts, reasons=reasons)
         return notification
 

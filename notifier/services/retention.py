@@ -236,6 +236,9 @@ class Retention:
         run.batches += 1
         result = await self.store.notifications.delete_one({"_id": notification["_id"]})
         run.deleted["notifications"] += result.deleted_count
+        # What belongs to it only: its counts document and any recipient list a background create left.
+        await self.store.counts.delete_one({"_id": notification["_id"]})
+        await self.store.recipient_chunks.delete_many({"notification_id": notification["_id"]})
         return True
 
 

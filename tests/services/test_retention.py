@@ -97,9 +97,15 @@ async def test_a_notification_takes_its_later_deliveries_with_it(ctx, wide):
     await ctx.store.deliveries.insert_many(
         [delivery(old, "early", "sent"), delivery(old, "late", "sent", days=20), delivery(old, "late2", "skipped", 5)]
     )
+    await ctx.store.counts.insert_one({"_id": old["_id"], "status": {"sent": 2, "skipped": 1}})
+    await ctx.store.recipient_chunks.insert_one(
+        {"notification_id": old["_id"], "start": 0, "end": 1, "user_ids": ["a"]}
+    )
     totals = await settle(make(ctx))
     assert totals == {"deliveries": 3, "notifications": 1, "audit": 0}
     assert await ctx.store.deliveries.count_documents({}) == 0
+    assert await ctx.store.counts.count_documents({}) == 0  # what was the notification's goes with it
+    assert await ctx.store.recipient_chunks.count_documents({}) == 0
 
 
 @pytest.mark.gen_test
