@@ -1,4 +1,4 @@
-"""The fault suite: a fan-out (FAULT_RECIPIENTS: 1,500 in CI, 5,000 for the full drill) through a real
+"""The fault suite: a fan-out (FAULT_RECIPIENTS: 1,200 in CI, 5,000 for the full drill) through a real
 `notifier serve` while something breaks.
 
 End state checked every time: each recipient received exactly one message, or its delivery is failed or
@@ -36,7 +36,7 @@ from .support import wait_until
 # The issue's drill is 5,000 recipients (FAULT_RECIPIENTS=5000). CI runs a smaller one so the whole suite fits
 # its time budget on this machine's embedded database (SecantusDB does ~150-400 document writes/s here);
 # every fault still strikes mid-run and the end state is checked recipient by recipient.
-N = int(os.environ.get("FAULT_RECIPIENTS", "1500"))
+N = int(os.environ.get("FAULT_RECIPIENTS", "1200"))
 AUTH = "Basic " + base64.b64encode(b"admin:fault-password").decode()
 pytestmark = pytest.mark.faults
 RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
@@ -292,7 +292,7 @@ def test_smtp_temporary_then_permanent_failures(outage_rig):
     assert 0 < reasons["rejected"] <= 50
     # with six attempts at 30% each, a handful may exhaust them; they are failed with that reason
     assert counts["failed"] == sum(reasons.values()) and reasons.get("attempts_exhausted", 0) < 30
-    assert rig.smtp.handler.refused > 500
+    assert rig.smtp.handler.refused > N // 3  # about 0.43 N expected: 30% of every attempt
 
 
 def test_server_killed_and_restarted(crash_rig):

@@ -39,7 +39,7 @@ def settings_overrides(pipeline_settings, request):
 @pytest.mark.gen_test(timeout=180)
 @pytest.mark.parametrize("settings_overrides", [{"consumers_start": 2, "consumers_min": 2}], indirect=True)
 async def test_kill_9_of_consumers_mid_run_sends_each_message_at_most_once(api, admin, ctx, smtp, workers):
-    # 900 recipients and three kills: tests/test_faults.py drills the same guarantee with 1,500 out of process.
+    # 900 recipients and three kills: tests/test_faults.py drills the same guarantee with 1,200 out of process.
     users = await add_users(ctx, 900)
     created = (
         await api.post(
