@@ -14,6 +14,7 @@ from .authenticator import RESERVED_LOGINS
 from .domain import CHANNELS, CONTROL_CHARACTERS, STATUSES
 from .outbound import DestinationRefused, check_url
 from .recurrence import check_cron, check_timezone
+from .services.fanout import in_progress, recipients_stored
 from .services.users import RESERVED_USER_IDS, USER_ID_RE
 
 MAX_PAGE = 200
@@ -203,7 +204,7 @@ class NotificationSchema(Schema):
     recipient_count = fields.Int()
     created_at = fields.DateTime()
     fanout = fields.Function(
-        lambda n: "in_progress" if n.get("materialize_at") is not None else "done",
+        lambda n: "in_progress" if in_progress(n) else "done",
         metadata={
             "type": "string",
             "enum": ["in_progress", "done"],
@@ -212,7 +213,7 @@ class NotificationSchema(Schema):
         },
     )
     recipients_stored = fields.Function(
-        lambda n: n.get("materialized", n.get("recipient_count", 0)),
+        recipients_stored,
         metadata={"type": "integer", "description": "Recipients whose delivery is stored so far"},
     )
 

@@ -69,9 +69,9 @@ class Publisher:
         self.settings = settings
         self.clock = clock
         self._tasks: set[asyncio.Task] = set()
-        # Confirmed by the broker, not yet marked queued in the database: id -> when it reaches the work queue.
+        # Confirmed by the broker, not yet marked queued in the database: id -> (when it reaches the work queue,
+        # its notification: the marking counts per notification).
         self._confirmed: dict = {}
-        self._notification_of: dict = {}  # the same ids -> their notification (the marking counts per notification)
         self._being_marked: dict = {}
         self._marking: asyncio.TimerHandle | None = None
         # One set of windows per lane: an express delivery never waits for a regular fan-out's windows.
@@ -102,15 +102,14 @@ class Publisher:
             self._marking = None
         # Taken over whole: a marking that outlasts the timer must not be repeated by the next one.
         confirmed, self._confirmed = self._confirmed, {}
-        notifications = {delivery_id: self._notification_of.pop(delivery_id) for delivery_id in confirmed}
         self._being_marked.update(confirmed)
         now = self.clock.now()
         by_due: dict = {}
-        for delivery_id, due in confirmed.items():
-            by_due.setdefault(due, []).append(delivery_id)
+        for delivery_id, (due, notification_id) in confirmed.items():
+            by_due.setdefault(due, {})[delivery_id] = notification_id
         try:
-            for due, ids in by_due.items():
-                await self.deliveries.mark_queued(ids, now, due, notifications=notifications)
+            for due, notifications in by_due.items():
+                await self.deliveries.mark_queued(notifications, now, due)
         finally:
             for delivery_id in confirmed:
                 self._being_marked.pop(delivery_id, None)
@@ -153,8 +152,8 @@ class Publisher:
         acked = 0
         for route, delay_ms, result in zip(plan, delays, results, strict=True):
             if isinstance(result, Basic.Ack):
-                self._confirmed[route[0]["_id"]] = _whole_second_after(now + timedelta(milliseconds=delay_ms))
-                self._notification_of[route[0]["_id"]] = route[0]["notification_id"]
+                due = _whole_second_after(now + timedelta(milliseconds=delay_ms))
+                self._confirmed[route[0]["_id"]] = (due, route[0]["notification_id"])
                 acked += 1
         if acked and self._marking is None:
             # Confirmed deliveries are marked queued a little later, in bulk: by then most are claimed already

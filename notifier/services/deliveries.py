@@ -71,22 +71,14 @@ class Deliveries:
         self.counts = counts or Counts(store)
 
     async def mark_queued(
-        self,
-        ids: list[ObjectId],
-        now: datetime,
-        due: datetime | None = None,
-        notifications: Mapping[ObjectId, ObjectId] | None = None,
+        self, notifications: Mapping[ObjectId, ObjectId], now: datetime, due: datetime | None = None
     ) -> None:
-        """The broker holds the messages of these pending deliveries; `due` is when they reach the work queue
-        (after a delay tier). `notifications` (delivery id -> notification id) saves reading them, for the
-        counts: one update per notification and chunk, so that each knows how many it moved."""
-        if notifications is None:
-            found = await self.collection.find({"_id": {"$in": ids}}, {"notification_id": 1}).to_list(None)
-            notifications = {doc["_id"]: doc["notification_id"] for doc in found}
+        """The broker holds the messages of these pending deliveries (delivery id -> notification id); `due` is
+        when they reach the work queue (after a delay tier). One update per notification and chunk, so that
+        the counts know how many each moved."""
         grouped: dict[ObjectId, list[ObjectId]] = {}
-        for delivery_id in ids:
-            if delivery_id in notifications:
-                grouped.setdefault(notifications[delivery_id], []).append(delivery_id)
+        for delivery_id, notification_id in notifications.items():
+            grouped.setdefault(notification_id, []).append(delivery_id)
         for notification_id, members in grouped.items():
             for chunk in _chunks(members, MARK_CHUNK):
                 tally = Tally()

@@ -62,15 +62,12 @@ class Materializer:
     # --- the create's side ---
 
     async def store_recipients(self, notification_id: ObjectId, recipients: list[str]) -> None:
-        chunks = [
-            {
-                "notification_id": notification_id,
-                "start": start,
-                "end": start + len(recipients[start : start + RECIPIENT_CHUNK]),
-                "user_ids": recipients[start : start + RECIPIENT_CHUNK],
-            }
-            for start in range(0, len(recipients), RECIPIENT_CHUNK)
-        ]
+        chunks = []
+        for start in range(0, len(recipients), RECIPIENT_CHUNK):
+            user_ids = recipients[start : start + RECIPIENT_CHUNK]
+            chunks.append(
+                {"notification_id": notification_id, "start": start, "end": start + len(user_ids), "user_ids": user_ids}
+            )
         await self.store.recipient_chunks.insert_many(chunks)
 
     async def forget_recipients(self, notification_id: ObjectId) -> None:

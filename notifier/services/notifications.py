@@ -20,7 +20,7 @@ from ..settings import Settings
 from ..store import Store
 from . import object_id
 from .counts import PENDING, Counts, Tally
-from .fanout import Materializer
+from .fanout import Materializer, in_progress
 from .paging import Page, newest_first
 from .visibility import visible_to
 
@@ -137,7 +137,7 @@ class NotificationService:
             if earlier.get("complete"):
                 return earlier, False
             notification = earlier
-        if background and notification.get("materialize_at") is not None:
+        if background and in_progress(notification):
             self.materializer.kick(notification["is_express"])
             return notification, True
         try:

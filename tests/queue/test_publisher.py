@@ -44,9 +44,9 @@ async def test_confirmed_deliveries_are_marked_once_each_in_a_few_writes(ctx, mo
     marked: list = []
     real = ctx.publisher.deliveries.mark_queued
 
-    async def counted(chunk, now, due=None, **counting):
-        marked.append(list(chunk))
-        await real(chunk, now, due, **counting)
+    async def counted(notifications, now, due=None):
+        marked.append(list(notifications))
+        await real(notifications, now, due)
 
     monkeypatch.setattr(ctx.publisher.deliveries, "mark_queued", counted)
     await asyncio.gather(ctx.publisher.mark_confirmed(), ctx.publisher.mark_confirmed())
