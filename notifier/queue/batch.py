@@ -13,7 +13,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar, cast
 
 from aiormq.abc import DeliveredMessage
@@ -39,6 +39,7 @@ LEASE_SHARE_FOR_SENDING = 0.5
 DATABASE_RETRY_SECONDS = 600.0
 DATABASE_RETRY_WHILE_STOPPING = 10.0
 AGAIN = (OutcomeKind.RETRY, OutcomeKind.DEFER)
+EXPRESS_PRECEDENCE_SECONDS = 1.0
 
 T = TypeVar("T")
 
@@ -130,13 +131,12 @@ class Batches:
         self.policy = RetryPolicy.of(settings.max_attempts, settings.retry_delays)
         self.active = 0
         self.journal_pending = False  # a batch stopped half-way: its journal is for the pool's journal replay
-        # Regular batches take turns for the database (Consumer passes this as their `turn`): it answers one
-        # request at a time, so a queue of regular writes would hold up every express claim.
-        self.regular_turn = asyncio.Semaphore(1)
+        # The database answers one request at a time: a queue of regular writes would hold up every express claim.
+        self.turns = DatabaseTurns()
 
-    async def run(self, batch: list[DeliveredMessage], turn: asyncio.Semaphore | None = None) -> None:
+    async def run(self, batch: list[DeliveredMessage], express: bool = False) -> None:
         """Claim, send, decide, apply the decisions, ack: the whole life of one batch."""
-        database_turn: contextlib.AbstractAsyncContextManager[Any] = turn or contextlib.nullcontext()
+        database_turn = self.turns.express if express else self.turns.regular
         self.active += 1
         try:
             messages, payloads = await _by_delivery(batch)
@@ -145,25 +145,36 @@ class Batches:
             # 1. Claim: only deliveries still waiting become ours (a redelivered message finds nothing).
             token = secrets.token_hex(8)  # the claim's token: only its holder writes the outcomes
             send_before = time.monotonic() + self.settings.lease_seconds * LEASE_SHARE_FOR_SENDING
-            async with database_turn:
-                claimed_ids = await retry_database(
-                    lambda: self.deliveries.claim(
-                        list(messages), self.consumer_id, self.clock.now(), self.settings.lease_seconds, token
-                    ),
-                    self.stopping,
+            async with database_turn():
+                # The reads a send needs go to the database beside the claim, so that they wait once in its
+                # queue, not three times (they only read: a redelivered batch that claims nothing drops them).
+                reading = asyncio.ensure_future(
+                    retry_database(lambda: self.sender.look_up(list(payloads.values())), self.stopping)
                 )
-            if claimed_ids:
+                try:
+                    claimed_ids = await retry_database(
+                        lambda: self.deliveries.claim(
+                            list(messages), self.consumer_id, self.clock.now(), self.settings.lease_seconds, token
+                        ),
+                        self.stopping,
+                    )
+                except BaseException:
+                    await _dropped(reading)
+                    raise
+            if not claimed_ids:
+                await _dropped(reading)
+            else:
                 claimed = [payloads[i] for i in claimed_ids]
                 tally = Tally()
                 for delivery in claimed:
                     tally.move(delivery["notification_id"], WAITING, SENDING)
                 try:
                     # 2. Send: read what the batch needs (an outage is waited out), then try each delivery.
-                    looked_up = await retry_database(lambda: self.sender.look_up(claimed), self.stopping)
+                    looked_up = await reading
                     outcomes = await asyncio.gather(
                         *(self.sender.attempt(delivery, looked_up, token, send_before) for delivery in claimed)
                     )
-                    async with database_turn:
+                    async with database_turn():
                         # 3. Decide each outcome (services/outcomes.py) and apply it: publish where the decision
                         # routes the delivery, then write every outcome of the claim at once.
                         now = self.clock.now()
@@ -218,6 +229,43 @@ class Batches:
             self.active -= 1
             if not self.active and not self.journal_pending:
                 self.journal.truncate()
+
+
+class DatabaseTurns:
+    """When a consumer's batches may go to the database: regular batches one at a time and, while an
+    express batch has a database step in hand, not at all (for up to EXPRESS_PRECEDENCE_SECONDS, so a
+    steady express stream slows regular traffic but never stops it)."""
+
+    def __init__(self) -> None:
+        self._regular = asyncio.Semaphore(1)
+        self._express = 0
+        self._express_idle = asyncio.Event()
+        self._express_idle.set()
+
+    @contextlib.asynccontextmanager
+    async def express(self) -> AsyncIterator[None]:
+        self._express += 1
+        self._express_idle.clear()
+        try:
+            yield
+        finally:
+            self._express -= 1
+            if not self._express:
+                self._express_idle.set()
+
+    @contextlib.asynccontextmanager
+    async def regular(self) -> AsyncIterator[None]:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._express_idle.wait(), EXPRESS_PRECEDENCE_SECONDS)
+        async with self._regular:
+            yield
+
+
+async def _dropped(task: asyncio.Future) -> None:
+    """Cancel a read nobody needs any more, and wait for it to end (its error, if any, included)."""
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
 
 
 async def _by_delivery(

@@ -89,13 +89,11 @@ class Consumer:
         )
         self.lanes = {
             REGULAR: Lane(
-                REGULAR,
-                settings.consumer_batch,
-                settings.consumer_batch_wait,
-                REGULAR_BATCHES,
-                functools.partial(self.batches.run, turn=self.batches.regular_turn),
+                REGULAR, settings.consumer_batch, settings.consumer_batch_wait, REGULAR_BATCHES, self.batches.run
             ),
-            EXPRESS: Lane(EXPRESS, EXPRESS_BATCH, 0.0, EXPRESS_BATCHES, self.batches.run),
+            EXPRESS: Lane(
+                EXPRESS, EXPRESS_BATCH, 0.0, EXPRESS_BATCHES, functools.partial(self.batches.run, express=True)
+            ),
         }
         self.lane_tasks = [asyncio.get_running_loop().create_task(lane.run()) for lane in self.lanes.values()]
         self.broker.start()

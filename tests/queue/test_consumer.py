@@ -29,7 +29,7 @@ async def notify(ctx, users) -> ObjectId:
 
 
 def failing_look_up(monkeypatch, times: int, error: Exception) -> list[int]:
-    """The database fails (`times` times) between a batch's claim and its reads."""
+    """The database fails (`times` times) in the reads of a batch (they go beside its claim)."""
     real = Sender.look_up
     calls: list[int] = []
 
@@ -44,7 +44,7 @@ def failing_look_up(monkeypatch, times: int, error: Exception) -> list[int]:
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_an_outage_between_the_claim_and_the_reads_is_waited_out(ctx, smtp, monkeypatch, consumer):
+async def test_an_outage_in_the_reads_of_a_claimed_batch_is_waited_out(ctx, smtp, monkeypatch, consumer):
     users = await add_users(ctx, 3)
     calls = failing_look_up(monkeypatch, 2, AutoReconnect("connection closed"))
     notification = await notify(ctx, users)
