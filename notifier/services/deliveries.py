@@ -38,7 +38,7 @@ PENDING, QUEUED, SENDING, SENT, FAILED = (
 WAITING = [PENDING, QUEUED]
 LEASE_EXPIRED = "lease expired: the consumer stopped answering mid-send"
 IN_CHUNK = 1000
-MARK_CHUNK = 200  # the database answers one request at a time: keep background writes short
+MARK_CHUNK = 50  # the database answers one request at a time: keep background writes short
 # What a queue message carries, so a consumer needs no read to start on it.
 MESSAGE_FIELDS = {"_id": 1, "notification_id": 1, "user_id": 1, "channel": 1, "is_express": 1}
 

@@ -26,7 +26,7 @@ from .visibility import visible_to
 
 log = logging.getLogger(__name__)
 
-INSERT_CHUNK = 250  # short writes: an express claim waits behind whatever the database is doing
+INSERT_CHUNK = 100  # short writes: an express claim waits behind whatever the database is doing
 DUPLICATE_KEY = 11000
 ONE_OFF = ""  # the occurrence of a notification sent once (schedules name theirs)
 
