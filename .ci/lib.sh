@@ -60,8 +60,9 @@ ensure_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV"
     fi
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$REPO/constraints.txt" --upgrade pip
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$REPO/constraints.txt" -e "$REPO[$1]"
+    # pip stays in the venv for its users; uv installs the project (the same pins, in seconds instead of half a minute).
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$REPO/constraints.txt" --upgrade pip uv
+    "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" -c "$REPO/constraints.txt" -e "$REPO[$1]"
     (cd "$REPO" && "$VENV/bin/notifier" fetch-assets >/dev/null)
 }
 
