@@ -262,10 +262,12 @@ class DatabaseTurns:
 
 
 async def _dropped(task: asyncio.Future) -> None:
-    """Cancel a read nobody needs any more, and wait for it to end (its error, if any, included)."""
+    """Cancel a read nobody needs any more and wait for it to end. Its own error is dropped with it; a
+    cancellation of the batch itself still goes through (asyncio.wait does not swallow it)."""
     task.cancel()
-    with contextlib.suppress(BaseException):
-        await task
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 async def _by_delivery(

@@ -60,3 +60,29 @@ async def test_a_steady_express_stream_delays_regular_steps_but_never_stops_them
     await asyncio.wait_for(_step(turns.regular, log, "regular", now), 5)
     assert log == ["express in", "regular in", "regular out"]
     express.cancel()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_dropping_a_read_ends_it_and_keeps_a_cancellation_of_the_batch():
+    never = asyncio.Event()
+    read = asyncio.ensure_future(never.wait())
+    await batch._dropped(read)
+    assert read.cancelled()
+
+    stuck = asyncio.ensure_future(_shielded(never))
+    await asyncio.sleep(0)
+    dropping = asyncio.ensure_future(batch._dropped(stuck))
+    await asyncio.sleep(0)
+    dropping.cancel()  # the batch is cancelled while it waits for the read to end
+    with pytest.raises(asyncio.CancelledError):
+        await dropping
+    never.set()
+    await stuck
+
+
+async def _shielded(event: asyncio.Event) -> None:
+    """A read that takes a moment to end after its cancel."""
+    try:
+        await event.wait()
+    except asyncio.CancelledError:
+        await event.wait()
