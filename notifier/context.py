@@ -70,6 +70,7 @@ class Context:
         if consumers:
             self.pool = ConsumerPool(settings, self.broker, self.topology, self.recovery)
             self.recovery.claim_owners = self.pool.claim_owners
+            self.recovery.replayed = self.pool.replayed
             await self.pool.start()
             self.jobs.add("pool check", settings.pool_check_interval, self.pool.check)
         self.jobs.add("schedules", settings.scheduler_tick, self.schedules.fire_due)

@@ -72,6 +72,7 @@ class ConsumerPool:
         self.last_stats: QueueStats | None = None
         self.metrics = ConsumerMetrics()
         self.unrecovered: set[str] = set()  # dead consumers whose journal replay has not succeeded yet
+        self._replayed: dict[str, float] = {}  # dead consumers whose journal was replayed: when
 
     # --- sizing ---
 
@@ -222,6 +223,16 @@ class ConsumerPool:
         still has to be replayed (the lease reconciler releasing those would send them twice)."""
         return [*self.processes, *self.unrecovered]
 
+    def replayed(self) -> list[str]:
+        """Dead consumers whose journal was replayed less than a lease ago. A claim of theirs found now was
+        written after the replay (the database applied it after the consumer died, so it never sent any of
+        it): the lease reconciler releases it at once instead of when its lease ends."""
+        horizon = time.monotonic() - self.settings.lease_seconds
+        for consumer_id, replayed_at in list(self._replayed.items()):
+            if replayed_at < horizon:
+                del self._replayed[consumer_id]
+        return list(self._replayed)
+
     async def _check_quietly(self) -> None:
         try:
             await self.check()
@@ -260,6 +271,7 @@ class ConsumerPool:
         self.unrecovered.add(consumer_id)
         await self.recovery.replay_journal(consumer_id)
         self.unrecovered.discard(consumer_id)
+        self._replayed[consumer_id] = time.monotonic()
 
     async def replay_orphan_journals(self) -> None:
         """Journals of consumers whose server is gone (this host, an earlier run)."""

@@ -9,6 +9,8 @@
 - **lease reconciler** (`Recovery.reconcile_leases`, job "lease reconciler"). Every RECONCILE_INTERVAL:
   claims whose lease (LEASE_SECONDS) ran out go back to pending and are published again, except claims of
   this pool's consumers (alive, or dead and awaiting journal replay: only the journal knows what they sent).
+  A claim of a consumer whose journal was replayed goes back at once, whatever its lease: the database
+  applied it after the consumer died (it was still waiting in the database), so nothing of it was sent.
 - **lost-message finder** (`Recovery.find_lost`). At the end of every lease reconciler run
   (RECONCILE_INTERVAL), while the work queues are empty: queued deliveries overdue by max(10 s,
   4 x OUTBOX_GRACE) lost their message in the broker (dead-lettering from a delay tier is at-most-once)
@@ -71,6 +73,8 @@ class Recovery:
         self.clock = clock
         # Consumers whose claims only their pool may settle (ConsumerPool.claim_owners, once there is a pool).
         self.claim_owners: Callable[[], Iterable[str]] = lambda: ()
+        # Dead consumers whose journal was replayed (ConsumerPool.replayed): their claims are released at once.
+        self.replayed: Callable[[], Iterable[str]] = lambda: ()
 
     # --- journal replay ---
 
@@ -120,9 +124,14 @@ class Recovery:
         claims were released."""
         # This server's own consumers write their outcomes however slow the database is, and if one dies
         # its journal settles its claims. Lease expiry is for consumers of instances that vanished.
-        released = await self.deliveries.release_expired(self.clock.now(), keep_owners=self.claim_owners())
+        released = await self.deliveries.release_expired(
+            self.clock.now(), keep_owners=self.claim_owners(), abandoned_by=self.replayed()
+        )
         if released:
-            log.warning("lease reconciler: %d deliveries had an expired lease; publishing them again", len(released))
+            log.warning(
+                "lease reconciler: %d deliveries had an expired lease or a dead consumer; publishing them again",
+                len(released),
+            )
             await self.publisher.publish(released)
         await self.find_lost(after=max(LOST_AFTER_MINIMUM, 4 * self.settings.outbox_grace))
         return len(released)

@@ -247,23 +247,31 @@ class Deliveries:
                 settled += await self._move_counted(docs, guard, decision.update(), SENDING, decision, tally)
         return settled
 
-    async def release_expired(self, now: datetime, limit: int = 10000, keep_owners: Iterable[str] = ()) -> list[dict]:
-        """Claims whose lease ran out (their consumer vanished without its pool noticing) go back to
-        pending, except those of `keep_owners` (consumers known to be alive); returns them for publishing."""
-        query: dict = {"status": SENDING, "lease_until": {"$lt": now}}
+    async def release_expired(
+        self, now: datetime, limit: int = 10000, keep_owners: Iterable[str] = (), abandoned_by: Iterable[str] = ()
+    ) -> list[dict]:
+        """Claims whose lease ran out (their consumer vanished without its pool noticing), except those of
+        `keep_owners` (consumers known to be alive), and every claim of `abandoned_by` (dead consumers whose
+        journal was replayed), go back to pending; returns them for publishing."""
+        expired: dict = {"lease_until": {"$lt": now}}
         owners = list(keep_owners)
         if owners:
-            query["claimed_by"] = {"$nin": owners}
-        expired = await self.collection.find(query, MESSAGE_FIELDS).limit(limit).to_list(limit)
+            expired["claimed_by"] = {"$nin": owners}
+        dead = list(abandoned_by)
+        guard = (
+            {"status": SENDING, "$or": [expired, {"claimed_by": {"$in": dead}}]}
+            if dead
+            else {"status": SENDING, **expired}
+        )
+        found = await self.collection.find(guard, MESSAGE_FIELDS).limit(limit).to_list(limit)
         released = decide(OutcomeKind.RELEASED, now, error=LEASE_EXPIRED)
         tally = Tally()
         try:
-            for chunk in _chunks(expired):
-                guard = {"status": SENDING, "lease_until": {"$lt": now}}
+            for chunk in _chunks(found):
                 await self._move_counted(chunk, guard, released.update(), SENDING, released, tally)
         finally:
             await self.counts.apply_safely(tally, now)
-        return expired
+        return found
 
 
 class Outbox(Protocol):

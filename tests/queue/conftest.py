@@ -88,9 +88,15 @@ async def counts(ctx, notification_id) -> dict:
 async def settled(ctx, notification_id, total: int, timeout: float = 60) -> dict:
     """Wait until every delivery of the notification has a final status; return the counts."""
 
-    async def done():
-        current = await counts(ctx, notification_id)
-        finished = sum(current.get(s, 0) for s in ("sent", "failed", "skipped"))
-        return current if finished == total else None
+    last: dict = {}
 
-    return await eventually(done, timeout=timeout, interval=0.2, message="all deliveries settled")
+    async def done():
+        last.clear()
+        last.update(await counts(ctx, notification_id))
+        finished = sum(last.get(s, 0) for s in ("sent", "failed", "skipped"))
+        return dict(last) if finished == total else None
+
+    try:
+        return await eventually(done, timeout=timeout, interval=0.2, message="all deliveries settled")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; counts by status: {last}") from None

@@ -252,3 +252,44 @@ async def test_claims_of_a_dead_consumer_wait_for_its_journal_not_for_lease_expi
     await ctx.pool.check()
     assert (await ctx.store.deliveries.find_one({"_id": delivery["_id"]}))["status"] == "sent"
     assert dead not in ctx.pool.unrecovered and not path.exists()
+
+
+@pytest.mark.gen_test(timeout=90)
+@pytest.mark.parametrize("settings_overrides", [{"pool_check_interval": 3600}], indirect=True)
+async def test_a_claim_written_after_a_dead_consumers_replay_is_released_at_once(api, admin, ctx, smtp, workers):
+    """A consumer was killed while its claim waited in the database; the pool replayed its journal (nothing to
+    settle yet), then the database applied the claim. The consumer never saw that claim, so nothing of it was
+    sent: the next lease reconciler run releases it, though its lease has minutes left, and it is delivered."""
+    users = await add_users(ctx, 3)
+    created = (
+        await api.post(
+            "/api/v1/notifications",
+            {"title": "t", "text": "x", "channel": "inbox", "recipients": users},
+            auth=admin.header,
+        )
+    ).body
+    await settled(ctx, ObjectId(created["id"]), 3)
+    dead = f"{ctx.pool.prefix}.98"
+    await ctx.pool.replay_journal(dead)
+    await ctx.store.deliveries.update_many(
+        {"notification_id": ObjectId(created["id"])}, {"$set": {"status": "queued", "is_sent_to_queue": True}}
+    )
+    ids = [
+        d["_id"] for d in await ctx.store.deliveries.find({"notification_id": ObjectId(created["id"])}).to_list(None)
+    ]
+    assert len(await ctx.deliveries.claim(ids, dead, ctx.clock.now(), lease=300, token="late")) == 3
+    # Another live consumer's claim, and a claim of a consumer replayed a lease ago, stay put.
+    live = next(iter(ctx.pool.processes))
+    await ctx.store.deliveries.update_one({"_id": ids[0]}, {"$set": {"claimed_by": live}})
+    ctx.pool._replayed[f"{ctx.pool.prefix}.97"] = 0.0
+    await ctx.store.deliveries.update_one({"_id": ids[1]}, {"$set": {"claimed_by": f"{ctx.pool.prefix}.97"}})
+
+    assert await ctx.recovery.reconcile_leases() == 1
+    assert f"{ctx.pool.prefix}.97" not in ctx.pool.replayed()
+    await eventually(lambda: _status(ctx, ids[2], "sent"), timeout=30, message="the released delivery sent again")
+    for kept in ids[:2]:
+        assert (await ctx.store.deliveries.find_one({"_id": kept}))["status"] == "sending"
+
+
+async def _status(ctx, delivery_id, status):
+    return (await ctx.store.deliveries.find_one({"_id": delivery_id}))["status"] == status
