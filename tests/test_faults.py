@@ -349,14 +349,15 @@ def test_server_stopped_with_sigterm_mid_fanout(crash_rig):
     assert rig.check(notification) == {"sent": N}
 
 
-def test_one_of_two_instances_killed_mid_fanout(crash_rig):
-    """Two servers on one database and one broker, as a team scales out: the one that took the fan-out is
-    SIGKILLed mid-way while a schedule fires every two seconds. The other finishes the fan-out (its outbox
-    sweep, its consumers once the pool sees the dead one's gone) and keeps firing: every recipient mailed once,
-    every occurrence fired once."""
+def test_one_of_three_instances_killed_mid_fanout(crash_rig):
+    """Three servers on one database and one broker, as a team scales out: the one that took the fan-out is
+    SIGKILLed mid-way while a schedule fires every two seconds. The two others finish the fan-out (their outbox
+    sweeps, their consumers once the pools see the dead one's gone) and keep firing, each able to take every
+    occurrence: every recipient mailed once, every occurrence fired once."""
     rig = crash_rig.ready()
     first = rig.served
     second = first.peer(rig.workdir / "second").start()
+    third = first.peer(rig.workdir / "third").start()
     try:
         tick = {"title": "Tick", "text": "x", "channel": "email"}
         status, schedule = first.call(
@@ -374,10 +375,10 @@ def test_one_of_two_instances_killed_mid_fanout(crash_rig):
         rig.check(notification)
 
         def fired_since_the_kill() -> bool:
-            _, runs = second.call("GET", f"/api/v1/schedules/{schedule['id']}/runs?limit=100", None, AUTH)
-            return sum(1 for run in runs["items"] if _epoch(run["at"]) > killed_at and run["status"] == "done") >= 2
+            _, runs = third.call("GET", f"/api/v1/schedules/{schedule['id']}/runs?limit=100", None, AUTH)
+            return sum(1 for run in runs["items"] if _epoch(run["at"]) > killed_at and run["status"] == "done") >= 3
 
-        wait_until(fired_since_the_kill, 60, "two occurrences fired by the survivor", every=1.0)
+        wait_until(fired_since_the_kill, 60, "three occurrences fired by the survivors", every=1.0)
         assert second.call("POST", f"/api/v1/schedules/{schedule['id']}/disable", None, AUTH)[0] == 200
 
         def runs_finished() -> list | None:
@@ -393,7 +394,8 @@ def test_one_of_two_instances_killed_mid_fanout(crash_rig):
         assert Counter(m.recipient for m in ticks) == {"f0@example.com": len(runs), "f1@example.com": len(runs)}
     finally:
         rig.served = first
-        assert second.stop(signal.SIGTERM) == 0, second.log_tail()
+        stopped = [peer.stop(signal.SIGTERM) for peer in (second, third)]
+        assert stopped == [0, 0], second.log_tail() + third.log_tail()
 
 
 def _epoch(instant: str) -> float:
