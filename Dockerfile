@@ -23,6 +23,16 @@ RUN apt-get update \
 
 WORKDIR /app
 
+# Where pip and the asset fetch reach the network, for builds behind a proxy or without one (see the README):
+# pip's index (PIP_INDEX_URL) or a wheelhouse mounted into the build (PIP_FIND_LINKS with PIP_NO_INDEX=1),
+# and the CA bundle of a TLS-inspecting proxy for pip (PIP_CERT) and for the ReDoc download (SSL_CERT_FILE).
+# Unset, each keeps its default (PyPI, the npm registry, the image's own CA bundle).
+ARG PIP_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
+ARG PIP_CERT
+ARG SSL_CERT_FILE
+
 # Dependencies first, so a code change does not reinstall them (their ranges are in setup.py, their exact
 # versions in constraints.txt).
 COPY setup.py README.md constraints.txt ./

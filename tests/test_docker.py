@@ -1,5 +1,6 @@
-"""The container's pieces, tested on the host (no Docker daemon here): the Dockerfile passes hadolint, and the
-entrypoint starts the embedded RabbitMQ and SecantusDB and the server, then stops them all on SIGTERM."""
+"""The container's pieces, tested on the host: the Dockerfile passes hadolint, and the entrypoint starts the
+embedded RabbitMQ and SecantusDB and the server, then stops them all on SIGTERM. The image itself is built and
+run by .ci/image (tests/test_image.py)."""
 
 from __future__ import annotations
 
