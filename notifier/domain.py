@@ -8,6 +8,7 @@ CHANNELS = ("email", "telegram", "webhook", "inbox")
 # A delivery's life: pending (stored, not yet confirmed by the broker) -> queued (in the broker)
 # -> sending (claimed by one consumer) -> sent | skipped (with a reason) | failed (with a reason).
 # A retry goes back to pending/queued with attempts + 1 (services/outcomes.py decides each step).
+# pending | queued -> cancelled: the sender cancelled it (a guarded write like the claim: one of them wins).
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -19,10 +20,16 @@ class DeliveryStatus(enum.StrEnum):
     SENT = "sent"
     FAILED = "failed"
     SKIPPED = "skipped"
+    CANCELLED = "cancelled"
 
 
 STATUSES = tuple(status.value for status in DeliveryStatus)
-FINAL_STATUSES = (DeliveryStatus.SENT.value, DeliveryStatus.FAILED.value, DeliveryStatus.SKIPPED.value)
+FINAL_STATUSES = (
+    DeliveryStatus.SENT.value,
+    DeliveryStatus.FAILED.value,
+    DeliveryStatus.SKIPPED.value,
+    DeliveryStatus.CANCELLED.value,
+)
 
 # What may never be part of a one-line value (a name, an address, a title): C0 controls (tab too), DEL, C1
 # and the Unicode line and paragraph separators. In a mail header they would end the line or start another.

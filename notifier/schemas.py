@@ -190,6 +190,14 @@ class NotificationCreateSchema(NotificationContentSchema):
         validate=validate.Length(min=1),
         metadata={"description": "User ids; duplicates are ignored"},
     )
+    cancellation_key = fields.Str(
+        load_default=None,
+        validate=[validate.Length(1, 255), no_control_characters],
+        metadata={
+            "description": "Your name for this notification (or a group of them, e.g. an order id): "
+            "`POST /api/v1/notifications/cancel` with it cancels every notification you created with it"
+        },
+    )
 
 
 class NotificationSchema(Schema):
@@ -203,6 +211,12 @@ class NotificationSchema(Schema):
     author = fields.Nested(AuthorSchema)
     recipient_count = fields.Int()
     created_at = fields.DateTime()
+    cancellation_key = fields.Str(allow_none=True, dump_default=None)
+    cancelled_at = fields.DateTime(
+        allow_none=True,
+        dump_default=None,
+        metadata={"description": "When the whole notification was cancelled (null: it was not)"},
+    )
     fanout = fields.Function(
         lambda n: "in_progress" if in_progress(n) else "done",
         metadata={
@@ -241,6 +255,46 @@ class RecipientsSchema(Schema):
 class RecipientsAddedSchema(Schema):
     added = fields.Int()
     already_present = fields.Int()
+
+
+class CancelSchema(Schema):
+    user_ids = fields.List(
+        UserId(),
+        load_default=None,
+        validate=validate.Length(min=1),
+        metadata={"description": "Cancel for these recipients only; without it (or with an empty body), for all"},
+    )
+
+
+class CancelByKeySchema(Schema):
+    cancellation_key = fields.Str(required=True, validate=[validate.Length(1, 255), no_control_characters])
+
+
+_CANCELLED = {
+    "cancelled": "Deliveries cancelled by this call: none of them is ever sent",
+    "already_sent": "Deliveries sent before the cancel",
+    "in_flight": "Deliveries a consumer was sending at that instant: that attempt ends as it ends (sent, or "
+    "failed), and none of them is tried again",
+    "already_done": "Deliveries failed or skipped before the cancel",
+}
+
+
+class CancelledSchema(Schema):
+    notification_id = fields.Str()
+    cancelled = fields.Int(metadata={"description": _CANCELLED["cancelled"]})
+    already_sent = fields.Int(metadata={"description": _CANCELLED["already_sent"]})
+    in_flight = fields.Int(metadata={"description": _CANCELLED["in_flight"]})
+    already_done = fields.Int(metadata={"description": _CANCELLED["already_done"]})
+    already_cancelled = fields.Int(metadata={"description": "Deliveries an earlier cancel took"})
+
+
+class CancelledByKeySchema(Schema):
+    notifications = fields.Int(metadata={"description": "Notifications cancelled by this call"})
+    cancelled = fields.Int(metadata={"description": _CANCELLED["cancelled"]})
+    already_sent = fields.Int(metadata={"description": _CANCELLED["already_sent"]})
+    in_flight = fields.Int(metadata={"description": _CANCELLED["in_flight"]})
+    already_done = fields.Int(metadata={"description": _CANCELLED["already_done"]})
+    more = fields.Bool(metadata={"description": "More notifications have this key: call again"})
 
 
 class DeliverySchema(Schema):

@@ -19,6 +19,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("_id", DESCENDING)], name="newest"),
         IndexModel([("author.kind", ASCENDING), ("author.id", ASCENDING), ("_id", DESCENDING)], name="author_newest"),
         IndexModel([("idempotency_key", ASCENDING)], unique=True, sparse=True),
+        # Sparse: only notifications created with a cancellation_key (cancelled by key, per author).
+        IndexModel([("cancellation_key", ASCENDING), ("author.id", ASCENDING)], sparse=True, name="cancellation_key"),
         # Sparse: only inline notifications of a schedule create still under way (or cut short).
         IndexModel([("pending_schedule_since", ASCENDING)], sparse=True, name="pending_schedule"),
         # Sparse: only notifications whose deliveries are still being stored in the background.

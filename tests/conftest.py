@@ -95,7 +95,13 @@ def pytest_itemcollected(item):
         item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{'+'.join(shared)}"))
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("NOTIFIER_IMAGE_TESTS") != "1":
+        # The image's tests need the image .ci/image builds first; it runs them as its own step of .ci/run.
+        image = [item for item in items if item.get_closest_marker("image")]
+        if image:
+            config.hook.pytest_deselected(items=image)
+            items[:] = [item for item in items if not item.get_closest_marker("image")]
     rank = {module: place for place, module in enumerate(STARTED_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 

@@ -315,11 +315,14 @@ class APIHandler(StreamedBody):
 
     # --- input ---
 
-    def load_body(self) -> dict:
+    def load_body(self, optional: bool = False) -> dict:
+        """The body, loaded through the endpoint's schema; an `optional` body may be empty (read as `{}`)."""
         schema = self.endpoint.body
         if schema is None:
             raise TypeError(f"{type(self).__name__}.{self.request.method} declares no body schema")
         raw = b"".join(self._chunks)
+        if not raw.strip() and optional:
+            return load(schema, {})
         if not raw.strip():
             raise Invalid("Request body is required", {"body": ["must be a JSON object"]})
         data = parse_json(raw)

@@ -190,7 +190,7 @@ class Batches:
                             delivery = outcome.delivery
                             counted = counters.get(delivery["_id"], {})
                             decision = decide(
-                                outcome.kind,
+                                OutcomeKind.CANCELLED if counted.get("cancel_requested") else outcome.kind,
                                 now,
                                 self.policy,
                                 attempts=counted.get("attempts", 1),

@@ -6,6 +6,9 @@ sending -> sent | skipped | failed | queued | pending    by the claimer only (th
                        as services/outcomes.py decides
 sending -> sent | failed | pending     journal replay and the lease reconciler (queue/recovery.py)
 failed -> pending      an operator's redrive (Parked)
+pending|queued -> cancelled    the sender's cancel (Deliveries.cancel), guarded like the claim: exactly one
+                       of the two takes a delivery; a claimed one is marked `cancel_requested` instead, so
+                       that it is never claimed again (a claim that meets it cancels it) nor retried
 
 Each of these writes notes what it moved in a services/counts.Tally, applied after it as one increment per
 notification (a consumer's batch applies its claim's and its outcomes' moves together, queue/batch.py).
@@ -24,16 +27,18 @@ from pymongo import UpdateOne
 from ..clock import Clock
 from ..domain import DeliveryStatus
 from ..store import Store
+from .counts import WAITING as WAITING_SOURCE
 from .counts import Counts, Tally
 from .outcomes import Decision, OutcomeKind, decide
 from .paging import Page, newest_first
 
-PENDING, QUEUED, SENDING, SENT, FAILED = (
+PENDING, QUEUED, SENDING, SENT, FAILED, CANCELLED = (
     DeliveryStatus.PENDING,
     DeliveryStatus.QUEUED,
     DeliveryStatus.SENDING,
     DeliveryStatus.SENT,
     DeliveryStatus.FAILED,
+    DeliveryStatus.CANCELLED,
 )
 WAITING = [PENDING, QUEUED]
 LEASE_EXPIRED = "lease expired: the consumer stopped answering mid-send"
@@ -46,6 +51,13 @@ MESSAGE_FIELDS = {"_id": 1, "notification_id": 1, "user_id": 1, "channel": 1, "i
 def _chunks(ids: list, size: int = IN_CHUNK) -> Iterable[list]:
     for start in range(0, len(ids), size):
         yield ids[start : start + size]
+
+
+def _scopes(notification_id: ObjectId, user_ids: list[str] | None) -> list[dict]:
+    """Queries for a notification's deliveries, or for those of some of its recipients (in chunks)."""
+    if user_ids is None:
+        return [{"notification_id": notification_id}]
+    return [{"notification_id": notification_id, "user_id": {"$in": chunk}} for chunk in _chunks(user_ids)]
 
 
 def _by_token(entries: dict[str, str]) -> dict[str, list[ObjectId]]:
@@ -132,7 +144,7 @@ class Deliveries:
         Safe to repeat with the same token: a claim that was applied but whose answer was lost (the
         database went away mid-request) is found again by its token."""
         result = await self.collection.update_many(
-            {"_id": {"$in": ids}, "status": {"$in": WAITING}},
+            {"_id": {"$in": ids}, "status": {"$in": WAITING}, "cancel_requested": {"$ne": True}},
             {
                 "$set": {
                     "status": SENDING,
@@ -148,11 +160,76 @@ class Deliveries:
         if result.modified_count == len(ids):
             return list(ids)
         claimed = await self.collection.find({"_id": {"$in": ids}, "claim": token}, {"_id": 1}).to_list(None)
-        return [doc["_id"] for doc in claimed]
+        taken = {doc["_id"] for doc in claimed}
+        await self._cancel_requested([i for i in ids if i not in taken], now)
+        return list(taken)
+
+    async def _cancel_requested(self, ids: list[ObjectId], now: datetime) -> None:
+        """Deliveries cancelled while a consumer held them, then released or left unsent: their message came
+        back, and they end here as cancelled."""
+        if not ids:
+            return
+        found = await self.collection.find(
+            {"_id": {"$in": ids}, "status": {"$in": WAITING}, "cancel_requested": True},
+            {"notification_id": 1, "status": 1},
+        ).to_list(None)
+        cancelled = decide(OutcomeKind.CANCELLED, now)
+        tally = Tally()
+        try:
+            for source in WAITING:
+                docs = [doc for doc in found if doc["status"] == source]
+                if docs:
+                    guard = {"status": source, "cancel_requested": True}
+                    await self._move_counted(docs, guard, cancelled.update(), source, cancelled, tally)
+        finally:
+            await self.counts.apply_safely(tally, now)
+
+    async def cancel(self, notification_id: ObjectId, user_ids: list[str] | None, now: datetime) -> int:
+        """Cancel the notification's waiting deliveries (of `user_ids` only, if given): the same kind of guarded
+        write as the claim, so each is either claimed or cancelled, never both. Claimed ones are marked
+        `cancel_requested`: their current attempt ends as the consumer finds, and they are never tried again.
+        Returns how many were cancelled now.
+
+        One update decides per delivery from the status it has when the update reaches it, so no delivery
+        slips between two writes (one released by a dead consumer's journal replay meanwhile, say)."""
+        cancel_id = ObjectId()
+        waiting: dict = {"$in": ["$status", WAITING]}
+        cancelled = decide(OutcomeKind.CANCELLED, now).update()["$set"]
+        fields: dict[str, dict] = {
+            name: {"$cond": [waiting, {"$literal": value}, f"${name}"]} for name, value in cancelled.items()
+        }
+        fields["cancel_id"] = {"$cond": [waiting, cancel_id, "$cancel_id"]}
+        fields["cancel_requested"] = {"$cond": [{"$eq": ["$status", SENDING]}, True, "$cancel_requested"]}
+        tally = Tally()
+        count = 0
+        try:
+            for scope in _scopes(notification_id, user_ids):
+                await self.collection.update_many({**scope, "status": {"$in": [*WAITING, SENDING]}}, [{"$set": fields}])
+                count += await self.collection.count_documents({**scope, "cancel_id": cancel_id})
+            # From pending or queued, as a claim takes them: the counts split what waits as they can.
+            tally.move(notification_id, WAITING_SOURCE, CANCELLED, count)
+        except BaseException:
+            tally.touch(notification_id)  # what was written is the reconciler's to count
+            raise
+        finally:
+            await self.counts.apply_safely(tally, now)
+        return count
+
+    async def statuses(self, notification_id: ObjectId, user_ids: list[str] | None = None) -> dict[str, int]:
+        """The notification's deliveries (of `user_ids` only, if given) counted by status."""
+        counted: dict[str, int] = {}
+        for scope in _scopes(notification_id, user_ids):
+            groups = self.collection.aggregate([{"$match": scope}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}])
+            async for group in groups:
+                counted[group["_id"]] = counted.get(group["_id"], 0) + group["n"]
+        return counted
 
     async def counters(self, ids: list[ObjectId]) -> dict[ObjectId, dict]:
-        """Attempts and deferrals of these deliveries (needed only when one has to be retried)."""
-        docs = await self.collection.find({"_id": {"$in": ids}}, {"attempts": 1, "deferrals": 1}).to_list(None)
+        """Attempts and deferrals of these deliveries, and whether they were cancelled while being sent
+        (needed only when one has to be retried)."""
+        docs = await self.collection.find(
+            {"_id": {"$in": ids}}, {"attempts": 1, "deferrals": 1, "cancel_requested": 1}
+        ).to_list(None)
         return {doc["_id"]: doc for doc in docs}
 
     async def finish(self, token: str, changes: list[tuple[ObjectId, dict]]) -> list[tuple[ObjectId, str, str | None]]:

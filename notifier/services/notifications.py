@@ -20,6 +20,7 @@ from ..settings import Settings
 from ..store import Store
 from . import object_id
 from .counts import PENDING, Counts, Tally
+from .deliveries import Deliveries
 from .fanout import Materializer, in_progress
 from .paging import Page, newest_first
 from .visibility import visible_to
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 INSERT_CHUNK = 100  # short writes: an express claim waits behind whatever the database is doing
 DUPLICATE_KEY = 11000
 ONE_OFF = ""  # the occurrence of a notification sent once (schedules name theirs)
+CANCEL_BY_KEY_LIMIT = 1000  # notifications one cancel by key takes on; the answer says when more are left
 
 
 class Outbox(Protocol):
@@ -71,6 +73,7 @@ class NotificationService:
         self.clock = clock
         self.outbox = outbox
         self.counts = counts or Counts(store, settings.counts_maintained)
+        self.delivery_states = Deliveries(store, self.counts)
         self.materializer = Materializer(store, settings, clock, self._add_listed)
 
     # --- writing ---
@@ -107,6 +110,8 @@ class NotificationService:
             complete=not idempotency_key,
             request_id=logs.request_id.get(),
         )
+        if data.get("cancellation_key"):
+            notification["cancellation_key"] = data["cancellation_key"]
         if idempotency_key:
             notification.update(
                 idempotency_key=f"{author.role.value}:{author.id}:{idempotency_key}", request_hash=_fingerprint(data)
@@ -174,10 +179,10 @@ class NotificationService:
 
     async def _add_listed(self, notification: dict, user_ids: list[str], position: int) -> tuple[int, int]:
         """The deliveries of listed recipients `position`... (the materializer's part of a create)."""
-        return await self.add_deliveries(notification, user_ids, ONE_OFF, position)
+        return await self.add_deliveries(notification, user_ids, ONE_OFF, position, cancellable=True)
 
     async def add_deliveries(
-        self, notification: dict, user_ids: list[str], occurrence: str, position: int = 0
+        self, notification: dict, user_ids: list[str], occurrence: str, position: int = 0, cancellable: bool = False
     ) -> tuple[int, int]:
         """Insert deliveries chunk by chunk, handing each chunk to the outbox as soon as it is stored.
 
@@ -213,6 +218,11 @@ class NotificationService:
                 raise
             tally.move(notification["_id"], None, PENDING, len(deliveries))
             await self.counts.apply_safely(tally, now)
+            if deliveries and cancellable and await self._cancelled(notification["_id"]):
+                # Read after the insert: a cancel that came before it is seen here, one that comes after it
+                # finds these deliveries (Deliveries.cancel). Either way none of them goes out.
+                await self.delivery_states.cancel(notification["_id"], [d["user_id"] for d in deliveries], now)
+                deliveries = []
             if deliveries and self.outbox is not None:
                 self.outbox.submit(notification, deliveries, position=position + added)
             added += len(deliveries)
@@ -220,11 +230,13 @@ class NotificationService:
 
     async def add_recipients(self, principal: Principal, notification_id: str, user_ids: list[str]) -> tuple[int, int]:
         notification = await self.visible(principal, notification_id)
+        if notification.get("cancelled_at"):
+            raise Conflict("The notification was cancelled", {"notification_id": ["was cancelled"]})
         recipients = list(dict.fromkeys(user_ids))
         if len(recipients) > self.settings.max_recipients:
             raise Invalid.field("recipients", f"at most {self.settings.max_recipients} per request")
         occurrence = notification.get("occurrence", ONE_OFF)
-        added, present = await self.add_deliveries(notification, recipients, occurrence)
+        added, present = await self.add_deliveries(notification, recipients, occurrence, cancellable=True)
         # Counted, not incremented, so that a call which failed after storing deliveries is repaired by the
         # next one ($max: two calls at once never lower it).
         counted = await self.store.deliveries.count_documents(
@@ -234,6 +246,79 @@ class NotificationService:
             visible_to(principal, {"_id": notification["_id"]}), {"$max": {"recipient_count": counted}}
         )
         return added, present
+
+    # --- cancelling ---
+
+    async def _cancelled(self, notification_id: ObjectId) -> bool:
+        found = await self.store.notifications.find_one(
+            {"_id": notification_id, "cancelled_at": {"$ne": None}}, {"_id": 1}
+        )
+        return found is not None
+
+    async def cancel(self, principal: Principal, notification_id: str, user_ids: list[str] | None = None) -> dict:
+        """Cancel what of the notification has not gone yet (for `user_ids` only, if given). A delivery
+        counted `cancelled` is never sent; `in_flight` ones were claimed by a consumer at that instant: their
+        current attempt ends as it ends (sent, or failed), and they are never tried again. Audited."""
+        notification = await self.visible(principal, notification_id)
+        summary = await self._cancel(principal, notification, user_ids)
+        await self._audit_cancel(principal, [notification["_id"]], user_ids, summary["cancelled"])
+        return summary
+
+    async def cancel_by_key(self, principal: Principal, key: str) -> dict:
+        """Cancel every notification the caller created with this `cancellation_key` (at most
+        CANCEL_BY_KEY_LIMIT per call; `more` says when a call should follow)."""
+        found = (
+            await self.store.notifications.find(
+                visible_to(principal, {"cancellation_key": key, "author.id": principal.id}),
+                {"_id": 1, "cancelled_at": 1},
+            )
+            .limit(CANCEL_BY_KEY_LIMIT + 1)
+            .to_list(None)
+        )
+        left = [n for n in found if not n.get("cancelled_at")]
+        totals = {"notifications": 0, "cancelled": 0, "already_sent": 0, "in_flight": 0, "already_done": 0}
+        for notification in left[:CANCEL_BY_KEY_LIMIT]:
+            summary = await self._cancel(principal, notification, None)
+            totals["notifications"] += 1
+            for name in ("cancelled", "already_sent", "in_flight", "already_done"):
+                totals[name] += summary[name]
+        await self._audit_cancel(principal, [n["_id"] for n in left[:CANCEL_BY_KEY_LIMIT]], None, totals["cancelled"])
+        return {**totals, "more": len(left) > CANCEL_BY_KEY_LIMIT}
+
+    async def _cancel(self, principal: Principal, notification: dict, user_ids: list[str] | None) -> dict:
+        now = self.clock.now()
+        if user_ids is None:
+            # Before the deliveries: a background fan-out reads it after each stored chunk (add_deliveries).
+            await self.store.notifications.update_one(
+                {"_id": notification["_id"], "cancelled_at": None}, {"$set": {"cancelled_at": now}}
+            )
+        cancelled = await self.delivery_states.cancel(notification["_id"], user_ids, now)
+        # Counted from the deliveries (the maintained counts learn of a claim only when its batch ends); a
+        # cancel reads them all anyway.
+        recipients = None if user_ids is None else list(dict.fromkeys(user_ids))
+        counts = await self.delivery_states.statuses(notification["_id"], recipients)
+        return {
+            "notification_id": str(notification["_id"]),
+            "cancelled": cancelled,
+            "already_sent": counts.get("sent", 0),
+            "in_flight": counts.get("sending", 0),
+            "already_done": counts.get("failed", 0) + counts.get("skipped", 0),
+            "already_cancelled": max(counts.get("cancelled", 0) - cancelled, 0),
+        }
+
+    async def _audit_cancel(
+        self, principal: Principal, notification_ids: list[ObjectId], user_ids: list[str] | None, cancelled: int
+    ) -> None:
+        await self.store.audit.insert_one(
+            {
+                "at": self.clock.now(),
+                "actor": principal.as_author(),
+                "action": "cancel",
+                "notification_ids": [str(i) for i in notification_ids],
+                "recipients": None if user_ids is None else len(user_ids),
+                "count": cancelled,
+            }
+        )
 
     # --- reading ---
 

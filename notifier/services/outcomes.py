@@ -15,6 +15,11 @@ publish where `route` says, then write `update()` under their claim guard.
 | abandoned    | pending, unsent            | - (the outbox sweep publishes it) | given back      |
 | interrupted  | failed (interrupted)       | -                                 | kept            |
 | released     | pending, unsent            | work queue                        | kept            |
+| cancelled    | cancelled                  | -                                 | kept            |
+
+A delivery the sender cancelled while a consumer held it (`cancel_requested`) ends as `cancelled` instead of
+being retried or deferred; one released or abandoned meanwhile is cancelled by the next claim of its message
+(services/deliveries.py: Deliveries.claim).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class OutcomeKind(enum.StrEnum):
     ABANDONED = "abandoned"  # not sent: the claim's lease ran too short to finish safely
     INTERRUPTED = "interrupted"  # begun where a repeat would show, its end unknown (a dead consumer, a lost answer)
     RELEASED = "released"  # journal replay or lease reconciler: the claim is taken back
+    CANCELLED = "cancelled"  # the sender cancelled it before it went out
 
 
 class Route(enum.StrEnum):
@@ -160,6 +166,8 @@ def decide(
             {"reason": "interrupted", "last_error": error or INTERRUPTED_ERROR},
             counted_as=OutcomeKind.FAILED,
         )
+    if kind is OutcomeKind.CANCELLED:
+        return Decision(DeliveryStatus.CANCELLED, now, {"cancelled_at": now, "reason": None}, counted_as=kind)
     if kind is OutcomeKind.RELEASED:
         fields: dict = {"is_sent_to_queue": False, "available_at": now, "claim": None}
         if error:

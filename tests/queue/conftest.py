@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from notifier.domain import FINAL_STATUSES
 from notifier.queue.consumer import Consumer
 
 from ..smtp_server import SmtpServer
@@ -93,7 +94,7 @@ async def settled(ctx, notification_id, total: int, timeout: float = 60) -> dict
     async def done():
         last.clear()
         last.update(await counts(ctx, notification_id))
-        finished = sum(last.get(s, 0) for s in ("sent", "failed", "skipped"))
+        finished = sum(last.get(s, 0) for s in FINAL_STATUSES)
         return dict(last) if finished == total else None
 
     try:

@@ -158,3 +158,29 @@ async def test_a_big_create_whose_notification_cannot_be_stored_leaves_no_recipi
         await ctx.notifications.create(ADMIN, {**CONTENT, "recipients": [f"u{i}" for i in range(N)]})
     assert await ctx.store.recipient_chunks.count_documents({}) == 0
     assert await ctx.store.notifications.count_documents({}) == 0
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_a_big_create_cancelled_mid_fanout_stores_the_rest_cancelled_and_sends_none_of_it(
+    ctx, workers, smtp, small_chunks
+):
+    """Cancelled while its first part is stored: what the consumers took before goes out once, everything
+    else (the rest of the stored part, every part stored after) ends cancelled and is never sent."""
+    users = await add_users(ctx, N)
+    release, holding = gate(ctx.notifications.materializer, after=0)
+    notification, _ = await ctx.notifications.create(ADMIN, {**CONTENT, "recipients": users})
+    await asyncio.wait_for(holding.wait(), 20)
+    answer = await ctx.notifications.cancel(ADMIN, str(notification["_id"]))
+    release.set()
+
+    counts = await settled(ctx, notification["_id"], N)
+    assert set(counts) <= {"sent", "cancelled"} and counts["cancelled"] >= N - 50, counts
+    assert counts["cancelled"] >= answer["cancelled"]
+    received = smtp.handler.count_by_recipient(str(notification["_id"]))
+    assert set(received.values()) <= {1} and sum(received.values()) == counts.get("sent", 0)
+    cancelled = await ctx.store.deliveries.find(
+        {"notification_id": notification["_id"], "status": "cancelled"}
+    ).to_list(None)
+    assert not {f"{d['user_id']}@example.com" for d in cancelled} & set(received)
+    done = await ctx.store.notifications.find_one({"_id": notification["_id"]})
+    assert not in_progress(done) and done["materialized"] == N

@@ -22,6 +22,7 @@ routes = [
     (r"/admin/notifications/new", notifications.NotificationNewHandler),
     (rf"/admin/notifications/{ID.format('notification_id')}", notifications.NotificationHandler),
     (rf"/admin/notifications/{ID.format('notification_id')}/recipients", notifications.NotificationRecipientsHandler),
+    (rf"/admin/notifications/{ID.format('notification_id')}/cancel", notifications.NotificationCancelHandler),
     (r"/admin/schedules", schedules.SchedulesHandler),
     (r"/admin/schedules/new", schedules.ScheduleNewHandler),
     (rf"/admin/schedules/{ID.format('schedule_id')}", schedules.ScheduleHandler),

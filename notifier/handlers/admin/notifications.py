@@ -1,4 +1,5 @@
-"""Notifications: list with search and filters, detail with counts and deliveries, create, add recipients."""
+"""Notifications: list with search and filters, detail with counts and deliveries, create, add recipients,
+cancel."""
 
 from __future__ import annotations
 
@@ -163,4 +164,14 @@ class NotificationRecipientsHandler(AdminHandler):
             return
         self.after(
             f"/admin/notifications/{notification_id}", f"{added} recipients added; {present} were already there."
+        )
+
+
+class NotificationCancelHandler(AdminHandler):
+    async def submit(self, notification_id):
+        done = await self.ctx.notifications.cancel(self.admin, notification_id)
+        self.after(
+            f"/admin/notifications/{notification_id}",
+            f"Cancelled: {done['cancelled']} deliveries will not be sent; {done['already_sent']} were already sent, "
+            f"{done['in_flight']} were being sent (they are not tried again).",
         )

@@ -1,9 +1,13 @@
-"""Notifications: create with recipients, read with counts, list deliveries, add recipients."""
+"""Notifications: create with recipients, read with counts, list deliveries, add recipients, cancel."""
 
 from __future__ import annotations
 
 from ...errors import Invalid
 from ...schemas import (
+    CancelByKeySchema,
+    CancelledByKeySchema,
+    CancelledSchema,
+    CancelSchema,
     DeliveryListQuerySchema,
     DeliverySchema,
     NotificationCreateSchema,
@@ -94,10 +98,40 @@ class RecipientsHandler(APIHandler):
         self.respond({"added": added, "already_present": present})
 
 
+class CancelHandler(APIHandler):
+    @endpoint(
+        "notifications:write",
+        "Cancel what has not gone yet, for every recipient or some",
+        body=CancelSchema,
+        response=CancelledSchema,
+        tags=TAGS,
+        errors=(400, 401, 403, 404, 415),
+    )
+    async def post(self, notification_id):
+        user_ids = self.load_body(optional=True)["user_ids"]
+        self.respond(await self.ctx.notifications.cancel(self.principal, notification_id, user_ids))
+
+
+class CancelByKeyHandler(APIHandler):
+    @endpoint(
+        "notifications:write",
+        "Cancel every notification you created with a cancellation_key",
+        body=CancelByKeySchema,
+        response=CancelledByKeySchema,
+        tags=TAGS,
+        errors=(400, 401, 403, 415),
+    )
+    async def post(self):
+        key = self.load_body()["cancellation_key"]
+        self.respond(await self.ctx.notifications.cancel_by_key(self.principal, key))
+
+
 ID = r"(?P<notification_id>[^/]+)"
 routes = [
     (r"/api/v1/notifications", NotificationsHandler),
+    (r"/api/v1/notifications/cancel", CancelByKeyHandler),
     (rf"/api/v1/notifications/{ID}", NotificationHandler),
     (rf"/api/v1/notifications/{ID}/deliveries", DeliveriesHandler),
     (rf"/api/v1/notifications/{ID}/recipients", RecipientsHandler),
+    (rf"/api/v1/notifications/{ID}/cancel", CancelHandler),
 ]

@@ -263,3 +263,136 @@ async def test_a_big_create_answers_202_and_its_detail_follows_the_fanout(api, a
     assert await ctx.store.recipient_chunks.count_documents({}) == 0
     small = await api.post("/api/v1/notifications", {**NEW, "recipients": recipients[:5]}, auth=admin.header)
     assert small.status == 201 and small.body["fanout"] == "done" and small.body["recipients_stored"] == 5
+
+
+# --- cancel ---
+
+
+async def _delivery(ctx, notification_id, user_id):
+    return await ctx.store.deliveries.find_one({"notification_id": ObjectId(notification_id), "user_id": user_id})
+
+
+@pytest.mark.gen_test
+async def test_cancel_for_some_recipients_says_what_happened_to_each(api, admin, ctx):
+    """u1 is being sent, u2 was sent, u3 waits, u4 is not asked about: u3 is cancelled, u1 is marked so that
+    it is never claimed again (its message, released by a dead consumer, finds it and cancels it)."""
+    from notifier.services.outcomes import OutcomeKind, decide
+
+    created = (
+        await api.post("/api/v1/notifications", {**NEW, "recipients": ["u1", "u2", "u3", "u4"]}, auth=admin.header)
+    ).body
+    nid = created["id"]
+    u1, u2 = await _delivery(ctx, nid, "u1"), await _delivery(ctx, nid, "u2")
+    now = ctx.clock.now()
+    assert await ctx.deliveries.claim([u1["_id"]], "host.9.9", now, lease=300, token="t1") == [u1["_id"]]
+    assert await ctx.deliveries.claim([u2["_id"]], "host.9.9", now, lease=300, token="t2") == [u2["_id"]]
+    await ctx.deliveries.finish("t2", [(u2["_id"], decide(OutcomeKind.SENT, now).update())])
+
+    response = await api.post(
+        f"/api/v1/notifications/{nid}/cancel", {"user_ids": ["u1", "u2", "u3", "nobody"]}, auth=admin.header
+    )
+    assert response.status == 200, response.body
+    assert response.body == {
+        "notification_id": nid,
+        "cancelled": 1,
+        "already_sent": 1,
+        "in_flight": 1,
+        "already_done": 0,
+        "already_cancelled": 0,
+    }
+    assert (await _delivery(ctx, nid, "u3"))["status"] == "cancelled"
+    assert (await _delivery(ctx, nid, "u4"))["status"] in ("pending", "queued")
+    assert (await _delivery(ctx, nid, "u1"))["cancel_requested"] is True
+
+    sent, failed, released = await ctx.deliveries.recover("host.9.9", {}, {}, ctx.clock.now())
+    assert [d["_id"] for d in released] == [u1["_id"]]
+    assert await ctx.deliveries.claim([u1["_id"]], "host.9.8", ctx.clock.now(), lease=300, token="t3") == []
+    assert (await _delivery(ctx, nid, "u1"))["status"] == "cancelled"
+
+
+@pytest.mark.gen_test
+async def test_cancel_of_everything_then_the_detail_counts_it_and_no_recipient_can_be_added(api, admin, ctx):
+    created = (await api.post("/api/v1/notifications", NEW, auth=admin.header)).body
+    nid = created["id"]
+    # An empty body cancels everything (a write with Basic credentials still says it is JSON).
+    first = await api.post(
+        f"/api/v1/notifications/{nid}/cancel", None, auth=admin.header, headers={"Content-Type": "application/json"}
+    )
+    assert first.status == 200, first.body
+    assert (first.body["cancelled"], first.body["already_sent"], first.body["in_flight"]) == (3, 0, 0)
+    again = await api.post(f"/api/v1/notifications/{nid}/cancel", {}, auth=admin.header)
+    assert (again.body["cancelled"], again.body["already_cancelled"]) == (0, 3)
+
+    detail = (await api.get(f"/api/v1/notifications/{nid}", auth=admin.header)).body
+    assert detail["counts"] == {"cancelled": 3}
+    assert detail["cancelled_at"] is not None
+    added = await api.post(f"/api/v1/notifications/{nid}/recipients", {"recipients": ["u9"]}, auth=admin.header)
+    assert added.status == 409 and "notification_id" in added.body["errors"], added.body
+    assert (
+        await ctx.store.deliveries.count_documents({"notification_id": ObjectId(nid), "status": {"$ne": "cancelled"}})
+        == 0
+    )
+    entry = await ctx.store.audit.find_one({"action": "cancel"})
+    assert entry["notification_ids"] == [nid] and entry["count"] == 3 and entry["actor"]["id"] == admin.id
+
+
+@pytest.mark.gen_test
+async def test_cancel_by_key_takes_only_the_callers_notifications_with_that_key(api, ctx, client_app, other_client_app):
+    mine = [
+        (await api.post("/api/v1/notifications", {**NEW, "cancellation_key": "order-7"}, auth=client_app.header)).body
+        for _ in range(2)
+    ]
+    unkeyed = (await api.post("/api/v1/notifications", NEW, auth=client_app.header)).body
+    theirs = (
+        await api.post("/api/v1/notifications", {**NEW, "cancellation_key": "order-7"}, auth=other_client_app.header)
+    ).body
+    assert mine[0]["cancellation_key"] == "order-7"
+
+    response = await api.post("/api/v1/notifications/cancel", {"cancellation_key": "order-7"}, auth=client_app.header)
+    assert response.status == 200, response.body
+    assert response.body == {
+        "notifications": 2,
+        "cancelled": 6,
+        "already_sent": 0,
+        "in_flight": 0,
+        "already_done": 0,
+        "more": False,
+    }
+    for notification, status in ((mine[0], "cancelled"), (mine[1], "cancelled"), (unkeyed, None), (theirs, None)):
+        counted = await ctx.deliveries.statuses(ObjectId(notification["id"]))
+        assert ("cancelled" in counted) == (status == "cancelled"), (notification["id"], counted)
+
+
+@pytest.mark.gen_test
+async def test_another_application_cannot_cancel_a_notification(api, client_app, other_client_app):
+    created = (await api.post("/api/v1/notifications", NEW, auth=client_app.header)).body
+    response = await api.post(f"/api/v1/notifications/{created['id']}/cancel", {}, auth=other_client_app.header)
+    assert response.status == 404, response.body
+    detail = (await api.get(f"/api/v1/notifications/{created['id']}", auth=client_app.header)).body
+    assert "cancelled" not in detail["counts"] and detail["cancelled_at"] is None
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("{id}/cancel", {"user_ids": "u1"}, "user_ids"),
+        ("{id}/cancel", {"user_ids": []}, "user_ids"),
+        ("{id}/cancel", {"user_ids": [""]}, "user_ids"),
+        ("{id}/cancel", {"everyone": True}, "everyone"),
+        ("cancel", {}, "cancellation_key"),
+        ("cancel", {"cancellation_key": ""}, "cancellation_key"),
+        ("cancel", {"cancellation_key": "x" * 256}, "cancellation_key"),
+    ],
+)
+async def test_cancel_refuses_bad_input_naming_the_field(api, admin, ctx, path, body, field):
+    created = (await api.post("/api/v1/notifications", NEW, auth=admin.header)).body
+    response = await api.post(f"/api/v1/notifications/{path.format(id=created['id'])}", body, auth=admin.header)
+    assert response.status == 400 and field in response.body["errors"], response.body
+    assert await ctx.store.deliveries.count_documents({"status": "cancelled"}) == 0
+
+
+@pytest.mark.gen_test
+async def test_a_cancellation_key_is_checked_at_create(api, admin):
+    response = await api.post("/api/v1/notifications", {**NEW, "cancellation_key": "a\nb"}, auth=admin.header)
+    assert response.status == 400 and "cancellation_key" in response.body["errors"], response.body
