@@ -106,6 +106,23 @@ async def test_notification_list_filters_and_add_recipients(logged_in, ctx):
 
 
 @pytest.mark.gen_test
+async def test_the_cancel_button_cancels_what_has_not_gone_and_is_audited(logged_in, ctx, admin):
+    await logged_in.post(
+        "/admin/notifications/new", {"title": "Oops", "text": "t", "channel": "email", "recipients": "a b c"}
+    )
+    oops = await ctx.store.notifications.find_one({"title": "Oops"})
+    page = text(await logged_in.get(f"/admin/notifications/{oops['_id']}"))
+    assert "Cancel what has not gone" in page
+    cancelled = await logged_in.post(f"/admin/notifications/{oops['_id']}/cancel", {})
+    assert cancelled.status == 302
+    after = text(await logged_in.get(cancelled.headers["Location"]))
+    assert "Cancelled: 3 deliveries will not be sent" in after and "Cancel what has not gone" not in after
+    assert await ctx.store.deliveries.count_documents({"notification_id": oops["_id"], "status": "cancelled"}) == 3
+    entry = await ctx.store.audit.find_one({"action": "cancel"})
+    assert entry["actor"]["id"] == admin.id and entry["count"] == 3
+
+
+@pytest.mark.gen_test
 async def test_schedules_create_preview_edit_toggle_delete(logged_in, ctx):
     bad = await logged_in.post(
         "/admin/schedules/new",
