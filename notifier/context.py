@@ -75,6 +75,7 @@ class Context:
             self.jobs.add("pool check", settings.pool_check_interval, self.pool.check)
         self.jobs.add("schedules", settings.scheduler_tick, self.schedules.fire_due)
         self.jobs.add("outbox sweep", settings.outbox_sweep_interval, self.recovery.sweep_outbox)
+        self.jobs.add("scheduled wake-up", settings.wake_interval, self.publisher.publish_scheduled)
         self.jobs.add("fan-out resume", settings.materialize_interval, self.notifications.materializer.resume)
         self.jobs.add("lease reconciler", settings.reconcile_interval, self.recovery.reconcile_leases)
         self.jobs.add("schedule orphans", settings.reconcile_interval, self.schedules.reap_orphans)

@@ -9,11 +9,13 @@ CHANNELS = ("email", "telegram", "webhook", "inbox")
 # -> sending (claimed by one consumer) -> sent | skipped (with a reason) | failed (with a reason).
 # A retry goes back to pending/queued with attempts + 1 (services/outcomes.py decides each step).
 # pending | queued -> cancelled: the sender cancelled it (a guarded write like the claim: one of them wins).
+# scheduled -> pending: its send_at came (the scheduled wake-up publishes it then); scheduled -> cancelled.
 
 
 class DeliveryStatus(enum.StrEnum):
     """The status stored on a delivery (the strings are what the database and the API hold)."""
 
+    SCHEDULED = "scheduled"
     PENDING = "pending"
     QUEUED = "queued"
     SENDING = "sending"

@@ -190,6 +190,13 @@ class NotificationCreateSchema(NotificationContentSchema):
         validate=validate.Length(min=1),
         metadata={"description": "User ids; duplicates are ignored"},
     )
+    send_at = fields.AwareDateTime(
+        load_default=None,
+        metadata={
+            "description": "Send at this instant (with its UTC offset), not before; a past one means now. "
+            "Until then the deliveries are `scheduled`; at most 366 days ahead"
+        },
+    )
     cancellation_key = fields.Str(
         load_default=None,
         validate=[validate.Length(1, 255), no_control_characters],
@@ -211,6 +218,7 @@ class NotificationSchema(Schema):
     author = fields.Nested(AuthorSchema)
     recipient_count = fields.Int()
     created_at = fields.DateTime()
+    send_at = fields.DateTime(allow_none=True, dump_default=None)
     cancellation_key = fields.Str(allow_none=True, dump_default=None)
     cancelled_at = fields.DateTime(
         allow_none=True,

@@ -341,6 +341,11 @@ class Settings:
         _float(1.0),
     )
     outbox_sweep_interval: float = setting("10", "Seconds between two outbox sweeps.", _float(0.05))
+    wake_interval: float = setting(
+        "0.5",
+        "Seconds between two runs of the scheduled wake-up, which publishes the deliveries whose send_at came.",
+        _float(0.05),
+    )
     materialize_interval: float = setting(
         "5", "Seconds between two looks for background fan-outs left unfinished (by a restart).", _float(0.05)
     )

@@ -34,6 +34,7 @@ CONFIRM_WINDOW = 500
 # speed, and it bounds memory: unbounded, a 100,000-recipient notification had all its messages in flight
 # at once (each with its future and timer) and the server grew past 500 MB.
 WINDOWS_IN_FLIGHT = 2
+WAKE_LIMIT = 5000  # scheduled deliveries one wake-up publishes; the next takes the rest
 
 
 def message_body(delivery: dict) -> bytes:
@@ -113,6 +114,17 @@ class Publisher:
         finally:
             for delivery_id in confirmed:
                 self._being_marked.pop(delivery_id, None)
+
+    async def publish_scheduled(self, limit: int = WAKE_LIMIT) -> int:
+        """The scheduled wake-up (job "scheduled wake-up", every WAKE_INTERVAL): deliveries whose send_at came
+        are published now, each notification's as one firing (paced past PACING_BATCH); returns how many."""
+        woken = await self.deliveries.wake(self.clock.now(), limit)
+        by_notification: dict = {}
+        for delivery in woken:
+            by_notification.setdefault(delivery["notification_id"], []).append(delivery)
+        for deliveries in by_notification.values():
+            await self.publish(deliveries)
+        return len(woken)
 
     async def publish(self, deliveries: list[dict], position: int = 0) -> int:
         """Publish `deliveries` (the ones at `position`... of one firing); returns how many were confirmed."""

@@ -1,12 +1,13 @@
 """The delivery state machine: every status change a delivery goes through, as guarded database writes.
 
+scheduled -> pending   its send_at came (Deliveries.wake, for the publisher's scheduled wake-up)
 pending -> queued      the broker confirmed the message (publisher)
 pending|queued -> sending    one consumer claimed it (the guard makes a redelivered message harmless)
 sending -> sent | skipped | failed | queued | pending    by the claimer only (the claim token guards it),
                        as services/outcomes.py decides
 sending -> sent | failed | pending     journal replay and the lease reconciler (queue/recovery.py)
 failed -> pending      an operator's redrive (Parked)
-pending|queued -> cancelled    the sender's cancel (Deliveries.cancel), guarded like the claim: exactly one
+scheduled|pending|queued -> cancelled    the sender's cancel (Deliveries.cancel), guarded like the claim: exactly one
                        of the two takes a delivery; a claimed one is marked `cancel_requested` instead, so
                        that it is never claimed again (a claim that meets it cancels it) nor retried
 
@@ -27,12 +28,12 @@ from pymongo import UpdateOne
 from ..clock import Clock
 from ..domain import DeliveryStatus
 from ..store import Store
-from .counts import WAITING as WAITING_SOURCE
 from .counts import Counts, Tally
 from .outcomes import Decision, OutcomeKind, decide
 from .paging import Page, newest_first
 
-PENDING, QUEUED, SENDING, SENT, FAILED, CANCELLED = (
+SCHEDULED, PENDING, QUEUED, SENDING, SENT, FAILED, CANCELLED = (
+    DeliveryStatus.SCHEDULED,
     DeliveryStatus.PENDING,
     DeliveryStatus.QUEUED,
     DeliveryStatus.SENDING,
@@ -41,6 +42,7 @@ PENDING, QUEUED, SENDING, SENT, FAILED, CANCELLED = (
     DeliveryStatus.CANCELLED,
 )
 WAITING = [PENDING, QUEUED]
+CANCELLABLE = [SCHEDULED, *WAITING]
 LEASE_EXPIRED = "lease expired: the consumer stopped answering mid-send"
 IN_CHUNK = 1000
 MARK_CHUNK = 50  # the database answers one request at a time: keep background writes short
@@ -113,6 +115,29 @@ class Deliveries:
                     raise
                 finally:
                     await self.counts.apply_safely(tally, now)
+
+    async def wake(self, now: datetime, limit: int) -> list[dict]:
+        """Scheduled deliveries whose send_at came become pending, due now, for publishing; returns them. The
+        wake token makes two instances waking at once take each delivery once (either would be harmless: the
+        claim sends it once)."""
+        query = {"status": SCHEDULED, "available_at": {"$lte": now}}
+        due = await self.collection.find(query, MESSAGE_FIELDS).limit(limit).to_list(limit)
+        if not due:
+            return []
+        token = ObjectId()
+        woken = decide(OutcomeKind.WOKEN, now)
+        update = {"$set": {"status": PENDING, **woken.fields, "wake": token, "updated_at": now}}
+        tally = Tally()
+        try:
+            for chunk in _chunks(due, MARK_CHUNK):
+                await self._move_counted(chunk, {"status": SCHEDULED}, update, SCHEDULED, woken, tally)
+        finally:
+            await self.counts.apply_safely(tally, now)
+        ids = [doc["_id"] for doc in due]
+        taken = {
+            d["_id"] for d in await self.collection.find({"_id": {"$in": ids}, "wake": token}, {"_id": 1}).to_list(None)
+        }
+        return [doc for doc in due if doc["_id"] in taken]
 
     async def refresh_queued(self, ids: list[ObjectId], now: datetime) -> None:
         """Queued deliveries whose messages were published again (the lost-message finder): due from now."""
@@ -193,21 +218,30 @@ class Deliveries:
         One update decides per delivery from the status it has when the update reaches it, so no delivery
         slips between two writes (one released by a dead consumer's journal replay meanwhile, say)."""
         cancel_id = ObjectId()
-        waiting: dict = {"$in": ["$status", WAITING]}
+        waiting: dict = {"$in": ["$status", CANCELLABLE]}
         cancelled = decide(OutcomeKind.CANCELLED, now).update()["$set"]
         fields: dict[str, dict] = {
             name: {"$cond": [waiting, {"$literal": value}, f"${name}"]} for name, value in cancelled.items()
         }
         fields["cancel_id"] = {"$cond": [waiting, cancel_id, "$cancel_id"]}
+        fields["cancelled_from"] = {"$cond": [waiting, "$status", "$cancelled_from"]}  # for the counts
         fields["cancel_requested"] = {"$cond": [{"$eq": ["$status", SENDING]}, True, "$cancel_requested"]}
         tally = Tally()
         count = 0
         try:
             for scope in _scopes(notification_id, user_ids):
-                await self.collection.update_many({**scope, "status": {"$in": [*WAITING, SENDING]}}, [{"$set": fields}])
-                count += await self.collection.count_documents({**scope, "cancel_id": cancel_id})
-            # From pending or queued, as a claim takes them: the counts split what waits as they can.
-            tally.move(notification_id, WAITING_SOURCE, CANCELLED, count)
+                await self.collection.update_many(
+                    {**scope, "status": {"$in": [*CANCELLABLE, SENDING]}}, [{"$set": fields}]
+                )
+                sources = self.collection.aggregate(
+                    [
+                        {"$match": {**scope, "cancel_id": cancel_id}},
+                        {"$group": {"_id": "$cancelled_from", "n": {"$sum": 1}}},
+                    ]
+                )
+                async for source in sources:
+                    tally.move(notification_id, source["_id"], CANCELLED, source["n"])
+                    count += source["n"]
         except BaseException:
             tally.touch(notification_id)  # what was written is the reconciler's to count
             raise

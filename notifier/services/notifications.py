@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import re
+from datetime import timedelta
 from typing import Protocol
 
 from bson import ObjectId
@@ -14,6 +15,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from .. import logs
 from ..access import Principal
 from ..clock import Clock
+from ..domain import DeliveryStatus
 from ..errors import Conflict, Invalid, NotFound
 from ..rendering import unknown_variables
 from ..settings import Settings
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 INSERT_CHUNK = 100  # short writes: an express claim waits behind whatever the database is doing
 DUPLICATE_KEY = 11000
 ONE_OFF = ""  # the occurrence of a notification sent once (schedules name theirs)
+SCHEDULED = DeliveryStatus.SCHEDULED.value
+SEND_AT_HORIZON = timedelta(days=366)
 CANCEL_BY_KEY_LIMIT = 1000  # notifications one cancel by key takes on; the answer says when more are left
 
 
@@ -40,20 +44,24 @@ class Outbox(Protocol):
 
 
 def new_delivery(notification: dict, user_id: str, occurrence: str, now) -> dict:
+    """A delivery as stored: pending (for the outbox to publish now), or scheduled until the notification's
+    send_at (outside the outbox until the scheduled wake-up makes it pending)."""
+    send_at = notification.get("send_at")
+    scheduled = send_at is not None and send_at > now
     return {
         "notification_id": notification["_id"],
         "user_id": user_id,
         "channel": notification["channel"],
         "is_express": notification["is_express"],
         "occurrence": occurrence,
-        "status": "pending",
+        "status": SCHEDULED if scheduled else PENDING,
         "reason": None,
-        "is_sent_to_queue": False,
+        "is_sent_to_queue": None if scheduled else False,
         "attempts": 0,
         "last_error": None,
         "created_at": now,
         "updated_at": now,
-        "available_at": now,
+        "available_at": send_at if scheduled else now,
         "queued_at": None,
         "sent_at": None,
         "read_at": None,
@@ -82,6 +90,8 @@ class NotificationService:
         """Raise Invalid for too many recipients or a placeholder nothing would fill."""
         if len(recipients) > self.settings.max_recipients:
             raise Invalid.field("recipients", f"at most {self.settings.max_recipients} per request")
+        if data.get("send_at") and data["send_at"] > self.clock.now() + SEND_AT_HORIZON:
+            raise Invalid.field("send_at", f"at most {SEND_AT_HORIZON.days} days ahead")
         errors = {}
         for name in ("title", "text"):
             unknown = unknown_variables(data.get(name, ""), data.get("variables") or {})
@@ -112,6 +122,8 @@ class NotificationService:
         )
         if data.get("cancellation_key"):
             notification["cancellation_key"] = data["cancellation_key"]
+        if data.get("send_at"):
+            notification["send_at"] = data["send_at"]
         if idempotency_key:
             notification.update(
                 idempotency_key=f"{author.role.value}:{author.id}:{idempotency_key}", request_hash=_fingerprint(data)
@@ -163,7 +175,7 @@ class NotificationService:
         some delivery was already under way; then its recipient_count is what was kept."""
         try:
             await self.store.deliveries.delete_many(
-                {"notification_id": notification["_id"], "status": {"$in": ["pending", "queued"]}}
+                {"notification_id": notification["_id"], "status": {"$in": [SCHEDULED, "pending", "queued"]}}
             )
             kept = await self.store.deliveries.count_documents({"notification_id": notification["_id"]})
             if kept:
@@ -216,15 +228,17 @@ class NotificationService:
                 tally.touch(notification["_id"])
                 await self.counts.apply_safely(tally, now)
                 raise
-            tally.move(notification["_id"], None, PENDING, len(deliveries))
+            for status in (PENDING, SCHEDULED):
+                tally.move(notification["_id"], None, status, sum(1 for d in deliveries if d["status"] == status))
             await self.counts.apply_safely(tally, now)
+            due = [d for d in deliveries if d["status"] == PENDING]  # the scheduled ones wait for the wake-up
             if deliveries and cancellable and await self._cancelled(notification["_id"]):
                 # Read after the insert: a cancel that came before it is seen here, one that comes after it
                 # finds these deliveries (Deliveries.cancel). Either way none of them goes out.
                 await self.delivery_states.cancel(notification["_id"], [d["user_id"] for d in deliveries], now)
-                deliveries = []
-            if deliveries and self.outbox is not None:
-                self.outbox.submit(notification, deliveries, position=position + added)
+                due = []
+            if due and self.outbox is not None:
+                self.outbox.submit(notification, due, position=position + added)
             added += len(deliveries)
         return added, len(user_ids) - added
 

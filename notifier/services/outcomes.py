@@ -16,6 +16,7 @@ publish where `route` says, then write `update()` under their claim guard.
 | interrupted  | failed (interrupted)       | -                                 | kept            |
 | released     | pending, unsent            | work queue                        | kept            |
 | cancelled    | cancelled                  | -                                 | kept            |
+| woken        | pending (was scheduled), unsent | work queue (scheduled wake-up) | kept            |
 
 A delivery the sender cancelled while a consumer held it (`cancel_requested`) ends as `cancelled` instead of
 being retried or deferred; one released or abandoned meanwhile is cancelled by the next claim of its message
@@ -53,6 +54,7 @@ class OutcomeKind(enum.StrEnum):
     INTERRUPTED = "interrupted"  # begun where a repeat would show, its end unknown (a dead consumer, a lost answer)
     RELEASED = "released"  # journal replay or lease reconciler: the claim is taken back
     CANCELLED = "cancelled"  # the sender cancelled it before it went out
+    WOKEN = "woken"  # its send_at came: it is published now
 
 
 class Route(enum.StrEnum):
@@ -165,6 +167,14 @@ def decide(
             now,
             {"reason": "interrupted", "last_error": error or INTERRUPTED_ERROR},
             counted_as=OutcomeKind.FAILED,
+        )
+    if kind is OutcomeKind.WOKEN:
+        return Decision(
+            DeliveryStatus.PENDING,
+            now,
+            {"is_sent_to_queue": False, "available_at": now},
+            route=Route.WORK,
+            counted_as=kind,
         )
     if kind is OutcomeKind.CANCELLED:
         return Decision(DeliveryStatus.CANCELLED, now, {"cancelled_at": now, "reason": None}, counted_as=kind)

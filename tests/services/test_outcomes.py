@@ -30,6 +30,8 @@ S = DeliveryStatus
         (K.ABANDONED, 1, 0, S.PENDING, None, 0, {"attempts": -1}, "abandoned"),
         (K.INTERRUPTED, 1, 0, S.FAILED, None, 0, {}, "failed"),
         (K.RELEASED, 1, 0, S.PENDING, Route.WORK, 0, {}, "released"),
+        (K.CANCELLED, 1, 0, S.CANCELLED, None, 0, {}, "cancelled"),  # cancelled while being sent: not again
+        (K.WOKEN, 0, 0, S.PENDING, Route.WORK, 0, {}, "woken"),  # its send_at came
     ],
 )
 def test_each_outcome_has_one_next_step(kind, attempts, deferrals, status, route, delay_ms, inc, counted_as):

@@ -1,0 +1,124 @@
+"""send_at: nothing goes before it, everything goes once after it, also when no server was running at that
+instant; a cancel before it means never."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from bson import ObjectId
+
+from ..support import eventually
+from .conftest import add_users, settled
+
+N = 30
+
+
+async def _passed(ctx, instant: datetime) -> bool:
+    return ctx.clock.now() > instant
+
+
+async def _statuses(ctx, notification_id: str) -> dict:
+    return await ctx.deliveries.statuses(ObjectId(notification_id))
+
+
+async def _create(api, admin, users, send_at: datetime, **fields) -> dict:
+    response = await api.post(
+        "/api/v1/notifications",
+        {"title": "t", "text": "x", "channel": "email", "recipients": users, "send_at": send_at.isoformat(), **fields},
+        auth=admin.header,
+    )
+    assert response.status == 201, response.body
+    return response.body
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_nothing_goes_before_send_at_and_each_recipient_once_after(api, admin, ctx, smtp, workers):
+    users = await add_users(ctx, N)
+    send_at = ctx.clock.now() + timedelta(seconds=2)
+    created = await _create(api, admin, users, send_at)
+    assert created["send_at"] is not None
+    assert await _statuses(ctx, created["id"]) == {"scheduled": N}
+    detail = (await api.get(f"/api/v1/notifications/{created['id']}", auth=admin.header)).body
+    assert detail["counts"] == {"scheduled": N}
+
+    assert await settled(ctx, ObjectId(created["id"]), N) == {"sent": N}
+    received = smtp.handler.count_by_recipient(created["id"])
+    assert received == {f"{u}@example.com": 1 for u in users}
+    assert all(r.at >= send_at.timestamp() for r in smtp.received if r.notification_id == created["id"])
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_deliveries_due_while_no_server_ran_go_once_it_is_back(api, admin, ctx, smtp, settings):
+    """No wake-up runs while the send_at passes (the server is down); once the workers start (a restart),
+    every delivery goes, once, as soon as possible."""
+    users = await add_users(ctx, N)
+    send_at = ctx.clock.now() + timedelta(seconds=1)
+    created = await _create(api, admin, users, send_at)
+    await eventually(lambda: _passed(ctx, send_at + timedelta(seconds=1)), timeout=10, message="send_at passed")
+    assert await _statuses(ctx, created["id"]) == {"scheduled": N}
+    assert not smtp.received
+    await ctx.start_workers()
+    try:
+        assert await settled(ctx, ObjectId(created["id"]), N) == {"sent": N}
+        assert smtp.handler.count_by_recipient(created["id"]) == {f"{u}@example.com": 1 for u in users}
+    finally:
+        await ctx.stop_workers()
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_two_wake_ups_at_once_publish_each_delivery_once(api, admin, ctx, smtp, workers):
+    """Two instances' wake-ups meeting the same due deliveries: each is woken by one of them."""
+    users = await add_users(ctx, N)
+    send_at = ctx.clock.now() + timedelta(seconds=30)
+    created = await _create(api, admin, users, send_at)
+    await ctx.store.deliveries.update_many(
+        {"notification_id": ObjectId(created["id"])}, {"$set": {"available_at": ctx.clock.now()}}
+    )
+    first, second = await asyncio.gather(ctx.publisher.publish_scheduled(), ctx.publisher.publish_scheduled())
+    assert first + second == N, (first, second)
+    assert await settled(ctx, ObjectId(created["id"]), N) == {"sent": N}
+    assert smtp.handler.count_by_recipient(created["id"]) == {f"{u}@example.com": 1 for u in users}
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_a_cancel_before_send_at_means_never(api, admin, ctx, smtp, workers):
+    users = await add_users(ctx, N)
+    send_at = ctx.clock.now() + timedelta(seconds=2)
+    cancelled = await _create(api, admin, users, send_at)
+    kept = await _create(api, admin, users, send_at)
+    answer = (await api.post(f"/api/v1/notifications/{cancelled['id']}/cancel", {}, auth=admin.header)).body
+    assert answer["cancelled"] == N
+    # The other notification, due at the same instant, going out shows the wake-up has passed that instant.
+    assert await settled(ctx, ObjectId(kept["id"]), N) == {"sent": N}
+    assert await _statuses(ctx, cancelled["id"]) == {"cancelled": N}
+    assert smtp.handler.count_by_recipient(cancelled["id"]) == {}
+    detail = (await api.get(f"/api/v1/notifications/{cancelled['id']}", auth=admin.header)).body
+    assert detail["counts"] == {"cancelled": N}
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(
+    "send_at",
+    [
+        "2026-12-24T09:00:00",  # no offset: which zone would it be?
+        "tomorrow",
+        (datetime.now(UTC) + timedelta(days=400)).isoformat(),
+    ],
+)
+async def test_send_at_must_be_an_instant_with_its_offset_within_a_year(api, admin, ctx, send_at):
+    response = await api.post(
+        "/api/v1/notifications",
+        {"title": "t", "text": "x", "channel": "email", "recipients": ["u1"], "send_at": send_at},
+        auth=admin.header,
+    )
+    assert response.status == 400 and "send_at" in response.body["errors"], response.body
+    assert await ctx.store.notifications.count_documents({}) == 0
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_send_at_in_the_past_means_now(api, admin, ctx, smtp, workers):
+    users = await add_users(ctx, 3)
+    created = await _create(api, admin, users, ctx.clock.now() - timedelta(hours=1))
+    assert await settled(ctx, ObjectId(created["id"]), 3) == {"sent": 3}
