@@ -10,6 +10,7 @@ CHANNELS = ("email", "telegram", "webhook", "inbox")
 # A retry goes back to pending/queued with attempts + 1 (services/outcomes.py decides each step).
 # pending | queued -> cancelled: the sender cancelled it (a guarded write like the claim: one of them wins).
 # scheduled -> pending: its send_at came (the scheduled wake-up publishes it then); scheduled -> cancelled.
+# sending -> expired: its notification's expires_at passed before it could go (or before a retry would).
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -23,6 +24,7 @@ class DeliveryStatus(enum.StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
 
 STATUSES = tuple(status.value for status in DeliveryStatus)
@@ -31,6 +33,7 @@ FINAL_STATUSES = (
     DeliveryStatus.FAILED.value,
     DeliveryStatus.SKIPPED.value,
     DeliveryStatus.CANCELLED.value,
+    DeliveryStatus.EXPIRED.value,
 )
 
 # What may never be part of a one-line value (a name, an address, a title): C0 controls (tab too), DEL, C1

@@ -197,6 +197,13 @@ class NotificationCreateSchema(NotificationContentSchema):
             "Until then the deliveries are `scheduled`; at most 366 days ahead"
         },
     )
+    expires_at = fields.AwareDateTime(
+        load_default=None,
+        metadata={
+            "description": "Not worth sending after this instant: a delivery not sent by then ends `expired` "
+            "(in a backlog, scheduled, deferred or between retries); after now and after send_at"
+        },
+    )
     cancellation_key = fields.Str(
         load_default=None,
         validate=[validate.Length(1, 255), no_control_characters],
@@ -219,6 +226,7 @@ class NotificationSchema(Schema):
     recipient_count = fields.Int()
     created_at = fields.DateTime()
     send_at = fields.DateTime(allow_none=True, dump_default=None)
+    expires_at = fields.DateTime(allow_none=True, dump_default=None)
     cancellation_key = fields.Str(allow_none=True, dump_default=None)
     cancelled_at = fields.DateTime(
         allow_none=True,

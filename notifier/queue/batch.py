@@ -172,7 +172,10 @@ class Batches:
                     # 2. Send: read what the batch needs (an outage is waited out), then try each delivery.
                     looked_up = await reading
                     outcomes = await asyncio.gather(
-                        *(self.sender.attempt(delivery, looked_up, token, send_before) for delivery in claimed)
+                        *(
+                            self.sender.attempt(delivery, looked_up, token, send_before, self.clock.now())
+                            for delivery in claimed
+                        )
                     )
                     async with database_turn():
                         # 3. Decide each outcome (services/outcomes.py) and apply it: publish where the decision
@@ -197,6 +200,7 @@ class Batches:
                                 deferrals=counted.get("deferrals", 0),
                                 reason=outcome.reason,
                                 error=outcome.error,
+                                expires_at=looked_up.expires_at(delivery),
                             )
                             published = True
                             if decision.route is not None:

@@ -50,7 +50,11 @@ log = logging.getLogger(__name__)
 
 PENDING, QUEUED, SENDING = DeliveryStatus.PENDING.value, DeliveryStatus.QUEUED.value, DeliveryStatus.SENDING.value
 WAITING = "waiting"  # a claim's source: pending or queued, it cannot tell which
-REASONED = (DeliveryStatus.SKIPPED.value, DeliveryStatus.FAILED.value)  # the statuses whose reasons are counted
+REASONED = (
+    DeliveryStatus.SKIPPED.value,
+    DeliveryStatus.FAILED.value,
+    DeliveryStatus.EXPIRED.value,
+)  # the statuses whose reasons are counted
 UNDER_WAY = (DeliveryStatus.SCHEDULED.value, PENDING, QUEUED, SENDING)
 CANDIDATES_PER_RUN = 10  # open documents read per notification the reconciler may check
 

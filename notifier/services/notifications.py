@@ -90,8 +90,12 @@ class NotificationService:
         """Raise Invalid for too many recipients or a placeholder nothing would fill."""
         if len(recipients) > self.settings.max_recipients:
             raise Invalid.field("recipients", f"at most {self.settings.max_recipients} per request")
-        if data.get("send_at") and data["send_at"] > self.clock.now() + SEND_AT_HORIZON:
+        now = self.clock.now()
+        if data.get("send_at") and data["send_at"] > now + SEND_AT_HORIZON:
             raise Invalid.field("send_at", f"at most {SEND_AT_HORIZON.days} days ahead")
+        expires_at = data.get("expires_at")
+        if expires_at is not None and expires_at <= max(now, data.get("send_at") or now):
+            raise Invalid.field("expires_at", "must come after now and after send_at")
         errors = {}
         for name in ("title", "text"):
             unknown = unknown_variables(data.get(name, ""), data.get("variables") or {})
@@ -122,8 +126,9 @@ class NotificationService:
         )
         if data.get("cancellation_key"):
             notification["cancellation_key"] = data["cancellation_key"]
-        if data.get("send_at"):
-            notification["send_at"] = data["send_at"]
+        for name in ("send_at", "expires_at"):
+            if data.get(name):
+                notification[name] = data[name]
         if idempotency_key:
             notification.update(
                 idempotency_key=f"{author.role.value}:{author.id}:{idempotency_key}", request_hash=_fingerprint(data)

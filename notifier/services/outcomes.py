@@ -16,6 +16,8 @@ publish where `route` says, then write `update()` under their claim guard.
 | interrupted  | failed (interrupted)       | -                                 | kept            |
 | released     | pending, unsent            | work queue                        | kept            |
 | cancelled    | cancelled                  | -                                 | kept            |
+| expired      | expired (reason)           | -                                 | kept            |
+| retry or defer ending after expires_at | expired (expired_before_retry) | -   | kept            |
 | woken        | pending (was scheduled), unsent | work queue (scheduled wake-up) | kept            |
 
 A delivery the sender cancelled while a consumer held it (`cancel_requested`) ends as `cancelled` instead of
@@ -33,6 +35,8 @@ from datetime import datetime, timedelta
 from ..domain import DeliveryStatus
 
 EXHAUSTED = "attempts_exhausted"
+EXPIRED_BEFORE_SEND = "expired_before_send"
+EXPIRED_BEFORE_RETRY = "expired_before_retry"
 INTERRUPTED_ERROR = (
     "the consumer stopped during the send; it may or may not have arrived, so it is not sent "
     "again (redrive to send anyway)"
@@ -55,6 +59,7 @@ class OutcomeKind(enum.StrEnum):
     RELEASED = "released"  # journal replay or lease reconciler: the claim is taken back
     CANCELLED = "cancelled"  # the sender cancelled it before it went out
     WOKEN = "woken"  # its send_at came: it is published now
+    EXPIRED = "expired"  # its notification's expires_at passed before it went
 
 
 class Route(enum.StrEnum):
@@ -118,6 +123,12 @@ def _failed(reason: str, error: str | None, now: datetime) -> Decision:
     )
 
 
+def _expired(reason: str, error: str | None, now: datetime) -> Decision:
+    return Decision(
+        DeliveryStatus.EXPIRED, now, {"reason": reason, "last_error": error}, counted_as=OutcomeKind.EXPIRED
+    )
+
+
 def _again(delay_ms: int, now: datetime, error: str | None, inc: dict, kind: OutcomeKind) -> Decision:
     return Decision(
         DeliveryStatus.QUEUED,
@@ -144,9 +155,11 @@ def decide(
     deferrals: int = 0,
     reason: str | None = None,
     error: str | None = None,
+    expires_at: datetime | None = None,
 ) -> Decision:
     """What follows `kind` for a delivery with `attempts` (this one included, counted at the claim) and
-    `deferrals` so far. Retries and deferrals need the `policy`."""
+    `deferrals` so far. Retries and deferrals need the `policy`; one that would end after the notification's
+    `expires_at` expires the delivery now instead."""
     if kind is OutcomeKind.SENT:
         return Decision(DeliveryStatus.SENT, now, {"sent_at": now, "last_error": None, "reason": None}, counted_as=kind)
     if kind is OutcomeKind.SKIPPED:
@@ -176,6 +189,8 @@ def decide(
             route=Route.WORK,
             counted_as=kind,
         )
+    if kind is OutcomeKind.EXPIRED:
+        return _expired(reason or EXPIRED_BEFORE_SEND, error, now)
     if kind is OutcomeKind.CANCELLED:
         return Decision(DeliveryStatus.CANCELLED, now, {"cancelled_at": now, "reason": None}, counted_as=kind)
     if kind is OutcomeKind.RELEASED:
@@ -188,7 +203,13 @@ def decide(
     if kind is OutcomeKind.RETRY:
         if attempts >= policy.max_attempts:
             return _failed(EXHAUSTED, error, now)
-        return _again(policy.delay_ms(attempts), now, error, {}, kind)
+        delay_ms = policy.delay_ms(attempts)
+        if expires_at is not None and now + timedelta(milliseconds=delay_ms) >= expires_at:
+            return _expired(EXPIRED_BEFORE_RETRY, error, now)
+        return _again(delay_ms, now, error, {}, kind)
     if kind is OutcomeKind.DEFER:
-        return _again(policy.delay_ms(deferrals + 1), now, error, {"attempts": -1, "deferrals": 1}, kind)
+        delay_ms = policy.delay_ms(deferrals + 1)
+        if expires_at is not None and now + timedelta(milliseconds=delay_ms) >= expires_at:
+            return _expired(EXPIRED_BEFORE_RETRY, error, now)
+        return _again(delay_ms, now, error, {"attempts": -1, "deferrals": 1}, kind)
     raise ValueError(f"no decision for outcome {kind!r}")

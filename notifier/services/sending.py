@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from bson import ObjectId
@@ -15,7 +16,7 @@ from ..links import Links
 from ..rendering import recipient_values, render
 from ..store import Store
 from .contacts import Contacts
-from .outcomes import ANSWER_LOST_ERROR, OutcomeKind
+from .outcomes import ANSWER_LOST_ERROR, EXPIRED_BEFORE_SEND, OutcomeKind
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ class LookedUp:
     notifications: dict[ObjectId, dict]
     users: dict[str, dict] = field(default_factory=dict)
     contacts_down: set[str] = field(default_factory=set)  # the user service could not say
+
+    def expires_at(self, delivery: dict) -> datetime | None:
+        """When the delivery's notification stops being worth sending (its expires_at), if it has one."""
+        return (self.notifications.get(delivery["notification_id"]) or {}).get("expires_at")
 
 
 class JournalLike(Protocol):
@@ -83,15 +88,26 @@ class Sender:
             looked_up.contacts_down |= missing
         return looked_up
 
-    async def attempt(self, delivery: dict, looked_up: LookedUp, token: str, send_before: float = math.inf) -> Outcome:
+    async def attempt(
+        self,
+        delivery: dict,
+        looked_up: LookedUp,
+        token: str,
+        send_before: float = math.inf,
+        now: datetime | None = None,
+    ) -> Outcome:
         """Try one claimed delivery (a batch tries all of its own at once) and say what came of it.
 
         No send starts after `send_before` (time.monotonic()): past it the claim's lease could run out
-        before the outcome is written, and the lease reconciler could hand the delivery to someone else."""
+        before the outcome is written, and the lease reconciler could hand the delivery to someone else.
+        None starts at `now` or later if its notification's expires_at is past."""
         notification = looked_up.notifications.get(delivery["notification_id"])
         channel = self.channels.get(delivery["channel"])
         if notification is None or channel is None:
             return Outcome(delivery, OutcomeKind.SKIPPED, "notification_missing")
+        expires_at = looked_up.expires_at(delivery)
+        if expires_at is not None and now is not None and now >= expires_at:
+            return Outcome(delivery, OutcomeKind.EXPIRED, EXPIRED_BEFORE_SEND)
         user_id = delivery["user_id"]
         user = looked_up.users.get(user_id)
         if user and (user.get("unsubscribed_all") or channel.name in (user.get("unsubscribed_channels") or [])):

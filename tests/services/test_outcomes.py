@@ -32,6 +32,7 @@ S = DeliveryStatus
         (K.RELEASED, 1, 0, S.PENDING, Route.WORK, 0, {}, "released"),
         (K.CANCELLED, 1, 0, S.CANCELLED, None, 0, {}, "cancelled"),  # cancelled while being sent: not again
         (K.WOKEN, 0, 0, S.PENDING, Route.WORK, 0, {}, "woken"),  # its send_at came
+        (K.EXPIRED, 1, 0, S.EXPIRED, None, 0, {}, "expired"),
     ],
 )
 def test_each_outcome_has_one_next_step(kind, attempts, deferrals, status, route, delay_ms, inc, counted_as):
@@ -114,3 +115,19 @@ def test_every_decision_ends_the_claim(kind):
     """Whoever writes it (a batch, journal replay, the lease reconciler), the update stamps it and ends the lease."""
     update = decide(kind, NOW, POLICY, reason="r", error="e").update()["$set"]
     assert (update["updated_at"], update["lease_until"]) == (NOW, None)
+
+
+@pytest.mark.parametrize(
+    "kind, attempts, deferrals, expires_in, status, reason",
+    [
+        (K.RETRY, 1, 0, timedelta(seconds=1), S.QUEUED, None),  # the retry (0.2 s) comes before expiry
+        (K.RETRY, 1, 0, timedelta(milliseconds=100), S.EXPIRED, "expired_before_retry"),
+        (K.RETRY, 2, 0, timedelta(milliseconds=400), S.EXPIRED, "expired_before_retry"),  # 0.4 s: at expiry
+        (K.RETRY, 3, 0, timedelta(milliseconds=100), S.FAILED, EXHAUSTED),  # no retry left: failed
+        (K.DEFER, 1, 0, timedelta(milliseconds=100), S.EXPIRED, "expired_before_retry"),
+        (K.DEFER, 1, 0, timedelta(seconds=1), S.QUEUED, None),
+    ],
+)
+def test_a_retry_or_deferral_ending_after_expires_at_expires_now(kind, attempts, deferrals, expires_in, status, reason):
+    decision = decide(kind, NOW, POLICY, attempts=attempts, deferrals=deferrals, expires_at=NOW + expires_in)
+    assert (decision.status, decision.fields.get("reason")) == (status, reason)
