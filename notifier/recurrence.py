@@ -12,6 +12,12 @@ The expression is matched against local wall-clock time in the zone; DST rules:
 - A local time that occurs twice (clocks fall back) fires once, at its first occurrence (the earlier UTC
   instant); the repeated hour's second pass is skipped, for both kinds of job.
 - Intervals are real elapsed time (UTC) and ignore DST: every 3600 s is every hour, whatever the clocks say.
+
+A notification delivered at a recipient's local time (`deliver_at_local`, `local_instant`) follows the rules
+of a job with a fixed hour: a local time that does not exist that day is sent at the first valid instant after
+the gap (09:00 never falls in one in practice; 02:30 on Europe/Berlin's spring-forward night is sent at
+03:00 CEST), and one that occurs twice is sent at its first occurrence (02:30 on its fall-back night: 02:30
+CEST, 00:30 UTC, not 02:30 CET).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import functools
 import re
 import zoneinfo
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, CroniterError, croniter
@@ -92,6 +98,29 @@ def _instant(wall: datetime, zone: ZoneInfo, skip_gap: bool) -> datetime | None:
         else:
             low = middle
     return high
+
+
+DST_GAP, DST_REPEAT = "dst_gap", "dst_repeat"
+
+
+def local_instant(day: date | None, at: time, zone_name: str, after: datetime) -> tuple[datetime, str | None]:
+    """The UTC instant of `at` on `day` in the zone (with no day: the next such local time after `after`), by
+    the DST rules above; with DST_GAP or DST_REPEAT when the local time fell in a gap or repeats that day."""
+    zone = ZoneInfo(zone_name)
+    if day is None:
+        today = after.astimezone(zone).date()
+        for candidate in (today, today + timedelta(days=1), today + timedelta(days=2)):
+            instant, note = local_instant(candidate, at, zone_name, after)
+            if instant > after:
+                return instant, note
+    wall = datetime.combine(day or after.astimezone(zone).date(), at)
+    found = _instant(wall, zone, skip_gap=False)
+    assert found is not None  # skip_gap=False always finds one
+    if found.astimezone(zone).replace(tzinfo=None) != wall:
+        return found, DST_GAP
+    if wall.replace(tzinfo=zone, fold=1).astimezone(UTC) != found:
+        return found, DST_REPEAT
+    return found, None
 
 
 class Recurrence:

@@ -183,6 +183,13 @@ class NotificationContentSchema(Schema):
     )
 
 
+class LocalTimeSchema(Schema):
+    date = fields.Date(
+        load_default=None, metadata={"description": "The recipient's local date; without it, the next such time"}
+    )
+    time = fields.Time(required=True, metadata={"description": "The recipient's local time, e.g. 09:00"})
+
+
 class NotificationCreateSchema(NotificationContentSchema):
     recipients = fields.List(
         UserId(),
@@ -195,6 +202,14 @@ class NotificationCreateSchema(NotificationContentSchema):
         metadata={
             "description": "Send at this instant (with its UTC offset), not before; a past one means now. "
             "Until then the deliveries are `scheduled`; at most 366 days ahead"
+        },
+    )
+    deliver_at_local = fields.Nested(
+        LocalTimeSchema,
+        load_default=None,
+        metadata={
+            "description": "Send at this local time of each recipient (their user's `timezone`, else "
+            "DEFAULT_TIMEZONE), by the schedules' DST rules; instead of send_at"
         },
     )
     expires_at = fields.AwareDateTime(
@@ -226,6 +241,7 @@ class NotificationSchema(Schema):
     recipient_count = fields.Int()
     created_at = fields.DateTime()
     send_at = fields.DateTime(allow_none=True, dump_default=None)
+    deliver_at_local = fields.Dict(allow_none=True, dump_default=None)
     expires_at = fields.DateTime(allow_none=True, dump_default=None)
     cancellation_key = fields.Str(allow_none=True, dump_default=None)
     cancelled_at = fields.DateTime(

@@ -72,6 +72,15 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _zone(raw: str) -> str:
+    from .recurrence import check_timezone  # recurrence imports nothing of settings; this keeps it that way
+
+    value = raw.strip()
+    if reason := check_timezone(value):
+        raise ValueError(f"{reason}, got {raw!r}")
+    return value
+
+
 def _url(*schemes: str, optional: bool = False) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip()
@@ -181,6 +190,11 @@ class Settings:
         "Most recipients of a create whose deliveries are stored before the answer (201); a bigger one is "
         "answered 202 at once and its deliveries are stored in the background.",
         _int(0),
+    )
+    default_timezone: str = setting(
+        "UTC",
+        "IANA time zone of a recipient whose user has none, for delivery at a local time (deliver_at_local).",
+        _zone,
     )
     # MongoDB
     mongo_url: str = setting(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
 
 import pytest
 
-from notifier.recurrence import Recurrence, check_periodicity
+from notifier.recurrence import DST_GAP, DST_REPEAT, Recurrence, check_periodicity, local_instant
 
 
 def local_times(recurrence: Recurrence, after: datetime, count: int) -> list[str]:
@@ -194,3 +194,39 @@ def test_only_five_field_crons_are_accepted(cron):
 )
 def test_only_zones_of_the_database_are_accepted(zone):
     assert "timezone" in check_periodicity("* * * * *", None, zone)
+
+
+# --- delivery at a recipient's local time (deliver_at_local) ---
+
+AFTER = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("day", "at", "zone", "instant", "note"),
+    [
+        (date(2026, 12, 24), time(9, 0), "Asia/Tokyo", datetime(2026, 12, 24, 0, 0, tzinfo=UTC), None),
+        (date(2026, 12, 24), time(9, 0), "America/New_York", datetime(2026, 12, 24, 14, 0, tzinfo=UTC), None),
+        (date(2026, 7, 1), time(9, 0), "America/New_York", datetime(2026, 7, 1, 13, 0, tzinfo=UTC), None),
+        # Spring forward in Berlin: 02:30 does not exist; sent when the clocks jump (03:00 CEST).
+        (date(2026, 3, 29), time(2, 30), "Europe/Berlin", datetime(2026, 3, 29, 1, 0, tzinfo=UTC), DST_GAP),
+        # Fall back: 02:30 comes twice; sent at the first (CEST).
+        (date(2026, 10, 25), time(2, 30), "Europe/Berlin", datetime(2026, 10, 25, 0, 30, tzinfo=UTC), DST_REPEAT),
+        (date(2026, 10, 25), time(3, 30), "Europe/Berlin", datetime(2026, 10, 25, 2, 30, tzinfo=UTC), None),
+        # Lord Howe moves its clocks by 30 minutes.
+        (date(2026, 10, 4), time(2, 15), "Australia/Lord_Howe", datetime(2026, 10, 3, 15, 30, tzinfo=UTC), DST_GAP),
+    ],
+)
+def test_a_local_time_on_a_day_is_one_instant_by_the_dst_rules(day, at, zone, instant, note):
+    assert local_instant(day, at, zone, AFTER) == (instant, note)
+
+
+@pytest.mark.parametrize(
+    ("after", "instant"),
+    [
+        (datetime(2026, 12, 2, 23, 0, tzinfo=UTC), datetime(2026, 12, 3, 0, 0, tzinfo=UTC)),  # 08:00 in Tokyo
+        (datetime(2026, 12, 3, 0, 0, tzinfo=UTC), datetime(2026, 12, 4, 0, 0, tzinfo=UTC)),  # 09:00 exactly: next
+        (datetime(2026, 12, 3, 1, 0, tzinfo=UTC), datetime(2026, 12, 4, 0, 0, tzinfo=UTC)),  # 10:00: tomorrow
+    ],
+)
+def test_a_local_time_without_a_day_is_the_next_one(after, instant):
+    assert local_instant(None, time(9, 0), "Asia/Tokyo", after) == (instant, None)

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import re
-from datetime import timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Protocol
 
 from bson import ObjectId
@@ -17,6 +17,7 @@ from ..access import Principal
 from ..clock import Clock
 from ..domain import DeliveryStatus
 from ..errors import Conflict, Invalid, NotFound
+from ..recurrence import check_timezone, local_instant
 from ..rendering import unknown_variables
 from ..settings import Settings
 from ..store import Store
@@ -43,10 +44,10 @@ class Outbox(Protocol):
     def submit(self, notification: dict, deliveries: list[dict], position: int) -> None: ...
 
 
-def new_delivery(notification: dict, user_id: str, occurrence: str, now) -> dict:
-    """A delivery as stored: pending (for the outbox to publish now), or scheduled until the notification's
-    send_at (outside the outbox until the scheduled wake-up makes it pending)."""
-    send_at = notification.get("send_at")
+def new_delivery(notification: dict, user_id: str, occurrence: str, now, send_at=None) -> dict:
+    """A delivery as stored: pending (for the outbox to publish now), or scheduled until `send_at` (the
+    notification's, unless given) outside the outbox until the scheduled wake-up makes it pending."""
+    send_at = send_at or notification.get("send_at")
     scheduled = send_at is not None and send_at > now
     return {
         "notification_id": notification["_id"],
@@ -96,6 +97,14 @@ class NotificationService:
         expires_at = data.get("expires_at")
         if expires_at is not None and expires_at <= max(now, data.get("send_at") or now):
             raise Invalid.field("expires_at", "must come after now and after send_at")
+        local = data.get("deliver_at_local")
+        if local and data.get("send_at"):
+            raise Invalid.field("deliver_at_local", "give either send_at or deliver_at_local")
+        if local and local["date"] is not None:
+            if local["date"] > (now + SEND_AT_HORIZON).date():
+                raise Invalid.field("deliver_at_local", f"at most {SEND_AT_HORIZON.days} days ahead")
+            if local["date"] < (now - timedelta(days=1)).date():
+                raise Invalid.field("deliver_at_local", "is a date that has passed everywhere")
         errors = {}
         for name in ("title", "text"):
             unknown = unknown_variables(data.get(name, ""), data.get("variables") or {})
@@ -129,6 +138,12 @@ class NotificationService:
         for name in ("send_at", "expires_at"):
             if data.get(name):
                 notification[name] = data[name]
+        if data.get("deliver_at_local"):
+            local = data["deliver_at_local"]
+            notification["deliver_at_local"] = {
+                "date": local["date"].isoformat() if local["date"] else None,
+                "time": local["time"].isoformat("minutes" if not local["time"].second else "seconds"),
+            }
         if idempotency_key:
             notification.update(
                 idempotency_key=f"{author.role.value}:{author.id}:{idempotency_key}", request_hash=_fingerprint(data)
@@ -212,10 +227,15 @@ class NotificationService:
             # Stamped chunk by chunk: the outbox sweep counts its grace from available_at, and a large
             # request's last chunk may be stored well after its first.
             now = self.clock.now()
+            chunk = user_ids[start : start + INSERT_CHUNK]
+            local = await self._local_instants(notification, chunk, now)
             deliveries = [
-                new_delivery(notification, user_id, occurrence, now)
-                for user_id in user_ids[start : start + INSERT_CHUNK]
+                new_delivery(notification, user_id, occurrence, now, *(local[user_id][:1] if local else ()))
+                for user_id in chunk
             ]
+            for delivery in deliveries if local else ():
+                _, zone, note = local[delivery["user_id"]]
+                delivery["local_time"] = {"zone": zone, "dst": note}
             # What the chunk stored is counted in one increment; a chunk that failed half-way is left to the
             # counts reconciler.
             tally = Tally()
@@ -265,6 +285,28 @@ class NotificationService:
             visible_to(principal, {"_id": notification["_id"]}), {"$max": {"recipient_count": counted}}
         )
         return added, present
+
+    async def _local_instants(
+        self, notification: dict, user_ids: list[str], now: datetime
+    ) -> dict[str, tuple[datetime, str, str | None]]:
+        """For a notification delivered at local time: each recipient's instant, zone and DST note."""
+        local = notification.get("deliver_at_local")
+        if not local:
+            return {}
+        day = date.fromisoformat(local["date"]) if local.get("date") else None
+        at = time.fromisoformat(local["time"])
+        zones = {
+            user["user_id"]: user.get("timezone")
+            async for user in self.store.users.find({"user_id": {"$in": user_ids}}, {"user_id": 1, "timezone": 1})
+        }
+        resolved = {}
+        for user_id in user_ids:
+            zone = zones.get(user_id)
+            if not zone or check_timezone(zone):
+                zone = self.settings.default_timezone
+            instant, note = local_instant(day, at, zone, now)
+            resolved[user_id] = (instant, zone, note)
+        return resolved
 
     # --- cancelling ---
 

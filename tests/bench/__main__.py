@@ -8,7 +8,20 @@ import platform
 import sys
 import time
 
-from . import api, bigcreate, ceilings, counts, express, fanout, history, instances, memory, passwords, scheduler
+from . import (
+    api,
+    bigcreate,
+    ceilings,
+    counts,
+    express,
+    fanout,
+    history,
+    instances,
+    memory,
+    passwords,
+    scheduler,
+    wakeup,
+)
 from .harness import Infra, Steal, summary, summary_row, table, write_results
 
 
@@ -357,6 +370,58 @@ def bench_counts(infra: Infra, args) -> dict:
     return figures
 
 
+def bench_wakeup(infra: Infra, args) -> dict:
+    keys = ("instant_p50", "instant_p99", "instant_max", "spread_p50", "spread_p99", "spread_max")
+    results: dict[str, list] = {k: [] for k in (*keys, "immediate", "scheduled", "ratio", "steal", "load")}
+    for run in range(args.runs):
+        steal = Steal()
+        measured = wakeup.run(infra, args.wakeup_n, args.consumers)
+        for case, prefix in (("one_instant", "instant"), ("spread", "spread")):
+            for stat in ("p50", "p99", "max"):
+                results[f"{prefix}_{stat}"].append(measured[case][f"{stat}_ms"])
+        drain = measured["drain"]
+        results["immediate"].append(drain["immediate_rate"])
+        results["scheduled"].append(drain["scheduled_rate"])
+        results["ratio"].append(drain["ratio"])
+        results["steal"].append(steal.percent())
+        results["load"].append(max(measured["load_1min"]))
+        instant, spread = measured["one_instant"], measured["spread"]
+        print(
+            f"run {run + 1}: one instant p50 {instant['p50_ms']:.0f} ms p99 {instant['p99_ms']:.0f} ms max "
+            f"{instant['max_ms']:.0f} ms (stored {instant['stored_before_due_s']:.1f}s before due); spread p50 "
+            f"{spread['p50_ms']:.0f} ms p99 {spread['p99_ms']:.0f} ms max {spread['max_ms']:.0f} ms; "
+            f"{args.wakeup_n} immediate {drain['immediate_rate']:.0f}/s ({drain['immediate_seconds']:.1f}s), "
+            f"scheduled {drain['scheduled_rate']:.0f}/s ({drain['scheduled_seconds']:.1f}s after due, first sent "
+            f"{drain['scheduled_first_sent_ms']:.0f} ms after, stored {drain['stored_before_due_s']:.1f}s before "
+            f"due), ratio {drain['ratio']:.2f}",
+            flush=True,
+        )
+        if min(instant["stored_before_due_s"], spread["created_before_first_due_s"], drain["stored_before_due_s"]) < 2:
+            print("warning: a scheduled create was stored less than 2 s before its due instant", flush=True)
+    figures = {name: summary(values) for name, values in results.items()}
+    rows = [("figure", "median", "min", "max")]
+    for name, label, fmt in (
+        ("instant_p50", f"{wakeup.PRECISION} due at one instant: late p50 ms", "{:.0f}"),
+        ("instant_p99", f"{wakeup.PRECISION} due at one instant: late p99 ms (target <= 2000)", "{:.0f}"),
+        ("instant_max", f"{wakeup.PRECISION} due at one instant: late max ms", "{:.0f}"),
+        ("spread_p50", f"{wakeup.PRECISION} spread over {wakeup.SPREAD} s: late p50 ms", "{:.0f}"),
+        ("spread_p99", f"{wakeup.PRECISION} spread over {wakeup.SPREAD} s: late p99 ms (target <= 2000)", "{:.0f}"),
+        ("spread_max", f"{wakeup.PRECISION} spread over {wakeup.SPREAD} s: late max ms", "{:.0f}"),
+        ("immediate", f"{args.wakeup_n} sent at once (create to last sent) /s", "{:.0f}"),
+        ("scheduled", f"{args.wakeup_n} due at one instant (due to last sent) /s", "{:.0f}"),
+        ("ratio", "scheduled drain / immediate fan-out (target >= 0.8)", "{:.2f}"),
+        ("steal", "CPU steal %", "{:.1f}"),
+        ("load", "load average 1 min (higher of start, end)", "{:.1f}"),
+    ):
+        rows.append(summary_row(label, figures[name], fmt))
+    print(
+        f"\nscheduled wake-up (WAKE_INTERVAL default), email, {args.consumers} consumers, {args.runs} runs; "
+        f"lateness = delivery sent_at - send_at"
+    )
+    print(table(rows))
+    return figures
+
+
 BENCHES = {
     "fanout": bench_fanout,
     "bigcreate": bench_bigcreate,
@@ -369,6 +434,7 @@ BENCHES = {
     "instances": bench_instances,
     "history": bench_history,
     "counts": bench_counts,
+    "wakeup": bench_wakeup,
 }
 
 
@@ -381,6 +447,7 @@ def main(argv=None) -> int:
     parser.add_argument("--schedules", type=int, default=1000, help="schedules due at once (scheduler)")
     parser.add_argument("--backlog", type=int, default=20000, help="regular deliveries queued (express)")
     parser.add_argument("--memory-n", type=int, default=100000, help="recipients per fan-out (memory)")
+    parser.add_argument("--wakeup-n", type=int, default=20000, help="deliveries due at one instant (wakeup drain)")
     parser.add_argument(
         "--big-n", type=int, default=0, help="also one background create of this many recipients (bigcreate)"
     )

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from bson import ObjectId
 
-from ...support import eventually
+from ...support import TEST_ADMIN, eventually
 
 NEW = {
     "title": "Hello {{ name }}",
@@ -396,3 +396,69 @@ async def test_cancel_refuses_bad_input_naming_the_field(api, admin, ctx, path, 
 async def test_a_cancellation_key_is_checked_at_create(api, admin):
     response = await api.post("/api/v1/notifications", {**NEW, "cancellation_key": "a\nb"}, auth=admin.header)
     assert response.status == 400 and "cancellation_key" in response.body["errors"], response.body
+
+
+# --- delivery at the recipient's local time ---
+
+
+@pytest.mark.gen_test
+async def test_deliver_at_local_resolves_each_recipients_zone_with_the_default_for_the_rest(api, admin, ctx):
+    from datetime import date, time, timedelta
+
+    from notifier.recurrence import local_instant
+
+    await ctx.users.bulk_upsert(
+        TEST_ADMIN,
+        [
+            {"user_id": "tokyo", "email": "t@example.com", "timezone": "Asia/Tokyo"},
+            {"user_id": "ny", "email": "n@example.com", "timezone": "America/New_York"},
+            {"user_id": "nozone", "email": "z@example.com"},
+        ],
+    )
+    day = (ctx.clock.now() + timedelta(days=10)).date()
+    body = {
+        **NEW,
+        "recipients": ["tokyo", "ny", "nozone", "unknown"],
+        "deliver_at_local": {"date": day.isoformat(), "time": "09:00"},
+    }
+    created = await api.post("/api/v1/notifications", body, auth=admin.header)
+    assert created.status == 201, created.body
+    assert created.body["deliver_at_local"] == {"date": day.isoformat(), "time": "09:00"}
+    deliveries = {
+        d["user_id"]: d
+        for d in await ctx.store.deliveries.find({"notification_id": ObjectId(created.body["id"])}).to_list(None)
+    }
+    expected_zone = {"tokyo": "Asia/Tokyo", "ny": "America/New_York", "nozone": "UTC", "unknown": "UTC"}
+    for user_id, zone in expected_zone.items():
+        instant, _ = local_instant(date.fromisoformat(day.isoformat()), time(9, 0), zone, ctx.clock.now())
+        delivery = deliveries[user_id]
+        assert (delivery["status"], delivery["available_at"], delivery["local_time"]["zone"]) == (
+            "scheduled",
+            instant,
+            zone,
+        )
+    assert deliveries["tokyo"]["available_at"] < deliveries["nozone"]["available_at"] < deliveries["ny"]["available_at"]
+
+    next_nine = await api.post(
+        "/api/v1/notifications", {**body, "deliver_at_local": {"time": "09:00"}}, auth=admin.header
+    )
+    soon = await ctx.store.deliveries.find({"notification_id": ObjectId(next_nine.body["id"])}).to_list(None)
+    assert all(ctx.clock.now() < d["available_at"] <= ctx.clock.now() + timedelta(hours=24) for d in soon)
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"deliver_at_local": {"time": "25:00"}},
+        {"deliver_at_local": {"date": "2026-02-30", "time": "09:00"}},
+        {"deliver_at_local": {"date": "2020-01-01", "time": "09:00"}},
+        {"deliver_at_local": {"date": "2999-01-01", "time": "09:00"}},
+        {"deliver_at_local": {"date": "2026-12-24"}},
+        {"deliver_at_local": {"time": "09:00"}, "send_at": "2027-01-01T00:00:00+00:00"},
+    ],
+)
+async def test_deliver_at_local_refuses_what_names_no_local_time(api, admin, ctx, extra):
+    response = await api.post("/api/v1/notifications", {**NEW, **extra}, auth=admin.header)
+    assert response.status == 400 and "deliver_at_local" in response.body["errors"], response.body
+    assert await ctx.store.notifications.count_documents({}) == 0
