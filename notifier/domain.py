@@ -10,6 +10,7 @@ CHANNELS = ("email", "telegram", "webhook", "inbox")
 # A retry goes back to pending/queued with attempts + 1 (services/outcomes.py decides each step).
 # pending | queued -> cancelled: the sender cancelled it (a guarded write like the claim: one of them wins).
 # scheduled -> pending: its send_at came (the scheduled wake-up publishes it then); scheduled -> cancelled.
+# sending -> deferred: due inside the user's quiet hours, until their end (then woken like a scheduled one).
 # sending -> expired: its notification's expires_at passed before it could go (or before a retry would).
 
 
@@ -17,6 +18,7 @@ class DeliveryStatus(enum.StrEnum):
     """The status stored on a delivery (the strings are what the database and the API hold)."""
 
     SCHEDULED = "scheduled"
+    DEFERRED = "deferred"
     PENDING = "pending"
     QUEUED = "queued"
     SENDING = "sending"

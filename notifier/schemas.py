@@ -5,9 +5,9 @@ The OpenAPI document is generated from these same schemas.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from .access import GRANTABLE
 from .authenticator import RESERVED_LOGINS
@@ -15,6 +15,7 @@ from .domain import CHANNELS, CONTROL_CHARACTERS, STATUSES
 from .outbound import DestinationRefused, check_url
 from .recurrence import check_cron, check_timezone
 from .services.fanout import in_progress, recipients_stored
+from .services.quiet_hours import DAYS as QUIET_DAYS
 from .services.users import RESERVED_USER_IDS, USER_ID_RE
 
 MAX_PAGE = 200
@@ -212,6 +213,13 @@ class NotificationCreateSchema(NotificationContentSchema):
             "DEFAULT_TIMEZONE), by the schedules' DST rules; instead of send_at"
         },
     )
+    respect_quiet_hours = fields.Bool(
+        load_default=None,
+        metadata={
+            "description": "Wait out each recipient's quiet hours (deferred to their end); default: yes, "
+            "except for express notifications"
+        },
+    )
     expires_at = fields.AwareDateTime(
         load_default=None,
         metadata={
@@ -355,11 +363,66 @@ class DeliveryListQuerySchema(PageQuerySchema):
 # --- users -----------------------------------------------------------------------------------------
 
 
+def _time_of_day(value: str) -> None:
+    try:
+        time.fromisoformat(value)
+    except ValueError:
+        raise ValidationError("must be a time of day such as 22:00") from None
+
+
+class QuietHoursSchema(Schema):
+    """A daily window in the user's time zone (services/quiet_hours.py); past midnight when end < start."""
+
+    start = fields.Str(
+        required=True,
+        validate=[validate.Length(4, 8), _time_of_day],
+        metadata={"description": "Local time the window starts, e.g. 22:00"},
+    )
+    end = fields.Str(
+        required=True,
+        validate=[validate.Length(4, 8), _time_of_day],
+        metadata={"description": "Local time it ends, e.g. 07:00"},
+    )
+    days = fields.List(
+        fields.Str(validate=validate.OneOf(QUIET_DAYS)),
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(1, 7),
+        metadata={"description": "Days a window starts on (mon ... sun); every day when absent"},
+    )
+
+    @validates_schema
+    def _a_window(self, data, **kwargs):
+        if time.fromisoformat(data["start"]) == time.fromisoformat(data["end"]):
+            raise ValidationError("must differ from start", "end")
+
+    @post_load
+    def _stored(self, data, **kwargs):
+        """As stored: times written alike (HH:MM, or HH:MM:SS), days once each in week order."""
+
+        def written(value: str) -> str:
+            moment = time.fromisoformat(value)
+            return moment.isoformat("seconds" if moment.second else "minutes")
+
+        days = data.get("days")
+        return {
+            "start": written(data["start"]),
+            "end": written(data["end"]),
+            "days": [d for d in QUIET_DAYS if d in days] if days else None,
+        }
+
+
 class PreferencesSchema(Schema):
-    """A user's own opt-outs; a PUT changes only the fields it sends."""
+    """A user's own opt-outs and quiet hours; a PUT changes only the fields it sends."""
 
     unsubscribed_channels = fields.List(fields.Str(validate=validate.OneOf(CHANNELS)), dump_default=list)
     unsubscribed_all = fields.Bool(dump_default=False)
+    quiet_hours = fields.Nested(
+        QuietHoursSchema,
+        allow_none=True,
+        dump_default=None,
+        metadata={"description": "Nothing non-urgent during this window: it is deferred to its end; null clears"},
+    )
 
 
 class UserWriteSchema(Schema):
@@ -389,6 +452,11 @@ class UserWriteSchema(Schema):
         },
     )
     unsubscribed_all = fields.Bool(metadata={"description": "Admins only (audited), like unsubscribed_channels"})
+    quiet_hours = fields.Nested(
+        QuietHoursSchema,
+        allow_none=True,
+        metadata={"description": "Nothing non-urgent during this daily window: deferred to its end; null clears"},
+    )
 
 
 class UserSchema(Schema):
@@ -403,6 +471,7 @@ class UserSchema(Schema):
     locale = fields.Str(allow_none=True, dump_default=None)
     unsubscribed_channels = fields.List(fields.Str(), dump_default=list)
     unsubscribed_all = fields.Bool(dump_default=False)
+    quiet_hours = fields.Nested(QuietHoursSchema, allow_none=True, dump_default=None)
     created_at = fields.DateTime(dump_only=True)
     updated_at = fields.DateTime(dump_only=True)
 

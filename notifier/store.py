@@ -31,7 +31,7 @@ INDEXES: dict[str, list[IndexModel]] = {
     "recipient_chunks": [
         IndexModel([("notification_id", ASCENDING), ("start", ASCENDING)], unique=True, name="chunk_once")
     ],
-    # Every index costs each delivery write; these seven serve every query on the collection.
+    # Every index costs each delivery write; these eight serve every query on the collection.
     "deliveries": [
         # Retention deletes in short `_id` windows (services/retention.py); without it each batch would scan
         # the collection (SecantusDB serves no `_id` range from the primary key). About 13% of an insert.
@@ -49,6 +49,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("available_at", ASCENDING)], partialFilterExpression={"status": "queued"}, name="queued"),
         # Only deliveries waiting for their send_at (the scheduled wake-up's query).
         IndexModel([("available_at", ASCENDING)], partialFilterExpression={"status": "scheduled"}, name="scheduled"),
+        IndexModel([("available_at", ASCENDING)], partialFilterExpression={"status": "deferred"}, name="deferred"),
     ],
     # One document per notification (services/counts.py); partial: only counts the reconciler has yet to check.
     "counts": [IndexModel([("changed_at", ASCENDING)], partialFilterExpression={"open": True}, name="open")],

@@ -201,6 +201,7 @@ class Batches:
                                 reason=outcome.reason,
                                 error=outcome.error,
                                 expires_at=looked_up.expires_at(delivery),
+                                until=outcome.until,
                             )
                             published = True
                             if decision.route is not None:

@@ -79,6 +79,7 @@ class Consumer:
             Contacts(self.store, settings, self.http),
             Links(keys, settings.public_url),
             self.journal,
+            settings.default_timezone,
         )
         self.broker = BrokerConnection(
             settings.amqp_url, f"notifier-consumer-{self.consumer_id}", on_channel=self._on_channel

@@ -55,7 +55,7 @@ REASONED = (
     DeliveryStatus.FAILED.value,
     DeliveryStatus.EXPIRED.value,
 )  # the statuses whose reasons are counted
-UNDER_WAY = (DeliveryStatus.SCHEDULED.value, PENDING, QUEUED, SENDING)
+UNDER_WAY = (DeliveryStatus.SCHEDULED.value, DeliveryStatus.DEFERRED.value, PENDING, QUEUED, SENDING)
 CANDIDATES_PER_RUN = 10  # open documents read per notification the reconciler may check
 
 

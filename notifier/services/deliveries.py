@@ -1,6 +1,7 @@
 """The delivery state machine: every status change a delivery goes through, as guarded database writes.
 
-scheduled -> pending   its send_at came (Deliveries.wake, for the publisher's scheduled wake-up)
+scheduled|deferred -> pending   its send_at, or the end of its quiet hours, came (Deliveries.wake, for the
+                       publisher's scheduled wake-up)
 pending -> queued      the broker confirmed the message (publisher)
 pending|queued -> sending    one consumer claimed it (the guard makes a redelivered message harmless)
 sending -> sent | skipped | failed | queued | pending    by the claimer only (the claim token guards it),
@@ -32,8 +33,9 @@ from .counts import Counts, Tally
 from .outcomes import Decision, OutcomeKind, decide
 from .paging import Page, newest_first
 
-SCHEDULED, PENDING, QUEUED, SENDING, SENT, FAILED, CANCELLED = (
+SCHEDULED, DEFERRED, PENDING, QUEUED, SENDING, SENT, FAILED, CANCELLED = (
     DeliveryStatus.SCHEDULED,
+    DeliveryStatus.DEFERRED,
     DeliveryStatus.PENDING,
     DeliveryStatus.QUEUED,
     DeliveryStatus.SENDING,
@@ -42,7 +44,8 @@ SCHEDULED, PENDING, QUEUED, SENDING, SENT, FAILED, CANCELLED = (
     DeliveryStatus.CANCELLED,
 )
 WAITING = [PENDING, QUEUED]
-CANCELLABLE = [SCHEDULED, *WAITING]
+ASLEEP = [SCHEDULED, DEFERRED]  # waiting for an instant, outside the outbox: the scheduled wake-up wakes them
+CANCELLABLE = [*ASLEEP, *WAITING]
 LEASE_EXPIRED = "lease expired: the consumer stopped answering mid-send"
 IN_CHUNK = 1000
 MARK_CHUNK = 50  # the database answers one request at a time: keep background writes short
@@ -117,11 +120,18 @@ class Deliveries:
                     await self.counts.apply_safely(tally, now)
 
     async def wake(self, now: datetime, limit: int) -> list[dict]:
-        """Scheduled deliveries whose send_at came become pending, due now, for publishing; returns them. The
-        wake token makes two instances waking at once take each delivery once (either would be harmless: the
-        claim sends it once)."""
-        query = {"status": SCHEDULED, "available_at": {"$lte": now}}
-        due = await self.collection.find(query, MESSAGE_FIELDS).limit(limit).to_list(limit)
+        """Scheduled and deferred deliveries whose instant came become pending, due now, for publishing;
+        returns them. The wake token makes two instances waking at once take each delivery once (either would
+        be harmless: the claim sends it once)."""
+        due: list[dict] = []
+        by_status: dict[DeliveryStatus, list[dict]] = {}
+        for status in ASLEEP:  # one query per partial index
+            query = {"status": status, "available_at": {"$lte": now}}
+            found = await self.collection.find(query, MESSAGE_FIELDS).limit(limit - len(due)).to_list(None)
+            by_status[status] = found
+            due += found
+            if len(due) >= limit:
+                break
         if not due:
             return []
         token = ObjectId()
@@ -129,8 +139,9 @@ class Deliveries:
         update = {"$set": {"status": PENDING, **woken.fields, "wake": token, "updated_at": now}}
         tally = Tally()
         try:
-            for chunk in _chunks(due, MARK_CHUNK):
-                await self._move_counted(chunk, {"status": SCHEDULED}, update, SCHEDULED, woken, tally)
+            for status, docs in by_status.items():
+                for chunk in _chunks(docs, MARK_CHUNK):
+                    await self._move_counted(chunk, {"status": status}, update, status, woken, tally)
         finally:
             await self.counts.apply_safely(tally, now)
         ids = [doc["_id"] for doc in due]

@@ -138,6 +138,8 @@ class NotificationService:
         for name in ("send_at", "expires_at"):
             if data.get(name):
                 notification[name] = data[name]
+        if data.get("respect_quiet_hours") is not None:
+            notification["respect_quiet_hours"] = data["respect_quiet_hours"]
         if data.get("deliver_at_local"):
             local = data["deliver_at_local"]
             notification["deliver_at_local"] = {

@@ -18,6 +18,8 @@ publish where `route` says, then write `update()` under their claim guard.
 | cancelled    | cancelled                  | -                                 | kept            |
 | expired      | expired (reason)           | -                                 | kept            |
 | retry or defer ending after expires_at | expired (expired_before_retry) | -   | kept            |
+| quiet        | deferred (quiet_hours) until the window ends | - (the scheduled wake-up) | given back |
+| quiet, ending after expires_at | expired (expired_in_quiet_hours) | -           | kept            |
 | woken        | pending (was scheduled), unsent | work queue (scheduled wake-up) | kept            |
 
 A delivery the sender cancelled while a consumer held it (`cancel_requested`) ends as `cancelled` instead of
@@ -37,6 +39,8 @@ from ..domain import DeliveryStatus
 EXHAUSTED = "attempts_exhausted"
 EXPIRED_BEFORE_SEND = "expired_before_send"
 EXPIRED_BEFORE_RETRY = "expired_before_retry"
+EXPIRED_IN_QUIET_HOURS = "expired_in_quiet_hours"
+QUIET_HOURS = "quiet_hours"
 INTERRUPTED_ERROR = (
     "the consumer stopped during the send; it may or may not have arrived, so it is not sent "
     "again (redrive to send anyway)"
@@ -60,6 +64,7 @@ class OutcomeKind(enum.StrEnum):
     CANCELLED = "cancelled"  # the sender cancelled it before it went out
     WOKEN = "woken"  # its send_at came: it is published now
     EXPIRED = "expired"  # its notification's expires_at passed before it went
+    QUIET = "quiet"  # due inside the recipient's quiet hours: deferred to their end
 
 
 class Route(enum.StrEnum):
@@ -156,10 +161,11 @@ def decide(
     reason: str | None = None,
     error: str | None = None,
     expires_at: datetime | None = None,
+    until: datetime | None = None,
 ) -> Decision:
     """What follows `kind` for a delivery with `attempts` (this one included, counted at the claim) and
     `deferrals` so far. Retries and deferrals need the `policy`; one that would end after the notification's
-    `expires_at` expires the delivery now instead."""
+    `expires_at` expires the delivery now instead. A quiet-hours deferral waits `until` the window ends."""
     if kind is OutcomeKind.SENT:
         return Decision(DeliveryStatus.SENT, now, {"sent_at": now, "last_error": None, "reason": None}, counted_as=kind)
     if kind is OutcomeKind.SKIPPED:
@@ -191,6 +197,13 @@ def decide(
         )
     if kind is OutcomeKind.EXPIRED:
         return _expired(reason or EXPIRED_BEFORE_SEND, error, now)
+    if kind is OutcomeKind.QUIET:
+        if until is None:
+            raise ValueError("a quiet-hours deferral needs the end of the window")
+        if expires_at is not None and until >= expires_at:
+            return _expired(EXPIRED_IN_QUIET_HOURS, None, now)
+        waiting = {"is_sent_to_queue": None, "available_at": until, "deferred_until": until, "reason": QUIET_HOURS}
+        return Decision(DeliveryStatus.DEFERRED, now, waiting, {"attempts": -1}, counted_as=kind)
     if kind is OutcomeKind.CANCELLED:
         return Decision(DeliveryStatus.CANCELLED, now, {"cancelled_at": now, "reason": None}, counted_as=kind)
     if kind is OutcomeKind.RELEASED:

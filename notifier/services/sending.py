@@ -13,10 +13,12 @@ from bson import ObjectId
 
 from ..channels.base import AnswerLost, Channel, Message, PermanentFailure, TemporaryFailure
 from ..links import Links
+from ..recurrence import check_timezone
 from ..rendering import recipient_values, render
 from ..store import Store
 from .contacts import Contacts
-from .outcomes import ANSWER_LOST_ERROR, EXPIRED_BEFORE_SEND, OutcomeKind
+from .outcomes import ANSWER_LOST_ERROR, EXPIRED_BEFORE_SEND, QUIET_HOURS, OutcomeKind
+from .quiet_hours import quiet_until
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class Outcome:
     reason: str | None = None
     error: str | None = None
     seconds: float | None = None  # how long the channel took, when it was asked
+    until: datetime | None = None  # a quiet-hours deferral: the end of the window
 
 
 @dataclass
@@ -54,8 +57,15 @@ class JournalLike(Protocol):
 
 class Sender:
     def __init__(
-        self, store: Store, channels: dict[str, Channel], contacts: Contacts, links: Links, journal: JournalLike
+        self,
+        store: Store,
+        channels: dict[str, Channel],
+        contacts: Contacts,
+        links: Links,
+        journal: JournalLike,
+        default_timezone: str = "UTC",
     ):
+        self.default_timezone = default_timezone  # a recipient's zone when their user has none (quiet hours)
         self.channels = channels
         self.contacts = contacts
         self.links = links
@@ -112,6 +122,13 @@ class Sender:
         user = looked_up.users.get(user_id)
         if user and (user.get("unsubscribed_all") or channel.name in (user.get("unsubscribed_channels") or [])):
             return Outcome(delivery, OutcomeKind.SKIPPED, "unsubscribed")
+        if user and user.get("quiet_hours") and now is not None and _respects_quiet_hours(notification):
+            zone = user.get("timezone")
+            if not zone or check_timezone(zone):
+                zone = self.default_timezone
+            until = quiet_until(user["quiet_hours"], zone, now)
+            if until is not None:
+                return Outcome(delivery, OutcomeKind.QUIET, QUIET_HOURS, until=until)
         if channel.contact_field:
             address = (user or {}).get(channel.contact_field)
             if not address:
@@ -172,3 +189,9 @@ class Sender:
         self.journal.sent(delivery_id, token)
         log.info("%s to %s sent", channel.name, user_id, extra=context)
         return Outcome(delivery, OutcomeKind.SENT, seconds=time.monotonic() - started)
+
+
+def _respects_quiet_hours(notification: dict) -> bool:
+    """Regular notifications wait out quiet hours; express ones go through unless their sender asked otherwise."""
+    asked = notification.get("respect_quiet_hours")
+    return (not notification["is_express"]) if asked is None else bool(asked)

@@ -23,6 +23,7 @@ from .paging import Page, by_key, newest_first
 USER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$")
 CONTACT_FIELDS = ("email", "telegram_chat_id", "webhook_url", "display_name", "timezone", "locale")
 PREFERENCE_FIELDS = ("unsubscribed_channels", "unsubscribed_all")
+OWN_FIELDS = (*PREFERENCE_FIELDS, "quiet_hours")  # what a user sets through /me/preferences
 PREFERENCES_AUDIT = "user_preferences"
 NOT_YOURS = "only the user (their token or the unsubscribe link) or an admin may change this"
 
@@ -127,7 +128,8 @@ class UserService:
             await self._audit_preferences(actor, before)
             return
         cleared = await self.store.users.update_one(
-            {"user_id": user_id}, {"$set": {**dict.fromkeys(CONTACT_FIELDS), "updated_at": self.clock.now()}}
+            {"user_id": user_id},
+            {"$set": {**dict.fromkeys((*CONTACT_FIELDS, "quiet_hours")), "updated_at": self.clock.now()}},
         )
         if not cleared.matched_count:
             raise NotFound(f"User {user_id!r} not found")
@@ -154,12 +156,12 @@ class UserService:
         return result.upserted_count, result.matched_count
 
     async def preferences(self, user_id: str) -> dict:
-        user = await self.store.users.find_one({"user_id": user_id}, dict.fromkeys(PREFERENCE_FIELDS, 1))
-        return {**default_preferences(), **{k: v for k, v in (user or {}).items() if k in PREFERENCE_FIELDS}}
+        user = await self.store.users.find_one({"user_id": user_id}, dict.fromkeys(OWN_FIELDS, 1))
+        return {**default_preferences(), **{k: v for k, v in (user or {}).items() if k in OWN_FIELDS}}
 
     async def set_preferences(self, user_id: str, preferences: dict) -> dict:
         check_user_id(user_id)
-        changes = {k: preferences[k] for k in PREFERENCE_FIELDS if k in preferences}
+        changes = {k: preferences[k] for k in OWN_FIELDS if k in preferences}
         await self.store.users.update_one(*self._upsert(user_id, changes), upsert=True)
         return await self.preferences(user_id)
 

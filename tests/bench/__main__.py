@@ -373,9 +373,11 @@ def bench_counts(infra: Infra, args) -> dict:
 def bench_wakeup(infra: Infra, args) -> dict:
     keys = ("instant_p50", "instant_p99", "instant_max", "spread_p50", "spread_p99", "spread_max")
     results: dict[str, list] = {k: [] for k in (*keys, "immediate", "scheduled", "ratio", "steal", "load")}
+    details = []  # every run's measurements, margins included
     for run in range(args.runs):
         steal = Steal()
         measured = wakeup.run(infra, args.wakeup_n, args.consumers)
+        details.append(measured)
         for case, prefix in (("one_instant", "instant"), ("spread", "spread")):
             for stat in ("p50", "p99", "max"):
                 results[f"{prefix}_{stat}"].append(measured[case][f"{stat}_ms"])
@@ -387,9 +389,9 @@ def bench_wakeup(infra: Infra, args) -> dict:
         results["load"].append(max(measured["load_1min"]))
         instant, spread = measured["one_instant"], measured["spread"]
         print(
-            f"run {run + 1}: one instant p50 {instant['p50_ms']:.0f} ms p99 {instant['p99_ms']:.0f} ms max "
-            f"{instant['max_ms']:.0f} ms (stored {instant['stored_before_due_s']:.1f}s before due); spread p50 "
-            f"{spread['p50_ms']:.0f} ms p99 {spread['p99_ms']:.0f} ms max {spread['max_ms']:.0f} ms; "
+            f"run {run + 1}: one instant {wakeup.describe(instant)} "
+            f"(stored {instant['stored_before_due_s']:.1f}s before due); "
+            f"spread {wakeup.describe(spread)}; "
             f"{args.wakeup_n} immediate {drain['immediate_rate']:.0f}/s ({drain['immediate_seconds']:.1f}s), "
             f"scheduled {drain['scheduled_rate']:.0f}/s ({drain['scheduled_seconds']:.1f}s after due, first sent "
             f"{drain['scheduled_first_sent_ms']:.0f} ms after, stored {drain['stored_before_due_s']:.1f}s before "
@@ -399,6 +401,7 @@ def bench_wakeup(infra: Infra, args) -> dict:
         if min(instant["stored_before_due_s"], spread["created_before_first_due_s"], drain["stored_before_due_s"]) < 2:
             print("warning: a scheduled create was stored less than 2 s before its due instant", flush=True)
     figures = {name: summary(values) for name, values in results.items()}
+    figures["detail"] = details
     rows = [("figure", "median", "min", "max")]
     for name, label, fmt in (
         ("instant_p50", f"{wakeup.PRECISION} due at one instant: late p50 ms", "{:.0f}"),

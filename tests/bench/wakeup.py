@@ -72,7 +72,16 @@ def _wait_stored(deliveries, notification_id: ObjectId, n: int, due: datetime) -
 
 def _lateness(sent: list[dict], due: dict) -> dict:
     late = [(d["sent_at"] - due[d["notification_id"]]).total_seconds() * 1000 for d in sent]
-    return {"p50_ms": statistics.median(late), "p99_ms": percentile(late, 0.99), "max_ms": max(late)}
+    return {
+        "min_ms": min(late),
+        "p50_ms": statistics.median(late),
+        "p99_ms": percentile(late, 0.99),
+        "max_ms": max(late),
+    }
+
+
+def describe(lateness: dict) -> str:
+    return " ".join(f"{stat} {lateness[f'{stat}_ms']:.0f} ms" for stat in ("min", "p50", "p99", "max"))
 
 
 def one_instant(infra: Infra, service, auth: str, deliveries, users: list[str]) -> dict:

@@ -41,11 +41,16 @@ async def test_preferences_default_then_unsubscribe(api, end_user, admin):
     assert (await api.get("/api/v1/me/preferences", auth=end_user("dan"))).body == {
         "unsubscribed_channels": [],
         "unsubscribed_all": False,
+        "quiet_hours": None,
     }
     updated = await api.put("/api/v1/me/preferences", {"unsubscribed_channels": ["email"]}, auth=end_user("dan"))
     assert updated.status == 200 and updated.body["unsubscribed_channels"] == ["email"]
     everything = await api.put("/api/v1/me/preferences", {"unsubscribed_all": True}, auth=end_user("dan"))
-    assert everything.body == {"unsubscribed_channels": ["email"], "unsubscribed_all": True}  # only what was sent
+    assert everything.body == {  # only what was sent
+        "unsubscribed_channels": ["email"],
+        "unsubscribed_all": True,
+        "quiet_hours": None,
+    }
     assert (await api.get("/api/v1/users/dan", auth=admin.header)).body["unsubscribed_all"] is True
     # someone else's preferences are untouched: there is no way to name another user here
     assert (await api.get("/api/v1/me/preferences", auth=end_user("eve"))).body["unsubscribed_all"] is False
@@ -56,3 +61,37 @@ async def test_preferences_reject_unknown_channels(api, end_user):
     response = await api.put("/api/v1/me/preferences", {"unsubscribed_channels": ["sms"]}, auth=end_user("dan"))
     assert response.status == 400
     assert "unsubscribed_channels" in response.body["errors"]
+
+
+@pytest.mark.gen_test
+async def test_quiet_hours_are_set_read_and_cleared_by_the_user(api, end_user, admin):
+    window = {"start": "22:00", "end": "07:00:00", "days": ["fri", "mon", "mon"]}
+    updated = await api.put("/api/v1/me/preferences", {"quiet_hours": window}, auth=end_user("dan"))
+    assert updated.status == 200, updated.body
+    stored = {"start": "22:00", "end": "07:00", "days": ["mon", "fri"]}
+    assert updated.body["quiet_hours"] == stored
+    assert (await api.get("/api/v1/me/preferences", auth=end_user("dan"))).body["quiet_hours"] == stored
+    assert (await api.get("/api/v1/users/dan", auth=admin.header)).body["quiet_hours"] == stored
+    assert (await api.put("/api/v1/me/preferences", {"unsubscribed_all": False}, auth=end_user("dan"))).body[
+        "quiet_hours"
+    ] == stored  # untouched by a write that does not send it
+    cleared = await api.put("/api/v1/me/preferences", {"quiet_hours": None}, auth=end_user("dan"))
+    assert cleared.body["quiet_hours"] is None
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"start": "22:00", "end": "22:00"},
+        {"start": "25:00", "end": "07:00"},
+        {"start": "22:00"},
+        {"start": "22:00", "end": "07:00", "days": ["someday"]},
+        {"start": "22:00", "end": "07:00", "days": []},
+        "22:00-07:00",
+    ],
+)
+async def test_quiet_hours_that_name_no_window_are_refused(api, end_user, window):
+    response = await api.put("/api/v1/me/preferences", {"quiet_hours": window}, auth=end_user("dan"))
+    assert response.status == 400 and "quiet_hours" in response.body["errors"], response.body
+    assert (await api.get("/api/v1/me/preferences", auth=end_user("dan"))).body["quiet_hours"] is None
