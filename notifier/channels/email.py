@@ -137,7 +137,8 @@ class EmailChannel:
         self.html = Loader(str(TEMPLATES)).load("notification.html")
         self.text = Loader(str(TEMPLATES), autoescape=None).load("notification.txt")
 
-    def valid_contact(self, value: str) -> bool:
+    @staticmethod
+    def valid_contact(value: str) -> bool:
         try:
             _is_email(value)
             return True

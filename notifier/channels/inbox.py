@@ -10,7 +10,8 @@ class InboxChannel:
     contact_field = None
     repeat_safe = True
 
-    def valid_contact(self, value: str) -> bool:
+    @staticmethod
+    def valid_contact(value: str) -> bool:
         return True
 
     async def send(self, message: Message, commit: Commit) -> None:

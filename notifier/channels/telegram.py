@@ -24,7 +24,8 @@ class TelegramChannel:
         self.configured = bool(bot_token)
         self.timeout = timeout
 
-    def valid_contact(self, value: str) -> bool:
+    @staticmethod
+    def valid_contact(value: str) -> bool:
         return bool(CHAT_ID.fullmatch(value))
 
     async def send(self, message: Message, commit: Commit) -> None:

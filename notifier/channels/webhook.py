@@ -30,7 +30,8 @@ class WebhookChannel:
         self.secret = secret
         self.timeout = timeout
 
-    def valid_contact(self, value: str) -> bool:
+    @staticmethod
+    def valid_contact(value: str) -> bool:
         try:
             check_url(value)
             return True

@@ -113,32 +113,13 @@ class Sender:
         None starts at `now` or later if its notification's expires_at is past."""
         notification = looked_up.notifications.get(delivery["notification_id"])
         channel = self.channels.get(delivery["channel"])
-        if notification is None or channel is None:
-            return Outcome(delivery, OutcomeKind.SKIPPED, "notification_missing")
-        expires_at = looked_up.expires_at(delivery)
-        if expires_at is not None and now is not None and now >= expires_at:
-            return Outcome(delivery, OutcomeKind.EXPIRED, EXPIRED_BEFORE_SEND)
+        decided = before_sending(delivery, notification, channel, looked_up, now, self.default_timezone)
+        if decided is not None:
+            return decided
+        assert notification is not None and channel is not None  # before_sending skips a delivery without
         user_id = delivery["user_id"]
         user = looked_up.users.get(user_id)
-        if user and (user.get("unsubscribed_all") or channel.name in (user.get("unsubscribed_channels") or [])):
-            return Outcome(delivery, OutcomeKind.SKIPPED, "unsubscribed")
-        if user and user.get("quiet_hours") and now is not None and _respects_quiet_hours(notification):
-            zone = user.get("timezone")
-            if not zone or check_timezone(zone):
-                zone = self.default_timezone
-            until = quiet_until(user["quiet_hours"], zone, now)
-            if until is not None:
-                return Outcome(delivery, OutcomeKind.QUIET, QUIET_HOURS, until=until)
-        if channel.contact_field:
-            address = (user or {}).get(channel.contact_field)
-            if not address:
-                if user_id in looked_up.contacts_down:
-                    return Outcome(delivery, OutcomeKind.DEFER, error="the user service is unavailable")
-                return Outcome(delivery, OutcomeKind.SKIPPED, "no_contact")
-            if not channel.valid_contact(address):
-                return Outcome(delivery, OutcomeKind.SKIPPED, "invalid_contact")
-        else:
-            address = user_id
+        address = (user or {})[channel.contact_field] if channel.contact_field else user_id
         unsubscribe_url = self.links.unsubscribe_url(user_id, channel.name)
         values = recipient_values(user_id, user, notification, unsubscribe_url)
         message = Message(
@@ -195,3 +176,44 @@ def _respects_quiet_hours(notification: dict) -> bool:
     """Regular notifications wait out quiet hours; express ones go through unless their sender asked otherwise."""
     asked = notification.get("respect_quiet_hours")
     return (not notification["is_express"]) if asked is None else bool(asked)
+
+
+def zone_of(user: dict | None, default_timezone: str) -> str:
+    """The recipient's time zone: their user's, when it is a valid one, else the default."""
+    zone = (user or {}).get("timezone")
+    return zone if zone and not check_timezone(zone) else default_timezone
+
+
+def before_sending(
+    delivery: dict,
+    notification: dict | None,
+    channel: Channel | None,
+    looked_up: LookedUp,
+    now: datetime | None,
+    default_timezone: str,
+) -> Outcome | None:
+    """What comes of a delivery at `now` before anything is sent: expired, skipped (with the reason), deferred
+    to the end of quiet hours or until the user service answers; None when it is to be sent. The consumer's
+    attempt and the plan (services/plans.py) both decide with this, so a dry run decides as the real run."""
+    if notification is None or channel is None:
+        return Outcome(delivery, OutcomeKind.SKIPPED, "notification_missing")
+    expires_at = notification.get("expires_at")
+    if expires_at is not None and now is not None and now >= expires_at:
+        return Outcome(delivery, OutcomeKind.EXPIRED, EXPIRED_BEFORE_SEND)
+    user_id = delivery["user_id"]
+    user = looked_up.users.get(user_id)
+    if user and (user.get("unsubscribed_all") or channel.name in (user.get("unsubscribed_channels") or [])):
+        return Outcome(delivery, OutcomeKind.SKIPPED, "unsubscribed")
+    if user and user.get("quiet_hours") and now is not None and _respects_quiet_hours(notification):
+        until = quiet_until(user["quiet_hours"], zone_of(user, default_timezone), now)
+        if until is not None:
+            return Outcome(delivery, OutcomeKind.QUIET, QUIET_HOURS, until=until)
+    if channel.contact_field:
+        address = (user or {}).get(channel.contact_field)
+        if not address:
+            if user_id in looked_up.contacts_down:
+                return Outcome(delivery, OutcomeKind.DEFER, error="the user service is unavailable")
+            return Outcome(delivery, OutcomeKind.SKIPPED, "no_contact")
+        if not channel.valid_contact(address):
+            return Outcome(delivery, OutcomeKind.SKIPPED, "invalid_contact")
+    return None
