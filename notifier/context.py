@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from pymongo.errors import ConnectionFailure
+from tornado.httpclient import AsyncHTTPClient
 
 from .authenticator import Authenticator
 from .clock import Clock
@@ -26,9 +27,11 @@ from .queue.topology import Topology
 from .services.admins import AdminService
 from .services.attempts import AttemptStore
 from .services.clients import ClientService
+from .services.contacts import Contacts
 from .services.counts import Counts
 from .services.deliveries import Deliveries, Parked
 from .services.notifications import NotificationService
+from .services.plans import Planner
 from .services.retention import Retention
 from .services.schedules import ScheduleService
 from .services.stats import DashboardStats
@@ -56,6 +59,7 @@ class Context:
     clients: ClientService
     users: UserService
     notifications: NotificationService
+    plans: Planner
     schedules: ScheduleService
     parked: Parked
     stats: DashboardStats
@@ -158,6 +162,8 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
         clients=ClientService(store, clock),
         users=UserService(store, clock),
         notifications=notifications,
+        # The plan reads contacts as a consumer does (the user service too: operator-set, not caller-aimed).
+        plans=Planner(settings, clock, Contacts(store, settings, AsyncHTTPClient()), notifications),
         schedules=ScheduleService(store, settings, clock, notifications),
         parked=Parked(store, clock, publisher, deliveries),
         stats=DashboardStats(store, clock),

@@ -355,6 +355,46 @@ class DeliverySchema(Schema):
     read_at = fields.DateTime(allow_none=True)
 
 
+class PlanItemSchema(Schema):
+    user_id = fields.Str()
+    delivery_id = fields.Str(allow_none=True, metadata={"description": "null in a dry run"})
+    status = fields.Str(metadata={"description": "The delivery's status now (a dry run: as it would be stored)"})
+    decision = fields.Str(
+        allow_none=True,
+        metadata={"enum": ["send", "skip", "defer", "expire"], "description": "What will happen; null once final"},
+    )
+    reason = fields.Str(
+        allow_none=True,
+        metadata={
+            "description": "Why: now, send_at, local_time, dst_gap, dst_repeat, quiet_hours_end (to send); "
+            "unsubscribed, no_contact, invalid_contact (skip); quiet_hours, contacts_unavailable (defer); "
+            "expired_before_send, expired_in_quiet_hours (expire); a final delivery's own reason"
+        },
+    )
+    at = fields.DateTime(allow_none=True, metadata={"description": "When, in UTC"})
+    local = fields.Str(
+        allow_none=True, metadata={"description": "The same instant in the recipient's zone, with offset"}
+    )
+    zone = fields.Str(metadata={"description": "The recipient's time zone (their user's, else DEFAULT_TIMEZONE)"})
+    dst = fields.Str(allow_none=True, metadata={"description": "dst_gap or dst_repeat when a local time fell in one"})
+
+
+class RenderedSchema(Schema):
+    user_id = fields.Str()
+    title = fields.Str()
+    text = fields.Str()
+
+
+class DryRunSchema(Schema):
+    dry_run = fields.Constant(True)
+    recipient_count = fields.Int()
+    summary = fields.Dict(
+        keys=fields.Str(), values=fields.Int(), metadata={"description": "Recipients by decision:reason"}
+    )
+    items = fields.List(fields.Nested(PlanItemSchema), metadata={"description": "The first 100 recipients' plan"})
+    sample = fields.List(fields.Nested(RenderedSchema), metadata={"description": "Content for the first three"})
+
+
 class DeliveryListQuerySchema(PageQuerySchema):
     status = fields.Str(validate=validate.OneOf(STATUSES))
     user_id = UserId()

@@ -338,6 +338,18 @@ class APIHandler(StreamedBody):
 
     # --- output ---
 
+    def flag(self, name: str) -> bool:
+        """A true/false query parameter (absent: false); anything else is a 400 naming it."""
+        raw = self.get_query_argument(name, "false").lower()
+        if raw not in ("true", "false", "1", "0"):
+            raise Invalid.field(name, "must be true or false")
+        return raw in ("true", "1")
+
+    def respond_as(self, schema: type, data: Any, status: int = 200) -> None:
+        """Finish with `data` dumped through `schema`: an endpoint's other answer (a dry run's plan, say)."""
+        self.set_status(status)
+        self.finish(json.dumps(schema().dump(data), separators=(",", ":")))
+
     def respond(self, data: Any = None, status: int | None = None) -> None:
         """Finish with `data` dumped through the endpoint's response schema (no body when None)."""
         endpoint = self.endpoint

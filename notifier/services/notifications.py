@@ -113,24 +113,14 @@ class NotificationService:
         if errors:
             raise Invalid("Invalid template", errors)
 
-    async def create(self, author: Principal, data: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
-        """Store the notification and one delivery per distinct recipient, then hand them to the outbox.
-
-        Past INLINE_RECIPIENTS recipients only the notification and its recipient list are stored here;
-        the deliveries follow in the background (fanout.py) and the notification is returned while
-        `in_progress`. With an idempotency key a repeated request returns the first one's notification
-        (False), and finishes it if the first attempt stopped part-way.
-        """
-        recipients = list(dict.fromkeys(data["recipients"]))
-        self.check(data, recipients)
-        background = len(recipients) > self.settings.inline_recipients
+    def new_notification(self, author: Principal, data: dict, recipient_count: int) -> dict:
+        """The notification a create stores (a dry run plans with it and stores nothing)."""
         notification = {key: data[key] for key in ("title", "text", "channel", "is_express", "content_id")}
         notification.update(
             variables=data.get("variables") or {},
             author=author.as_author(),
             created_at=self.clock.now(),
-            recipient_count=len(recipients),
-            complete=not idempotency_key,
+            recipient_count=recipient_count,
             request_id=logs.request_id.get(),
         )
         if data.get("cancellation_key"):
@@ -146,6 +136,34 @@ class NotificationService:
                 "date": local["date"].isoformat() if local["date"] else None,
                 "time": local["time"].isoformat("minutes" if not local["time"].second else "seconds"),
             }
+        return notification
+
+    async def new_deliveries(self, notification: dict, user_ids: list[str], occurrence: str, now) -> list[dict]:
+        """The deliveries of `user_ids` as they would be stored now (scheduled at each one's local time if the
+        notification is delivered at local time)."""
+        local = await self._local_instants(notification, user_ids, now)
+        deliveries = [
+            new_delivery(notification, user_id, occurrence, now, *(local[user_id][:1] if local else ()))
+            for user_id in user_ids
+        ]
+        for delivery in deliveries if local else ():
+            _, zone, note = local[delivery["user_id"]]
+            delivery["local_time"] = {"zone": zone, "dst": note}
+        return deliveries
+
+    async def create(self, author: Principal, data: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
+        """Store the notification and one delivery per distinct recipient, then hand them to the outbox.
+
+        Past INLINE_RECIPIENTS recipients only the notification and its recipient list are stored here;
+        the deliveries follow in the background (fanout.py) and the notification is returned while
+        `in_progress`. With an idempotency key a repeated request returns the first one's notification
+        (False), and finishes it if the first attempt stopped part-way.
+        """
+        recipients = list(dict.fromkeys(data["recipients"]))
+        self.check(data, recipients)
+        background = len(recipients) > self.settings.inline_recipients
+        notification = self.new_notification(author, data, len(recipients))
+        notification["complete"] = not idempotency_key
         if idempotency_key:
             notification.update(
                 idempotency_key=f"{author.role.value}:{author.id}:{idempotency_key}", request_hash=_fingerprint(data)
@@ -229,15 +247,9 @@ class NotificationService:
             # Stamped chunk by chunk: the outbox sweep counts its grace from available_at, and a large
             # request's last chunk may be stored well after its first.
             now = self.clock.now()
-            chunk = user_ids[start : start + INSERT_CHUNK]
-            local = await self._local_instants(notification, chunk, now)
-            deliveries = [
-                new_delivery(notification, user_id, occurrence, now, *(local[user_id][:1] if local else ()))
-                for user_id in chunk
-            ]
-            for delivery in deliveries if local else ():
-                _, zone, note = local[delivery["user_id"]]
-                delivery["local_time"] = {"zone": zone, "dst": note}
+            deliveries = await self.new_deliveries(
+                notification, user_ids[start : start + INSERT_CHUNK], occurrence, now
+            )
             # What the chunk stored is counted in one increment; a chunk that failed half-way is left to the
             # counts reconciler.
             tally = Tally()

@@ -10,10 +10,13 @@ from ...schemas import (
     CancelSchema,
     DeliveryListQuerySchema,
     DeliverySchema,
+    DryRunSchema,
     NotificationCreateSchema,
     NotificationDetailSchema,
     NotificationListQuerySchema,
     NotificationSchema,
+    PageQuerySchema,
+    PlanItemSchema,
     RecipientsAddedSchema,
     RecipientsSchema,
     page_of,
@@ -38,7 +41,8 @@ class NotificationsHandler(APIHandler):
 
     @endpoint(
         "notifications:write",
-        "Create a notification for a list of recipients",
+        "Create a notification for a list of recipients (`?dry_run=true`: answer 200 with the plan of every "
+        "recipient and a sample of the content, as DryRun, storing and sending nothing)",
         body=NotificationCreateSchema,
         response=NotificationSchema,
         status=201,
@@ -47,6 +51,9 @@ class NotificationsHandler(APIHandler):
         errors=(400, 401, 403, 409, 413, 415),
     )
     async def post(self):
+        if self.flag("dry_run"):
+            self.respond_as(DryRunSchema, await self.ctx.plans.dry_run(self.principal, self.load_body()))
+            return
         key = self.request.headers.get("Idempotency-Key")
         if key is not None and not 1 <= len(key) <= 255:
             raise Invalid.field("Idempotency-Key", "must be 1-255 characters")
@@ -98,6 +105,19 @@ class RecipientsHandler(APIHandler):
         self.respond({"added": added, "already_present": present})
 
 
+class PlanHandler(APIHandler):
+    @endpoint(
+        "notifications:read",
+        "Per recipient: what will happen (send, skip, defer, expire), why, and when in UTC and local time",
+        query=PageQuerySchema,
+        response=page_of(PlanItemSchema),
+        tags=TAGS,
+        errors=(400, 401, 403, 404),
+    )
+    async def get(self, notification_id):
+        self.respond(await self.ctx.plans.plan(self.principal, notification_id, self.load_query()))
+
+
 class CancelHandler(APIHandler):
     @endpoint(
         "notifications:write",
@@ -134,4 +154,5 @@ routes = [
     (rf"/api/v1/notifications/{ID}/deliveries", DeliveriesHandler),
     (rf"/api/v1/notifications/{ID}/recipients", RecipientsHandler),
     (rf"/api/v1/notifications/{ID}/cancel", CancelHandler),
+    (rf"/api/v1/notifications/{ID}/plan", PlanHandler),
 ]
