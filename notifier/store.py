@@ -31,6 +31,11 @@ INDEXES: dict[str, list[IndexModel]] = {
     "recipient_chunks": [
         IndexModel([("notification_id", ASCENDING), ("start", ASCENDING)], unique=True, name="chunk_once")
     ],
+    # Recipients cancelled while their notification's deliveries were still being stored in the background;
+    # deleted with its recipient chunks.
+    "cancelled_recipients": [
+        IndexModel([("notification_id", ASCENDING), ("user_id", ASCENDING)], unique=True, name="cancelled_once")
+    ],
     # Every index costs each delivery write; these eight serve every query on the collection.
     "deliveries": [
         # Retention deletes in short `_id` windows (services/retention.py); without it each batch would scan
@@ -92,6 +97,7 @@ class Store:
         self.notifications = self.db["notifications"]
         self.deliveries = self.db["deliveries"]
         self.recipient_chunks = self.db["recipient_chunks"]
+        self.cancelled_recipients = self.db["cancelled_recipients"]
         self.counts = self.db["counts"]
         self.users = self.db["users"]
         self.schedules = self.db["schedules"]

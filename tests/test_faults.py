@@ -19,7 +19,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import bson
@@ -37,6 +37,7 @@ from .support import wait_until
 # its time budget on this machine's embedded database (SecantusDB does ~150-400 document writes/s here);
 # every fault still strikes mid-run and the end state is checked recipient by recipient.
 N = int(os.environ.get("FAULT_RECIPIENTS", "1200"))
+FINAL = ("sent", "failed", "skipped", "cancelled", "expired")
 AUTH = "Basic " + base64.b64encode(b"admin:fault-password").decode()
 pytestmark = pytest.mark.faults
 RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
@@ -126,7 +127,7 @@ class Rig:
     def wait_consumers(self, count: int, timeout: float = 60) -> None:
         wait_until(lambda: len(self.served.consumer_pids()) >= count, timeout, f"{count} consumers")
 
-    def fanout(self) -> str:
+    def fanout(self, **fields) -> str:
         status, body = self.served.call(
             "POST",
             "/api/v1/notifications",
@@ -135,6 +136,7 @@ class Rig:
                 "text": "Hello {{ name }}",
                 "channel": "email",
                 "recipients": [f"f{i}" for i in range(N)],
+                **fields,
             },
             AUTH,
         )
@@ -159,8 +161,8 @@ class Rig:
             last.update(self.counts(notification_id)["counts"])
             # Every delivery final, and nothing else counted: after an outage the maintained counts may be off
             # until the counts reconciler's next pass (services/counts.py), which the drill waits for.
-            final = sum(last.get(s, 0) for s in ("sent", "failed", "skipped")) == N
-            return final and set(last) <= {"sent", "failed", "skipped"} and dict(last)
+            final = sum(last.get(s, 0) for s in FINAL) == N
+            return final and set(last) <= set(FINAL) and dict(last)
 
         # Counting by status is a $group over all N deliveries: asking every 0.2 s would take a good share
         # of the database from the run being watched.
@@ -173,26 +175,33 @@ class Rig:
         """The end state every fault must leave."""
         detail = self.counts(notification_id)
         counts = detail["counts"]
-        assert set(counts) <= {"sent", "failed", "skipped"}, counts
+        assert set(counts) <= set(FINAL), counts
         received = self.smtp.handler.count_by_recipient(notification_id)
         assert not [r for r, n in received.items() if n > 1], "somebody got a message twice"
-        assert counts.get("sent", 0) + counts.get("failed", 0) + counts.get("skipped", 0) == N
+        assert sum(counts.get(s, 0) for s in FINAL) == N
         sent_or_maybe = counts.get("sent", 0) + detail["reasons"].get("interrupted", 0)
         assert counts.get("sent", 0) <= len(received) <= sent_or_maybe, (counts, len(received))
-        failed = set()
-        cursor = None
-        while True:
-            path = f"/api/v1/notifications/{notification_id}/deliveries?status=failed&limit=200"
-            status, page = self.served.call("GET", path + (f"&cursor={cursor}" if cursor else ""), None, AUTH)
-            failed |= {d["user_id"] for d in page["items"] if d["reason"]}
-            cursor = page["next_cursor"]
-            if not cursor:
-                break
+        failed = {d["user_id"] for d in self.deliveries(notification_id, "failed") if d["reason"]}
         assert len(failed) == counts.get("failed", 0), "a failed delivery without a reason"
+        unsent = {d["user_id"] for status in ("cancelled", "expired") for d in self.deliveries(notification_id, status)}
+        assert len(unsent) == counts.get("cancelled", 0) + counts.get("expired", 0)
         for user in (f"f{i}" for i in range(N)):
-            if user not in failed:
+            if user in unsent:
+                assert f"{user}@example.com" not in received, f"{user} was cancelled or expired, and got it"
+            elif user not in failed:
                 assert received.get(f"{user}@example.com") == 1, f"{user} got nothing and is not failed"
         return counts
+
+    def deliveries(self, notification_id: str, status: str) -> list[dict]:
+        found: list[dict] = []
+        cursor = None
+        while True:
+            path = f"/api/v1/notifications/{notification_id}/deliveries?status={status}&limit=200"
+            _, page = self.served.call("GET", path + (f"&cursor={cursor}" if cursor else ""), None, AUTH)
+            found += page["items"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return found
 
     def close(self) -> None:
         try:
@@ -347,6 +356,32 @@ def test_server_stopped_with_sigterm_mid_fanout(crash_rig):
     rig.served.start()
     rig.settle(notification)
     assert rig.check(notification) == {"sent": N}
+
+
+def test_server_killed_while_deliveries_wait_for_send_at_then_restarted(crash_rig):
+    """A fan-out due in a few seconds, part of it cancelled, then the server SIGKILLed before its send_at and
+    restarted after it: every recipient not cancelled is mailed once, as soon as it is back; none of the
+    cancelled ones is."""
+    rig = crash_rig.ready()
+    send_at = datetime.now(UTC) + timedelta(seconds=8)
+    notification = rig.fanout(send_at=send_at.isoformat())
+    cancelled = [f"f{i}" for i in range(0, N, 6)]
+    status, answer = rig.served.call(
+        "POST", f"/api/v1/notifications/{notification}/cancel", {"user_ids": cancelled}, AUTH
+    )
+    assert status == 200, answer
+    consumers = rig.served.consumer_pids()
+    rig.served.stop(signal.SIGKILL)
+    wait_until(lambda: not any(pid_alive(pid) for pid in consumers), 60, "no orphan consumers")
+    assert rig.received() == 0, "something went before its send_at"
+    wait_until(lambda: datetime.now(UTC) > send_at + timedelta(seconds=2), 30, "send_at passed", every=0.5)
+    rig.served.start()
+    rig.settle(notification)
+    counts = rig.check(notification)
+    # Named while the fan-out was still storing them, the cancelled recipients stored later are cancelled too.
+    assert counts.get("cancelled", 0) == len(cancelled) >= answer["cancelled"]
+    assert counts.get("sent", 0) + counts.get("cancelled", 0) + counts.get("failed", 0) == N
+    assert all(m.at >= send_at.timestamp() for m in rig.smtp.received if m.notification_id == notification)
 
 
 def test_one_of_three_instances_killed_mid_fanout(crash_rig):

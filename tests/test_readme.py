@@ -57,4 +57,4 @@ def test_curl_examples_work_as_written(served):
     assert "Admin 'admin' created." in result.stdout
     inbox = next(o for o in outputs if "items" in o and o["items"] and o["items"][0].get("channel") == "inbox")
     assert inbox["items"][0]["title"] == "Welcome, Alice"
-    assert {"unsubscribed_channels": ["telegram"], "unsubscribed_all": False} in outputs
+    assert {"unsubscribed_channels": ["telegram"], "unsubscribed_all": False, "quiet_hours": None} in outputs

@@ -73,6 +73,7 @@ class Materializer:
     async def forget_recipients(self, notification_id: ObjectId) -> None:
         try:
             await self.store.recipient_chunks.delete_many({"notification_id": notification_id})
+            await self.store.cancelled_recipients.delete_many({"notification_id": notification_id})
         except Exception:
             log.warning("recipient chunks of notification %s stay behind", notification_id, exc_info=True)
 

@@ -271,11 +271,16 @@ class NotificationService:
                 tally.move(notification["_id"], None, status, sum(1 for d in deliveries if d["status"] == status))
             await self.counts.apply_safely(tally, now)
             due = [d for d in deliveries if d["status"] == PENDING]  # the scheduled ones wait for the wake-up
-            if deliveries and cancellable and await self._cancelled(notification["_id"]):
+            if cancellable:
                 # Read after the insert: a cancel that came before it is seen here, one that comes after it
-                # finds these deliveries (Deliveries.cancel). Either way none of them goes out.
-                await self.delivery_states.cancel(notification["_id"], [d["user_id"] for d in deliveries], now)
-                due = []
+                # finds these deliveries (Deliveries.cancel). Either way none of them goes out. The whole chunk
+                # is looked at, the part stored before too: a process that died between storing it and this
+                # look left it for the resumed fan-out to repeat.
+                chunk = user_ids[start : start + INSERT_CHUNK]
+                cancelled = await self._cancelled_of(notification["_id"], chunk)
+                if cancelled:
+                    await self.delivery_states.cancel(notification["_id"], sorted(cancelled), now)
+                    due = [d for d in due if d["user_id"] not in cancelled]
             if due and self.outbox is not None:
                 self.outbox.submit(notification, due, position=position + added)
             added += len(deliveries)
@@ -324,11 +329,18 @@ class NotificationService:
 
     # --- cancelling ---
 
-    async def _cancelled(self, notification_id: ObjectId) -> bool:
-        found = await self.store.notifications.find_one(
+    async def _cancelled_of(self, notification_id: ObjectId, user_ids: list[str]) -> set[str]:
+        """Which of these recipients are cancelled: all, once the notification is; else those a cancel for
+        some recipients named while the fan-out was under way."""
+        whole = await self.store.notifications.find_one(
             {"_id": notification_id, "cancelled_at": {"$ne": None}}, {"_id": 1}
         )
-        return found is not None
+        if whole is not None:
+            return set(user_ids)
+        named = self.store.cancelled_recipients.find(
+            {"notification_id": notification_id, "user_id": {"$in": user_ids}}, {"user_id": 1}
+        )
+        return {doc["user_id"] async for doc in named}
 
     async def cancel(self, principal: Principal, notification_id: str, user_ids: list[str] | None = None) -> dict:
         """Cancel what of the notification has not gone yet (for `user_ids` only, if given). A delivery
@@ -362,11 +374,18 @@ class NotificationService:
 
     async def _cancel(self, principal: Principal, notification: dict, user_ids: list[str] | None) -> dict:
         now = self.clock.now()
+        # Before the deliveries: a background fan-out reads it after each stored chunk (add_deliveries).
         if user_ids is None:
-            # Before the deliveries: a background fan-out reads it after each stored chunk (add_deliveries).
             await self.store.notifications.update_one(
                 {"_id": notification["_id"], "cancelled_at": None}, {"$set": {"cancelled_at": now}}
             )
+        elif in_progress(notification):
+            named = [{"notification_id": notification["_id"], "user_id": u} for u in dict.fromkeys(user_ids)]
+            try:
+                await self.store.cancelled_recipients.insert_many(named, ordered=False)
+            except BulkWriteError as exc:  # named by an earlier cancel too: the unique index keeps one
+                if any(error.get("code") != DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
+                    raise
         cancelled = await self.delivery_states.cancel(notification["_id"], user_ids, now)
         # Counted from the deliveries (the maintained counts learn of a claim only when its batch ends); a
         # cancel reads them all anyway.

@@ -155,7 +155,7 @@ async def test_after_a_client_rewrites_the_contact_the_opted_out_user_gets_no_em
 async def test_the_users_own_preference_writes_change_only_what_they_send(api, end_user):
     await opted_out(api, end_user, unsubscribed_all=True)
     after = await opted_out(api, end_user, unsubscribed_channels=["telegram"])
-    assert after == {"unsubscribed_all": True, "unsubscribed_channels": ["telegram"]}
+    assert after == {"unsubscribed_all": True, "unsubscribed_channels": ["telegram"], "quiet_hours": None}
     unchanged = await api.put("/api/v1/me/preferences", {}, auth=end_user("alice"))
     assert unchanged.status == 200 and unchanged.body == after
 

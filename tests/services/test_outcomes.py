@@ -113,7 +113,7 @@ def test_delays_are_whole_milliseconds_of_at_least_one():
 @pytest.mark.parametrize("kind", list(OutcomeKind))
 def test_every_decision_ends_the_claim(kind):
     """Whoever writes it (a batch, journal replay, the lease reconciler), the update stamps it and ends the lease."""
-    update = decide(kind, NOW, POLICY, reason="r", error="e").update()["$set"]
+    update = decide(kind, NOW, POLICY, reason="r", error="e", until=NOW + timedelta(hours=1)).update()["$set"]
     assert (update["updated_at"], update["lease_until"]) == (NOW, None)
 
 
