@@ -123,3 +123,17 @@ def test_a_forbidden_import_is_caught_wherever_it_hides(module, source, expected
 def test_allowed_imports_pass():
     source = "from ..store import Store\nfrom ..domain import Status\nfrom tornado.httpclient import AsyncHTTPClient"
     assert violations("notifier.services.users", imported_names(source, "notifier.services.users", False)) == []
+
+
+def test_every_directory_of_code_is_a_package_the_install_includes():
+    """setup.py's find_packages skips a directory without __init__.py: an installed copy (the image) would
+    then lack it, while a checkout still imports it as a namespace package."""
+    import setuptools
+
+    root = Path(__file__).resolve().parent.parent
+    code_dirs = {
+        ".".join(path.parent.relative_to(root).parts)
+        for path in (root / "notifier").rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+    assert code_dirs <= set(setuptools.find_packages(str(root), include=["notifier", "notifier.*"]))

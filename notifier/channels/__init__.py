@@ -1,0 +1,1 @@
+"""Delivery channels: email, Telegram, webhooks and the in-app inbox."""
