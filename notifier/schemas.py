@@ -373,9 +373,18 @@ class PlanItemSchema(Schema):
     )
     at = fields.DateTime(allow_none=True, metadata={"description": "When, in UTC"})
     local = fields.Str(
-        allow_none=True, metadata={"description": "The same instant in the recipient's zone, with offset"}
+        allow_none=True,
+        metadata={
+            "description": "The same instant in the recipient's zone, with offset (callers who may read contacts)"
+        },
     )
-    zone = fields.Str(metadata={"description": "The recipient's time zone (their user's, else DEFAULT_TIMEZONE)"})
+    zone = fields.Str(
+        allow_none=True,
+        metadata={
+            "description": "The recipient's time zone (their user's, else DEFAULT_TIMEZONE); null for callers "
+            "who may not read contacts"
+        },
+    )
     dst = fields.Str(allow_none=True, metadata={"description": "dst_gap or dst_repeat when a local time fell in one"})
 
 

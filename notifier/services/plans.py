@@ -6,6 +6,9 @@ Each decision is the consumer's own: `before_sending` (services/sending.py) says
 before anything is sent, and `decide` (services/outcomes.py) what follows, taken at the instant the delivery
 is due (now, its send_at, its local time, the end of a deferral). So a dry run decides as the real run on the
 same data; what only the send can tell (an SMTP server refusing an address) it cannot know.
+
+A recipient's time zone is contact data: the plan shows it (and the local instant) only to callers who may
+read the contacts directory (admins, client applications granted `contacts:read`); others see UTC only.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from bson import ObjectId
 
-from ..access import Principal
+from ..access import Principal, allowed
 from ..channels.base import Channel
 from ..channels.email import EmailChannel
 from ..channels.inbox import InboxChannel
@@ -62,7 +65,8 @@ class Planner:
         """The plan of a stored notification, one page of its deliveries."""
         notification = await self.notifications.visible(principal, notification_id)
         page = await self.notifications.deliveries(principal, notification_id, query)
-        return Page(await self._decide(notification, page.items, self.clock.now()), page.next_cursor)
+        items = await self._decide(notification, page.items, self.clock.now(), _sees_contacts(principal))
+        return Page(items, page.next_cursor)
 
     async def dry_run(self, principal: Principal, data: dict) -> dict:
         """What a create would do: its checks, then the plan of every recipient (counted; the first
@@ -77,7 +81,7 @@ class Planner:
         for start in range(0, len(recipients), CHUNK):
             chunk = recipients[start : start + CHUNK]
             deliveries = await self.notifications.new_deliveries(notification, chunk, ONE_OFF, now)
-            decided = await self._decide(notification, deliveries, now)
+            decided = await self._decide(notification, deliveries, now, _sees_contacts(principal))
             for item in decided:
                 key = item["decision"] if not item["reason"] else f"{item['decision']}:{item['reason']}"
                 summary[key] = summary.get(key, 0) + 1
@@ -89,7 +93,9 @@ class Planner:
             "sample": await self._sample(notification, recipients[:SAMPLE]),
         }
 
-    async def _decide(self, notification: dict, deliveries: list[dict], now: datetime) -> list[dict]:
+    async def _decide(
+        self, notification: dict, deliveries: list[dict], now: datetime, sees_contacts: bool
+    ) -> list[dict]:
         channel = cast(Channel, CHANNEL_RULES[notification["channel"]])
         users, down = await self.contacts.lookup([d["user_id"] for d in deliveries], channel.contact_field)
         looked_up = LookedUp({notification["_id"]: notification}, users, down)
@@ -128,8 +134,11 @@ class Planner:
                     "contacts_unavailable" if outcome.kind is OutcomeKind.DEFER else None
                 )
                 at = decided.fields.get("deferred_until") or due
-            local = at.astimezone(ZoneInfo(zone))
-            items.append({**item, "decision": decision, "reason": reason, "at": at, "local": local.isoformat()})
+            local = at.astimezone(ZoneInfo(zone)).isoformat() if sees_contacts else None
+            items.append({**item, "decision": decision, "reason": reason, "at": at, "local": local})
+        if not sees_contacts:
+            for item in items:
+                item["zone"] = None
         return items
 
     async def _sample(self, notification: dict, user_ids: list[str]) -> list[dict]:
@@ -147,6 +156,10 @@ class Planner:
                 }
             )
         return sample
+
+
+def _sees_contacts(principal: Principal) -> bool:
+    return allowed("contacts:read", principal)
 
 
 def _why_then(notification: dict, delivery: dict, due: datetime, now: datetime) -> str:

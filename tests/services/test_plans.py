@@ -139,3 +139,16 @@ async def test_a_plan_is_the_callers_own_and_a_dry_run_checks_like_a_create(api,
     )
     assert flag.status == 400 and "dry_run" in flag.body["errors"], flag.body
     assert await ctx.store.notifications.count_documents({}) == 1
+
+
+@pytest.mark.gen_test
+async def test_a_recipients_zone_shows_only_to_callers_who_may_read_contacts(api, ctx, client_app, contacts_app):
+    """A time zone is contact data: a client application without `contacts:read` sees the plan in UTC only."""
+    await people(ctx)
+    body = {"title": "t", "text": "x", "channel": "email", "recipients": ["ok"]}
+    plain = await api.post("/api/v1/notifications?dry_run=true", body, auth=client_app.header)
+    [item] = plain.body["items"]
+    assert (item["decision"], item["zone"], item["local"]) == ("send", None, None) and item["at"]
+    granted = await api.post("/api/v1/notifications?dry_run=true", body, auth=contacts_app.header)
+    [item] = granted.body["items"]
+    assert item["zone"] == "Asia/Tokyo" and item["local"].endswith("+09:00")
