@@ -220,11 +220,17 @@ def shared_rig(workdir: Path):
         rig.close()
 
 
-# Two rigs, so that two xdist workers run the drills side by side: one for the drills that kill processes
-# of the service, one for the outages of what it depends on.
+# Three rigs, so that three xdist workers run the drills side by side: one for the drills that kill processes
+# of the service, one for the outages of what it depends on, one for the drills of several instances and of
+# deliveries waiting for their time.
 @pytest.fixture(scope="module")
 def crash_rig(tmp_path_factory):
     yield from shared_rig(tmp_path_factory.mktemp("crashes"))
+
+
+@pytest.fixture(scope="module")
+def restart_rig(tmp_path_factory):
+    yield from shared_rig(tmp_path_factory.mktemp("restarts"))
 
 
 @pytest.fixture(scope="module")
@@ -358,11 +364,11 @@ def test_server_stopped_with_sigterm_mid_fanout(crash_rig):
     assert rig.check(notification) == {"sent": N}
 
 
-def test_server_killed_while_deliveries_wait_for_send_at_then_restarted(crash_rig):
+def test_server_killed_while_deliveries_wait_for_send_at_then_restarted(restart_rig):
     """A fan-out due in a few seconds, part of it cancelled, then the server SIGKILLed before its send_at and
     restarted after it: every recipient not cancelled is mailed once, as soon as it is back; none of the
     cancelled ones is."""
-    rig = crash_rig.ready()
+    rig = restart_rig.ready()
     send_at = datetime.now(UTC) + timedelta(seconds=8)
     notification = rig.fanout(send_at=send_at.isoformat())
     cancelled = [f"f{i}" for i in range(0, N, 6)]
@@ -384,12 +390,12 @@ def test_server_killed_while_deliveries_wait_for_send_at_then_restarted(crash_ri
     assert all(m.at >= send_at.timestamp() for m in rig.smtp.received if m.notification_id == notification)
 
 
-def test_one_of_three_instances_killed_mid_fanout(crash_rig):
+def test_one_of_three_instances_killed_mid_fanout(restart_rig):
     """Three servers on one database and one broker, as a team scales out: the one that took the fan-out is
     SIGKILLed mid-way while a schedule fires every two seconds. The two others finish the fan-out (their outbox
     sweeps, their consumers once the pools see the dead one's gone) and keep firing, each able to take every
     occurrence: every recipient mailed once, every occurrence fired once."""
-    rig = crash_rig.ready()
+    rig = restart_rig.ready()
     first = rig.served
     second = first.peer(rig.workdir / "second").start()
     third = first.peer(rig.workdir / "third").start()
