@@ -230,6 +230,7 @@ async def test_claims_of_a_dead_consumer_wait_for_its_journal_not_for_lease_expi
     ).body
     await settled(ctx, ObjectId(created["id"]), 1)
     dead = f"{ctx.pool.prefix}.99"
+    ctx.pool.unrecovered.add(dead)  # before its claim exists: the reconciler job runs every 0.5 s meanwhile
     delivery = await ctx.store.deliveries.find_one({})
     await ctx.store.deliveries.update_one(
         {"_id": delivery["_id"]},
@@ -245,7 +246,6 @@ async def test_claims_of_a_dead_consumer_wait_for_its_journal_not_for_lease_expi
     path = journal_path(ctx.settings.journal_dir, dead)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"B {delivery['_id']} t1 0\nS {delivery['_id']} t1\n")
-    ctx.pool.unrecovered.add(dead)
 
     assert await ctx.recovery.reconcile_leases() == 0
     assert (await ctx.store.deliveries.find_one({"_id": delivery["_id"]}))["status"] == "sending"
