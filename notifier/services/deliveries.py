@@ -195,20 +195,20 @@ class Deliveries:
         )
         if result.modified_count == len(ids):
             return list(ids)
-        claimed = await self.collection.find({"_id": {"$in": ids}, "claim": token}, {"_id": 1}).to_list(None)
-        taken = {doc["_id"] for doc in claimed}
-        await self._cancel_requested([i for i in ids if i not in taken], now)
-        return list(taken)
-
-    async def _cancel_requested(self, ids: list[ObjectId], now: datetime) -> None:
-        """Deliveries cancelled while a consumer held them, then released or left unsent: their message came
-        back, and they end here as cancelled."""
-        if not ids:
-            return
+        # One read for both: what this token took, and what a cancel left for the claim to end.
         found = await self.collection.find(
-            {"_id": {"$in": ids}, "status": {"$in": WAITING}, "cancel_requested": True},
-            {"notification_id": 1, "status": 1},
+            {"_id": {"$in": ids}}, {"notification_id": 1, "status": 1, "claim": 1, "cancel_requested": 1}
         ).to_list(None)
+        await self._cancel_requested(
+            [doc for doc in found if doc.get("cancel_requested") is True and doc["status"] in WAITING], now
+        )
+        return [doc["_id"] for doc in found if doc.get("claim") == token]
+
+    async def _cancel_requested(self, found: list[dict], now: datetime) -> None:
+        """Deliveries cancelled while a consumer held them, then released or left unsent (read with their
+        notification_id and status): their message came back, and they end here as cancelled."""
+        if not found:
+            return
         cancelled = decide(OutcomeKind.CANCELLED, now)
         tally = Tally()
         try:
@@ -262,6 +262,8 @@ class Deliveries:
 
     async def statuses(self, notification_id: ObjectId, user_ids: list[str] | None = None) -> dict[str, int]:
         """The notification's deliveries (of `user_ids` only, if given) counted by status."""
+        if user_ids is None:
+            return (await self.counts.exact(notification_id))[0]
         counted: dict[str, int] = {}
         for scope in _scopes(notification_id, user_ids):
             groups = self.collection.aggregate([{"$match": scope}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}])

@@ -17,7 +17,7 @@ from ..access import Principal
 from ..clock import Clock
 from ..domain import DeliveryStatus
 from ..errors import Conflict, Invalid, NotFound
-from ..recurrence import check_timezone, local_instant
+from ..recurrence import local_instant
 from ..rendering import unknown_variables
 from ..settings import Settings
 from ..store import Store
@@ -26,6 +26,7 @@ from .counts import PENDING, Counts, Tally
 from .deliveries import Deliveries
 from .fanout import Materializer, in_progress
 from .paging import Page, newest_first
+from .sending import zone_of
 from .visibility import visible_to
 
 log = logging.getLogger(__name__)
@@ -320,9 +321,7 @@ class NotificationService:
         }
         resolved = {}
         for user_id in user_ids:
-            zone = zones.get(user_id)
-            if not zone or check_timezone(zone):
-                zone = self.settings.default_timezone
+            zone = zone_of({"timezone": zones.get(user_id)}, self.settings.default_timezone)
             instant, note = local_instant(day, at, zone, now)
             resolved[user_id] = (instant, zone, note)
         return resolved

@@ -109,7 +109,7 @@ class Planner:
                 "user_id": delivery["user_id"],
                 "delivery_id": str(delivery["_id"]) if "_id" in delivery else None,
                 "status": status,
-                "zone": zone,
+                "zone": zone if sees_contacts else None,
                 "dst": (delivery.get("local_time") or {}).get("dst"),
             }
             if status in FINAL_STATUSES:
@@ -136,9 +136,6 @@ class Planner:
                 at = decided.fields.get("deferred_until") or due
             local = at.astimezone(ZoneInfo(zone)).isoformat() if sees_contacts else None
             items.append({**item, "decision": decision, "reason": reason, "at": at, "local": local})
-        if not sees_contacts:
-            for item in items:
-                item["zone"] = None
         return items
 
     async def _sample(self, notification: dict, user_ids: list[str]) -> list[dict]:
