@@ -164,6 +164,19 @@ class Counts:
 
     # --- maintained ---
 
+    async def start(self, notification_id: ObjectId, now: datetime) -> None:
+        """The counts document of a notification about to be stored, before any of its deliveries: a detail
+        read while its first deliveries are stored, not yet counted, then finds it (and does not count them
+        from the deliveries, which their increment would count a second time)."""
+        if not self.maintained:
+            return
+        try:
+            await self.collection.insert_one(
+                {"_id": notification_id, "status": {}, "version": 0, "changed_at": now, "open": True}
+            )
+        except DuplicateKeyError:
+            pass
+
     async def apply(self, tally: Tally, now: datetime) -> None:
         """One `$inc` per notification of the tally (one request for all of them)."""
         if not self.maintained or not tally:
@@ -201,7 +214,7 @@ class Counts:
         if not self.maintained:
             return await self.exact(notification_id)
         document = await self.collection.find_one({"_id": notification_id})
-        if document is None:  # a notification stored before counts were maintained: counted once, kept
+        if document is None:  # a notification stored before counts were maintained (Counts.start): counted once
             counts, reasons = await self.exact(notification_id)
             try:
                 await self.collection.insert_one(
@@ -289,6 +302,13 @@ class Counts:
 
     async def forget(self, notification_id: ObjectId) -> None:
         await self.collection.delete_one({"_id": notification_id})
+
+    async def forget_safely(self, notification_id: ObjectId) -> None:
+        """`forget`, never raising (a create that failed): a counts document left behind counts nothing."""
+        try:
+            await self.forget(notification_id)
+        except PyMongoError:
+            log.warning("the counts document of %s stays behind", notification_id, exc_info=True)
 
 
 def _due(document: Mapping, now: datetime, recheck: float) -> bool:

@@ -175,11 +175,14 @@ class NotificationService:
             notification.update(
                 _id=ObjectId(), complete=True, materialized=0, materialize_at=notification["created_at"]
             )
+        notification.setdefault("_id", ObjectId())
         try:
+            await self.counts.start(notification["_id"], notification["created_at"])
             if background:
                 await self.materializer.store_recipients(notification["_id"], recipients)
             await self.store.notifications.insert_one(notification)
         except BaseException as exc:
+            await self.counts.forget_safely(notification["_id"])
             if background:
                 await self.materializer.forget_recipients(notification["_id"])
             if not isinstance(exc, DuplicateKeyError):

@@ -132,6 +132,8 @@ class ScheduleService:
             }
         schedule["next_run_at"] = self._next_run(schedule, now)
         if content is not None:
+            notification["_id"] = ObjectId()
+            await self.notifications.counts.start(notification["_id"], now)
             await self.store.notifications.insert_one(notification)
         schedule["notification_id"] = notification["_id"]
         try:
@@ -148,9 +150,11 @@ class ScheduleService:
 
     async def _forget_notification(self, notification_id) -> None:
         try:
-            await self.store.notifications.delete_one(
+            deleted = await self.store.notifications.delete_one(
                 {"_id": notification_id, "pending_schedule_since": {"$exists": True}}
             )
+            if deleted.deleted_count:
+                await self.notifications.counts.forget_safely(notification_id)
         except Exception:
             log.warning("notification %s of a schedule that was not stored stays until reaped", notification_id)
 
@@ -169,6 +173,8 @@ class ScheduleService:
             deleted = await self.store.notifications.delete_one(
                 {"_id": notification["_id"], "pending_schedule_since": {"$lt": cutoff}}
             )
+            if deleted.deleted_count:
+                await self.notifications.counts.forget_safely(notification["_id"])
             reaped += deleted.deleted_count
         if reaped:
             log.warning("deleted %d notifications whose schedule was never stored", reaped)
