@@ -221,8 +221,8 @@ def shared_rig(workdir: Path):
 
 
 # Three rigs, so that three xdist workers run the drills side by side: one for the drills that kill processes
-# of the service, one for the outages of what it depends on, one for the drills of several instances and of
-# deliveries waiting for their time.
+# of the service, one for the outages of what it depends on (and the quiet-hours drill, to even them out), one
+# for the drills of several instances and of deliveries waiting for send_at.
 @pytest.fixture(scope="module")
 def crash_rig(tmp_path_factory):
     yield from shared_rig(tmp_path_factory.mktemp("crashes"))
@@ -388,6 +388,55 @@ def test_server_killed_while_deliveries_wait_for_send_at_then_restarted(restart_
     assert counts.get("cancelled", 0) == len(cancelled) >= answer["cancelled"]
     assert counts.get("sent", 0) + counts.get("cancelled", 0) + counts.get("failed", 0) == N
     assert all(m.at >= send_at.timestamp() for m in rig.smtp.received if m.notification_id == notification)
+
+
+def _quiet_for(rig: Rig, users: list[str], quiet: dict | None) -> None:
+    for start in range(0, len(users), 1000):
+        items = [{"user_id": user, "quiet_hours": quiet} for user in users[start : start + 1000]]
+        status, body = rig.served.call("POST", "/api/v1/users/bulk", {"users": items}, AUTH)
+        assert status == 200, body
+
+
+def test_server_killed_while_deliveries_are_deferred_by_quiet_hours_then_restarted(outage_rig):
+    """A quarter of the recipients in quiet hours ending in a few seconds, a quarter in quiet hours ending after
+    the notification expires; the server SIGKILLed while the first are deferred and restarted after their
+    window: each of them is mailed once, after its window's end, each of the others expired unsent, everybody
+    else mailed once. (On the outage rig: the other two have longer drills.)"""
+    rig = outage_rig.ready()
+    now = datetime.now(UTC)
+    window_end = now + timedelta(seconds=20)
+    deferred = [f"f{i}" for i in range(1, N, 4)]
+    expiring = [f"f{i}" for i in range(2, N, 4)]
+    start = (now - timedelta(hours=1)).strftime("%H:%M:%S")
+    _quiet_for(rig, deferred, {"start": start, "end": window_end.strftime("%H:%M:%S")})
+    _quiet_for(rig, expiring, {"start": start, "end": (now + timedelta(hours=2)).strftime("%H:%M:%S")})
+    try:
+        notification = rig.fanout(expires_at=(now + timedelta(minutes=3)).isoformat())
+        wait_until(
+            lambda: rig.counts(notification)["counts"].get("deferred", 0) == len(deferred),
+            60,
+            "the quiet recipients deferred",
+            every=1.0,
+        )
+        consumers = rig.served.consumer_pids()
+        rig.served.stop(signal.SIGKILL)
+        wait_until(lambda: not any(pid_alive(pid) for pid in consumers), 60, "no orphan consumers")
+        early = {m.recipient for m in rig.smtp.received if m.notification_id == notification}
+        assert not early & {f"{user}@example.com" for user in deferred + expiring}, "sent in quiet hours"
+        wait_until(lambda: datetime.now(UTC) > window_end + timedelta(seconds=1), 30, "the window over", every=0.5)
+        rig.served.start()
+        rig.settle(notification)
+        counts = rig.check(notification)
+        expired = {d["user_id"]: d["reason"] for d in rig.deliveries(notification, "expired")}
+        assert expired == dict.fromkeys(expiring, "expired_in_quiet_hours")
+        assert counts.get("sent", 0) + counts.get("failed", 0) == N - len(expiring)
+        late = [
+            m for m in rig.smtp.received if m.notification_id == notification and m.recipient.split("@")[0] in deferred
+        ]
+        assert len(late) == len(deferred) - counts.get("failed", 0)
+        assert all(m.at >= window_end.replace(microsecond=0).timestamp() for m in late), "sent before the window end"
+    finally:
+        _quiet_for(rig, deferred + expiring, None)
 
 
 def test_one_of_three_instances_killed_mid_fanout(restart_rig):
