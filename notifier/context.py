@@ -30,6 +30,7 @@ from .services.clients import ClientService
 from .services.contacts import Contacts
 from .services.counts import Counts
 from .services.deliveries import Deliveries, Parked
+from .services.leases import JobLease
 from .services.notifications import NotificationService
 from .services.plans import Planner
 from .services.retention import Retention
@@ -98,6 +99,8 @@ class Context:
 
     async def stop_workers(self) -> None:
         await self.jobs.stop()
+        if self.publisher.wake_lease is not None:
+            await self.publisher.wake_lease.release()
         await self.notifications.materializer.stop()
         if self.pool is not None:
             await self.pool.stop()
@@ -136,7 +139,11 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
     broker.start()
     counts = Counts(store, settings.counts_maintained)
     deliveries = Deliveries(store, counts)
-    publisher = Publisher(broker, topology, deliveries, settings, clock)
+    # Held a few wake-ups long: a wake-up publishing thousands takes a while, and the lease outlasts it.
+    wake_lease = JobLease(
+        store, clock, "scheduled wake-up", JobLease.holder_for(settings.http_port), max(10 * settings.wake_interval, 5)
+    )
+    publisher = Publisher(broker, topology, deliveries, settings, clock, wake_lease)
     notifications = NotificationService(store, settings, clock, publisher, counts)
     # AttemptStore is the AttemptCounters the guard wants; the Protocol's Reservation is typed apart (passwords.py).
     guard = PasswordGuard(

@@ -9,7 +9,7 @@ CHANNELS = ("email", "telegram", "webhook", "inbox")
 # -> sending (claimed by one consumer) -> sent | skipped (with a reason) | failed (with a reason).
 # A retry goes back to pending/queued with attempts + 1 (services/outcomes.py decides each step).
 # pending | queued -> cancelled: the sender cancelled it (a guarded write like the claim: one of them wins).
-# scheduled -> pending: its send_at came (the scheduled wake-up publishes it then); scheduled -> cancelled.
+# scheduled -> queued: its send_at came (the scheduled wake-up publishes it then); scheduled -> cancelled.
 # sending -> deferred: due inside the user's quiet hours, until their end (then woken like a scheduled one).
 # sending -> expired: its notification's expires_at passed before it could go (or before a retry would).
 

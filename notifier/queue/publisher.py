@@ -22,6 +22,7 @@ from ..clock import Clock
 from ..errors import Unavailable
 from ..metrics import PUBLISH_CONFIRM_SECONDS, PUBLISHED
 from ..services.deliveries import Deliveries
+from ..services.leases import JobLease
 from ..services.outcomes import Route
 from ..settings import Settings
 from .connection import BrokerConnection
@@ -62,9 +63,16 @@ class Publisher:
     sends one delivery to a delay tier or the parking queue (a consumer's retries and failures)."""
 
     def __init__(
-        self, broker: BrokerConnection, topology: Topology, deliveries: Deliveries, settings: Settings, clock: Clock
+        self,
+        broker: BrokerConnection,
+        topology: Topology,
+        deliveries: Deliveries,
+        settings: Settings,
+        clock: Clock,
+        wake_lease: JobLease | None = None,
     ):
         self.broker = broker
+        self.wake_lease = wake_lease  # the server's: one instance at a time runs the scheduled wake-up
         self.topology = topology
         self.deliveries = deliveries
         self.settings = settings
@@ -116,20 +124,43 @@ class Publisher:
                 self._being_marked.pop(delivery_id, None)
 
     async def publish_scheduled(self, limit: int = WAKE_LIMIT) -> int:
-        """The scheduled wake-up (job "scheduled wake-up", every WAKE_INTERVAL): deliveries whose send_at came
-        are published now, each notification's as one firing (paced past PACING_BATCH); returns how many."""
-        woken = await self.deliveries.wake(self.clock.now(), limit)
+        """The scheduled wake-up (job "scheduled wake-up", every WAKE_INTERVAL, on the instance holding its
+        lease): deliveries whose send_at (or quiet hours' end) came are published now, each notification's as
+        one firing (paced past PACING_BATCH), then marked queued; returns how many were confirmed."""
+        if self.wake_lease is not None and not await self.wake_lease.take():
+            return 0
+        due = await self.deliveries.due_to_wake(self.clock.now(), limit)
         by_notification: dict = {}
-        for delivery in woken:
+        for delivery in due:
             by_notification.setdefault(delivery["notification_id"], []).append(delivery)
+        woken = 0
         for deliveries in by_notification.values():
-            await self.publish(deliveries)
-        return len(woken)
+            confirmed = await self._publish_all(deliveries)
+            woken += len(confirmed)
+            marks: dict = {}
+            for delivery, when in confirmed:
+                marks.setdefault((delivery["status"], when), {})[delivery["_id"]] = delivery["notification_id"]
+            for (status, when), notifications in marks.items():
+                await self.deliveries.mark_queued(notifications, self.clock.now(), when, source=status)
+        return woken
 
     async def publish(self, deliveries: list[dict], position: int = 0) -> int:
-        """Publish `deliveries` (the ones at `position`... of one firing); returns how many were confirmed."""
+        """Publish pending `deliveries` (the ones at `position`... of one firing); returns how many were
+        confirmed. They are marked queued a little later, in bulk: by then most are claimed already (the claim
+        sets is_sent_to_queue itself), and a delivery that is no longer pending costs no write."""
+        confirmed = await self._publish_all(deliveries, position)
+        for delivery, when in confirmed:
+            self._confirmed[delivery["_id"]] = (when, delivery["notification_id"])
+        if confirmed and self._marking is None:
+            self._marking = asyncio.get_running_loop().call_later(
+                self.settings.outbox_grace / 2, lambda: self.submit_task(self.mark_confirmed())
+            )
+        return len(confirmed)
+
+    async def _publish_all(self, deliveries: list[dict], position: int = 0) -> list[tuple[dict, datetime]]:
+        """Publish in windows; returns the confirmed deliveries, each with when it reaches the work queue."""
         channel = await self.broker.channel()
-        confirmed = 0
+        confirmed: list[tuple[dict, datetime]] = []
         windows = self._windows[EXPRESS if deliveries and deliveries[0]["is_express"] else REGULAR]
         for start in range(0, len(deliveries), CONFIRM_WINDOW):
             async with windows:
@@ -149,8 +180,9 @@ class Publisher:
             return "", await self.topology.ensure_pace_queue(channel, delay_ms), REGULAR
         return self.topology.exchange, target, target
 
-    async def _publish_window(self, channel, window: list[dict], position: int) -> int:
-        """Publish one window (the deliveries at `position`... of one firing); returns how many were confirmed."""
+    async def _publish_window(self, channel, window: list[dict], position: int) -> list[tuple[dict, datetime]]:
+        """Publish one window (the deliveries at `position`... of one firing); returns the confirmed ones,
+        each with when it reaches the work queue."""
         pacing = self.settings.pacing_batch
         plan, delays = [], []
         for index, delivery in enumerate(window, start=position):
@@ -161,27 +193,20 @@ class Publisher:
             plan.append((delivery, *await self._destination(channel, delivery, Route.WORK, delay_ms)))
         results = await asyncio.gather(*(self._send(channel, *route) for route in plan), return_exceptions=True)
         now = self.clock.now()
-        acked = 0
-        for route, delay_ms, result in zip(plan, delays, results, strict=True):
-            if isinstance(result, Basic.Ack):
-                due = _whole_second_after(now + timedelta(milliseconds=delay_ms))
-                self._confirmed[route[0]["_id"]] = (due, route[0]["notification_id"])
-                acked += 1
-        if acked and self._marking is None:
-            # Confirmed deliveries are marked queued a little later, in bulk: by then most are claimed already
-            # (the claim sets is_sent_to_queue itself), and a delivery that is no longer pending costs no write.
-            self._marking = asyncio.get_running_loop().call_later(
-                self.settings.outbox_grace / 2, lambda: self.submit_task(self.mark_confirmed())
-            )
-        if acked < len(plan):
+        confirmed = [
+            (route[0], _whole_second_after(now + timedelta(milliseconds=delay_ms)))
+            for route, delay_ms, result in zip(plan, delays, results, strict=True)
+            if isinstance(result, Basic.Ack)
+        ]
+        if len(confirmed) < len(plan):
             failure = next((r for r in results if not isinstance(r, Basic.Ack)), None)
             log.warning(
-                "broker did not confirm %d of %d messages (%r); the outbox sweep will retry",
-                len(plan) - acked,
+                "broker did not confirm %d of %d messages (%r); they are published again later",
+                len(plan) - len(confirmed),
                 len(plan),
                 failure,
             )
-        return acked
+        return confirmed
 
     async def _send(
         self,

@@ -1,9 +1,11 @@
 """The delivery state machine: every status change a delivery goes through, as guarded database writes.
 
-scheduled|deferred -> pending   its send_at, or the end of its quiet hours, came (Deliveries.wake, for the
-                       publisher's scheduled wake-up)
 pending -> queued      the broker confirmed the message (publisher)
+scheduled|deferred -> queued   its send_at, or the end of its quiet hours, came and the publisher's scheduled
+                       wake-up had its message confirmed (no write before: the wake-up finds it again until then)
 pending|queued -> sending    one consumer claimed it (the guard makes a redelivered message harmless)
+scheduled|deferred -> sending  the same, for a woken delivery whose message reached a consumer before its
+                       queued mark (only once its instant came)
 sending -> sent | skipped | failed | queued | pending    by the claimer only (the claim token guards it),
                        as services/outcomes.py decides
 sending -> sent | failed | pending     journal replay and the lease reconciler (queue/recovery.py)
@@ -88,11 +90,15 @@ class Deliveries:
         self.counts = counts or Counts(store)
 
     async def mark_queued(
-        self, notifications: Mapping[ObjectId, ObjectId], now: datetime, due: datetime | None = None
+        self,
+        notifications: Mapping[ObjectId, ObjectId],
+        now: datetime,
+        due: datetime | None = None,
+        source: DeliveryStatus = PENDING,
     ) -> None:
-        """The broker holds the messages of these pending deliveries (delivery id -> notification id); `due` is
-        when they reach the work queue (after a delay tier). One update per notification and chunk, so that
-        the counts know how many each moved."""
+        """The broker holds the messages of these deliveries (delivery id -> notification id), `source` ones
+        (pending, or asleep for the scheduled wake-up); `due` is when they reach the work queue (after a delay
+        tier). One update per notification and chunk, so that the counts know how many each moved."""
         grouped: dict[ObjectId, list[ObjectId]] = {}
         for delivery_id, notification_id in notifications.items():
             grouped.setdefault(notification_id, []).append(delivery_id)
@@ -101,7 +107,7 @@ class Deliveries:
                 tally = Tally()
                 try:
                     result = await self.collection.update_many(
-                        {"_id": {"$in": chunk}, "status": PENDING},
+                        {"_id": {"$in": chunk}, "status": source},
                         {
                             "$set": {
                                 "status": QUEUED,
@@ -112,43 +118,25 @@ class Deliveries:
                             }
                         },
                     )
-                    tally.move(notification_id, PENDING, QUEUED, result.modified_count)
+                    tally.move(notification_id, source, QUEUED, result.modified_count)
                 except BaseException:
                     tally.touch(notification_id)  # applied or not: the reconciler looks
                     raise
                 finally:
                     await self.counts.apply_safely(tally, now)
 
-    async def wake(self, now: datetime, limit: int) -> list[dict]:
-        """Scheduled and deferred deliveries whose instant came become pending, due now, for publishing;
-        returns them. The wake token makes two instances waking at once take each delivery once (either would
-        be harmless: the claim sends it once)."""
+    async def due_to_wake(self, now: datetime, limit: int) -> list[dict]:
+        """Scheduled and deferred deliveries whose instant came, with their status: the scheduled wake-up
+        publishes them, then marks them queued (mark_queued). Nothing is written here: until that mark, the
+        next wake-up finds them again (a wake-up that died in between loses nothing)."""
         due: list[dict] = []
-        by_status: dict[DeliveryStatus, list[dict]] = {}
         for status in ASLEEP:  # one query per partial index
             query = {"status": status, "available_at": {"$lte": now}}
-            found = await self.collection.find(query, MESSAGE_FIELDS).limit(limit - len(due)).to_list(None)
-            by_status[status] = found
-            due += found
+            found = self.collection.find(query, {**MESSAGE_FIELDS, "status": 1}).limit(limit - len(due))
+            due += await found.to_list(None)
             if len(due) >= limit:
                 break
-        if not due:
-            return []
-        token = ObjectId()
-        woken = decide(OutcomeKind.WOKEN, now)
-        update = {"$set": {"status": PENDING, **woken.fields, "wake": token, "updated_at": now}}
-        tally = Tally()
-        try:
-            for status, docs in by_status.items():
-                for chunk in _chunks(docs, MARK_CHUNK):
-                    await self._move_counted(chunk, {"status": status}, update, status, woken, tally)
-        finally:
-            await self.counts.apply_safely(tally, now)
-        ids = [doc["_id"] for doc in due]
-        taken = {
-            d["_id"] for d in await self.collection.find({"_id": {"$in": ids}, "wake": token}, {"_id": 1}).to_list(None)
-        }
-        return [doc for doc in due if doc["_id"] in taken]
+        return due
 
     async def refresh_queued(self, ids: list[ObjectId], now: datetime) -> None:
         """Queued deliveries whose messages were published again (the lost-message finder): due from now."""
@@ -179,30 +167,76 @@ class Deliveries:
 
         Safe to repeat with the same token: a claim that was applied but whose answer was lost (the
         database went away mid-request) is found again by its token."""
-        result = await self.collection.update_many(
-            {"_id": {"$in": ids}, "status": {"$in": WAITING}, "cancel_requested": {"$ne": True}},
-            {
-                "$set": {
-                    "status": SENDING,
-                    "claim": token,
-                    "claimed_by": owner,
-                    "lease_until": now + timedelta(seconds=lease),
-                    "is_sent_to_queue": True,
-                    "updated_at": now,
-                },
-                "$inc": {"attempts": 1},
+        update = {
+            "$set": {
+                "status": SENDING,
+                "claim": token,
+                "claimed_by": owner,
+                "lease_until": now + timedelta(seconds=lease),
+                "is_sent_to_queue": True,
+                "updated_at": now,
             },
+            "$inc": {"attempts": 1},
+        }
+        result = await self.collection.update_many(
+            {"_id": {"$in": ids}, "status": {"$in": WAITING}, "cancel_requested": {"$ne": True}}, update
         )
         if result.modified_count == len(ids):
             return list(ids)
-        # One read for both: what this token took, and what a cancel left for the claim to end.
+        # One read for all three: what this token took, what a cancel left for the claim to end, and what
+        # was woken but not yet marked queued.
         found = await self.collection.find(
-            {"_id": {"$in": ids}}, {"notification_id": 1, "status": 1, "claim": 1, "cancel_requested": 1}
+            {"_id": {"$in": ids}},
+            {"notification_id": 1, "status": 1, "claim": 1, "cancel_requested": 1, "available_at": 1},
         ).to_list(None)
         await self._cancel_requested(
             [doc for doc in found if doc.get("cancel_requested") is True and doc["status"] in WAITING], now
         )
-        return [doc["_id"] for doc in found if doc.get("claim") == token]
+        taken = [doc["_id"] for doc in found if doc.get("claim") == token]
+        woken = [
+            doc
+            for doc in found
+            if doc["status"] in ASLEEP
+            and doc.get("available_at") is not None
+            and doc["available_at"] <= now
+            and doc.get("cancel_requested") is not True
+        ]
+        if woken:
+            taken += await self._claim_woken(woken, update, now, token)
+        return taken
+
+    async def _claim_woken(self, woken: list[dict], update: dict, now: datetime, token: str) -> list[ObjectId]:
+        """The claim of woken deliveries whose message came before their queued mark (read with their
+        notification_id and status): counted as queued first, so that the batch's claim takes them from there."""
+        taken: list[ObjectId] = []
+        for notification_id, docs in _by_notification(woken).items():
+            for status in ASLEEP:
+                ids = [doc["_id"] for doc in docs if doc["status"] == status]
+                if not ids:
+                    continue
+                tally = Tally()
+                try:
+                    result = await self.collection.update_many(
+                        {
+                            "_id": {"$in": ids},
+                            "status": status,
+                            "available_at": {"$lte": now},
+                            "cancel_requested": {"$ne": True},
+                        },
+                        update,
+                    )
+                    tally.move(notification_id, status, QUEUED, result.modified_count)
+                except BaseException:
+                    tally.touch(notification_id)
+                    raise
+                finally:
+                    await self.counts.apply_safely(tally, now)
+                if result.modified_count == len(ids):
+                    taken += ids
+                elif result.modified_count:  # a cancel came first for some
+                    mine = self.collection.find({"_id": {"$in": ids}, "claim": token}, {"_id": 1})
+                    taken += [doc["_id"] for doc in await mine.to_list(None)]
+        return taken
 
     async def _cancel_requested(self, found: list[dict], now: datetime) -> None:
         """Deliveries cancelled while a consumer held them, then released or left unsent (read with their

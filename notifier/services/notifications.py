@@ -47,7 +47,7 @@ class Outbox(Protocol):
 
 def new_delivery(notification: dict, user_id: str, occurrence: str, now, send_at=None) -> dict:
     """A delivery as stored: pending (for the outbox to publish now), or scheduled until `send_at` (the
-    notification's, unless given) outside the outbox until the scheduled wake-up makes it pending."""
+    notification's, unless given) outside the outbox until the scheduled wake-up publishes it."""
     send_at = send_at or notification.get("send_at")
     scheduled = send_at is not None and send_at > now
     return {

@@ -20,7 +20,6 @@ publish where `route` says, then write `update()` under their claim guard.
 | retry or defer ending after expires_at | expired (expired_before_retry) | -   | kept            |
 | quiet        | deferred (quiet_hours) until the window ends | - (the scheduled wake-up) | given back |
 | quiet, ending after expires_at | expired (expired_in_quiet_hours) | -           | kept            |
-| woken        | pending (was scheduled), unsent | work queue (scheduled wake-up) | kept            |
 
 A delivery the sender cancelled while a consumer held it (`cancel_requested`) ends as `cancelled` instead of
 being retried or deferred; one released or abandoned meanwhile is cancelled by the next claim of its message
@@ -62,7 +61,6 @@ class OutcomeKind(enum.StrEnum):
     INTERRUPTED = "interrupted"  # begun where a repeat would show, its end unknown (a dead consumer, a lost answer)
     RELEASED = "released"  # journal replay or lease reconciler: the claim is taken back
     CANCELLED = "cancelled"  # the sender cancelled it before it went out
-    WOKEN = "woken"  # its send_at came: it is published now
     EXPIRED = "expired"  # its notification's expires_at passed before it went
     QUIET = "quiet"  # due inside the recipient's quiet hours: deferred to their end
 
@@ -186,14 +184,6 @@ def decide(
             now,
             {"reason": "interrupted", "last_error": error or INTERRUPTED_ERROR},
             counted_as=OutcomeKind.FAILED,
-        )
-    if kind is OutcomeKind.WOKEN:
-        return Decision(
-            DeliveryStatus.PENDING,
-            now,
-            {"is_sent_to_queue": False, "available_at": now},
-            route=Route.WORK,
-            counted_as=kind,
         )
     if kind is OutcomeKind.EXPIRED:
         return _expired(reason or EXPIRED_BEFORE_SEND, error, now)

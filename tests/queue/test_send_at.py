@@ -9,10 +9,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from bson import ObjectId
 
+from notifier.access import Principal, Role
+from notifier.queue.publisher import Publisher
+from notifier.services.counts import SENDING, WAITING, Tally
+from notifier.services.leases import JobLease
+
 from ..support import eventually
 from .conftest import add_users, settled
 
 N = 30
+ADMIN = Principal(Role.ADMIN, "a1", "root")
+CONTENT = {"title": "t", "text": "x", "channel": "inbox", "is_express": False, "content_id": None, "variables": {}}
 
 
 async def _passed(ctx, instant: datetime) -> bool:
@@ -67,19 +74,54 @@ async def test_deliveries_due_while_no_server_ran_go_once_it_is_back(api, admin,
         await ctx.stop_workers()
 
 
+def _other_instance(ctx) -> Publisher:
+    lease = JobLease(ctx.store, ctx.clock, "scheduled wake-up", "other-host:8004", seconds=30)
+    return Publisher(ctx.broker, ctx.topology, ctx.deliveries, ctx.settings, ctx.clock, lease)
+
+
 @pytest.mark.gen_test(timeout=90)
-async def test_two_wake_ups_at_once_publish_each_delivery_once(api, admin, ctx, smtp, workers):
-    """Two instances' wake-ups meeting the same due deliveries: each is woken by one of them."""
+async def test_two_instances_wake_ups_at_once_publish_each_delivery_once(api, admin, ctx, smtp, workers):
+    """Two instances' wake-ups meeting the same due deliveries: the one holding the lease publishes them all,
+    the other none; once the holder stops, the other takes over at once."""
     users = await add_users(ctx, N)
     send_at = ctx.clock.now() + timedelta(seconds=30)
     created = await _create(api, admin, users, send_at)
     await ctx.store.deliveries.update_many(
         {"notification_id": ObjectId(created["id"])}, {"$set": {"available_at": ctx.clock.now()}}
     )
-    first, second = await asyncio.gather(ctx.publisher.publish_scheduled(), ctx.publisher.publish_scheduled())
-    assert first + second == N, (first, second)
+    other = _other_instance(ctx)
+    await ctx.jobs.stop()  # the wake-ups of this test only
+    first, second = await asyncio.gather(ctx.publisher.publish_scheduled(), other.publish_scheduled())
+    assert sorted((first, second)) == [0, N], (first, second)
     assert await settled(ctx, ObjectId(created["id"]), N) == {"sent": N}
     assert smtp.handler.count_by_recipient(created["id"]) == {f"{u}@example.com": 1 for u in users}
+    holder, waiting = (ctx.publisher, other) if first else (other, ctx.publisher)
+    assert await waiting.wake_lease.take() is False
+    await holder.wake_lease.release()
+    assert await waiting.wake_lease.take() is True
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_woken_delivery_claimed_before_its_queued_mark_is_sent_once_and_counted(ctx):
+    """The wake-up writes nothing before the broker confirms: a consumer may claim the delivery while it is
+    still scheduled (its instant come), never before its instant, and never once cancelled."""
+    notification, _ = await ctx.notifications.create(
+        ADMIN, {**CONTENT, "recipients": ["a", "b", "c"], "send_at": ctx.clock.now() + timedelta(seconds=30)}
+    )
+    deliveries = {d["user_id"]: d["_id"] for d in await ctx.store.deliveries.find({}).to_list(None)}
+    now = ctx.clock.now()
+    assert await ctx.deliveries.claim(list(deliveries.values()), "early.1.1", now, 60, "t0") == []
+    await ctx.store.deliveries.update_many({}, {"$set": {"available_at": now}})
+    await ctx.deliveries.cancel(notification["_id"], ["c"], now)
+    claimed = await ctx.deliveries.claim(list(deliveries.values()), "woken.1.1", ctx.clock.now(), 60, "t1")
+    assert sorted(claimed) == sorted([deliveries["a"], deliveries["b"]])
+    tally = Tally()
+    tally.move(notification["_id"], WAITING, SENDING, len(claimed))
+    await ctx.deliveries.counts.apply(tally, ctx.clock.now())
+    detail = await ctx.notifications.get(ADMIN, str(notification["_id"]))
+    assert detail["counts"] == {"sending": 2, "cancelled": 1}
+    assert detail["counts"] == (await ctx.deliveries.counts.exact(notification["_id"]))[0]
+    assert await ctx.deliveries.claim(list(deliveries.values()), "again.1.1", ctx.clock.now(), 60, "t2") == []
 
 
 @pytest.mark.gen_test(timeout=90)

@@ -31,7 +31,6 @@ S = DeliveryStatus
         (K.INTERRUPTED, 1, 0, S.FAILED, None, 0, {}, "failed"),
         (K.RELEASED, 1, 0, S.PENDING, Route.WORK, 0, {}, "released"),
         (K.CANCELLED, 1, 0, S.CANCELLED, None, 0, {}, "cancelled"),  # cancelled while being sent: not again
-        (K.WOKEN, 0, 0, S.PENDING, Route.WORK, 0, {}, "woken"),  # its send_at came
         (K.EXPIRED, 1, 0, S.EXPIRED, None, 0, {}, "expired"),
     ],
 )
