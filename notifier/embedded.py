@@ -7,6 +7,7 @@ another user of the machine can neither read nor change the data.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import logging
@@ -14,8 +15,10 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +26,7 @@ from urllib.parse import quote
 from .procs import die_with_parent, free_port, wait_for_port
 
 log = logging.getLogger(__name__)
+KNOCK_EVERY = 0.2  # seconds between two knocks on a stopping SecantusDB's port
 
 
 class EmbeddedError(RuntimeError):
@@ -139,12 +143,17 @@ class EmbeddedProcess:
             # The whole session: a launcher script may have started the real server as its child.
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout)
+                self.wait_stopped(timeout)
             except subprocess.TimeoutExpired:
                 log.warning("embedded %s did not stop in %.0fs; killing it", self.name, timeout)
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.process = None
+
+    def wait_stopped(self, timeout: float) -> None:
+        """Wait for the process to exit after SIGTERM (subprocess.TimeoutExpired after `timeout`)."""
+        assert self.process is not None
+        self.process.wait(timeout)
 
 
 class EmbeddedMongo(EmbeddedProcess):
@@ -241,6 +250,22 @@ class EmbeddedMongo(EmbeddedProcess):
             self.setup_file = None
         write_private(self.credentials_file, password.encode() + b"\n")
         log.info("embedded %s: created its account; the password is in %s", self.name, self.credentials_file)
+
+    def wait_stopped(self, timeout: float) -> None:
+        # SecantusDB's accept thread sees the stop only when a connection comes (closing a listening socket
+        # does not wake accept() on Linux), and its shutdown waits 2 s for that thread: a knock on the port
+        # while it stops ends that wait.
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.process.wait(min(KNOCK_EVERY, max(deadline - time.monotonic(), 0)))
+                return
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    raise
+            with contextlib.suppress(OSError):
+                socket.create_connection((self.host, self.port), timeout=KNOCK_EVERY).close()
 
     def stop(self, timeout: float = 20.0) -> None:
         try:
