@@ -50,6 +50,7 @@ ASLEEP = [SCHEDULED, DEFERRED]  # waiting for an instant, outside the outbox: th
 CANCELLABLE = [*ASLEEP, *WAITING]
 LEASE_EXPIRED = "lease expired: the consumer stopped answering mid-send"
 IN_CHUNK = 1000
+CLAIM_ROUNDS = 3  # a claim's tries at deliveries whose status changed under it (Deliveries.claim)
 MARK_CHUNK = 50  # the database answers one request at a time: keep background writes short
 # What a queue message carries, so a consumer needs no read to start on it.
 MESSAGE_FIELDS = {"_id": 1, "notification_id": 1, "user_id": 1, "channel": 1, "is_express": 1}
@@ -75,6 +76,12 @@ def _by_token(entries: dict[str, str]) -> dict[str, list[ObjectId]]:
         except InvalidId:
             continue
     return grouped
+
+
+def _due(doc: dict, now: datetime) -> bool:
+    """Whether an asleep delivery's instant came (its message may be out: the scheduled wake-up's)."""
+    instant = doc.get("available_at")
+    return instant is not None and instant <= now and doc.get("cancel_requested") is not True
 
 
 def _by_notification(docs: Iterable[dict]) -> dict[ObjectId, list[dict]]:
@@ -178,31 +185,39 @@ class Deliveries:
             },
             "$inc": {"attempts": 1},
         }
-        result = await self.collection.update_many(
-            {"_id": {"$in": ids}, "status": {"$in": WAITING}, "cancel_requested": {"$ne": True}}, update
-        )
-        if result.modified_count == len(ids):
-            return list(ids)
-        # One read for all three: what this token took, what a cancel left for the claim to end, and what
-        # was woken but not yet marked queued.
-        found = await self.collection.find(
-            {"_id": {"$in": ids}},
-            {"notification_id": 1, "status": 1, "claim": 1, "cancel_requested": 1, "available_at": 1},
-        ).to_list(None)
-        await self._cancel_requested(
-            [doc for doc in found if doc.get("cancel_requested") is True and doc["status"] in WAITING], now
-        )
-        taken = [doc["_id"] for doc in found if doc.get("claim") == token]
-        woken = [
-            doc
-            for doc in found
-            if doc["status"] in ASLEEP
-            and doc.get("available_at") is not None
-            and doc["available_at"] <= now
-            and doc.get("cancel_requested") is not True
-        ]
-        if woken:
-            taken += await self._claim_woken(woken, update, now, token)
+        taken: list[ObjectId] = []
+        left = list(ids)
+        for _ in range(CLAIM_ROUNDS):
+            result = await self.collection.update_many(
+                {"_id": {"$in": left}, "status": {"$in": WAITING}, "cancel_requested": {"$ne": True}}, update
+            )
+            if result.modified_count == len(left):
+                return taken + left
+            # One read for all three: what this token took, what a cancel left for the claim to end, and what
+            # was woken but not yet marked queued.
+            found = await self.collection.find(
+                {"_id": {"$in": left}},
+                {"notification_id": 1, "status": 1, "claim": 1, "cancel_requested": 1, "available_at": 1},
+            ).to_list(None)
+            await self._cancel_requested(
+                [doc for doc in found if doc.get("cancel_requested") is True and doc["status"] in WAITING], now
+            )
+            mine = {doc["_id"] for doc in found if doc.get("claim") == token}
+            woken = [doc for doc in found if doc["status"] in ASLEEP and _due(doc, now)]
+            if woken:
+                mine.update(await self._claim_woken(woken, update, now, token))
+            taken += [doc["_id"] for doc in found if doc["_id"] in mine]
+            # A woken delivery marked queued between this round's writes and its read is still to be taken:
+            # another round for what is still claimable (the mark comes once, so two rounds suffice).
+            left = [
+                doc["_id"]
+                for doc in found
+                if doc["_id"] not in mine
+                and doc.get("cancel_requested") is not True
+                and (doc["status"] in WAITING or doc["status"] in ASLEEP and _due(doc, now))
+            ]
+            if not left:
+                break
         return taken
 
     async def _claim_woken(self, woken: list[dict], update: dict, now: datetime, token: str) -> list[ObjectId]:

@@ -10,6 +10,7 @@ import pytest
 from bson import ObjectId
 
 from notifier.access import Principal, Role
+from notifier.domain import DeliveryStatus
 from notifier.queue.publisher import Publisher
 from notifier.services.counts import SENDING, WAITING, Tally
 from notifier.services.leases import JobLease
@@ -122,6 +123,63 @@ async def test_a_woken_delivery_claimed_before_its_queued_mark_is_sent_once_and_
     assert detail["counts"] == {"sending": 2, "cancelled": 1}
     assert detail["counts"] == (await ctx.deliveries.counts.exact(notification["_id"]))[0]
     assert await ctx.deliveries.claim(list(deliveries.values()), "again.1.1", ctx.clock.now(), 60, "t2") == []
+
+
+class MarkedMeanwhile:
+    """The deliveries collection, with the wake-up's queued mark landing just before one of the claim's
+    requests (`before`: "read", its read after the missed update; "woken", its claim of what it read asleep)."""
+
+    def __init__(self, collection, mark, before: str):
+        self.collection, self.mark, self.before, self.calls = collection, mark, before, 0
+
+    def __getattr__(self, name):
+        return getattr(self.collection, name)
+
+    async def _strike(self, kind: str):
+        if kind == self.before and self.mark is not None:
+            mark, self.mark = self.mark, None
+            await mark()
+
+    def find(self, *args, **kwargs):
+        outer = self
+
+        class Cursor:
+            async def to_list(self, length):
+                await outer._strike("read")
+                return await outer.collection.find(*args, **kwargs).to_list(length)
+
+        return Cursor()
+
+    async def update_many(self, query, update, **kwargs):
+        if isinstance(query.get("status"), str):  # the claim of deliveries read asleep
+            await self._strike("woken")
+        return await self.collection.update_many(query, update, **kwargs)
+
+
+@pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize("before", ["read", "woken"])
+async def test_a_claim_racing_the_queued_mark_still_takes_the_woken_delivery(ctx, before):
+    """The wake-up's queued mark may land between the claim's requests: the delivery is taken all the same
+    (a claim that let it go would drop its message: found again only by the lost-message finder)."""
+    notification, _ = await ctx.notifications.create(
+        ADMIN, {**CONTENT, "recipients": ["a", "b"], "send_at": ctx.clock.now() + timedelta(seconds=30)}
+    )
+    await ctx.store.deliveries.update_many({}, {"$set": {"available_at": ctx.clock.now()}})
+    docs = await ctx.store.deliveries.find({}, {"notification_id": 1}).to_list(None)
+    ids = [doc["_id"] for doc in docs]
+
+    async def mark():
+        marks = {doc["_id"]: doc["notification_id"] for doc in docs}
+        await ctx.deliveries.mark_queued(marks, ctx.clock.now(), source=DeliveryStatus.SCHEDULED)
+
+    racing = MarkedMeanwhile(ctx.store.deliveries, mark, before)
+    ctx.deliveries.collection = racing
+    try:
+        assert sorted(await ctx.deliveries.claim(ids, "racing.1.1", ctx.clock.now(), 60, "t1")) == sorted(ids)
+    finally:
+        ctx.deliveries.collection = ctx.store.deliveries
+    assert racing.mark is None, "the mark never landed in between"
+    assert await _statuses(ctx, str(notification["_id"])) == {"sending": 2}
 
 
 @pytest.mark.gen_test(timeout=90)
