@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+from datetime import timedelta
 
 import pytest
 from bson import ObjectId
@@ -61,18 +62,18 @@ async def assert_never_sent_once_cancelled(ctx, smtp, notification_id: str, answ
 
 
 @pytest.mark.gen_test(timeout=300)
-async def test_cancel_racing_a_live_fanout_never_sends_what_it_reports_cancelled(api, admin, ctx, smtp, workers):
-    """Five rounds, each cancelling at a different point of a fan-out that two consumers are sending."""
+@pytest.mark.parametrize("due", ["now", "send_at"])
+async def test_cancel_racing_a_live_fanout_never_sends_what_it_reports_cancelled(api, admin, ctx, smtp, workers, due):
+    """Five rounds, each cancelling at a different point of a fan-out that two consumers are sending: sent at
+    once, or due a moment after the create (woken by the scheduled wake-up, claimed before or after their
+    queued mark)."""
     users = await add_users(ctx, N)
     rounds = random.Random(7)
     for round_number in range(5):
-        created = (
-            await api.post(
-                "/api/v1/notifications",
-                {"title": f"round {round_number}", "text": "x", "channel": "email", "recipients": users},
-                auth=admin.header,
-            )
-        ).body
+        body = {"title": f"round {round_number}", "text": "x", "channel": "email", "recipients": users}
+        if due == "send_at":
+            body["send_at"] = (ctx.clock.now() + timedelta(seconds=0.5)).isoformat()
+        created = (await api.post("/api/v1/notifications", body, auth=admin.header)).body
         after = rounds.randrange(0, N // 2)
         await eventually(
             lambda nid=created["id"], n=after: _received(smtp, nid, n), timeout=60, message=f"{after} received"
