@@ -1,5 +1,5 @@
-"""Recovery: how a delivery that something dropped gets on its way again. Seven mechanisms, each with one name
-(used in log lines and job names); all but the last three live here.
+"""Recovery: how a delivery that something dropped gets on its way again. Eight mechanisms, each with one name
+(used in log lines and job names); all but the last four live here.
 
 - **journal replay** (`Recovery.replay_journal`). Trigger: a consumer process exits (ConsumerPool._watch),
   or a starting pool finds journals of consumers whose server is gone (ConsumerPool.replay_orphan_journals);
@@ -28,6 +28,10 @@
   every MATERIALIZE_INTERVAL: a big create whose deliveries were still being stored in the background when
   its server stopped or died is taken over, once its claim (renewed at every progress record) is
   MATERIALIZE_LEASE old, from its last progress record; the unique index stores a repeated part once.
+- **scheduled wake-up** (queue/publisher.py: Publisher.publish_scheduled, job "scheduled wake-up"). Every
+  WAKE_INTERVAL, on the one instance holding its lease (services/leases.py): scheduled and deferred deliveries
+  whose instant came are published, then marked queued; nothing is written before the confirm, so what a
+  dead wake-up left is found again by the next.
 
 Every mechanism here counts what it moves in the notifications' counts (services/counts.py); the **counts
 reconciler** there (job "counts reconciler", every COUNTS_RECONCILE_INTERVAL) repairs an increment lost to a
