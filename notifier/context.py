@@ -139,9 +139,10 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
     broker.start()
     counts = Counts(store, settings.counts_maintained)
     deliveries = Deliveries(store, counts)
-    # Held a few wake-ups long: a wake-up publishing thousands takes a while, and the lease outlasts it.
+    # Renewed before each notification a wake-up publishes, and long enough for the slowest of them (5,000
+    # deliveries' publish and marks on a busy database).
     wake_lease = JobLease(
-        store, clock, "scheduled wake-up", JobLease.holder_for(settings.http_port), max(10 * settings.wake_interval, 5)
+        store, clock, "scheduled wake-up", JobLease.holder_for(settings.http_port), max(30 * settings.wake_interval, 15)
     )
     publisher = Publisher(broker, topology, deliveries, settings, clock, wake_lease)
     notifications = NotificationService(store, settings, clock, publisher, counts)

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 LEASE_SHARE_FOR_SENDING = 0.5
 DATABASE_RETRY_SECONDS = 600.0
 DATABASE_RETRY_WHILE_STOPPING = 10.0
-AGAIN = (OutcomeKind.RETRY, OutcomeKind.DEFER)
+# Outcomes that leave the delivery to go again later: a cancel that came meanwhile makes them cancelled.
+AGAIN = (OutcomeKind.RETRY, OutcomeKind.DEFER, OutcomeKind.QUIET)
 EXPRESS_PRECEDENCE_SECONDS = 1.0
 
 T = TypeVar("T")

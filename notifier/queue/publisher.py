@@ -127,22 +127,43 @@ class Publisher:
         """The scheduled wake-up (job "scheduled wake-up", every WAKE_INTERVAL, on the instance holding its
         lease): deliveries whose send_at (or quiet hours' end) came are published now, each notification's as
         one firing (paced past PACING_BATCH), then marked queued; returns how many were confirmed."""
-        if self.wake_lease is not None and not await self.wake_lease.take():
+        if not await self._hold_wake_lease():
             return 0
-        due = await self.deliveries.due_to_wake(self.clock.now(), limit)
+        now = self.clock.now()
         by_notification: dict = {}
-        for delivery in due:
+        for delivery in await self.deliveries.due_to_wake(now, limit):
             by_notification.setdefault(delivery["notification_id"], []).append(delivery)
         woken = 0
-        for deliveries in by_notification.values():
-            confirmed = await self._publish_all(deliveries)
-            woken += len(confirmed)
-            marks: dict = {}
-            for delivery, when in confirmed:
-                marks.setdefault((delivery["status"], when), {})[delivery["_id"]] = delivery["notification_id"]
-            for (status, when), notifications in marks.items():
-                await self.deliveries.mark_queued(notifications, self.clock.now(), when, source=status)
+        try:
+            for deliveries in by_notification.values():
+                if woken and not await self._hold_wake_lease():
+                    break  # another instance took over: it finds the rest
+                try:
+                    confirmed = await self._publish_all(deliveries)
+                except aiormq.exceptions.AMQPError as exc:
+                    log.warning("scheduled wake-up: publish failed (%s); the next one tries again", exc)
+                    continue
+                woken += len(confirmed)
+                marks: dict = {}
+                for delivery, when in confirmed:
+                    marks.setdefault((delivery["status"], when), {})[delivery["_id"]] = delivery["notification_id"]
+                for (status, when), notifications in marks.items():
+                    await self.deliveries.mark_queued(notifications, self.clock.now(), when, status, woken_by=now)
+        except BaseException:
+            if self.wake_lease is not None:  # for another instance to try at once
+                await self.wake_lease.release()
+            raise
         return woken
+
+    async def _hold_wake_lease(self) -> bool:
+        """Take or renew the wake-up's lease, only while this instance can publish (a holder cut off from the
+        broker would hold every instance's wake-up up)."""
+        if self.wake_lease is None:
+            return True
+        if not self.broker.connected:
+            await self.wake_lease.release()
+            return False
+        return await self.wake_lease.take()
 
     async def publish(self, deliveries: list[dict], position: int = 0) -> int:
         """Publish pending `deliveries` (the ones at `position`... of one firing); returns how many were

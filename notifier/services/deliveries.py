@@ -102,10 +102,17 @@ class Deliveries:
         now: datetime,
         due: datetime | None = None,
         source: DeliveryStatus = PENDING,
+        woken_by: datetime | None = None,
     ) -> None:
         """The broker holds the messages of these deliveries (delivery id -> notification id), `source` ones
         (pending, or asleep for the scheduled wake-up); `due` is when they reach the work queue (after a delay
-        tier). One update per notification and chunk, so that the counts know how many each moved."""
+        tier). One update per notification and chunk, so that the counts know how many each moved.
+
+        `woken_by`: the instant the wake-up read them at. One a consumer claimed meanwhile and deferred again
+        (to a later end of quiet hours) is asleep until later, with no message: it is left alone."""
+        guard: dict = {"status": source}
+        if woken_by is not None:
+            guard["available_at"] = {"$lte": woken_by}
         grouped: dict[ObjectId, list[ObjectId]] = {}
         for delivery_id, notification_id in notifications.items():
             grouped.setdefault(notification_id, []).append(delivery_id)
@@ -114,7 +121,7 @@ class Deliveries:
                 tally = Tally()
                 try:
                     result = await self.collection.update_many(
-                        {"_id": {"$in": chunk}, "status": source},
+                        {"_id": {"$in": chunk}, **guard},
                         {
                             "$set": {
                                 "status": QUEUED,
@@ -200,7 +207,7 @@ class Deliveries:
                 {"notification_id": 1, "status": 1, "claim": 1, "cancel_requested": 1, "available_at": 1},
             ).to_list(None)
             await self._cancel_requested(
-                [doc for doc in found if doc.get("cancel_requested") is True and doc["status"] in WAITING], now
+                [doc for doc in found if doc.get("cancel_requested") is True and doc["status"] in CANCELLABLE], now
             )
             mine = {doc["_id"] for doc in found if doc.get("claim") == token}
             woken = [doc for doc in found if doc["status"] in ASLEEP and _due(doc, now)]
@@ -261,7 +268,7 @@ class Deliveries:
         cancelled = decide(OutcomeKind.CANCELLED, now)
         tally = Tally()
         try:
-            for source in WAITING:
+            for source in CANCELLABLE:
                 docs = [doc for doc in found if doc["status"] == source]
                 if docs:
                     guard = {"status": source, "cancel_requested": True}

@@ -11,6 +11,7 @@ from bson import ObjectId
 
 from notifier.access import Principal, Role
 from notifier.domain import DeliveryStatus
+from notifier.queue.connection import BrokerConnection
 from notifier.queue.publisher import Publisher
 from notifier.services.counts import SENDING, WAITING, Tally
 from notifier.services.leases import JobLease
@@ -180,6 +181,50 @@ async def test_a_claim_racing_the_queued_mark_still_takes_the_woken_delivery(ctx
         ctx.deliveries.collection = ctx.store.deliveries
     assert racing.mark is None, "the mark never landed in between"
     assert await _statuses(ctx, str(notification["_id"])) == {"sending": 2}
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_wake_up_cut_off_from_the_broker_leaves_its_lease_to_another_instance(ctx):
+    cut_off = BrokerConnection("amqp://guest:guest@127.0.0.1:1/", "cut-off")  # never connects
+    lease = JobLease(ctx.store, ctx.clock, "scheduled wake-up", "cut-off:1", seconds=30)
+    alone = Publisher(cut_off, ctx.topology, ctx.deliveries, ctx.settings, ctx.clock, lease)
+    other = _other_instance(ctx)
+    assert await other.wake_lease.take() is True
+    await other.wake_lease.release()
+    assert await lease.take() is True  # it held the lease, then lost the broker
+    assert await alone.publish_scheduled() == 0
+    assert await other.wake_lease.take() is True
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_queued_mark_leaves_a_delivery_deferred_again_since_the_wake_up_read_it(ctx):
+    """Woken at the end of quiet hours, claimed before its mark and deferred again (the window moved): the
+    wake-up's mark must not make it queued, with no message left to send it."""
+    notification, _ = await ctx.notifications.create(ADMIN, {**CONTENT, "recipients": ["a"]})
+    now = ctx.clock.now()
+    await ctx.store.deliveries.update_many({}, {"$set": {"status": "deferred", "available_at": now}})
+    read_at = ctx.clock.now()
+    (delivery,) = await ctx.deliveries.due_to_wake(read_at, 10)
+    later = read_at + timedelta(hours=2)
+    await ctx.store.deliveries.update_one({"_id": delivery["_id"]}, {"$set": {"available_at": later}})
+    marks = {delivery["_id"]: notification["_id"]}
+    await ctx.deliveries.mark_queued(marks, ctx.clock.now(), source=DeliveryStatus.DEFERRED, woken_by=read_at)
+    assert await _statuses(ctx, str(notification["_id"])) == {"deferred": 1}
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_message_of_a_woken_delivery_cancelled_while_it_was_being_sent_cancels_it(ctx):
+    """Cancelled while a consumer held it, then deferred (quiet hours) or left scheduled: when its message
+    comes back after its instant, the claim cancels it rather than dropping the message."""
+    notification, _ = await ctx.notifications.create(ADMIN, {**CONTENT, "recipients": ["a", "b"]})
+    await ctx.store.deliveries.update_many(
+        {}, {"$set": {"status": "deferred", "available_at": ctx.clock.now(), "cancel_requested": True}}
+    )
+    await ctx.deliveries.counts.recount([notification["_id"]], ctx.clock.now())
+    ids = [d["_id"] for d in await ctx.store.deliveries.find({}, {"_id": 1}).to_list(None)]
+    assert await ctx.deliveries.claim(ids, "late.1.1", ctx.clock.now(), 60, "t1") == []
+    detail = await ctx.notifications.get(ADMIN, str(notification["_id"]))
+    assert detail["counts"] == {"cancelled": 2} == (await ctx.deliveries.counts.exact(notification["_id"]))[0]
 
 
 @pytest.mark.gen_test(timeout=90)
