@@ -50,7 +50,8 @@ async def test_kill_9_of_consumers_mid_run_sends_each_message_at_most_once(api, 
     ).body
     for kill_after in (150, 400, 650):
         await eventually(lambda count=kill_after: _received(smtp, count), timeout=60, message=f"{kill_after} received")
-        victim = next(p for p in ctx.pool.processes.values() if p.ready and not p.stopping)
+        # Right after a kill there may be no ready consumer for a moment (CI found none once): wait for one.
+        victim = await eventually(lambda: _a_ready_consumer(ctx), timeout=60, message="a ready consumer")
         os.kill(victim.pid, signal.SIGKILL)
     await settled(ctx, ObjectId(created["id"]), 900, timeout=120)
     deliveries = await ctx.store.deliveries.find({"notification_id": ObjectId(created["id"])}).to_list(None)
@@ -61,6 +62,10 @@ async def test_kill_9_of_consumers_mid_run_sends_each_message_at_most_once(api, 
 
 async def _received(smtp, count):
     return len(smtp.received) >= count
+
+
+async def _a_ready_consumer(ctx):
+    return next((p for p in ctx.pool.processes.values() if p.ready and not p.stopping), None)
 
 
 async def _consumers(ctx, count):
