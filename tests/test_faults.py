@@ -404,17 +404,19 @@ def test_server_killed_while_deliveries_are_deferred_by_quiet_hours_then_restart
     else mailed once. (On the outage rig: the other two have longer drills.)"""
     rig = outage_rig.ready()
     now = datetime.now(UTC)
-    window_end = now + timedelta(seconds=20)
+    # Long enough for every consumer to reach each of them inside it (one reached after it is sent at once).
+    window_end = now + timedelta(seconds=max(20, N / 60))
     deferred = [f"f{i}" for i in range(1, N, 4)]
     expiring = [f"f{i}" for i in range(2, N, 4)]
     start = (now - timedelta(hours=1)).strftime("%H:%M:%S")
     _quiet_for(rig, deferred, {"start": start, "end": window_end.strftime("%H:%M:%S")})
     _quiet_for(rig, expiring, {"start": start, "end": (now + timedelta(hours=2)).strftime("%H:%M:%S")})
     try:
-        notification = rig.fanout(expires_at=(now + timedelta(minutes=3)).isoformat())
+        notification = rig.fanout(expires_at=(window_end + timedelta(minutes=3)).isoformat())
+        window = (window_end - now).total_seconds()
         wait_until(
             lambda: rig.counts(notification)["counts"].get("deferred", 0) == len(deferred),
-            60,
+            window + 30,
             "the quiet recipients deferred",
             every=1.0,
         )
@@ -423,7 +425,9 @@ def test_server_killed_while_deliveries_are_deferred_by_quiet_hours_then_restart
         wait_until(lambda: not any(pid_alive(pid) for pid in consumers), 60, "no orphan consumers")
         early = {m.recipient for m in rig.smtp.received if m.notification_id == notification}
         assert not early & {f"{user}@example.com" for user in deferred + expiring}, "sent in quiet hours"
-        wait_until(lambda: datetime.now(UTC) > window_end + timedelta(seconds=1), 30, "the window over", every=0.5)
+        wait_until(
+            lambda: datetime.now(UTC) > window_end + timedelta(seconds=1), window + 30, "the window over", every=0.5
+        )
         rig.served.start()
         rig.settle(notification)
         counts = rig.check(notification)
