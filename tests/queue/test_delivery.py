@@ -67,8 +67,17 @@ async def test_skips_say_why(api, admin, ctx, smtp, workers):
     created = await create(api, admin, ["subscribed0", "opted-out0", "gone0", "bad-address", "stranger"])
     result = await settled(ctx, ObjectId(created["id"]), 5)
     assert result == {"sent": 1, "skipped": 4}
-    detail = await api.get(f"/api/v1/notifications/{created['id']}", auth=admin.header)
-    assert detail.body["reasons"] == {"unsubscribed": 2, "invalid_contact": 1, "no_contact": 1}
+
+    async def reasons():
+        # The detail's counts follow the consumer's outcome write by one increment (services/counts.py).
+        detail = await api.get(f"/api/v1/notifications/{created['id']}", auth=admin.header)
+        return detail.body["reasons"] if sum(detail.body["counts"].values()) == 5 else None
+
+    assert await eventually(reasons, message="the skips counted") == {
+        "unsubscribed": 2,
+        "invalid_contact": 1,
+        "no_contact": 1,
+    }
     assert [r.recipient for r in smtp.received] == ["subscribed0@example.com"]
 
 

@@ -171,7 +171,12 @@ async def test_pool_grows_with_backlog_and_shrinks_when_idle(ctx, smtp, workers)
             },
         )
         await ctx.publisher.drain(10)
-        await eventually(lambda: _grown(ctx, 3), timeout=45, message="pool grown to the maximum")
+        try:
+            await eventually(lambda: _grown(ctx, 3), timeout=45, message="pool grown to the maximum")
+        except AssertionError as error:  # CI once timed out here, unexplained: say what the pool saw
+            pool = ctx.pool
+            seen = f"{len(pool.processes)} processes, {pool.restarts} restarts, {pool.last_stats}"
+            raise AssertionError(f"{error}; {seen}") from None
         assert len(ctx.pool.processes) == 3
     await eventually(lambda: _shrunk(ctx), timeout=60, message="pool back to the minimum")
 
