@@ -148,6 +148,8 @@ class ConsumerPool:
             if time.monotonic() < self._not_before:
                 return
             for _ in range(wanted - total):
+                if not self.running:  # stop() began while this check waited
+                    return
                 await self.spawn()
         elif started and (surely_total > self.settings.consumers_max or surely_total > enough):
             # A consumer still starting is never the one stopped (its start would be wasted, the pool flap).
@@ -188,6 +190,10 @@ class ConsumerPool:
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
         log.info("consumer %s started (pid %d)", consumer_id, process.pid)
+        if not self.running:
+            # stop() began while it was being created (a pool check in flight): stopped at once, it never
+            # lives on beside a stopped pool, attached to its queues.
+            await self.stop_one(consumer)
         return consumer
 
     async def _watch(self, consumer: ConsumerProcess) -> None:

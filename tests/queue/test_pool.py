@@ -206,6 +206,10 @@ class _paused:
             process.process.send_signal(signal.SIGCONT)
 
 
+async def _stop_began(ctx):
+    return not ctx.pool.running
+
+
 async def _grown(ctx, count):
     await ctx.pool.check()
     return len(ctx.pool.processes) == count
@@ -214,6 +218,25 @@ async def _grown(ctx, count):
 async def _shrunk(ctx):
     await ctx.pool.check()
     return len([p for p in ctx.pool.processes.values() if not p.stopping]) == 1
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_a_consumer_spawned_while_the_pool_stops_is_stopped_too(ctx):
+    """A pool check that was creating a consumer when stop() began: that consumer must not live on, attached
+    to the queues, beside the stopped pool (the next test on those queues would count it as another
+    instance's)."""
+    await ctx.start_workers()
+    await ctx.jobs.stop()
+    stopping = asyncio.ensure_future(ctx.pool.stop())
+    await eventually(lambda: _stop_began(ctx), message="the pool's stop began")  # it has taken its list
+    late = await ctx.pool.spawn()
+    try:
+        assert await asyncio.wait_for(late.process.wait(), 30) is not None
+    finally:
+        if late.process.returncode is None:
+            late.process.kill()
+        await stopping
+    assert late.stopping and late.id not in ctx.pool.processes
 
 
 @pytest.mark.gen_test(timeout=60)
