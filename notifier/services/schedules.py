@@ -133,10 +133,11 @@ class ScheduleService:
         schedule["next_run_at"] = self._next_run(schedule, now)
         if content is not None:
             notification["_id"] = ObjectId()
-            await self.notifications.counts.start(notification["_id"], now)
-            await self.store.notifications.insert_one(notification)
         schedule["notification_id"] = notification["_id"]
         try:
+            if content is not None:
+                await self.notifications.counts.start(notification["_id"], now)
+                await self.store.notifications.insert_one(notification)
             await self.store.schedules.insert_one(schedule)
         except BaseException:
             if content is not None:
@@ -150,11 +151,11 @@ class ScheduleService:
 
     async def _forget_notification(self, notification_id) -> None:
         try:
-            deleted = await self.store.notifications.delete_one(
+            await self.store.notifications.delete_one(
                 {"_id": notification_id, "pending_schedule_since": {"$exists": True}}
             )
-            if deleted.deleted_count:
-                await self.notifications.counts.forget_safely(notification_id)
+            # Its own, stored or not: the notification was made by this create (its counts came first).
+            await self.notifications.counts.forget_safely(notification_id)
         except Exception:
             log.warning("notification %s of a schedule that was not stored stays until reaped", notification_id)
 

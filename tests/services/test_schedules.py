@@ -329,14 +329,16 @@ async def test_enabling_a_schedule_that_never_fires_is_refused(ctx, clock, sched
 
 
 @pytest.mark.gen_test
-async def test_a_failed_create_leaves_no_notification(ctx, clock, schedules, monkeypatch):
+@pytest.mark.parametrize("refused", ["schedules", "notifications"])
+async def test_a_failed_create_leaves_no_notification(ctx, clock, schedules, monkeypatch, refused):
     async def refuse(document, *args, **kwargs):
-        raise DuplicateKeyError("injected: the schedule could not be stored")
+        raise DuplicateKeyError(f"injected: the {refused} document could not be stored")
 
-    monkeypatch.setattr(ctx.store.schedules, "insert_one", refuse)
+    monkeypatch.setattr(getattr(ctx.store, refused), "insert_one", refuse)
     with pytest.raises(DuplicateKeyError):
         await schedules.create(ADMIN, {"notification": CONTENT, "user_ids": ["a"], "interval_seconds": 600})
     assert await ctx.store.notifications.count_documents({}) == 0
+    assert await ctx.store.counts.count_documents({}) == 0
 
 
 @pytest.mark.gen_test
