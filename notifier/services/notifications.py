@@ -172,10 +172,8 @@ class NotificationService:
         if background:
             # The list first: the fan-out is taken up by whoever finds the notification, which is complete
             # (nothing for a repeat to finish) as soon as it is stored.
-            notification.update(
-                _id=ObjectId(), complete=True, materialized=0, materialize_at=notification["created_at"]
-            )
-        notification.setdefault("_id", ObjectId())
+            notification.update(complete=True, materialized=0, materialize_at=notification["created_at"])
+        notification["_id"] = ObjectId()  # known before it is stored: its counts and recipients come first
         try:
             await self.counts.start(notification["_id"], notification["created_at"])
             if background:

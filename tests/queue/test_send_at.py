@@ -9,18 +9,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from bson import ObjectId
 
-from notifier.access import Principal, Role
 from notifier.domain import DeliveryStatus
 from notifier.queue.connection import BrokerConnection
 from notifier.queue.publisher import Publisher
 from notifier.services.counts import SENDING, WAITING, Tally
 from notifier.services.leases import JobLease
 
-from ..support import eventually
+from ..support import TEST_ADMIN, eventually
 from .conftest import add_users, settled
 
 N = 30
-ADMIN = Principal(Role.ADMIN, "a1", "root")
 CONTENT = {"title": "t", "text": "x", "channel": "inbox", "is_express": False, "content_id": None, "variables": {}}
 
 
@@ -108,7 +106,7 @@ async def test_a_woken_delivery_claimed_before_its_queued_mark_is_sent_once_and_
     """The wake-up writes nothing before the broker confirms: a consumer may claim the delivery while it is
     still scheduled (its instant come), never before its instant, and never once cancelled."""
     notification, _ = await ctx.notifications.create(
-        ADMIN, {**CONTENT, "recipients": ["a", "b", "c"], "send_at": ctx.clock.now() + timedelta(seconds=30)}
+        TEST_ADMIN, {**CONTENT, "recipients": ["a", "b", "c"], "send_at": ctx.clock.now() + timedelta(seconds=30)}
     )
     deliveries = {d["user_id"]: d["_id"] for d in await ctx.store.deliveries.find({}).to_list(None)}
     now = ctx.clock.now()
@@ -120,7 +118,7 @@ async def test_a_woken_delivery_claimed_before_its_queued_mark_is_sent_once_and_
     tally = Tally()
     tally.move(notification["_id"], WAITING, SENDING, len(claimed))
     await ctx.deliveries.counts.apply(tally, ctx.clock.now())
-    detail = await ctx.notifications.get(ADMIN, str(notification["_id"]))
+    detail = await ctx.notifications.get(TEST_ADMIN, str(notification["_id"]))
     assert detail["counts"] == {"sending": 2, "cancelled": 1}
     assert detail["counts"] == (await ctx.deliveries.counts.exact(notification["_id"]))[0]
     assert await ctx.deliveries.claim(list(deliveries.values()), "again.1.1", ctx.clock.now(), 60, "t2") == []
@@ -163,7 +161,7 @@ async def test_a_claim_racing_the_queued_mark_still_takes_the_woken_delivery(ctx
     """The wake-up's queued mark may land between the claim's requests: the delivery is taken all the same
     (a claim that let it go would drop its message: found again only by the lost-message finder)."""
     notification, _ = await ctx.notifications.create(
-        ADMIN, {**CONTENT, "recipients": ["a", "b"], "send_at": ctx.clock.now() + timedelta(seconds=30)}
+        TEST_ADMIN, {**CONTENT, "recipients": ["a", "b"], "send_at": ctx.clock.now() + timedelta(seconds=30)}
     )
     await ctx.store.deliveries.update_many({}, {"$set": {"available_at": ctx.clock.now()}})
     docs = await ctx.store.deliveries.find({}, {"notification_id": 1}).to_list(None)
@@ -200,7 +198,7 @@ async def test_a_wake_up_cut_off_from_the_broker_leaves_its_lease_to_another_ins
 async def test_the_queued_mark_leaves_a_delivery_deferred_again_since_the_wake_up_read_it(ctx):
     """Woken at the end of quiet hours, claimed before its mark and deferred again (the window moved): the
     wake-up's mark must not make it queued, with no message left to send it."""
-    notification, _ = await ctx.notifications.create(ADMIN, {**CONTENT, "recipients": ["a"]})
+    notification, _ = await ctx.notifications.create(TEST_ADMIN, {**CONTENT, "recipients": ["a"]})
     now = ctx.clock.now()
     await ctx.store.deliveries.update_many({}, {"$set": {"status": "deferred", "available_at": now}})
     read_at = ctx.clock.now()
@@ -216,14 +214,14 @@ async def test_the_queued_mark_leaves_a_delivery_deferred_again_since_the_wake_u
 async def test_the_message_of_a_woken_delivery_cancelled_while_it_was_being_sent_cancels_it(ctx):
     """Cancelled while a consumer held it, then deferred (quiet hours) or left scheduled: when its message
     comes back after its instant, the claim cancels it rather than dropping the message."""
-    notification, _ = await ctx.notifications.create(ADMIN, {**CONTENT, "recipients": ["a", "b"]})
+    notification, _ = await ctx.notifications.create(TEST_ADMIN, {**CONTENT, "recipients": ["a", "b"]})
     await ctx.store.deliveries.update_many(
         {}, {"$set": {"status": "deferred", "available_at": ctx.clock.now(), "cancel_requested": True}}
     )
     await ctx.deliveries.counts.recount([notification["_id"]], ctx.clock.now())
     ids = [d["_id"] for d in await ctx.store.deliveries.find({}, {"_id": 1}).to_list(None)]
     assert await ctx.deliveries.claim(ids, "late.1.1", ctx.clock.now(), 60, "t1") == []
-    detail = await ctx.notifications.get(ADMIN, str(notification["_id"]))
+    detail = await ctx.notifications.get(TEST_ADMIN, str(notification["_id"]))
     assert detail["counts"] == {"cancelled": 2} == (await ctx.deliveries.counts.exact(notification["_id"]))[0]
 
 
