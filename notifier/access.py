@@ -7,7 +7,7 @@ in `GRANTABLE` is held by a client application only when an admin granted it to 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class Role(enum.StrEnum):
@@ -22,6 +22,9 @@ class Principal:
     id: str
     name: str
     permissions: frozenset[str] = frozenset()  # what an admin granted a client application (GRANTABLE)
+    expires_at: float | None = field(
+        default=None, compare=False
+    )  # an end user's: when their token expires (an open stream ends then)
 
     def as_author(self) -> dict:
         return {"kind": self.role.value, "id": self.id, "name": self.name}

@@ -23,7 +23,7 @@ from .keys import Keys
 from .passwords import PasswordGuard
 from .settings import Settings
 from .store import Store
-from .tokens import AdminTokens, UserTokens, is_admin_token
+from .tokens import AdminTokens, StreamTickets, UserTokens, is_admin_token
 
 
 class Scheme(enum.StrEnum):
@@ -82,6 +82,7 @@ class Authenticator:
         self.guard = guard
         self.admin_tokens = AdminTokens(settings, keys)
         self.user_tokens = UserTokens(settings, keys)
+        self.stream_tickets = StreamTickets(settings, keys)
 
     async def authenticate(self, header: str | None, address: str = "") -> Principal | None:
         if not header:

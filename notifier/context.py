@@ -20,6 +20,7 @@ from .links import Links
 from .passwords import AttemptCounters, KdfPool, Limits, PasswordGuard
 from .periodic import Jobs
 from .queue.connection import BrokerConnection
+from .queue.inbox_feed import InboxFeed
 from .queue.pool import ConsumerPool
 from .queue.publisher import Publisher
 from .queue.recovery import Recovery
@@ -30,6 +31,7 @@ from .services.clients import ClientService
 from .services.contacts import Contacts
 from .services.counts import Counts
 from .services.deliveries import Deliveries, Parked
+from .services.inbox import Inbox, InboxLog
 from .services.leases import JobLease
 from .services.notifications import NotificationService
 from .services.plans import Planner
@@ -39,6 +41,7 @@ from .services.stats import DashboardStats
 from .services.users import UserService
 from .settings import Settings
 from .store import Store, connect
+from .streams import StreamHub
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,8 @@ class Context:
     admins: AdminService
     clients: ClientService
     users: UserService
+    inbox: Inbox
+    streams: StreamHub
     notifications: NotificationService
     plans: Planner
     schedules: ScheduleService
@@ -106,6 +111,7 @@ class Context:
             await self.pool.stop()
 
     async def close(self) -> None:
+        await self.streams.close_all()
         await self.notifications.materializer.stop()
         await self.publisher.drain(timeout=5)
         await self.broker.close()
@@ -135,7 +141,15 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
     store = await open_store(settings, mongo_url)
     keys = await load_keys(store, settings)
     topology = Topology.from_settings(settings)
-    broker = BrokerConnection(settings.amqp_url, "notifier-server", on_channel=topology.declare)
+    inbox_log = InboxLog(store, clock, settings.inbox_events_days)
+    streams = StreamHub(inbox_log, settings.stream_heartbeat, settings.stream_limit_per_user)
+    feed = InboxFeed(topology, streams.deliver, streams.catch_up)
+
+    async def on_channel(channel) -> None:
+        await topology.declare(channel)
+        await feed.subscribe(channel)
+
+    broker = BrokerConnection(settings.amqp_url, "notifier-server", on_channel=on_channel)
     broker.start()
     counts = Counts(store, settings.counts_maintained)
     deliveries = Deliveries(store, counts)
@@ -145,6 +159,7 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
         store, clock, "scheduled wake-up", JobLease.holder_for(settings.http_port), max(30 * settings.wake_interval, 15)
     )
     publisher = Publisher(broker, topology, deliveries, settings, clock, wake_lease)
+    inbox_log.publish = publisher.announce_inbox
     notifications = NotificationService(store, settings, clock, publisher, counts)
     # AttemptStore is the AttemptCounters the guard wants; the Protocol's Reservation is typed apart (passwords.py).
     guard = PasswordGuard(
@@ -169,6 +184,8 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
         admins=AdminService(store, clock),
         clients=ClientService(store, clock),
         users=UserService(store, clock),
+        inbox=Inbox(store, clock, inbox_log),
+        streams=streams,
         notifications=notifications,
         # The plan reads contacts as a consumer does (the user service too: operator-set, not caller-aimed).
         plans=Planner(settings, clock, Contacts(store, settings, AsyncHTTPClient()), notifications),

@@ -594,11 +594,41 @@ class InboxItemSchema(Schema):
     created_at = fields.DateTime()
     sent_at = fields.DateTime(allow_none=True)
     read_at = fields.DateTime(allow_none=True)
+    seen_at = fields.DateTime(allow_none=True)
+    archived_at = fields.DateTime(allow_none=True)
 
 
 class InboxQuerySchema(PageQuerySchema):
     channel = fields.Str(validate=validate.OneOf(CHANNELS))
-    unread = fields.Bool(metadata={"description": "Only items not yet marked read"})
+    unread = fields.Bool(metadata={"description": "Only items not yet marked read (false: only read ones)"})
+    unseen = fields.Bool(metadata={"description": "Only items not yet seen (false: only seen ones)"})
+    archived = fields.Bool(metadata={"description": "Only archived items (false: only items not archived)"})
+
+
+class InboxCountsSchema(Schema):
+    total = fields.Int(metadata={"description": "In-app inbox items delivered and not archived"})
+    unread = fields.Int(metadata={"description": "Of those, not marked read"})
+    unseen = fields.Int(metadata={"description": "Of those, not marked seen"})
+
+
+class BulkChangeSchema(Schema):
+    changed = fields.Int(metadata={"description": "In-app inbox items this changed"})
+
+
+class StreamTicketSchema(Schema):
+    ticket = fields.Str(metadata={"description": "Pass as `?ticket=` to GET /api/v1/me/stream"})
+    expires_in = fields.Int(metadata={"description": "Seconds it may still be used to open a stream"})
+
+
+class StreamQuerySchema(Schema):
+    ticket = fields.Str(
+        validate=validate.Length(1, 4096),
+        metadata={"description": "A ticket from POST /api/v1/me/stream/ticket, instead of an Authorization header"},
+    )
+    last_event_id = fields.Int(
+        validate=validate.Range(0, 2**53),
+        metadata={"description": "Resume after this event id (the `Last-Event-ID` header does the same)"},
+    )
 
 
 # --- schedules ------------------------------------------------------------------------------------

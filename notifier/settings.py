@@ -416,6 +416,26 @@ class Settings:
     counts_reconcile_batch: int = setting(
         "20", "Most notifications the counts reconciler recomputes in one run.", _int(1, 1000)
     )
+    # The live inbox (services/inbox.py, notifier/streams.py): each user's inbox changes as a numbered event log,
+    # pushed to their open streams through RabbitMQ and resumable by event id.
+    inbox_events_days: float = setting(
+        "7",
+        "Days an inbox event is kept for resuming a stream; a stream resuming from an older id is told to "
+        "reload (a `reset` event).",
+        _float(0.001),
+    )
+    stream_heartbeat: float = setting(
+        "15", "Seconds between two heartbeats (SSE comments) on an idle inbox stream.", _float(0.05)
+    )
+    stream_ticket_ttl: int = setting(
+        "60", "Seconds a stream ticket (POST /api/v1/me/stream/ticket) may be used to open a stream.", _int(5, 3600)
+    )
+    stream_limit_per_user: int = setting(
+        "10", "Most inbox streams one user may hold open on one server; one more closes the oldest.", _int(1, 1000)
+    )
+    inbox_demo: bool = setting(
+        "false", "Serve the inbox bell demo page at /inbox/demo (an end user pastes their token there).", _bool
+    )
     # Logging
     log_level: str = setting("info", "Log level.", _choice("debug", "info", "warning", "error"))
     log_format: str = setting("text", "Log line format.", _choice("text", "json"))

@@ -58,6 +58,12 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     # One document per notification (services/counts.py); partial: only counts the reconciler has yet to check.
     "counts": [IndexModel([("changed_at", ASCENDING)], partialFilterExpression={"open": True}, name="open")],
+    # Each user's inbox changes, numbered 1, 2, 3... per user (services/inbox.py): the unique pair is what
+    # makes two writers of one user's next event take turns; kept until expires_at (INBOX_EVENTS_DAYS).
+    "inbox_events": [
+        IndexModel([("user_id", ASCENDING), ("seq", ASCENDING)], unique=True, name="user_seq"),
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry"),
+    ],
     "users": [IndexModel([("user_id", ASCENDING)], unique=True)],
     "schedules": [
         IndexModel([("enabled", ASCENDING), ("next_run_at", ASCENDING)]),
@@ -99,6 +105,8 @@ class Store:
         self.recipient_chunks = self.db["recipient_chunks"]
         self.cancelled_recipients = self.db["cancelled_recipients"]
         self.counts = self.db["counts"]
+        self.inbox_events = self.db["inbox_events"]
+        self.inbox_heads = self.db["inbox_heads"]  # per user: the last event folded in, and the counts
         self.users = self.db["users"]
         self.schedules = self.db["schedules"]
         self.schedule_runs = self.db["schedule_runs"]

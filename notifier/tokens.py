@@ -21,6 +21,7 @@ from .settings import Settings
 ADMIN_TOKEN_KID = "notifier-admin"
 ADMIN_TOKEN_ISSUER = "notifier"
 ADMIN_TOKEN_AUDIENCE = "notifier-admin"
+STREAM_TICKET_AUDIENCE = "notifier-stream"
 
 
 def is_admin_token(token: str) -> bool:
@@ -120,7 +121,8 @@ class UserTokens:
             user_id = str(user_id)
         if not isinstance(user_id, str) or not user_id:
             raise Unauthenticated(f"Invalid token: no {settings.user_id_claim!r} claim")
-        return Principal(Role.USER, user_id, user_id)
+        exp = claims.get("exp")
+        return Principal(Role.USER, user_id, user_id, expires_at=float(exp) if isinstance(exp, (int, float)) else None)
 
     def issue(self, user_id: str, ttl: int = 3600) -> str:
         """A token as the external auth server would issue it (HS256 with USER_JWT_SECRET): for local use."""
@@ -131,3 +133,39 @@ class UserTokens:
         if self.settings.user_jwt_audience:
             claims["aud"] = self.settings.user_jwt_audience
         return jwt.encode(claims, self.keys.user_jwt, algorithm="HS256")
+
+
+class StreamTickets:
+    """Short-lived tickets that open an end user's inbox stream and do nothing else: a browser's EventSource
+    cannot send an Authorization header, and the user's own token must not go in a URL (logs, history).
+    A stream opened with one ends when the token it was issued for expires."""
+
+    def __init__(self, settings: Settings, keys: Keys):
+        self.settings = settings
+        self.key = keys.derive("stream-ticket").hex()
+
+    def issue(self, principal: Principal) -> tuple[str, int]:
+        now = int(time.time())
+        ttl = self.settings.stream_ticket_ttl
+        claims: dict[str, Any] = {"sub": principal.id, "aud": STREAM_TICKET_AUDIENCE, "iat": now, "exp": now + ttl}
+        if principal.expires_at is not None:
+            claims["session_exp"] = principal.expires_at
+        return jwt.encode(claims, self.key, algorithm="HS256"), ttl
+
+    def verify(self, ticket: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                ticket,
+                self.key,
+                algorithms=["HS256"],
+                audience=STREAM_TICKET_AUDIENCE,
+                leeway=self.settings.jwt_leeway,
+                options={"require": ["exp", "sub", "aud"]},
+            )
+        except jwt.InvalidTokenError as exc:
+            raise Unauthenticated(f"Invalid stream ticket: {exc}") from None
+        user_id, session_exp = claims["sub"], claims.get("session_exp")
+        if not isinstance(user_id, str) or not user_id:
+            raise Unauthenticated("Invalid stream ticket: bad subject")
+        expires_at = float(session_exp) if isinstance(session_exp, (int, float)) else None
+        return Principal(Role.USER, user_id, user_id, expires_at=expires_at)

@@ -128,6 +128,7 @@ class Endpoint:
     tags: tuple[str, ...] = ()
     errors: tuple[int, ...] = field(default=())
     also: tuple[int, ...] = ()  # other success statuses (a PUT that creates answers 201)
+    produces: str = ""  # a success that is not JSON (an event stream): its media type
 
 
 def endpoint(access: str, summary: str, **options: Any):

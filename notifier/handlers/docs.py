@@ -76,6 +76,8 @@ def _operation(endpoint, path_params: list[str]) -> dict:
         success["content"] = {
             "application/json": {"schema": {"type": "array", "items": schema} if endpoint.many else schema}
         }
+    if endpoint.produces:
+        success["content"] = {endpoint.produces: {"schema": {"type": "string"}}}
     operation["responses"][str(endpoint.status)] = success
     for status in endpoint.also:
         operation["responses"][str(status)] = {**success, "description": http.client.responses[status]}

@@ -31,6 +31,7 @@ from ..outbound import Allowlist, OutboundHTTP
 from ..services.contacts import Contacts
 from ..services.counts import Counts
 from ..services.deliveries import Deliveries
+from ..services.inbox import InboxLog
 from ..services.sending import Sender
 from ..settings import Settings
 from ..store import Store, connect
@@ -63,16 +64,21 @@ class Consumer:
         keys = await retry_database(lambda: load_keys(self.store, settings), self.stopping)
         self.http = AsyncHTTPClient(max_clients=64)  # operator-set destinations: Telegram, the user service
         self.outbound = OutboundHTTP(Allowlist.parse(settings.outbound_allow))  # destinations clients set
+        self.broker = BrokerConnection(
+            settings.amqp_url, f"notifier-consumer-{self.consumer_id}", on_channel=self._on_channel
+        )
+        deliveries = Deliveries(self.store, Counts(self.store, settings.counts_maintained))
+        publisher = Publisher(self.broker, self.topology, deliveries, settings, self.clock)
+        inbox = InboxLog(self.store, self.clock, settings.inbox_events_days, publisher.announce_inbox)
         self.channels: dict[str, Channel] = {
             "email": EmailChannel(settings),
-            "inbox": InboxChannel(),
+            "inbox": InboxChannel(inbox.arrive),
             "webhook": WebhookChannel(self.outbound, keys.webhook, settings.http_timeout),
             "telegram": TelegramChannel(
                 self.http, settings.telegram_api_url, settings.telegram_bot_token, settings.http_timeout
             ),
         }
         self.journal = Journal(journal_path(settings.journal_dir, self.consumer_id))
-        deliveries = Deliveries(self.store, Counts(self.store, settings.counts_maintained))
         sender = Sender(
             self.store,
             self.channels,
@@ -81,10 +87,6 @@ class Consumer:
             self.journal,
             settings.default_timezone,
         )
-        self.broker = BrokerConnection(
-            settings.amqp_url, f"notifier-consumer-{self.consumer_id}", on_channel=self._on_channel
-        )
-        publisher = Publisher(self.broker, self.topology, deliveries, settings, self.clock)
         self.batches = Batches(
             self.consumer_id, settings, self.clock, deliveries, sender, publisher, self.journal, self.stopping
         )

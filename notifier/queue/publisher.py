@@ -22,6 +22,7 @@ from ..clock import Clock
 from ..errors import Unavailable
 from ..metrics import PUBLISH_CONFIRM_SECONDS, PUBLISHED
 from ..services.deliveries import Deliveries
+from ..services.inbox import wire as inbox_wire
 from ..services.leases import JobLease
 from ..services.outcomes import Route
 from ..settings import Settings
@@ -276,6 +277,17 @@ class Publisher:
         except Exception as exc:  # the broker is away
             log.warning("could not publish delivery %s to %s: %s", delivery["_id"], routing_key, exc)
             return False
+
+    async def announce_inbox(self, event: dict) -> None:
+        """Tell every server's streams of an inbox event (services/inbox.py stored it first)."""
+        channel = await self.broker.channel()
+        await channel.basic_publish(
+            inbox_wire(event),
+            exchange=self.topology.inbox_exchange,
+            routing_key="",
+            properties=Basic.Properties(content_type="application/json"),
+            timeout=self.settings.publish_timeout,
+        )
 
     def unconfirmed(self, deliveries: list[dict]) -> list[dict]:
         """Those of `deliveries` this publisher has no confirm for (a confirmed one's mark is on its way)."""

@@ -34,6 +34,8 @@ class Topology:
         self.exchange = self.prefix + "work"
         self.queues = {EXPRESS: self.prefix + EXPRESS, REGULAR: self.prefix + REGULAR}
         self.parked = self.prefix + "parked"
+        # Inbox events for every server's streams: each server binds a queue of its own that goes away with it.
+        self.inbox_exchange = self.prefix + "inbox"
         self.retry_delays_ms = tuple(sorted(set(delays_ms(retry_delays))))  # one delay tier per distinct delay
         self.pace_declared: dict[int, float] = {}
 
@@ -65,6 +67,7 @@ class Topology:
 
     async def declare(self, channel: aiormq.abc.AbstractChannel) -> None:
         await channel.exchange_declare(exchange=self.exchange, exchange_type="direct", durable=True)
+        await channel.exchange_declare(exchange=self.inbox_exchange, exchange_type="fanout", durable=True)
         for target, queue in self.queues.items():
             arguments = self._arguments({"x-max-priority": MAX_PRIORITY}, {})
             await channel.queue_declare(queue, durable=True, arguments=arguments)

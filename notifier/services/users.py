@@ -17,7 +17,6 @@ from ..errors import Forbidden, Invalid, NotFound
 from ..links import ALL_CHANNELS
 from ..rendering import recipient_values, render
 from ..store import Store
-from . import object_id
 from .paging import Page, by_key, newest_first
 
 USER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$")
@@ -177,16 +176,26 @@ class UserService:
         return await self.preferences(user_id)
 
     async def inbox(
-        self, user_id: str, limit: int, cursor: str | None, channel: str | None = None, unread: bool | None = None
+        self,
+        user_id: str,
+        limit: int,
+        cursor: str | None,
+        channel: str | None = None,
+        unread: bool | None = None,
+        unseen: bool | None = None,
+        archived: bool | None = None,
     ) -> Page:
         """The user's own deliveries, newest first, with the text they were (or will be) sent."""
         query: dict = {"user_id": user_id}
         if channel:
             query["channel"] = channel
-        if unread is True:
-            query["read_at"] = None
-        elif unread is False:
-            query["read_at"] = {"$ne": None}
+        # Each filter: true keeps the items without the mark (unread, unseen) or with it (archived).
+        for field, without in (("read_at", unread), ("seen_at", unseen), ("archived_at", archived)):
+            wanted = without if field != "archived_at" or without is None else not without
+            if wanted is True:
+                query[field] = None
+            elif wanted is False:
+                query[field] = {"$ne": None}
         # Windows ride `inbox` (user_id, _id); with a channel or read filter, one query over the user's own.
         page = await newest_first(self.store.deliveries, query, limit, cursor, windowed=len(query) == 1)
         notification_ids = list({d["notification_id"] for d in page.items})
@@ -201,13 +210,3 @@ class UserService:
                 is_express=notification.get("is_express", False),
             )
         return page
-
-    async def mark_read(self, user_id: str, delivery_id: str) -> dict:
-        delivery_oid = object_id(delivery_id, "Notification")
-        await self.store.deliveries.update_one(
-            {"_id": delivery_oid, "user_id": user_id, "read_at": None}, {"$set": {"read_at": self.clock.now()}}
-        )
-        delivery = await self.store.deliveries.find_one({"_id": delivery_oid, "user_id": user_id})
-        if delivery is None:
-            raise NotFound(f"Notification {delivery_id!r} not found")
-        return delivery

@@ -1,11 +1,30 @@
-"""The calling end user's own inbox, history and preferences (identified by their token only)."""
+"""The calling end user's own inbox, history and preferences (identified by their token only), and the live
+stream of their inbox."""
 
 from __future__ import annotations
 
-from ...schemas import InboxItemSchema, InboxQuerySchema, PreferencesSchema, page_of
+from tornado.iostream import StreamClosedError
+
+from ...access import allowed
+from ...errors import Forbidden, Invalid
+from ...schemas import (
+    BulkChangeSchema,
+    InboxCountsSchema,
+    InboxItemSchema,
+    InboxQuerySchema,
+    PreferencesSchema,
+    StreamQuerySchema,
+    StreamTicketSchema,
+    page_of,
+)
+from ...streams import Stream
 from ..base import APIHandler, endpoint
 
 TAGS = ("me",)
+# The path's word for each change of one item (services/inbox.py CHANGES).
+ITEM_CHANGES = {"seen": "seen", "read": "read", "unread": "unread", "archive": "archived", "unarchive": "unarchived"}
+BULK = {"read-all": "read_all", "seen-all": "seen_all"}
+RECONNECT_MS = 2000
 
 
 class MyNotificationsHandler(APIHandler):
@@ -19,18 +38,125 @@ class MyNotificationsHandler(APIHandler):
     )
     async def get(self):
         query = self.load_query()
-        self.respond(
-            await self.ctx.users.inbox(
-                self.caller.id, query["limit"], query.get("cursor"), query.get("channel"), query.get("unread")
-            )
+        filters = {name: query.get(name) for name in ("channel", "unread", "unseen", "archived")}
+        self.respond(await self.ctx.users.inbox(self.caller.id, query["limit"], query.get("cursor"), **filters))
+
+
+def item_change(word: str, change: str) -> type[APIHandler]:
+    """The handler of POST /api/v1/me/notifications/{id}/<word>: one change of one of my items."""
+
+    class ItemChange(APIHandler):
+        @endpoint("me", f"Mark one of my notifications {change}", status=204, tags=TAGS, errors=(401, 403, 404, 409))
+        async def post(self, delivery_id):
+            await self.ctx.inbox.change(self.caller.id, delivery_id, change)
+            self.respond()
+
+    ItemChange.__name__ = ItemChange.__qualname__ = f"MyNotification{word.title()}Handler"
+    return ItemChange
+
+
+def bulk_change(word: str, change: str) -> type[APIHandler]:
+    """The handler of POST /api/v1/me/notifications/<word>: one change of all my items."""
+
+    class BulkChange(APIHandler):
+        @endpoint(
+            "me",
+            f"Mark all my notifications {word.split('-')[0]}",
+            response=BulkChangeSchema,
+            tags=TAGS,
+            errors=(401, 403),
         )
+        async def post(self):
+            self.respond({"changed": await self.ctx.inbox.change_all(self.caller.id, change)})
+
+    BulkChange.__name__ = BulkChange.__qualname__ = f"MyNotifications{word.title().replace('-', '')}Handler"
+    return BulkChange
 
 
-class MyNotificationReadHandler(APIHandler):
-    @endpoint("me", "Mark one of my notifications read", status=204, tags=TAGS, errors=(401, 403, 404))
-    async def post(self, delivery_id):
-        await self.ctx.users.mark_read(self.caller.id, delivery_id)
-        self.respond()
+class MyCountsHandler(APIHandler):
+    @endpoint(
+        "me",
+        "How many of my in-app notifications there are, unread and unseen",
+        response=InboxCountsSchema,
+        tags=TAGS,
+        errors=(401, 403),
+    )
+    async def get(self):
+        self.respond(await self.ctx.inbox.counts(self.caller.id))
+
+
+class MyStreamTicketHandler(APIHandler):
+    @endpoint(
+        "me",
+        "A short-lived ticket that opens my inbox stream (for EventSource, which cannot send headers)",
+        response=StreamTicketSchema,
+        tags=TAGS,
+        errors=(401, 403),
+    )
+    async def post(self):
+        ticket, ttl = self.ctx.auth.stream_tickets.issue(self.caller)
+        self.respond({"ticket": ticket, "expires_in": ttl})
+
+
+class MyStreamHandler(APIHandler):
+    """Server-Sent Events: every change of my inbox, numbered; resumes after `Last-Event-ID`."""
+
+    stream: Stream | None = None
+
+    async def prepare(self) -> None:
+        ticket = self.get_query_argument("ticket", None)
+        if ticket is None or "Authorization" in self.request.headers:
+            await super().prepare()
+            return
+        self.begin_request()
+        self.endpoint = self._endpoint()
+        self.limit_body(self.ctx.settings.max_form_bytes)
+        self.principal = self.ctx.auth.stream_tickets.verify(ticket)
+        if not allowed(self.endpoint.access, self.principal):
+            raise Forbidden("A stream ticket opens a stream only")
+
+    def _resume_after(self, query: dict) -> int | None:
+        header = self.request.headers.get("Last-Event-ID")
+        if header is None:
+            return query.get("last_event_id")
+        if not header.strip().isdigit() or len(header.strip()) > 16:
+            raise Invalid.field("Last-Event-ID", "must be an event id this stream sent")
+        return int(header.strip())
+
+    @endpoint(
+        "me",
+        "My inbox as a stream of Server-Sent Events (see the README's stream protocol)",
+        query=StreamQuerySchema,
+        produces="text/event-stream",
+        tags=TAGS,
+        errors=(400, 401, 403),
+    )
+    async def get(self):
+        after = self._resume_after(self.load_query())
+        self.stream = stream = await self.ctx.streams.open(self.caller.id, after, self.caller.expires_at)
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("X-Accel-Buffering", "no")  # a proxy must pass each event on at once
+        try:
+            self.write(f"retry: {RECONNECT_MS}\n\n")
+            await self.flush()
+            while (text := await stream.next()) is not None:
+                self.write(text)
+                while not stream.frames.empty():  # what is already waiting goes in the same write
+                    more = stream.frames.get_nowait()
+                    if more is None:
+                        stream.frames.put_nowait(None)
+                        break
+                    self.write(more)
+                await self.flush()
+        except StreamClosedError:
+            return
+        finally:
+            self.ctx.streams.close(stream)
+        self.finish()
+
+    def on_connection_close(self) -> None:
+        if self.stream is not None:
+            self.ctx.streams.close(self.stream)
 
 
 class MyPreferencesHandler(APIHandler):
@@ -52,6 +178,13 @@ class MyPreferencesHandler(APIHandler):
 
 routes = [
     (r"/api/v1/me/notifications", MyNotificationsHandler),
-    (r"/api/v1/me/notifications/(?P<delivery_id>[^/]+)/read", MyNotificationReadHandler),
+    (r"/api/v1/me/notifications/counts", MyCountsHandler),
+    *((rf"/api/v1/me/notifications/{word}", bulk_change(word, change)) for word, change in BULK.items()),
+    *(
+        (rf"/api/v1/me/notifications/(?P<delivery_id>[^/]+)/{word}", item_change(word, change))
+        for word, change in ITEM_CHANGES.items()
+    ),
+    (r"/api/v1/me/stream", MyStreamHandler),
+    (r"/api/v1/me/stream/ticket", MyStreamTicketHandler),
     (r"/api/v1/me/preferences", MyPreferencesHandler),
 ]

@@ -1,0 +1,213 @@
+"""The inbox streams one server holds: each user's open streams, fed in order and without gaps.
+
+A stream sends every event of its user's log (services/inbox.py) after the number it started from, each
+once, in order. Live events arrive through RabbitMQ (queue/inbox_feed.py) for every user at once; an event
+numbered one past the stream's last is sent at once, an older one is dropped (sent already), and a newer one
+means some were missed: the stream reads the gap from the database first. A stream that starts reads what it
+has missed the same way, holding back live events meanwhile. When the feed subscribes again after the broker
+was away, every stream reads what was written meanwhile.
+
+The frames are Server-Sent Events: `id:` is the event's number, `event:` its type, `data:` its JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Iterable
+
+from .services.inbox import COUNTS, RESET, InboxLog, Tally, public_event
+
+log = logging.getLogger(__name__)
+
+READ_BATCH = 500
+EXPIRED = "expired"
+HEARTBEAT = ": heartbeat\n\n"
+
+
+def frame(kind: str, data: dict, seq: int | None = None) -> str:
+    lines = [f"id: {seq}"] if seq is not None else []
+    lines += [f"event: {kind}", f"data: {json.dumps(data, separators=(',', ':'))}"]
+    return "\n".join(lines) + "\n\n"
+
+
+class Stream:
+    """One open stream: the frames it has yet to write, and the number of the last event it was given."""
+
+    def __init__(self, user_id: str, last: int, expires_at: float | None):
+        self.user_id = user_id
+        self.last = last
+        self.expires_at = expires_at
+        self.frames: asyncio.Queue[str | None] = asyncio.Queue()
+        self.reading = True  # reading the database: live events wait in `held`
+        self.held: list[dict] = []
+        self.ended = False
+        self.expiry: asyncio.TimerHandle | None = None
+
+    def put(self, text: str) -> None:
+        if not self.ended:
+            self.frames.put_nowait(text)
+
+    def end(self, last_frame: str | None = None) -> None:
+        if self.ended:
+            return
+        if last_frame is not None:
+            self.frames.put_nowait(last_frame)
+        self.ended = True
+        self.frames.put_nowait(None)
+
+    async def next(self) -> str | None:
+        """The next frame to write; None when the stream is over."""
+        return await self.frames.get()
+
+    def send(self, event: dict) -> None:
+        self.put(frame(event["type"], {k: v for k, v in event.items() if k != "user_id"}, event["seq"]))
+        self.last = event["seq"]
+
+
+class StreamHub:
+    def __init__(self, events: InboxLog, heartbeat: float, limit_per_user: int):
+        self.events = events
+        self.heartbeat = heartbeat
+        self.limit_per_user = limit_per_user
+        self.streams: dict[str, list[Stream]] = {}
+        self._beating: asyncio.Task | None = None
+        self._reading: set[asyncio.Task] = set()
+
+    def __len__(self) -> int:
+        return sum(len(streams) for streams in self.streams.values())
+
+    async def open(self, user_id: str, after: int | None, expires_at: float | None) -> Stream:
+        """A stream of the user's events after number `after` (None: from now, with the counts first)."""
+        self._start_beating()
+        stream = Stream(user_id, after or 0, expires_at)
+        mine = self.streams.setdefault(user_id, [])
+        mine.append(stream)
+        while len(mine) > self.limit_per_user:
+            mine.pop(0).end(frame(EXPIRED, {"reason": "too many streams for this user: this one was the oldest"}))
+        if expires_at is not None:
+            stream.expiry = asyncio.get_running_loop().call_later(
+                max(expires_at - time.time(), 0), self._expire, stream
+            )
+        try:
+            head = await self.events.head(user_id)
+            if after is None:
+                stream.put(frame(COUNTS, {"seq": head["seq"], "counts": Tally.of(head).shown()}, head["seq"]))
+                stream.last = head["seq"]
+            elif after > head["seq"]:  # a number this log never reached (another database): start over
+                await self._reset(stream)
+            await self._read(stream)
+        except BaseException:
+            self.close(stream)
+            raise
+        return stream
+
+    def close(self, stream: Stream) -> None:
+        stream.end()
+        if stream.expiry is not None:
+            stream.expiry.cancel()
+        mine = self.streams.get(stream.user_id)
+        if mine and stream in mine:
+            mine.remove(stream)
+            if not mine:
+                del self.streams[stream.user_id]
+
+    def deliver(self, event: dict) -> None:
+        """A live event from the feed, to the streams of its user."""
+        for stream in self.streams.get(event["user_id"], ()):
+            if stream.reading:
+                stream.held.append(event)
+            elif event["seq"] == stream.last + 1:
+                stream.send(event)
+            elif event["seq"] > stream.last + 1:
+                stream.held.append(event)
+                self._read_later(stream)
+
+    def catch_up(self) -> None:
+        """The feed subscribed again: every stream reads what it may have missed meanwhile."""
+        for streams in self.streams.values():
+            for stream in streams:
+                self._read_later(stream)
+
+    def _read_later(self, stream: Stream) -> None:
+        if stream.reading or stream.ended:
+            return
+        stream.reading = True
+        task = asyncio.get_running_loop().create_task(self._read_safely(stream))
+        self._reading.add(task)
+        task.add_done_callback(self._reading.discard)
+
+    async def _read_safely(self, stream: Stream) -> None:
+        try:
+            await self._read(stream)
+        except Exception:  # the database is away: the stream ends, and its client resumes where it was
+            log.warning("inbox stream of %s could not read its events; ended", stream.user_id, exc_info=True)
+            stream.end()
+
+    async def _read(self, stream: Stream) -> None:
+        """Send the events after the stream's last from the database, then the live ones held meanwhile."""
+        stream.reading = True
+        try:
+            while not stream.ended:
+                events = await self.events.since(stream.user_id, stream.last, READ_BATCH)
+                if events and events[0]["seq"] != stream.last + 1:
+                    await self._reset(stream)  # the events after the client's last are gone (INBOX_EVENTS_DAYS)
+                    continue
+                for event in events:
+                    stream.send(public_event(event))
+                if len(events) == READ_BATCH:
+                    continue
+                if self._send_held(stream):
+                    return
+                if not events:  # held events after a gap the database cannot fill: start over from them
+                    stream.held = []
+                    await self._reset(stream)
+                # else a gap among the held ones: read again
+        finally:
+            stream.reading = False
+
+    async def _reset(self, stream: Stream) -> None:
+        """Tell the client to reload its list, and go on from the newest event."""
+        head = await self.events.head(stream.user_id)
+        stream.put(frame(RESET, {"seq": head["seq"], "counts": Tally.of(head).shown()}, head["seq"]))
+        stream.last = head["seq"]
+
+    @staticmethod
+    def _send_held(stream: Stream) -> bool:
+        """Send the held live events that follow on; False when one is missing before the rest."""
+        held, stream.held = sorted(stream.held, key=lambda e: e["seq"]), []
+        for position, event in enumerate(held):
+            if event["seq"] <= stream.last:
+                continue
+            if event["seq"] > stream.last + 1:
+                stream.held = held[position:]
+                return False
+            stream.send(event)
+        return True
+
+    def _expire(self, stream: Stream) -> None:
+        stream.end(frame(EXPIRED, {"reason": "the token has expired: open the stream again with a new one"}))
+        self.close(stream)
+
+    def _start_beating(self) -> None:
+        if self._beating is None or self._beating.done():
+            self._beating = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            for stream in self._all():
+                stream.put(HEARTBEAT)
+
+    def _all(self) -> Iterable[Stream]:
+        return [stream for streams in self.streams.values() for stream in streams]
+
+    async def close_all(self) -> None:
+        for stream in self._all():
+            self.close(stream)
+        if self._beating is not None:
+            self._beating.cancel()
+        for task in list(self._reading):
+            task.cancel()
