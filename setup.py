@@ -13,7 +13,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["notifier", "notifier.*"]),
-    package_data={"notifier": ["templates/*.html", "templates/*/*.html", "templates/*/*.txt", "static/*/*"]},
+    package_data={
+        "notifier": ["templates/*.html", "templates/*/*.html", "templates/*/*.txt", "static/*", "static/*/*"]
+    },
     install_requires=[
         "tornado>=6.4,<7",
         "motor>=3.6,<4",

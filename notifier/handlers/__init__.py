@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import admin, health, metrics, unsubscribe
+from . import admin, health, inbox_demo, metrics, unsubscribe
 from .api import auth, clients, me, notifications, schedules, system, users
 
 API_ROUTES = [
@@ -16,4 +16,4 @@ API_ROUTES = [
     *health.routes,
     *metrics.routes,
 ]
-PAGE_ROUTES = [*unsubscribe.routes, *admin.routes]
+PAGE_ROUTES = [*unsubscribe.routes, *admin.routes, *inbox_demo.routes]
