@@ -192,6 +192,6 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
         schedules=ScheduleService(store, settings, clock, notifications),
         parked=Parked(store, clock, publisher, deliveries),
         stats=DashboardStats(store, clock),
-        retention=Retention(store, settings, clock),
+        retention=Retention(store, settings, clock, inbox_log),
         readiness_checks={"mongodb": store.ping, "rabbitmq": broker.check},
     )

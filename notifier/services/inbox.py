@@ -40,7 +40,6 @@ from ..domain import DeliveryStatus
 from ..errors import Conflict, NotFound, Unavailable
 from ..store import Store
 from . import object_id
-from .retention import id_at
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ SENDING, SENT = DeliveryStatus.SENDING.value, DeliveryStatus.SENT.value
 APPEND_TRIES = 50  # writers racing for one user's next number; each loss means another writer got one
 FOLD_BATCH = 100
 
-NEW, RESET, COUNTS = "new", "reset", "counts"
+NEW, RESET, COUNTS, EXPIRED = "new", "reset", "counts", "expired"
 # A change of one item: the field it writes, and whether it sets the field (now) or clears it.
 CHANGES: dict[str, tuple[str, bool]] = {
     "seen": ("seen_at", True),
@@ -59,7 +58,7 @@ CHANGES: dict[str, tuple[str, bool]] = {
     "unarchived": ("archived_at", False),
 }
 BULK_CHANGES: dict[str, str] = {"read_all": "read_at", "seen_all": "seen_at"}
-EVENT_TYPES = (NEW, *CHANGES, *BULK_CHANGES, "expired", COUNTS, RESET)
+EVENT_TYPES = (NEW, *CHANGES, *BULK_CHANGES, EXPIRED, COUNTS, RESET)
 
 Publish = Callable[[dict], Awaitable[None]]
 
@@ -319,7 +318,7 @@ class Inbox:
         now = self.clock.now()
         deliveries = self.store.deliveries
         # Up to now only; the version bump makes a single change racing this one work out its delta again.
-        mine = {"user_id": user_id, field: None, "_id": {"$lt": id_at(now.timestamp() + 1)}}
+        mine = {"user_id": user_id, field: None, "_id": {"$lt": ObjectId.from_datetime(now + timedelta(seconds=1))}}
         counted = await deliveries.update_many(
             {**mine, "channel": INBOX, "status": SENT, "archived_at": None},
             {"$set": {field: now}, "$inc": {"inbox_version": 1}},

@@ -38,6 +38,7 @@ from ..clock import Clock
 from ..domain import FINAL_STATUSES
 from ..settings import Settings
 from ..store import Store
+from .inbox import EXPIRED, INBOX, SENT, InboxLog, Tally, tally_of
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,11 @@ class Run:
 
 
 class Retention:
-    def __init__(self, store: Store, settings: Settings, clock: Clock):
+    def __init__(self, store: Store, settings: Settings, clock: Clock, inbox: InboxLog | None = None):
         self.store = store
         self.settings = settings
         self.clock = clock
+        self.inbox = inbox  # the users' inbox event logs, told of the items that go
 
     async def run(self) -> dict[str, int]:
         """One run: a bounded number of short reads and deletes per kind. Returns what was deleted."""
@@ -146,7 +148,7 @@ class Retention:
         if name == "audit":
             return self.store.audit, "at", at_of, {"at": 1}
         if name == "deliveries":
-            return self.store.deliveries, "_id", id_at, {"status": 1}
+            return self.store.deliveries, "_id", id_at, DELIVERY_FIELDS
         return self.store.notifications, "_id", id_at, {"pending_schedule_since": 1}
 
     async def _walk(self, name: str, walk: Walk, cutoff: float, run: Run) -> None:
@@ -188,6 +190,7 @@ class Retention:
                     kept.append(seconds_of(notification["_id"]))
             return kept
         if name == "deliveries":
+            await self._expire_from_inboxes([d for d in found if d.get("status") in FINAL_STATUSES])
             gone = [d["_id"] for d in found if d.get("status") in FINAL_STATUSES]
             kept = [seconds_of(d["_id"]) for d in found if d.get("status") not in FINAL_STATUSES]
             guard: dict | None = {"status": {"$in": FINAL}}  # a redrive racing this delete wins
@@ -202,6 +205,17 @@ class Retention:
             value = positions[id(oid)].get(key, oid)
             kept.append(seconds_of(value) if isinstance(value, ObjectId) else value.replace(tzinfo=UTC).timestamp())
         return kept
+
+    async def _expire_from_inboxes(self, deliveries: list[dict]) -> None:
+        """Before in-app inbox items go, each one's `expired` event (its users' counts drop; an event written
+        by a run that died before its delete is found by the next run, which writes none again)."""
+        if self.inbox is None:
+            return
+        for item in deliveries:
+            if item.get("channel") == INBOX and item.get("status") == SENT:  # arrived
+                fields = {"item_id": str(item["_id"])}
+                event_id = f"{item['_id']}:expired"
+                await self.inbox.append(item["user_id"], EXPIRED, Tally() - tally_of(item), fields, event_id, False)
 
     async def _delete(
         self, collection: AsyncIOMotorCollection, ids: list, run: Run, guard: dict | None = None
@@ -225,9 +239,10 @@ class Retention:
         """Delete a notification no schedule fires after its remaining deliveries, if it may go; False if
         it is kept."""
         # Few are left by now (the delivery walk went past it): recipients added later, and what is not final.
-        left = await self.store.deliveries.find({"notification_id": notification["_id"]}, {"status": 1}).to_list(None)
+        left = await self.store.deliveries.find({"notification_id": notification["_id"]}, DELIVERY_FIELDS).to_list(None)
         if any(d.get("status") not in FINAL_STATUSES for d in left):
             return False
+        await self._expire_from_inboxes(left)
         final = {"status": {"$in": FINAL}}
         deleted, _ = await self._delete(self.store.deliveries, [d["_id"] for d in left], run, final)
         run.deleted["deliveries"] += deleted
@@ -243,3 +258,5 @@ class Retention:
 
 
 FINAL = list(FINAL_STATUSES)
+# What a window reads of a delivery: its status, and what an in-app inbox item's expiry event needs.
+DELIVERY_FIELDS = {"status": 1, "channel": 1, "user_id": 1, "read_at": 1, "seen_at": 1, "archived_at": 1}

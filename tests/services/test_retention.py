@@ -11,6 +11,7 @@ from bson import ObjectId
 
 from notifier.clock import Clock
 from notifier.services import retention as module
+from notifier.services.inbox import Tally
 from notifier.services.retention import Retention
 
 DAY = 86400
@@ -198,3 +199,42 @@ async def test_a_delivery_redriven_while_it_is_deleted_stays_and_goes_later(ctx,
     assert await ctx.store.notifications.count_documents({}) == 1
     await ctx.store.deliveries.update_one({"_id": failed["_id"]}, {"$set": {"status": "sent"}})
     assert await settle(make(ctx)) == {"deliveries": 1, "notifications": 1, "audit": 0}
+
+
+@pytest.mark.gen_test
+async def test_inbox_items_that_go_are_expired_from_their_users_counts_once(ctx, wide, monkeypatch):
+    """Each sent inbox item deleted gets an `expired` event first; a run that died between its events and its
+    delete writes none again."""
+    old = {"_id": oid(100), "title": "old"}
+    young = {"_id": oid(10), "title": "young"}
+    await ctx.store.notifications.insert_many([old, young])
+    await ctx.store.deliveries.insert_many(
+        [
+            delivery(old, "ann", "sent", seconds=1),
+            {**delivery(old, "ann", "sent", seconds=2), "occurrence": "2", "read_at": ctx.clock.now()},
+            delivery(old, "bob", "failed", seconds=3),  # never arrived: nothing to take off
+            delivery(young, "ann", "sent"),
+        ]
+    )
+    log = ctx.inbox.events
+    assert await ctx.inbox.counts("ann") == {"total": 3, "unread": 2, "unseen": 3}
+    retention = Retention(ctx.store, ctx.settings, Clock(), log)
+    real_delete = retention._delete
+    calls = 0
+
+    async def dies_once(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("the database went away before the delete")
+        return await real_delete(*args, **kwargs)
+
+    monkeypatch.setattr(retention, "_delete", dies_once)
+    with pytest.raises(ConnectionError):
+        await retention.run()
+    await settle(retention)
+    assert await ctx.inbox.counts("ann") == {"total": 1, "unread": 1, "unseen": 1}
+    assert await log.count_items("ann") == Tally(1, 1, 1)
+    expired = [e async for e in ctx.store.inbox_events.find({"type": "expired"})]
+    assert sorted(e["user_id"] for e in expired) == ["ann", "ann"]
+    assert await ctx.store.inbox_events.count_documents({"user_id": "bob"}) == 0
