@@ -24,6 +24,7 @@ leaves the counts off until the user's counts are recounted (`recount`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -32,7 +33,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
-from pymongo.errors import DuplicateKeyError
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from ..channels.base import Message
 from ..clock import Clock
@@ -47,6 +49,7 @@ INBOX = "inbox"
 SENDING, SENT = DeliveryStatus.SENDING.value, DeliveryStatus.SENT.value
 APPEND_TRIES = 50  # writers racing for one user's next number; each loss means another writer got one
 FOLD_BATCH = 100
+DUPLICATE_KEY = 11000
 
 NEW, RESET, COUNTS, EXPIRED = "new", "reset", "counts", "expired"
 # A change of one item: the field it writes, and whether it sets the field (now) or clears it.
@@ -125,6 +128,8 @@ class InboxLog:
         self.clock = clock
         self.keep = timedelta(days=keep_days)
         self.publish = publish  # to the other servers' streams (queue/publisher.py); None: nobody listens
+        self._arriving: list[tuple[Message, asyncio.Future[None]]] = []
+        self._writing: set[asyncio.Task] = set()
 
     async def head(self, user_id: str) -> dict:
         head = await self.store.inbox_heads.find_one({"_id": user_id})
@@ -177,36 +182,43 @@ class InboxLog:
         if event_id is not None and check_first and await events.find_one({"_id": event_id}, {"_id": 1}):
             return None
         for _ in range(APPEND_TRIES):
-            head = await self.head(user_id)
-            now = self.clock.now()
-            event = {
-                "_id": event_id or str(ObjectId()),
-                "user_id": user_id,
-                "seq": head["seq"] + 1,
-                "type": kind,
-                "at": now,
-                "expires_at": now + self.keep,
-                "delta": delta.dump(),
-                "counts": (Tally.of(head) + delta).dump(),
-                **fields,
-            }
+            event = self._next_event(await self.head(user_id), kind, delta, fields, event_id)
             try:
                 await events.insert_one(event)
             except DuplicateKeyError:
                 if event_id is not None and await events.find_one({"_id": event_id}, {"_id": 1}):
                     return None
-                await self._fold_missed(user_id, head["seq"])
+                await self._fold_missed(user_id, event["seq"] - 1)
                 continue
+            await self._announce(event)  # stored is enough to be told: the fold only sums the counts
             await self._fold(event)
-            await self._announce(event)
             return event
         raise Unavailable(f"The inbox of {user_id!r} is too busy to change right now")
 
+    def _next_event(self, head: dict, kind: str, delta: Tally, fields: dict[str, Any], event_id: str | None) -> dict:
+        now = self.clock.now()
+        return {
+            "_id": event_id or str(ObjectId()),
+            "user_id": head["_id"],
+            "seq": head["seq"] + 1,
+            "type": kind,
+            "at": now,
+            "expires_at": now + self.keep,
+            "delta": delta.dump(),
+            "counts": (Tally.of(head) + delta).dump(),
+            **fields,
+        }
+
+    @staticmethod
+    def _folding(event: dict) -> tuple[dict, dict]:
+        """The head's update that adds the event: only onto the head of the number before it."""
+        return {"_id": event["user_id"], "seq": event["seq"] - 1}, {
+            "$set": {"seq": event["seq"]},
+            "$inc": event["delta"],
+        }
+
     async def _fold(self, event: dict) -> None:
-        await self.store.inbox_heads.update_one(
-            {"_id": event["user_id"], "seq": event["seq"] - 1},
-            {"$set": {"seq": event["seq"]}, "$inc": event["delta"]},
-        )
+        await self.store.inbox_heads.update_one(*self._folding(event))
 
     async def _fold_missed(self, user_id: str, after: int) -> None:
         for event in await self.since(user_id, after, FOLD_BATCH):
@@ -233,25 +245,82 @@ class InboxLog:
         return await self.append(user_id, COUNTS, correction, {}) if correction else None
 
     async def arrive(self, message: Message) -> None:
-        """An item reaches the user's inbox (the inbox channel's send): its `new` event, once. The item is read
-        for its states: the user may have marked it (read all, say) before it arrived."""
-        marks = await self.store.deliveries.find_one(
-            {"_id": ObjectId(message.delivery_id)}, {"created_at": 1, **CHANGE_FIELDS}
-        )
-        marks = marks or {}
-        item = {
-            "id": message.delivery_id,
-            "notification_id": message.notification_id,
-            "channel": INBOX,
-            "title": message.title,
-            "text": message.text,
-            "is_express": message.is_express,
-            "created_at": marks.get("created_at"),
-            **{name: marks.get(name) for name in CHANGE_FIELDS},
-        }
-        delta = tally_of({"channel": INBOX, **marks}, arrived=True)
-        event_id = f"{message.delivery_id}:new"
-        await self.append(message.user_id, NEW, delta, {"item": item}, event_id, check_first=False)
+        """An item reaches the user's inbox (the inbox channel's send): its `new` event, once.
+
+        The arrivals that come together (a consumer's batch sends all of its own at once) are written together:
+        one read of their items (the user may have marked one before it arrived: read all, say), one of their
+        users' heads, one insert and one fold for all of them. What that shared write cannot take (a second
+        item of one user, a number another writer took, an arrival written already) goes one at a time."""
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[None] = loop.create_future()
+        self._arriving.append((message, written))
+        if len(self._arriving) == 1:
+            task = loop.create_task(self._arrive_together())
+            self._writing.add(task)
+            task.add_done_callback(self._writing.discard)
+        await written
+
+    async def _arrive_together(self) -> None:
+        await asyncio.sleep(0)  # the rest of the batch joins in
+        arriving, self._arriving = self._arriving, []
+        try:
+            await self._write_arrivals([message for message, _ in arriving])
+        except BaseException as exc:
+            for _, written in arriving:
+                if not written.done():
+                    written.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for _, written in arriving:
+                if not written.done():
+                    written.set_result(None)
+
+    async def _write_arrivals(self, messages: list[Message]) -> None:
+        ids = [ObjectId(message.delivery_id) for message in messages]
+        found = self.store.deliveries.find({"_id": {"$in": ids}}, {"created_at": 1, **CHANGE_FIELDS})
+        marks = {str(doc["_id"]): doc async for doc in found}
+        firsts: dict[str, tuple] = {}
+        alone: list[tuple] = []
+        for message in messages:
+            item_marks = marks.get(message.delivery_id, {})
+            item = {
+                "id": message.delivery_id,
+                "notification_id": message.notification_id,
+                "channel": INBOX,
+                "title": message.title,
+                "text": message.text,
+                "is_express": message.is_express,
+                "created_at": item_marks.get("created_at"),
+                **{name: item_marks.get(name) for name in CHANGE_FIELDS},
+            }
+            delta = tally_of({"channel": INBOX, **item_marks}, arrived=True)
+            arrival = (message.user_id, NEW, delta, {"item": item}, f"{message.delivery_id}:new")
+            if message.user_id in firsts:
+                alone.append(arrival)
+            else:
+                firsts[message.user_id] = arrival
+        heads = {head["_id"]: head async for head in self.store.inbox_heads.find({"_id": {"$in": list(firsts)}})}
+        for user_id in firsts:
+            if user_id not in heads:
+                heads[user_id] = await self._start_head(user_id)
+        events = [self._next_event(heads[user_id], *arrival[1:]) for user_id, arrival in firsts.items()]
+        refused: set[str] = set()
+        try:
+            await self.store.inbox_events.insert_many(events, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                raise
+            refused = {events[error["index"]]["_id"] for error in errors}
+        stored = [event for event in events if event["_id"] not in refused]
+        await asyncio.gather(*(self._announce(event) for event in stored))
+        if stored:
+            await self.store.inbox_heads.bulk_write(
+                [UpdateOne(*self._folding(event)) for event in stored], ordered=False
+            )
+        for arrival in [*(firsts[event["user_id"]] for event in events if event["_id"] in refused), *alone]:
+            await self.append(*arrival)
 
 
 CHANGE_FIELDS = {"read_at": 1, "seen_at": 1, "archived_at": 1}

@@ -20,6 +20,7 @@ from . import (
     memory,
     passwords,
     scheduler,
+    streams,
     wakeup,
 )
 from .harness import Infra, Steal, summary, summary_row, table, write_results
@@ -425,6 +426,61 @@ def bench_wakeup(infra: Infra, args) -> dict:
     return figures
 
 
+def bench_streams(infra: Infra, args) -> dict:
+    keys = (
+        "held",
+        "rss_per_stream_kb",
+        "single_p50",
+        "single_p99",
+        "many_p50",
+        "many_p99",
+        "api_quiet_p99",
+        "api_busy_p99",
+        "open_seconds",
+        "fanout_seconds",
+    )
+    results: dict[str, list] = {k: [] for k in (*keys, "api_ratio", "steal")}
+    details = []
+    for run in range(args.runs):
+        steal = Steal()
+        measured = streams.run(infra, args.streams, args.consumers)
+        details.append(measured)
+        for key in keys:
+            results[key].append(measured[key])
+        results["api_ratio"].append(measured["api_busy_p99"] / measured["api_quiet_p99"])
+        results["steal"].append(steal.percent())
+        print(
+            f"run {run + 1}: {measured['held']} of {args.streams} streams held, {measured['received']} events "
+            f"received; {measured['rss_per_stream_kb']:.1f} KB per stream ({measured['rss_before_mb']:.0f} -> "
+            f"{measured['rss_after_mb']:.0f} MB); push p50/p99 {measured['single_p50']:.0f}/"
+            f"{measured['single_p99']:.0f} ms with 1 stream, {measured['many_p50']:.0f}/{measured['many_p99']:.0f} "
+            f"ms with {args.streams}; API p99 {measured['api_quiet_p99']:.0f} ms without, "
+            f"{measured['api_busy_p99']:.0f} ms with",
+            flush=True,
+        )
+    figures = {name: summary(values) for name, values in results.items()}
+    figures["detail"] = details
+    rows = [("figure", "median", "min", "max")]
+    for name, label, fmt in (
+        ("held", f"streams held of {args.streams} (target 5000)", "{:.0f}"),
+        ("rss_per_stream_kb", "server RSS per stream, KB", "{:.1f}"),
+        ("single_p50", "push latency, 1 stream: p50 ms (reference)", "{:.0f}"),
+        ("single_p99", "push latency, 1 stream: p99 ms (reference)", "{:.0f}"),
+        ("many_p50", f"push latency, {args.streams} streams, during their fan-out: p50 ms", "{:.0f}"),
+        ("many_p99", f"push latency, {args.streams} streams, during their fan-out: p99 ms (target <= 250)", "{:.0f}"),
+        ("api_quiet_p99", "GET /api/v1/notifications p99 ms, no streams", "{:.0f}"),
+        ("api_busy_p99", f"GET /api/v1/notifications p99 ms, {args.streams} streams connected", "{:.0f}"),
+        ("api_ratio", "API p99 with / without the streams (target <= 1.5)", "{:.2f}"),
+        ("open_seconds", f"seconds to open the {args.streams} streams", "{:.1f}"),
+        ("fanout_seconds", f"seconds from the create to the last of the {args.streams} events", "{:.1f}"),
+        ("steal", "CPU steal %", "{:.1f}"),
+    ):
+        rows.append(summary_row(label, figures[name], fmt))
+    print(f"\ninbox streams, {args.consumers} consumers, {args.runs} runs")
+    print(table(rows))
+    return figures
+
+
 BENCHES = {
     "fanout": bench_fanout,
     "bigcreate": bench_bigcreate,
@@ -438,6 +494,7 @@ BENCHES = {
     "history": bench_history,
     "counts": bench_counts,
     "wakeup": bench_wakeup,
+    "streams": bench_streams,
 }
 
 
@@ -450,6 +507,7 @@ def main(argv=None) -> int:
     parser.add_argument("--schedules", type=int, default=1000, help="schedules due at once (scheduler)")
     parser.add_argument("--backlog", type=int, default=20000, help="regular deliveries queued (express)")
     parser.add_argument("--memory-n", type=int, default=100000, help="recipients per fan-out (memory)")
+    parser.add_argument("--streams", type=int, default=5000, help="inbox streams held at once (streams)")
     parser.add_argument("--wakeup-n", type=int, default=20000, help="deliveries due at one instant (wakeup drain)")
     parser.add_argument(
         "--big-n", type=int, default=0, help="also one background create of this many recipients (bigcreate)"

@@ -88,6 +88,26 @@ async def test_an_arrival_is_written_once_however_often_it_is_sent(ctx):
     assert Tally.of(await log.head("ann")) == Tally(1, 1, 1)
 
 
+@pytest.mark.gen_test(timeout=60)
+async def test_arrivals_that_come_together_are_written_together_each_once(ctx):
+    """A batch's arrivals share one write: two items of one user, one written already, and a number another
+    writer takes meanwhile all end numbered without a gap, each item once, counts exact."""
+    users = [f"u{i}" for i in range(20)]
+    items = {user: await _items(ctx, user, 2, status="sending") for user in users}
+    log = InboxLog(ctx.store, ctx.clock, 1)
+    rival = InboxLog(ctx.store, ctx.clock, 1)
+    await log.arrive(_message(items["u0"][0], "u0"))  # written already: the batch's repeat of it writes none
+    await rival.head("u1")
+    arrivals = [log.arrive(_message(item, user)) for user in users for item in items[user]]
+    await asyncio.gather(*arrivals, rival.append("u1", "counts", Tally(), {}))  # takes u1's next number
+    for user in users:
+        events = await ctx.store.inbox_events.find({"user_id": user}).sort("seq", 1).to_list(None)
+        arrived = [e["item"]["id"] for e in events if e["type"] == "new"]
+        assert sorted(arrived) == sorted(str(i) for i in items[user]), user
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1)), user
+        assert Tally.of(await log.head(user)) == Tally(2, 2, 2) == await log.count_items(user), user
+
+
 @pytest.mark.gen_test
 async def test_an_item_marked_before_it_arrives_arrives_with_its_marks(ctx):
     [item] = await _items(ctx, "ann", 1, status="queued")
