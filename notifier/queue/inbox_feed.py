@@ -31,10 +31,15 @@ class InboxFeed:
 
     async def _on_message(self, message: DeliveredMessage) -> None:
         try:
-            event = json.loads(message.body)
-            if not isinstance(event, dict) or not isinstance(event.get("seq"), int) or "user_id" not in event:
-                raise ValueError("not an inbox event")
+            events = json.loads(message.body)
+            if not isinstance(events, list) or not all(_is_event(event) for event in events):
+                raise ValueError("not a list of inbox events")
         except ValueError as exc:
-            log.warning("inbox feed: a message that is not an event was dropped: %s", exc)
+            log.warning("inbox feed: a message that is not a list of events was dropped: %s", exc)
             return
-        self.deliver(event)
+        for event in events:
+            self.deliver(event)
+
+
+def _is_event(event: object) -> bool:
+    return isinstance(event, dict) and isinstance(event.get("seq"), int) and isinstance(event.get("user_id"), str)

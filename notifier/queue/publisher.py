@@ -278,11 +278,11 @@ class Publisher:
             log.warning("could not publish delivery %s to %s: %s", delivery["_id"], routing_key, exc)
             return False
 
-    async def announce_inbox(self, event: dict) -> None:
-        """Tell every server's streams of an inbox event (services/inbox.py stored it first)."""
+    async def announce_inbox(self, events: list[dict]) -> None:
+        """Tell every server's streams of inbox events (services/inbox.py stored them first)."""
         channel = await self.broker.channel()
         await channel.basic_publish(
-            inbox_wire(event),
+            inbox_wire(events),
             exchange=self.topology.inbox_exchange,
             routing_key="",
             properties=Basic.Properties(content_type="application/json"),

@@ -63,7 +63,7 @@ CHANGES: dict[str, tuple[str, bool]] = {
 BULK_CHANGES: dict[str, str] = {"read_all": "read_at", "seen_all": "seen_at"}
 EVENT_TYPES = (NEW, *CHANGES, *BULK_CHANGES, EXPIRED, COUNTS, RESET)
 
-Publish = Callable[[dict], Awaitable[None]]
+Publish = Callable[[list[dict]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -109,9 +109,10 @@ def public_event(event: dict) -> dict:
     return json.loads(json.dumps(shown, default=_instant))
 
 
-def wire(event: dict) -> bytes:
-    """An event as the servers pass it on to each other's streams."""
-    return json.dumps({**public_event(event), "user_id": event["user_id"]}, separators=(",", ":")).encode()
+def wire(events: list[dict]) -> bytes:
+    """Events as the servers pass them on to each other's streams (one message for the events written together)."""
+    shown = [{**public_event(event), "user_id": event["user_id"]} for event in events]
+    return json.dumps(shown, separators=(",", ":")).encode()
 
 
 def _instant(value: object) -> str:
@@ -190,7 +191,7 @@ class InboxLog:
                     return None
                 await self._fold_missed(user_id, event["seq"] - 1)
                 continue
-            await self._announce(event)  # stored is enough to be told: the fold only sums the counts
+            await self._announce([event])  # stored is enough to be told: the fold only sums the counts
             await self._fold(event)
             return event
         raise Unavailable(f"The inbox of {user_id!r} is too busy to change right now")
@@ -224,13 +225,13 @@ class InboxLog:
         for event in await self.since(user_id, after, FOLD_BATCH):
             await self._fold(event)
 
-    async def _announce(self, event: dict) -> None:
-        if self.publish is None:
+    async def _announce(self, events: list[dict]) -> None:
+        if self.publish is None or not events:
             return
         try:
-            await self.publish(event)
-        except Exception as exc:  # the event is stored: a stream missing it reads it on its next one
-            log.warning("inbox event %s of %s not announced: %s", event["seq"], event["user_id"], exc)
+            await self.publish(events)
+        except Exception as exc:  # they are stored: a stream missing one reads it when the next comes
+            log.warning("%d inbox events not announced: %s", len(events), exc)
 
     async def since(self, user_id: str, after: int, limit: int) -> list[dict]:
         """The user's events numbered after `after`, in order, at most `limit` (numbers have no gaps, so the
@@ -314,7 +315,7 @@ class InboxLog:
                 raise
             refused = {events[error["index"]]["_id"] for error in errors}
         stored = [event for event in events if event["_id"] not in refused]
-        await asyncio.gather(*(self._announce(event) for event in stored))
+        await self._announce(stored)
         if stored:
             await self.store.inbox_heads.bulk_write(
                 [UpdateOne(*self._folding(event)) for event in stored], ordered=False
