@@ -56,14 +56,25 @@ def openapi_path(pattern: str) -> str:
     return re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern)
 
 
-def _operation(endpoint, path_params: list[str]) -> dict:
+def path_parameters(pattern: str) -> list[dict]:
+    """The path's parameters; one whose pattern is a choice of words (`(?P<change>read|seen)`) lists them."""
+    parameters = []
+    for name, body in re.findall(r"\(\?P<(\w+)>([^)]*)\)", pattern):
+        schema: dict = {"type": "string"}
+        if re.fullmatch(r"[\w-]+(\|[\w-]+)+", body):
+            schema["enum"] = body.split("|")
+        parameters.append({"in": "path", "name": name, "required": True, "schema": schema})
+    return parameters
+
+
+def _operation(endpoint, path_params: list[dict]) -> dict:
     operation: dict = {"summary": endpoint.summary, "tags": list(endpoint.tags), "responses": {}}
     if endpoint.access in GRANTABLE:
         operation["description"] = (
             f"A client application needs the `{endpoint.access}` permission, granted by an "
             f"admin (`PUT /api/v1/clients/{{id}}/permissions`)."
         )
-    parameters = [{"in": "path", "name": name, "required": True, "schema": {"type": "string"}} for name in path_params]
+    parameters = list(path_params)
     if endpoint.query is not None:
         parameters.append({"in": "query", "schema": endpoint.query})
     if parameters:
@@ -110,7 +121,7 @@ def build_spec(routes: list) -> dict:
         for method in METHODS:
             endpoint = getattr(getattr(handler, method, None), "endpoint", None)
             if endpoint is not None:
-                operations[method] = _operation(endpoint, re.findall(r"\(\?P<(\w+)>", pattern))
+                operations[method] = _operation(endpoint, path_parameters(pattern))
                 if endpoint.access != PUBLIC:  # the password guard's 429; a Basic write without JSON's 403
                     refusals = (403, 429) if method.upper() in WRITES else (429,)
                     for status in refusals:

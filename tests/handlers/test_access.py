@@ -26,7 +26,15 @@ OPERATIONS = [
 
 
 def concrete(pattern: str, ids: dict) -> str:
-    return re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: ids.get(m.group(1), str(ObjectId())), pattern)
+    """The pattern's parameters filled: from `ids`, the first of a choice of words, else a new ObjectId."""
+
+    def value(match: re.Match) -> str:
+        name, body = match.groups()
+        if re.fullmatch(r"[\w-]+(\|[\w-]+)+", body):
+            return body.split("|")[0]
+        return ids.get(name, str(ObjectId()))
+
+    return re.sub(r"\(\?P<(\w+)>([^)]*)\)", value, pattern)
 
 
 def expected(access: str, caller: str) -> str:

@@ -87,7 +87,8 @@ FORMS = (
     form("http://[::1"),
 )
 JUNK_IDS = ("x", str(ObjectId()), "%00", "%ff%fe", "A" * 2000, "..%2F..%2Fetc%2Fpasswd", "-1")
-PARAMETER = re.compile(r"\(\?P<(\w+)>[^)]*\)|\([^)]*\)")
+PARAMETER = re.compile(r"\(\?P<(\w+)>([^)]*)\)|\([^)]*\)")
+CHOICE = re.compile(r"[\w-]+(\|[\w-]+)+")
 
 
 def paths(pattern: str, existing: dict[str, str]) -> list[tuple[str, str | None]]:
@@ -96,13 +97,18 @@ def paths(pattern: str, existing: dict[str, str]) -> list[tuple[str, str | None]
     pattern = pattern.rstrip("$").replace("/?", "/")
 
     def fill(value_of) -> str:
-        return PARAMETER.sub(lambda match: value_of(match.group(1)), pattern)
+        return PARAMETER.sub(lambda match: value_of(match.group(1), match.group(2) or ""), pattern)
+
+    def existing_value(name: str | None, body: str) -> str:
+        if CHOICE.fullmatch(body):  # a choice of words: the first one
+            return body.split("|")[0]
+        return quote(existing.get(name or "", "admin.css"), safe="")
 
     if not PARAMETER.search(pattern):
         return [(pattern, None)]
     return [
-        (fill(lambda name: quote(existing.get(name or "", "admin.css"), safe="")), None),
-        *((fill(lambda name, junk=junk: junk), junk) for junk in JUNK_IDS),
+        (fill(existing_value), None),
+        *((fill(lambda name, body, junk=junk: junk), junk) for junk in JUNK_IDS),
     ]
 
 

@@ -42,35 +42,23 @@ class MyNotificationsHandler(APIHandler):
         self.respond(await self.ctx.users.inbox(self.caller.id, query["limit"], query.get("cursor"), **filters))
 
 
-def item_change(word: str, change: str) -> type[APIHandler]:
-    """The handler of POST /api/v1/me/notifications/{id}/<word>: one change of one of my items."""
+class MyNotificationChangeHandler(APIHandler):
+    @endpoint(
+        "me",
+        "Mark one of my notifications seen, read or unread; archive or unarchive it",
+        status=204,
+        tags=TAGS,
+        errors=(401, 403, 404, 409),
+    )
+    async def post(self, delivery_id, change):
+        await self.ctx.inbox.change(self.caller.id, delivery_id, ITEM_CHANGES[change])
+        self.respond()
 
-    class ItemChange(APIHandler):
-        @endpoint("me", f"Mark one of my notifications {change}", status=204, tags=TAGS, errors=(401, 403, 404, 409))
-        async def post(self, delivery_id):
-            await self.ctx.inbox.change(self.caller.id, delivery_id, change)
-            self.respond()
 
-    ItemChange.__name__ = ItemChange.__qualname__ = f"MyNotification{word.title()}Handler"
-    return ItemChange
-
-
-def bulk_change(word: str, change: str) -> type[APIHandler]:
-    """The handler of POST /api/v1/me/notifications/<word>: one change of all my items."""
-
-    class BulkChange(APIHandler):
-        @endpoint(
-            "me",
-            f"Mark all my notifications {word.split('-')[0]}",
-            response=BulkChangeSchema,
-            tags=TAGS,
-            errors=(401, 403),
-        )
-        async def post(self):
-            self.respond({"changed": await self.ctx.inbox.change_all(self.caller.id, change)})
-
-    BulkChange.__name__ = BulkChange.__qualname__ = f"MyNotifications{word.title().replace('-', '')}Handler"
-    return BulkChange
+class MyNotificationsBulkHandler(APIHandler):
+    @endpoint("me", "Mark all my notifications read, or seen", response=BulkChangeSchema, tags=TAGS, errors=(401, 403))
+    async def post(self, change):
+        self.respond({"changed": await self.ctx.inbox.change_all(self.caller.id, BULK[change])})
 
 
 class MyCountsHandler(APIHandler):
@@ -179,10 +167,10 @@ class MyPreferencesHandler(APIHandler):
 routes = [
     (r"/api/v1/me/notifications", MyNotificationsHandler),
     (r"/api/v1/me/notifications/counts", MyCountsHandler),
-    *((rf"/api/v1/me/notifications/{word}", bulk_change(word, change)) for word, change in BULK.items()),
-    *(
-        (rf"/api/v1/me/notifications/(?P<delivery_id>[^/]+)/{word}", item_change(word, change))
-        for word, change in ITEM_CHANGES.items()
+    (rf"/api/v1/me/notifications/(?P<change>{'|'.join(BULK)})", MyNotificationsBulkHandler),
+    (
+        rf"/api/v1/me/notifications/(?P<delivery_id>[^/]+)/(?P<change>{'|'.join(ITEM_CHANGES)})",
+        MyNotificationChangeHandler,
     ),
     (r"/api/v1/me/stream", MyStreamHandler),
     (r"/api/v1/me/stream/ticket", MyStreamTicketHandler),
