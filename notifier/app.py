@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from .handlers.admin import UI_MODULES
 from .handlers.base import NotFoundHandler
 
 TEMPLATES = Path(__file__).parent / "templates"
+TICKET = re.compile(r"([?&]ticket=)[^&]*")  # a stream ticket opens a stream for a minute: not for the log
 
 
 def request_logger(routes: list) -> Callable[[tornado.web.RequestHandler], None]:
@@ -36,7 +38,7 @@ def request_logger(routes: list) -> Callable[[tornado.web.RequestHandler], None]
             "%d %s %s (%s) %.1fms",
             status,
             handler.request.method,
-            handler.request.uri,
+            TICKET.sub(r"\1[hidden]", handler.request.uri or ""),
             handler.request.remote_ip,
             1000 * seconds,
         )

@@ -142,7 +142,7 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
     keys = await load_keys(store, settings)
     topology = Topology.from_settings(settings)
     inbox_log = InboxLog(store, clock, settings.inbox_events_days)
-    streams = StreamHub(inbox_log, settings.stream_heartbeat, settings.stream_limit_per_user)
+    streams = StreamHub(inbox_log, settings.stream_heartbeat, settings.stream_limit_per_user, settings.stream_limit)
     feed = InboxFeed(topology, streams.deliver, streams.catch_up)
 
     async def on_channel(channel) -> None:

@@ -80,6 +80,7 @@ async def run(settings: Settings, embedded: Sequence[EmbeddedProcess] = ()) -> N
     supervisor.cancel()
     for server in servers:
         server.stop()
+    await ctx.streams.close_all()  # each stream's last frame says so, before the connections close
     try:
         await asyncio.wait_for(asyncio.gather(*(s.close_all_connections() for s in servers)), HTTP_DRAIN_SECONDS)
     except TimeoutError:

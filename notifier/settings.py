@@ -430,6 +430,12 @@ class Settings:
     stream_ticket_ttl: int = setting(
         "60", "Seconds a stream ticket (POST /api/v1/me/stream/ticket) may be used to open a stream.", _int(5, 3600)
     )
+    stream_limit: int = setting(
+        "10000", "Most inbox streams one server holds; past it a new one is refused with 503.", _int(1, 1000000)
+    )
+    stream_write_timeout: float = setting(
+        "30", "Seconds a stream's client may take to read what was written before the stream is closed.", _float(1)
+    )
     stream_limit_per_user: int = setting(
         "10", "Most inbox streams one user may hold open on one server; one more closes the oldest.", _int(1, 1000)
     )

@@ -7,7 +7,10 @@ means some were missed: the stream reads the gap from the database first. A stre
 has missed the same way, holding back live events meanwhile. When the feed subscribes again after the broker
 was away, every stream reads what was written meanwhile.
 
-The frames are Server-Sent Events: `id:` is the event's number, `event:` its type, `data:` its JSON.
+The frames are Server-Sent Events: `id:` is the event's number, `event:` its type, `data:` its JSON. A
+stream whose client reads too slowly (more than BUFFER frames waiting) ends with an `end` frame; the client
+resumes after its last id. So does one whose token expires, one pushed out by the user's newer streams, and
+every stream when the server stops.
 """
 
 from __future__ import annotations
@@ -18,13 +21,17 @@ import logging
 import time
 from collections.abc import Iterable
 
+from .errors import Unavailable
 from .services.inbox import COUNTS, RESET, InboxLog, Tally, public_event
 
 log = logging.getLogger(__name__)
 
 READ_BATCH = 500
-EXPIRED = "expired"
+BUFFER = 2 * READ_BATCH  # frames a stream may have waiting; a database read waits below half of it
+READS_AT_ONCE = 8  # catch-up reads in flight (5,000 streams catching up after a broker outage take turns)
+END = "end"
 HEARTBEAT = ": heartbeat\n\n"
+TOO_SLOW = "the client read too slowly: resume after the last id"
 
 
 def frame(kind: str, data: dict, seq: int | None = None) -> str:
@@ -45,10 +52,22 @@ class Stream:
         self.held: list[dict] = []
         self.ended = False
         self.expiry: asyncio.TimerHandle | None = None
+        self.roomy = asyncio.Event()
+        self.roomy.set()
 
     def put(self, text: str) -> None:
-        if not self.ended:
-            self.frames.put_nowait(text)
+        if self.ended:
+            return
+        if self.frames.qsize() >= BUFFER:
+            self.end(frame(END, {"reason": TOO_SLOW}))
+            return
+        self.frames.put_nowait(text)
+        if self.frames.qsize() >= BUFFER // 2:
+            self.roomy.clear()
+
+    async def room(self) -> None:
+        """Until the client has taken its waiting frames down to half the buffer."""
+        await self.roomy.wait()
 
     def end(self, last_frame: str | None = None) -> None:
         if self.ended:
@@ -57,10 +76,14 @@ class Stream:
             self.frames.put_nowait(last_frame)
         self.ended = True
         self.frames.put_nowait(None)
+        self.roomy.set()  # a read waiting for room goes on, and stops
 
     async def next(self) -> str | None:
         """The next frame to write; None when the stream is over."""
-        return await self.frames.get()
+        text = await self.frames.get()
+        if self.frames.qsize() < BUFFER // 2:
+            self.roomy.set()
+        return text
 
     def send(self, event: dict) -> None:
         self.put(frame(event["type"], {k: v for k, v in event.items() if k != "user_id"}, event["seq"]))
@@ -68,31 +91,38 @@ class Stream:
 
 
 class StreamHub:
-    def __init__(self, events: InboxLog, heartbeat: float, limit_per_user: int):
+    def __init__(self, events: InboxLog, heartbeat: float, limit_per_user: int, limit: int):
         self.events = events
         self.heartbeat = heartbeat
         self.limit_per_user = limit_per_user
+        self.limit = limit
         self.streams: dict[str, list[Stream]] = {}
+        self.closed = False
         self._beating: asyncio.Task | None = None
         self._reading: set[asyncio.Task] = set()
+        self._reads = asyncio.Semaphore(READS_AT_ONCE)
 
     def __len__(self) -> int:
         return sum(len(streams) for streams in self.streams.values())
 
     async def open(self, user_id: str, after: int | None, expires_at: float | None) -> Stream:
         """A stream of the user's events after number `after` (None: from now, with the counts first)."""
+        if self.closed:
+            raise Unavailable("The server is stopping: open the stream on another instance or in a moment")
+        if len(self) >= self.limit:
+            raise Unavailable("This server holds as many streams as it may (STREAM_LIMIT): try again later")
         self._start_beating()
         stream = Stream(user_id, after or 0, expires_at)
         mine = self.streams.setdefault(user_id, [])
         mine.append(stream)
         while len(mine) > self.limit_per_user:
-            mine.pop(0).end(frame(EXPIRED, {"reason": "too many streams for this user: this one was the oldest"}))
+            self.close(mine[0], frame(END, {"reason": "a newer stream of this user took its place"}))
         if expires_at is not None:
             stream.expiry = asyncio.get_running_loop().call_later(
                 max(expires_at - time.time(), 0), self._expire, stream
             )
         try:
-            head = await self.events.head(user_id)
+            head = await self.events.settled_head(user_id)
             if after is None:
                 stream.put(frame(COUNTS, {"seq": head["seq"], "counts": Tally.of(head).shown()}, head["seq"]))
                 stream.last = head["seq"]
@@ -104,8 +134,8 @@ class StreamHub:
             raise
         return stream
 
-    def close(self, stream: Stream) -> None:
-        stream.end()
+    def close(self, stream: Stream, last_frame: str | None = None) -> None:
+        stream.end(last_frame)
         if stream.expiry is not None:
             stream.expiry.cancel()
         mine = self.streams.get(stream.user_id)
@@ -151,8 +181,10 @@ class StreamHub:
         stream.reading = True
         try:
             while not stream.ended:
-                events = await self.events.since(stream.user_id, stream.last, READ_BATCH)
-                if events and events[0]["seq"] != stream.last + 1:
+                await stream.room()
+                async with self._reads:
+                    events = await self.events.since(stream.user_id, stream.last, READ_BATCH)
+                if any(event["seq"] != stream.last + 1 + n for n, event in enumerate(events)):
                     await self._reset(stream)  # the events after the client's last are gone (INBOX_EVENTS_DAYS)
                     continue
                 for event in events:
@@ -188,8 +220,7 @@ class StreamHub:
         return True
 
     def _expire(self, stream: Stream) -> None:
-        stream.end(frame(EXPIRED, {"reason": "the token has expired: open the stream again with a new one"}))
-        self.close(stream)
+        self.close(stream, frame(END, {"reason": "the token has expired: open the stream again with a new one"}))
 
     def _start_beating(self) -> None:
         if self._beating is None or self._beating.done():
@@ -205,9 +236,13 @@ class StreamHub:
         return [stream for streams in self.streams.values() for stream in streams]
 
     async def close_all(self) -> None:
+        """Refuse new streams and end every one (the clients resume elsewhere, or here once it is back)."""
+        self.closed = True
         for stream in self._all():
-            self.close(stream)
+            self.close(stream, frame(END, {"reason": "the server is stopping: resume after the last id"}))
         if self._beating is not None:
             self._beating.cancel()
-        for task in list(self._reading):
+        reading = list(self._reading)
+        for task in reading:
             task.cancel()
+        await asyncio.gather(*reading, return_exceptions=True)

@@ -40,7 +40,7 @@ class SseClient:
         client = cls(reader, writer)
         lines = [f"GET {path} HTTP/1.1", f"Host: {parts.netloc}", "Accept: text/event-stream"]
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))  # what HTTP headers are
         await writer.drain()
         status_line = await asyncio.wait_for(reader.readline(), 30)
         client.status = int(status_line.split()[1])

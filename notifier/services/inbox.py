@@ -151,6 +151,16 @@ class InboxLog:
                 return found
         return head
 
+    async def settled_head(self, user_id: str) -> dict:
+        """The head with every stored event folded in (a writer may have died between its insert and fold)."""
+        while True:
+            head = await self.head(user_id)
+            missed = await self.since(user_id, head["seq"], FOLD_BATCH)
+            if not missed:
+                return head
+            for event in missed:
+                await self._fold(event)
+
     async def count_items(self, user_id: str) -> Tally:
         """The user's counts from their items (a read of all their inbox deliveries): the sent ones, and
         those being sent whose arrival is written."""
@@ -191,8 +201,8 @@ class InboxLog:
                     return None
                 await self._fold_missed(user_id, event["seq"] - 1)
                 continue
-            await self._announce([event])  # stored is enough to be told: the fold only sums the counts
-            await self._fold(event)
+            await self._fold(event)  # before it is told: a stream resuming after it must find it in the head
+            await self._announce([event])
             return event
         raise Unavailable(f"The inbox of {user_id!r} is too busy to change right now")
 
@@ -265,19 +275,25 @@ class InboxLog:
         await asyncio.sleep(0)  # the rest of the batch joins in
         arriving, self._arriving = self._arriving, []
         try:
-            await self._write_arrivals([message for message, _ in arriving])
+            failures = await self._write_arrivals([message for message, _ in arriving])
         except BaseException as exc:
             for _, written in arriving:
                 if not written.done():
                     written.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
-        else:
-            for _, written in arriving:
-                if not written.done():
-                    written.set_result(None)
+            return
+        for message, written in arriving:
+            failure = failures.get(f"{message.delivery_id}:new")
+            if written.done():
+                continue
+            if failure is None:
+                written.set_result(None)
+            else:
+                written.set_exception(failure)
 
-    async def _write_arrivals(self, messages: list[Message]) -> None:
+    async def _write_arrivals(self, messages: list[Message]) -> dict[str, BaseException]:
+        """Write the arrivals; the failures of those written one at a time, by event id."""
         ids = [ObjectId(message.delivery_id) for message in messages]
         found = self.store.deliveries.find({"_id": {"$in": ids}}, {"created_at": 1, **CHANGE_FIELDS})
         marks = {str(doc["_id"]): doc async for doc in found}
@@ -315,13 +331,17 @@ class InboxLog:
                 raise
             refused = {events[error["index"]]["_id"] for error in errors}
         stored = [event for event in events if event["_id"] not in refused]
-        await self._announce(stored)
         if stored:
-            await self.store.inbox_heads.bulk_write(
-                [UpdateOne(*self._folding(event)) for event in stored], ordered=False
-            )
+            folds = [UpdateOne(*self._folding(event)) for event in stored]
+            await self.store.inbox_heads.bulk_write(folds, ordered=False)
+        await self._announce(stored)
+        failures: dict[str, BaseException] = {}
         for arrival in [*(firsts[event["user_id"]] for event in events if event["_id"] in refused), *alone]:
-            await self.append(*arrival)
+            try:
+                await self.append(*arrival)
+            except Exception as exc:  # only that delivery's send fails (and is retried); the others went
+                failures[arrival[4]] = exc
+        return failures
 
 
 CHANGE_FIELDS = {"read_at": 1, "seen_at": 1, "archived_at": 1}
@@ -357,27 +377,33 @@ class Inbox:
             version = item.get("inbox_version", 0) + 1
             after = {**item, field: self.clock.now() if sets else None}
             delta = tally_of(after) - tally_of(item)
-            owed = {"version": version, "type": change, "delta": delta.dump()}
+            changes: dict = {field: after[field], "inbox_version": version}
+            if item["channel"] == INBOX:  # other channels' items are listed with their marks, never streamed
+                changes["inbox_change"] = {"version": version, "type": change, "delta": delta.dump()}
             # Guarded by the version and the status: a change, a bulk change or a claim in between and the
             # delta would be wrong, so it is worked out again.
             changed = await deliveries.update_one(
                 {"_id": oid, "user_id": user_id, "inbox_version": item.get("inbox_version"), "status": item["status"]},
-                {"$set": {field: after[field], "inbox_version": version, "inbox_change": owed}},
+                {"$set": changes},
             )
             if changed.modified_count:
-                after.update(inbox_version=version, inbox_change=owed)
+                after.update(changes)
                 await self._owed(after)
                 return after
         raise Unavailable("This notification is changing too often to change right now")
 
     async def _owed(self, item: dict) -> None:
-        """Write the event an item's last change owes, unless it is written."""
+        """Write the event an item's last change owes, unless it is written; then the item owes nothing (so
+        that an event gone with INBOX_EVENTS_DAYS is never written again)."""
         owed = item.get("inbox_change")
         if not owed:
             return
         fields = {"item_id": str(item["_id"]), "item": _item_state(item)}
         event_id = f"{item['_id']}:{owed['version']}"
         await self.events.append(item["user_id"], owed["type"], Tally.of(owed["delta"]), fields, event_id)
+        await self.store.deliveries.update_one(
+            {"_id": item["_id"], "inbox_change.version": owed["version"]}, {"$unset": {"inbox_change": ""}}
+        )
 
     async def change_all(self, user_id: str, change: str) -> int:
         """Mark every item of the user's read (`read_all`) or seen (`seen_all`): how many counted items

@@ -221,3 +221,34 @@ async def test_recount_sets_counts_right_with_an_event(ctx):
     assert event is not None and event["type"] == "counts" and event["delta"]["unread"] == -5
     assert await ctx.inbox.counts("ann") == {"total": 2, "unread": 2, "unseen": 2}
     assert await log.recount("ann") is None
+
+
+@pytest.mark.gen_test
+async def test_an_event_gone_with_its_days_is_never_written_again(ctx):
+    """An item read long ago (its event expired from the log) and changed again owes nothing old."""
+    [item] = [str(i) for i in await _items(ctx, "ann", 1)]
+    await ctx.inbox.change("ann", item, "read")
+    await ctx.store.inbox_events.delete_many({})  # as the TTL index does after INBOX_EVENTS_DAYS
+    await ctx.inbox.change("ann", item, "archived")
+    assert [e["type"] async for e in ctx.store.inbox_events.find()] == ["archived"]
+    assert await ctx.inbox.counts("ann") == {"total": 0, "unread": 0, "unseen": 0}
+    assert await ctx.inbox.events.count_items("ann") == Tally()
+
+
+@pytest.mark.gen_test
+async def test_other_channels_items_change_but_write_no_inbox_event(ctx):
+    [email] = [str(i) for i in await _items(ctx, "ann", 1, channel="email")]
+    changed = await ctx.inbox.change("ann", email, "read")
+    assert changed["read_at"] is not None
+    assert await ctx.store.inbox_events.count_documents({}) == 0
+
+
+@pytest.mark.gen_test
+async def test_a_stream_starting_folds_what_a_dead_writer_left(ctx):
+    log = ctx.inbox.events
+    await log.append("ann", "counts", Tally(1, 1, 1), {})
+    await ctx.store.inbox_events.insert_one(
+        {"_id": "orphan", "user_id": "ann", "seq": 2, "type": "counts", "delta": Tally(1, 0, 0).dump()}
+    )
+    head = await log.settled_head("ann")
+    assert (head["seq"], Tally.of(head)) == (2, Tally(2, 1, 1))

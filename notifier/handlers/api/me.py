@@ -3,6 +3,11 @@ stream of their inbox."""
 
 from __future__ import annotations
 
+import asyncio
+import random
+import re
+
+from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
 from ...access import allowed
@@ -18,13 +23,14 @@ from ...schemas import (
     page_of,
 )
 from ...streams import Stream
-from ..base import APIHandler, endpoint
+from ..base import APIHandler, decode_query, endpoint
 
 TAGS = ("me",)
 # The path's word for each change of one item (services/inbox.py CHANGES).
 ITEM_CHANGES = {"seen": "seen", "read": "read", "unread": "unread", "archive": "archived", "unarchive": "unarchived"}
 BULK = {"read-all": "read_all", "seen-all": "seen_all"}
 RECONNECT_MS = 2000
+EVENT_ID = re.compile(r"[0-9]{1,16}")  # ASCII digits only (str.isdigit takes "²")
 
 
 class MyNotificationsHandler(APIHandler):
@@ -92,7 +98,7 @@ class MyStreamHandler(APIHandler):
     stream: Stream | None = None
 
     async def prepare(self) -> None:
-        ticket = self.get_query_argument("ticket", None)
+        ticket = decode_query(self.request.query_arguments).get("ticket")
         if ticket is None or "Authorization" in self.request.headers:
             await super().prepare()
             return
@@ -107,7 +113,7 @@ class MyStreamHandler(APIHandler):
         header = self.request.headers.get("Last-Event-ID")
         if header is None:
             return query.get("last_event_id")
-        if not header.strip().isdigit() or len(header.strip()) > 16:
+        if not EVENT_ID.fullmatch(header.strip()):
             raise Invalid.field("Last-Event-ID", "must be an event id this stream sent")
         return int(header.strip())
 
@@ -124,19 +130,23 @@ class MyStreamHandler(APIHandler):
         self.stream = stream = await self.ctx.streams.open(self.caller.id, after, self.caller.expires_at)
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("X-Accel-Buffering", "no")  # a proxy must pass each event on at once
+        timeout = self.ctx.settings.stream_write_timeout
         try:
-            self.write(f"retry: {RECONNECT_MS}\n\n")
-            await self.flush()
+            # Spread over a few seconds: thousands of clients of a stopped server do not all come back at once.
+            self.write(f"retry: {random.randint(RECONNECT_MS, 3 * RECONNECT_MS)}\n\n")
+            await asyncio.wait_for(self.flush(), timeout)
             while (text := await stream.next()) is not None:
                 self.write(text)
                 while not stream.frames.empty():  # what is already waiting goes in the same write
-                    more = stream.frames.get_nowait()
+                    more = await stream.next()
                     if more is None:
                         stream.frames.put_nowait(None)
                         break
                     self.write(more)
-                await self.flush()
-        except StreamClosedError:
+                await asyncio.wait_for(self.flush(), timeout)
+        except (StreamClosedError, TimeoutError):  # gone, or not reading: the client resumes by id
+            if isinstance(self.request.connection, HTTP1Connection):  # the only kind tornado's HTTPServer makes
+                self.request.connection.close()
             return
         finally:
             self.ctx.streams.close(stream)

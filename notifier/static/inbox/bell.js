@@ -11,7 +11,7 @@
   const empty = byId("empty");
   const status = byId("status");
   const EVENT_TYPES = ["counts", "new", "seen", "read", "unread", "archived", "unarchived", "read_all",
-    "seen_all", "expired", "reset"];
+    "seen_all", "expired", "reset", "end"];
   let token = "";
   let source = null;
   let lastEventId = null;
@@ -84,16 +84,29 @@
     }
     if (message.type === "new") {
       render(event.item, true);
+    } else if (message.type === "expired") {
+      const row = items.get(event.item_id); // retention removed it
+      if (row) {
+        row.remove();
+        items.delete(event.item_id);
+      }
     } else if (event.item) {
-      render(event.item, false);
+      if (items.has(event.item.id)) {
+        render(event.item, false);
+      }
     } else if (message.type === "read_all") {
       items.forEach((row) => row.classList.remove("unread"));
     } else if (message.type === "reset") {
       reload();
-    } else if (message.type === "expired") {
-      status.textContent = "token expired: paste a new one";
+    } else if (message.type === "end") {
       source.close();
       source = null;
+      if (event.reason.includes("token")) {
+        status.textContent = "token expired: paste a new one";
+      } else {
+        status.textContent = "reconnecting";
+        setTimeout(() => open().catch((error) => { status.textContent = String(error); }), 1000);
+      }
     }
   }
 

@@ -5,6 +5,7 @@ order, from the same server, from another one, and across a restart."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 
 import pytest
@@ -185,7 +186,7 @@ async def test_a_ticket_opens_a_stream_and_nothing_else(api, end_user, base_url)
 
 @pytest.mark.gen_test(timeout=60)
 async def test_a_bad_last_event_id_is_a_400_naming_it(http_server, end_user, base_url):
-    for bad in ("abc", "-1", "1" * 40):
+    for bad in ("abc", "-1", "1" * 40, "\u00b2"):  # "²" passes str.isdigit
         answer = await SseClient.open(
             base_url, "/api/v1/me/stream", {"Authorization": end_user("ann"), "Last-Event-ID": bad}
         )
@@ -199,7 +200,7 @@ async def test_a_stream_beats_while_idle_and_ends_cleanly_when_its_token_expires
     live = await stream(base_url, end_user("ann", ttl=3))
     assert (await live.next_event()).type == "counts"
     ended = await live.next_event(timeout=20)
-    assert ended is not None and ended.type == "expired" and "token" in ended.data["reason"]
+    assert ended is not None and ended.type == "end" and "token" in ended.data["reason"]
     assert live.comments >= 2  # heartbeats every 0.2 s came before the end
     assert await live.next_event(timeout=5) is None  # and the server closed it
     live.close()
@@ -211,3 +212,46 @@ async def test_resuming_from_an_id_the_log_never_reached_starts_over_with_a_rese
     reset = await resumed.next_event()
     assert (reset.type, reset.seq, reset.data["counts"]) == ("reset", 0, {"total": 0, "unread": 0, "unseen": 0})
     resumed.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_server_stopping_ends_its_streams_and_refuses_new_ones(http_server, ctx, end_user, base_url):
+    live = await stream(base_url, end_user("ann"))
+    await live.next_event()
+    await ctx.streams.close_all()
+    ended = await live.next_event()
+    assert ended is not None and ended.type == "end" and "stopping" in ended.data["reason"]
+    refused = await SseClient.open(base_url, "/api/v1/me/stream", {"Authorization": end_user("ann")})
+    assert refused.status == 503 and "stopping" in refused.json()["message"]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_past_its_limits_a_server_ends_the_oldest_of_a_user_and_refuses_beyond_all(
+    http_server, ctx, end_user, base_url
+):
+    ctx.streams.limit_per_user = 2
+    ctx.streams.limit = 3
+    first, second = [await stream(base_url, end_user("ann")) for _ in range(2)]
+    third = await stream(base_url, end_user("ann"))
+    events = await first.events(2)
+    assert [e.type for e in events] == ["counts", "end"] and "newer" in events[1].data["reason"]
+    bobs = await stream(base_url, end_user("bob"))
+    beyond = await SseClient.open(base_url, "/api/v1/me/stream", {"Authorization": end_user("eve")})
+    assert beyond.status == 503 and "STREAM_LIMIT" in beyond.json()["message"]
+    for client in (first, second, third, bobs):
+        client.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_access_log_never_shows_a_ticket(http_server, api, end_user, base_url, caplog):
+    caplog.set_level(logging.INFO, logger="tornado.access")
+    ticket = (await api.post("/api/v1/me/stream/ticket", auth=end_user("ann"))).body["ticket"]
+    opened = await SseClient.open(base_url, f"/api/v1/me/stream?ticket={ticket}")
+    assert (await opened.next_event()).type == "counts"
+    opened.close()
+    await eventually(lambda: _logged(caplog, "/api/v1/me/stream?ticket=[hidden]"), timeout=10, message="logged")
+    assert ticket not in caplog.text
+
+
+async def _logged(caplog, text: str) -> bool:
+    return text in caplog.text
