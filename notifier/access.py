@@ -43,6 +43,7 @@ ACCESS: dict[str, frozenset[Role]] = {
     "schedules:read": frozenset({ADMIN, CLIENT}),
     "clients:manage": frozenset({ADMIN}),
     "system:read": frozenset({ADMIN}),
+    "inbox:repair": frozenset({ADMIN}),  # recount a user's inbox counts
     "auth:refresh": frozenset({ADMIN}),
     "me": frozenset({USER}),
 }

@@ -358,6 +358,11 @@ class Inbox:
     async def counts(self, user_id: str) -> dict[str, int]:
         return Tally.of(await self.events.head(user_id)).shown()
 
+    async def recount(self, user_id: str) -> dict[str, int]:
+        """Count the user's items again (the repair of a crash inside a bulk change); the counts now."""
+        await self.events.recount(user_id)
+        return await self.counts(user_id)
+
     async def change(self, user_id: str, delivery_id: str, change: str) -> dict:
         """Apply one change (CHANGES) to one of the user's items; a change to the state it has is a no-op.
         Returns the item as it is now."""

@@ -3,7 +3,15 @@ granted `contacts:read` / `contacts:write`. Opt-outs are the user's: see service
 
 from __future__ import annotations
 
-from ...schemas import UserListQuerySchema, UsersBulkResultSchema, UsersBulkSchema, UserSchema, UserWriteSchema, page_of
+from ...schemas import (
+    InboxCountsSchema,
+    UserListQuerySchema,
+    UsersBulkResultSchema,
+    UsersBulkSchema,
+    UserSchema,
+    UserWriteSchema,
+    page_of,
+)
 from ..base import APIHandler, endpoint
 
 TAGS = ("users",)
@@ -69,8 +77,21 @@ class UserHandler(APIHandler):
         self.respond()
 
 
+class UserInboxRecountHandler(APIHandler):
+    @endpoint(
+        "inbox:repair",
+        "Count a user's inbox items again and set their counts right (an `counts` event on their streams)",
+        response=InboxCountsSchema,
+        tags=TAGS,
+        errors=(401, 403),
+    )
+    async def post(self, user_id):
+        self.respond(await self.ctx.inbox.recount(user_id))
+
+
 routes = [
     (r"/api/v1/users", UsersHandler),
     (r"/api/v1/users/bulk", UsersBulkHandler),
     (r"/api/v1/users/(?P<user_id>[^/]+)", UserHandler),
+    (r"/api/v1/users/(?P<user_id>[^/]+)/inbox/recount", UserInboxRecountHandler),
 ]

@@ -255,3 +255,20 @@ async def test_the_access_log_never_shows_a_ticket(http_server, api, end_user, b
 
 async def _logged(caplog, text: str) -> bool:
     return text in caplog.text
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_an_admin_recounts_a_users_inbox_and_their_stream_hears_it(api, admin, end_user, ctx, consumer, base_url):
+    live = await stream(base_url, end_user("ann"))
+    await live.next_event()
+    await send(api, admin, ["ann"], 2)
+    await live.events(2)
+    await ctx.store.inbox_heads.update_one({"_id": "ann"}, {"$inc": {"unread": 5}})  # as a lost bulk event leaves
+    assert (await api.get("/api/v1/me/notifications/counts", auth=end_user("ann"))).body["unread"] == 7
+    refused = await api.post("/api/v1/users/ann/inbox/recount", auth=end_user("ann"))
+    assert refused.status == 403
+    recounted = await api.post("/api/v1/users/ann/inbox/recount", auth=admin.header, headers={"X-Requested-With": "t"})
+    assert recounted.status == 200 and recounted.body == {"total": 2, "unread": 2, "unseen": 2}
+    [correction] = await live.events(1)
+    assert correction.type == "counts" and correction.data["counts"] == recounted.body
+    live.close()
