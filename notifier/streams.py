@@ -5,7 +5,9 @@ once, in order. Live events arrive through RabbitMQ (queue/inbox_feed.py) for ev
 numbered one past the stream's last is sent at once, an older one is dropped (sent already), and a newer one
 means some were missed: the stream reads the gap from the database first. A stream that starts reads what it
 has missed the same way, holding back live events meanwhile. When the feed subscribes again after the broker
-was away, every stream reads what was written meanwhile.
+was away, every stream reads what was written meanwhile; and every fourth heartbeat one read of the heads of
+the users with a stream here finds a stream left behind by an announce that was lost (its writer's broker
+connection was down).
 
 The frames are Server-Sent Events: `id:` is the event's number, `event:` its type, `data:` its JSON. A
 stream whose client reads too slowly (more than BUFFER frames waiting) ends with an `end` frame; the client
@@ -30,6 +32,8 @@ READ_BATCH = 500
 BUFFER = 2 * READ_BATCH  # frames a stream may have waiting; a database read waits below half of it
 READS_AT_ONCE = 8  # catch-up reads in flight (5,000 streams catching up after a broker outage take turns)
 END = "end"
+BEATS_PER_CHECK = 4  # every fourth heartbeat, streams behind their user's log catch up (a lost announce)
+CHECK_BATCH = 1000  # users whose heads one read of that check fetches
 HEARTBEAT = ": heartbeat\n\n"
 TOO_SLOW = "the client read too slowly: resume after the last id"
 
@@ -227,10 +231,28 @@ class StreamHub:
             self._beating = asyncio.get_running_loop().create_task(self._beat())
 
     async def _beat(self) -> None:
+        beats = 0
         while True:
             await asyncio.sleep(self.heartbeat)
             for stream in self._all():
                 stream.put(HEARTBEAT)
+            beats += 1
+            if beats % BEATS_PER_CHECK == 0:
+                try:
+                    await self.check_behind()
+                except Exception:  # the database is away: the next check looks again
+                    log.warning("inbox streams: could not check for missed events", exc_info=True)
+
+    async def check_behind(self) -> None:
+        """Streams behind their user's last event (its announce was lost: the broker was away when it was
+        written) read what they missed. One read of the heads of every user with a stream here."""
+        users = list(self.streams)
+        for start in range(0, len(users), CHECK_BATCH):
+            last = await self.events.last_numbers(users[start : start + CHECK_BATCH])
+            for user_id, seq in last.items():
+                for stream in self.streams.get(user_id, ()):
+                    if stream.last < seq:
+                        self._read_later(stream)
 
     def _all(self) -> Iterable[Stream]:
         return [stream for streams in self.streams.values() for stream in streams]

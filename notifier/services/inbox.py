@@ -132,6 +132,11 @@ class InboxLog:
         self._arriving: list[tuple[Message, asyncio.Future[None]]] = []
         self._writing: set[asyncio.Task] = set()
 
+    async def last_numbers(self, user_ids: list[str]) -> dict[str, int]:
+        """The number of each user's last folded event (one read for them all; users without a head: none)."""
+        found = self.store.inbox_heads.find({"_id": {"$in": user_ids}}, {"seq": 1})
+        return {head["_id"]: head["seq"] async for head in found}
+
     async def head(self, user_id: str) -> dict:
         head = await self.store.inbox_heads.find_one({"_id": user_id})
         return head if head is not None else await self._start_head(user_id)

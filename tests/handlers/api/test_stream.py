@@ -14,6 +14,7 @@ from tornado.httpserver import HTTPServer
 from notifier.app import make_app
 from notifier.context import create_context
 from notifier.server import make_http_server
+from notifier.services.inbox import InboxLog, Tally
 
 from ...queue.conftest import consumer, pipeline_settings, smtp  # noqa: F401  (shared pipeline fixtures)
 from ...sse import SseClient
@@ -271,4 +272,18 @@ async def test_an_admin_recounts_a_users_inbox_and_their_stream_hears_it(api, ad
     assert recounted.status == 200 and recounted.body == {"total": 2, "unread": 2, "unseen": 2}
     [correction] = await live.events(1)
     assert correction.type == "counts" and correction.data["counts"] == recounted.body
+    live.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_an_event_whose_announce_was_lost_reaches_the_stream_within_a_few_heartbeats(
+    http_server, ctx, end_user, base_url
+):
+    live = await stream(base_url, end_user("ann"))
+    start = (await live.next_event()).seq
+    unannounced = InboxLog(ctx.store, ctx.clock, 1)  # no publish: as a writer whose broker was away
+    await unannounced.append("ann", "counts", Tally(), {})
+    [missed] = await live.events(1, timeout=20)
+    assert (missed.seq, missed.type) == (start + 1, "counts")
+    assert live.comments >= 4  # it came with a check on a heartbeat, not with a live event
     live.close()
