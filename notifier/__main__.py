@@ -108,7 +108,8 @@ def user_token(settings: Settings, args) -> int:
 
     async def work(store):
         keys = await load_keys(store, settings)
-        return UserTokens(settings, keys).issue(args.user_id, args.ttl)
+        tokens = UserTokens(settings, keys)
+        return "\n".join(tokens.issue(user_id, args.ttl) for user_id in args.user_ids)
 
     with database(settings) as url:
         print(asyncio.run(_with_store(settings, url, work)))
@@ -141,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     client = commands.add_parser("create-client", help="register a client application; prints its password")
     client.add_argument("login")
     client.add_argument("--name", help="display name (default: the login)")
-    token = commands.add_parser("user-token", help="sign an end-user token with USER_JWT_SECRET (local testing)")
-    token.add_argument("user_id")
+    token = commands.add_parser(
+        "user-token", help="sign end-user tokens with USER_JWT_SECRET (local testing), one line per user"
+    )
+    token.add_argument("user_ids", nargs="+", metavar="user_id")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     assets = commands.add_parser("fetch-assets", help="download ReDoc from the npm registry into ASSETS_DIR")
     assets.add_argument("--force", action="store_true")

@@ -167,7 +167,8 @@ async def _delete_topologies(amqp_url: str, topologies: list) -> None:
         for topology in topologies:
             for queue in _queues(topology):
                 await channel.queue_delete(queue)
-            await channel.exchange_delete(topology.exchange)
+            for exchange in topology.exchanges():
+                await channel.exchange_delete(exchange)
     finally:
         await connection.close()
 
@@ -202,7 +203,8 @@ async def _purge_queues(amqp_url: str, topology) -> bool:
         if topology.pace_declared or any(attached):
             for queue in _queues(topology):
                 await channel.queue_delete(queue)
-            await channel.exchange_delete(topology.exchange)
+            for exchange in topology.exchanges():
+                await channel.exchange_delete(exchange)
             return False
         for queue in topology.all_queues():
             await channel.queue_purge(queue)

@@ -182,6 +182,7 @@ async def delete_queues(amqp_url: str, prefix: str, max_recipients: int = 0, set
         channel = await connection.channel()
         for queue in [*topology.all_queues(), *pace]:
             await channel.queue_delete(queue)
-        await channel.exchange_delete(topology.exchange)
+        for exchange in topology.exchanges():
+            await channel.exchange_delete(exchange)
     finally:
         await connection.close()

@@ -62,3 +62,5 @@ def test_user_token_is_accepted_by_the_service(cli):
     token = run("user-token", "alice").stdout.strip()
     keys = Keys.from_root("cli-secret", Settings.from_env({}))
     assert jwt.decode(token, keys.user_jwt, algorithms=["HS256"])["sub"] == "alice"
+    several = run("user-token", "bob", "carol").stdout.split()
+    assert [jwt.decode(t, keys.user_jwt, algorithms=["HS256"])["sub"] for t in several] == ["bob", "carol"]

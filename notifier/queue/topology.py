@@ -57,6 +57,9 @@ class Topology:
         batches = -(-recipients // batch) if batch else 0
         return [self.pace_queue(round(k * interval * 1000)) for k in range(1, batches)]
 
+    def exchanges(self) -> list[str]:
+        return [self.exchange, self.inbox_exchange]
+
     def all_queues(self) -> list[str]:
         """Every queue declared at startup (pace queues come and go with use)."""
         return [
