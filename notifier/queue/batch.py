@@ -304,19 +304,26 @@ async def _by_delivery(
 
 
 # A consumed message always carries its delivery tag (only a basic.get answer could lack one).
+ACK_SECONDS = 5.0
 
 
 async def _ack(message: DeliveredMessage) -> None:
+    # A message of a channel closed since (the broker went away and came back) is redelivered by the broker,
+    # and the claim makes that harmless; acking it there would wait for ever on the dead channel's writer.
+    if message.channel.is_closed:
+        return
     try:
-        await message.channel.basic_ack(cast(int, message.delivery_tag), wait=False)
-    except Exception:  # a closed channel: the broker redelivers, and the claim makes that harmless
+        await asyncio.wait_for(message.channel.basic_ack(cast(int, message.delivery_tag), wait=False), ACK_SECONDS)
+    except Exception:  # a channel closing meanwhile: the same
         pass
 
 
 async def nack(message: DeliveredMessage) -> None:
     """Give a message back to its queue (one never started, at shutdown)."""
+    if message.channel.is_closed:
+        return  # the broker requeued it when the channel closed
     try:
-        await message.channel.basic_nack(cast(int, message.delivery_tag), requeue=True)
+        await asyncio.wait_for(message.channel.basic_nack(cast(int, message.delivery_tag), requeue=True), ACK_SECONDS)
     except Exception:  # the channel is gone: the broker requeues it anyway
         pass
 

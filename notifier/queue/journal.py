@@ -25,18 +25,29 @@ class Journal:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.closed = False
+
+    def _write(self, line: str) -> None:
+        # Once closed its descriptor may be another file's: a batch still running past the shutdown drain
+        # must not write there, nor send without a journal.
+        if self.closed:
+            raise RuntimeError("the journal is closed: the consumer is stopping")
+        os.write(self._fd, line.encode())
 
     def begin(self, delivery_id: str, token: str, repeat_safe: bool) -> None:
-        os.write(self._fd, f"B {delivery_id} {token} {int(repeat_safe)}\n".encode())
+        self._write(f"B {delivery_id} {token} {int(repeat_safe)}\n")
 
     def sent(self, delivery_id: str, token: str) -> None:
-        os.write(self._fd, f"S {delivery_id} {token}\n".encode())
+        self._write(f"S {delivery_id} {token}\n")
 
     def truncate(self) -> None:
-        """Forget everything: call only when every entry's outcome is in the database."""
-        os.ftruncate(self._fd, 0)
+        """Forget everything: call only when every entry's outcome is in the database (a closed journal was
+        kept or removed by its close)."""
+        if not self.closed:
+            os.ftruncate(self._fd, 0)
 
     def close(self, remove: bool) -> None:
+        self.closed = True
         os.close(self._fd)
         if remove:
             self.path.unlink(missing_ok=True)

@@ -4,12 +4,15 @@ it has claimed when the database fails under it."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
+import aiormq
 import pytest
 from bson import ObjectId
 from pymongo.errors import AutoReconnect
 
 from notifier.access import Principal, Role
+from notifier.queue.batch import _ack
 from notifier.queue.consumer import Consumer
 from notifier.queue.journal import journal_path
 from notifier.queue.pool import ConsumerPool
@@ -84,3 +87,25 @@ async def test_a_claimed_batch_that_cannot_finish_stops_the_consumer_for_the_poo
 
 async def _is_set(event: asyncio.Event) -> bool:
     return event.is_set()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_message_of_a_channel_closed_since_is_not_acked_there_and_comes_again(amqp_url):
+    """After the broker went away and came back, a batch's messages belong to a dead channel: the ack returns at
+    once (one on a channel whose writer had died once waited for ever, and the drill's consumer outlived its
+    server), and the broker gives the message again."""
+    connection = await aiormq.connect(amqp_url)
+    queue = f"test.ack.{uuid.uuid4().hex[:8]}"
+    try:
+        channel = await connection.channel()
+        await channel.queue_declare(queue, auto_delete=False)
+        await channel.basic_publish(b"m", routing_key=queue)
+        got = await channel.basic_get(queue, no_ack=False)
+        await channel.close()
+        await asyncio.wait_for(_ack(got), 2)  # returns at once, does not wait on the dead channel
+        again = await connection.channel()
+        redelivered = await again.basic_get(queue, no_ack=True)
+        assert redelivered.body == b"m" and redelivered.delivery.redelivered
+        await again.queue_delete(queue)
+    finally:
+        await connection.close()
