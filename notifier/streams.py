@@ -47,10 +47,9 @@ def frame(kind: str, data: dict, seq: int | None = None) -> str:
 class Stream:
     """One open stream: the frames it has yet to write, and the number of the last event it was given."""
 
-    def __init__(self, user_id: str, last: int, expires_at: float | None):
+    def __init__(self, user_id: str, last: int):
         self.user_id = user_id
         self.last = last
-        self.expires_at = expires_at
         self.frames: asyncio.Queue[str | None] = asyncio.Queue()
         self.reading = True  # reading the database: live events wait in `held`
         self.held: list[dict] = []
@@ -83,11 +82,19 @@ class Stream:
         self.roomy.set()  # a read waiting for room goes on, and stops
 
     async def next(self) -> str | None:
-        """The next frame to write; None when the stream is over."""
+        """Every frame waiting to be written (waiting for one), to go out in one write; None when it is over."""
         text = await self.frames.get()
-        if self.frames.qsize() < BUFFER // 2:
-            self.roomy.set()
-        return text
+        if text is None:
+            return None
+        waiting = [text]
+        while not self.frames.empty():
+            more = self.frames.get_nowait()
+            if more is None:
+                self.frames.put_nowait(None)  # the end, for the next call
+                break
+            waiting.append(more)
+        self.roomy.set()
+        return "".join(waiting)
 
     def send(self, event: dict) -> None:
         self.put(frame(event["type"], {k: v for k, v in event.items() if k != "user_id"}, event["seq"]))
@@ -116,7 +123,7 @@ class StreamHub:
         if len(self) >= self.limit:
             raise Unavailable("This server holds as many streams as it may (STREAM_LIMIT): try again later")
         self._start_beating()
-        stream = Stream(user_id, after or 0, expires_at)
+        stream = Stream(user_id, after or 0)
         mine = self.streams.setdefault(user_id, [])
         mine.append(stream)
         while len(mine) > self.limit_per_user:
@@ -128,10 +135,9 @@ class StreamHub:
         try:
             head = await self.events.settled_head(user_id)
             if after is None:
-                stream.put(frame(COUNTS, {"seq": head["seq"], "counts": Tally.of(head).shown()}, head["seq"]))
-                stream.last = head["seq"]
+                self._start_at(stream, head, COUNTS)
             elif after > head["seq"]:  # a number this log never reached (another database): start over
-                await self._reset(stream)
+                self._start_at(stream, head, RESET)
             await self._read(stream)
         except BaseException:
             self.close(stream)
@@ -161,9 +167,8 @@ class StreamHub:
 
     def catch_up(self) -> None:
         """The feed subscribed again: every stream reads what it may have missed meanwhile."""
-        for streams in self.streams.values():
-            for stream in streams:
-                self._read_later(stream)
+        for stream in self._all():
+            self._read_later(stream)
 
     def _read_later(self, stream: Stream) -> None:
         if stream.reading or stream.ended:
@@ -206,8 +211,12 @@ class StreamHub:
 
     async def _reset(self, stream: Stream) -> None:
         """Tell the client to reload its list, and go on from the newest event."""
-        head = await self.events.head(stream.user_id)
-        stream.put(frame(RESET, {"seq": head["seq"], "counts": Tally.of(head).shown()}, head["seq"]))
+        self._start_at(stream, await self.events.head(stream.user_id), RESET)
+
+    @staticmethod
+    def _start_at(stream: Stream, head: dict, kind: str) -> None:
+        """Go on from the head's number, telling the client with a `kind` frame of the counts there."""
+        stream.put(frame(kind, {"seq": head["seq"], "counts": Tally.of(head).shown()}, head["seq"]))
         stream.last = head["seq"]
 
     @staticmethod

@@ -121,8 +121,7 @@ class UserTokens:
             user_id = str(user_id)
         if not isinstance(user_id, str) or not user_id:
             raise Unauthenticated(f"Invalid token: no {settings.user_id_claim!r} claim")
-        exp = claims.get("exp")
-        return Principal(Role.USER, user_id, user_id, expires_at=float(exp) if isinstance(exp, (int, float)) else None)
+        return Principal(Role.USER, user_id, user_id, expires_at=_instant(claims.get("exp")))
 
     def issue(self, user_id: str, ttl: int = 3600) -> str:
         """A token as the external auth server would issue it (HS256 with USER_JWT_SECRET): for local use."""
@@ -164,8 +163,12 @@ class StreamTickets:
             )
         except jwt.InvalidTokenError as exc:
             raise Unauthenticated(f"Invalid stream ticket: {exc}") from None
-        user_id, session_exp = claims["sub"], claims.get("session_exp")
+        user_id = claims["sub"]
         if not isinstance(user_id, str) or not user_id:
             raise Unauthenticated("Invalid stream ticket: bad subject")
-        expires_at = float(session_exp) if isinstance(session_exp, (int, float)) else None
-        return Principal(Role.USER, user_id, user_id, expires_at=expires_at)
+        return Principal(Role.USER, user_id, user_id, expires_at=_instant(claims.get("session_exp")))
+
+
+def _instant(claim: Any) -> float | None:
+    """A claim holding seconds since the epoch (exp, session_exp), as a number; None when it holds none."""
+    return float(claim) if isinstance(claim, (int, float)) else None

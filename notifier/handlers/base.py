@@ -284,6 +284,10 @@ class APIHandler(StreamedBody):
             raise Unauthenticated("Authentication required")
         return self.principal
 
+    async def authenticate(self, authorization: str | None) -> Principal | None:
+        """The caller, from the Authorization header (None without one)."""
+        return await self.ctx.auth.authenticate(authorization, self.request.remote_ip)
+
     def _endpoint(self) -> Endpoint:
         """What this request's method declared with @endpoint; a method without one is a 405."""
         method = getattr(self, (self.request.method or "").lower(), None)
@@ -307,7 +311,7 @@ class APIHandler(StreamedBody):
         if endpoint.access == PUBLIC:
             return  # whatever Authorization header comes along is not looked at
         authorization = self.request.headers.get("Authorization")
-        self.principal = await self.ctx.auth.authenticate(authorization, self.request.remote_ip)
+        self.principal = await self.authenticate(authorization)
         refuse_cross_site_write(self.request.method or "", authorization, self.request.headers)
         if not allowed(endpoint.access, self.principal):
             if self.principal is None:

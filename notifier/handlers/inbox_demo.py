@@ -17,14 +17,19 @@ CSP_DEMO = (
 )
 
 
+def refuse_unless_enabled(application: tornado.web.Application) -> None:
+    """The page and its files are a 404 unless INBOX_DEMO is on."""
+    if not application.settings["ctx"].settings.inbox_demo:
+        raise tornado.web.HTTPError(404)
+
+
 class InboxDemoHandler(PageHandler):
     content_security_policy = CSP_DEMO
     referrer_policy = "no-referrer"
 
     def prepare(self):
         super().prepare()
-        if not self.ctx.settings.inbox_demo:
-            raise tornado.web.HTTPError(404)
+        refuse_unless_enabled(self.application)
 
     def get(self):
         self.render("inbox_demo.html")
@@ -32,8 +37,7 @@ class InboxDemoHandler(PageHandler):
 
 class InboxAssets(StaticFiles):
     def prepare(self):
-        if not self.application.settings["ctx"].settings.inbox_demo:
-            raise tornado.web.HTTPError(404)
+        refuse_unless_enabled(self.application)
 
 
 routes = [

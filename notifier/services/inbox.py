@@ -61,7 +61,7 @@ CHANGES: dict[str, tuple[str, bool]] = {
     "unarchived": ("archived_at", False),
 }
 BULK_CHANGES: dict[str, str] = {"read_all": "read_at", "seen_all": "seen_at"}
-EVENT_TYPES = (NEW, *CHANGES, *BULK_CHANGES, EXPIRED, COUNTS, RESET)
+CHANGE_FIELDS = {"read_at": 1, "seen_at": 1, "archived_at": 1}  # an item's marks, as a projection
 
 Publish = Callable[[list[dict]], Awaitable[None]]
 
@@ -160,11 +160,8 @@ class InboxLog:
         """The head with every stored event folded in (a writer may have died between its insert and fold)."""
         while True:
             head = await self.head(user_id)
-            missed = await self.since(user_id, head["seq"], FOLD_BATCH)
-            if not missed:
+            if not await self._fold_missed(user_id, head["seq"]):
                 return head
-            for event in missed:
-                await self._fold(event)
 
     async def count_items(self, user_id: str) -> Tally:
         """The user's counts from their items (a read of all their inbox deliveries): the sent ones, and
@@ -236,9 +233,12 @@ class InboxLog:
     async def _fold(self, event: dict) -> None:
         await self.store.inbox_heads.update_one(*self._folding(event))
 
-    async def _fold_missed(self, user_id: str, after: int) -> None:
-        for event in await self.since(user_id, after, FOLD_BATCH):
+    async def _fold_missed(self, user_id: str, after: int) -> int:
+        """Fold the stored events after number `after` (a batch of them); how many there were."""
+        missed = await self.since(user_id, after, FOLD_BATCH)
+        for event in missed:
             await self._fold(event)
+        return len(missed)
 
     async def _announce(self, events: list[dict]) -> None:
         if self.publish is None or not events:
@@ -347,9 +347,6 @@ class InboxLog:
             except Exception as exc:  # only that delivery's send fails (and is retried); the others went
                 failures[arrival[4]] = exc
         return failures
-
-
-CHANGE_FIELDS = {"read_at": 1, "seen_at": 1, "archived_at": 1}
 
 
 class Inbox:

@@ -38,7 +38,7 @@ from ..clock import Clock
 from ..domain import FINAL_STATUSES
 from ..settings import Settings
 from ..store import Store
-from .inbox import EXPIRED, INBOX, SENT, InboxLog, Tally, tally_of
+from .inbox import CHANGE_FIELDS, EXPIRED, INBOX, SENT, InboxLog, Tally, tally_of
 
 log = logging.getLogger(__name__)
 
@@ -259,4 +259,4 @@ class Retention:
 
 FINAL = list(FINAL_STATUSES)
 # What a window reads of a delivery: its status, and what an in-app inbox item's expiry event needs.
-DELIVERY_FIELDS = {"status": 1, "channel": 1, "user_id": 1, "read_at": 1, "seen_at": 1, "archived_at": 1}
+DELIVERY_FIELDS = {"status": 1, "channel": 1, "user_id": 1, **CHANGE_FIELDS}

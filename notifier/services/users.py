@@ -189,13 +189,11 @@ class UserService:
         query: dict = {"user_id": user_id}
         if channel:
             query["channel"] = channel
-        # Each filter: true keeps the items without the mark (unread, unseen) or with it (archived).
-        for field, without in (("read_at", unread), ("seen_at", unseen), ("archived_at", archived)):
-            wanted = without if field != "archived_at" or without is None else not without
-            if wanted is True:
-                query[field] = None
-            elif wanted is False:
-                query[field] = {"$ne": None}
+        # Each filter asks whether an item bears a mark: unread=true keeps those without read_at.
+        marked = {"read_at": _negated(unread), "seen_at": _negated(unseen), "archived_at": archived}
+        for field, bears in marked.items():
+            if bears is not None:
+                query[field] = {"$ne": None} if bears else None
         # Windows ride `inbox` (user_id, _id); with a channel or read filter, one query over the user's own.
         page = await newest_first(self.store.deliveries, query, limit, cursor, windowed=len(query) == 1)
         notification_ids = list({d["notification_id"] for d in page.items})
@@ -210,3 +208,7 @@ class UserService:
                 is_express=notification.get("is_express", False),
             )
         return page
+
+
+def _negated(flag: bool | None) -> bool | None:
+    return None if flag is None else not flag

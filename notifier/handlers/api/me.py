@@ -10,8 +10,8 @@ import re
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
-from ...access import allowed
-from ...errors import Forbidden, Invalid
+from ...access import Principal
+from ...errors import Invalid
 from ...schemas import (
     BulkChangeSchema,
     InboxCountsSchema,
@@ -97,17 +97,12 @@ class MyStreamHandler(APIHandler):
 
     stream: Stream | None = None
 
-    async def prepare(self) -> None:
+    async def authenticate(self, authorization: str | None) -> Principal | None:
+        """The Authorization header, or else a stream ticket (`?ticket=`), which opens this and nothing else."""
         ticket = decode_query(self.request.query_arguments).get("ticket")
-        if ticket is None or "Authorization" in self.request.headers:
-            await super().prepare()
-            return
-        self.begin_request()
-        self.endpoint = self._endpoint()
-        self.limit_body(self.ctx.settings.max_form_bytes)
-        self.principal = self.ctx.auth.stream_tickets.verify(ticket)
-        if not allowed(self.endpoint.access, self.principal):
-            raise Forbidden("A stream ticket opens a stream only")
+        if ticket is None or authorization is not None:
+            return await super().authenticate(authorization)
+        return self.ctx.auth.stream_tickets.verify(ticket)
 
     def _resume_after(self, query: dict) -> int | None:
         header = self.request.headers.get("Last-Event-ID")
@@ -137,12 +132,6 @@ class MyStreamHandler(APIHandler):
             await asyncio.wait_for(self.flush(), timeout)
             while (text := await stream.next()) is not None:
                 self.write(text)
-                while not stream.frames.empty():  # what is already waiting goes in the same write
-                    more = await stream.next()
-                    if more is None:
-                        stream.frames.put_nowait(None)
-                        break
-                    self.write(more)
                 await asyncio.wait_for(self.flush(), timeout)
         except (StreamClosedError, TimeoutError):  # gone, or not reading: the client resumes by id
             if isinstance(self.request.connection, HTTP1Connection):  # the only kind tornado's HTTPServer makes
