@@ -41,6 +41,8 @@ ACCESS: dict[str, frozenset[Role]] = {
     "preferences:write": frozenset({ADMIN}),  # someone else's opt-outs (the user has "me" for their own)
     "schedules:write": frozenset({ADMIN, CLIENT}),
     "schedules:read": frozenset({ADMIN, CLIENT}),
+    "events:read": frozenset({ADMIN, CLIENT}),  # status events of one's own notifications (admins: all)
+    "events:manage": frozenset({ADMIN, CLIENT}),  # one's own event endpoints (admins: every one)
     "clients:manage": frozenset({ADMIN}),
     "system:read": frozenset({ADMIN}),
     "inbox:repair": frozenset({ADMIN}),  # recount a user's inbox counts

@@ -17,6 +17,7 @@ from .authenticator import Authenticator
 from .clock import Clock
 from .keys import Keys, load_keys
 from .links import Links
+from .outbound import Allowlist, OutboundHTTP
 from .passwords import AttemptCounters, KdfPool, Limits, PasswordGuard
 from .periodic import Jobs
 from .queue.connection import BrokerConnection
@@ -31,6 +32,8 @@ from .services.clients import ClientService
 from .services.contacts import Contacts
 from .services.counts import Counts
 from .services.deliveries import Deliveries, Parked
+from .services.event_endpoints import EventEndpoints, EventSender
+from .services.events import EventLog
 from .services.inbox import Inbox, InboxLog
 from .services.leases import JobLease
 from .services.notifications import NotificationService
@@ -70,6 +73,9 @@ class Context:
     parked: Parked
     stats: DashboardStats
     retention: Retention
+    event_log: EventLog
+    event_endpoints: EventEndpoints
+    event_sender: EventSender
     readiness_checks: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
     pool: ConsumerPool | None = None
     jobs: Jobs = field(default_factory=Jobs)
@@ -90,6 +96,8 @@ class Context:
         self.jobs.add("lease reconciler", settings.reconcile_interval, self.recovery.reconcile_leases)
         self.jobs.add("schedule orphans", settings.reconcile_interval, self.schedules.reap_orphans)
         self.jobs.add("retention", settings.retention_interval, self.retention.run)
+        self.jobs.add("event log", settings.event_log_interval, self.event_log.collect)
+        self.jobs.add("event sender", settings.event_send_interval, self.event_sender.run)
         if settings.counts_maintained:
             self.jobs.add("counts reconciler", settings.counts_reconcile_interval, self.reconcile_counts)
         self.jobs.start()
@@ -104,8 +112,10 @@ class Context:
 
     async def stop_workers(self) -> None:
         await self.jobs.stop()
-        if self.publisher.wake_lease is not None:
-            await self.publisher.wake_lease.release()
+        await self.event_sender.stop()
+        for lease in (self.publisher.wake_lease, self.event_log.lease, self.event_sender.lease):
+            if lease is not None:
+                await lease.release()
         await self.notifications.materializer.stop()
         if self.pool is not None:
             await self.pool.stop()
@@ -115,6 +125,7 @@ class Context:
         await self.notifications.materializer.stop()
         await self.publisher.drain(timeout=5)
         await self.broker.close()
+        self.event_sender.http.close()
         self.store.close()
         if self.auth.guard is not None:
             self.auth.guard.kdf.close()
@@ -161,6 +172,24 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
     publisher = Publisher(broker, topology, deliveries, settings, clock, wake_lease)
     inbox_log.publish = publisher.announce_inbox
     notifications = NotificationService(store, settings, clock, publisher, counts)
+    holder = JobLease.holder_for(settings.http_port)
+    event_log = EventLog(
+        store,
+        clock,
+        settings.events_days,
+        settings.event_late_window,
+        JobLease(store, clock, "event log", holder, max(20 * settings.event_log_interval, 15)),
+    )
+    notifications.event_log = event_log
+    event_endpoints = EventEndpoints(store, settings, clock, keys.derive("event-endpoint-secret"))
+    event_sender = EventSender(
+        event_endpoints,
+        event_log,
+        OutboundHTTP(Allowlist.parse(settings.outbound_allow)),  # endpoints are URLs callers choose
+        settings,
+        clock,
+        JobLease(store, clock, "event sender", holder, max(20 * settings.event_send_interval, 15)),
+    )
     # AttemptStore is the AttemptCounters the guard wants; the Protocol's Reservation is typed apart (passwords.py).
     guard = PasswordGuard(
         cast(AttemptCounters, AttemptStore(store, clock, settings.login_window)),
@@ -193,5 +222,8 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
         parked=Parked(store, clock, publisher, deliveries),
         stats=DashboardStats(store, clock),
         retention=Retention(store, settings, clock, inbox_log),
+        event_log=event_log,
+        event_endpoints=event_endpoints,
+        event_sender=event_sender,
         readiness_checks={"mongodb": store.ping, "rabbitmq": broker.check},
     )

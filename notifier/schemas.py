@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time
 
+from bson import ObjectId
+from bson.errors import InvalidId
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from .access import GRANTABLE
@@ -14,6 +16,7 @@ from .authenticator import RESERVED_LOGINS
 from .domain import CHANNELS, CONTROL_CHARACTERS, STATUSES
 from .outbound import DestinationRefused, check_url
 from .recurrence import check_cron, check_timezone
+from .services.events import EVENT_TYPES
 from .services.fanout import in_progress, recipients_stored
 from .services.quiet_hours import DAYS as QUIET_DAYS
 from .services.users import RESERVED_USER_IDS, USER_ID_RE
@@ -577,6 +580,120 @@ class ClientSchema(Schema):
 
 class ClientCreatedSchema(ClientSchema):
     password = fields.Str(metadata={"description": "Shown only in this response"})
+
+
+# --- status events ---------------------------------------------------------------------------------
+
+
+def EventTypes(**kwargs) -> fields.List:
+    return fields.List(
+        fields.Str(validate=validate.OneOf(EVENT_TYPES)),
+        validate=validate.Length(min=1),
+        metadata={"description": "Event types wanted (default: all): " + ", ".join(EVENT_TYPES)},
+        **kwargs,
+    )
+
+
+class EventEndpointCreateSchema(Schema):
+    url = fields.Str(required=True, validate=[validate.Length(1, 2000), sendable_url])
+    types = EventTypes(load_default=None)
+    description = fields.Str(load_default="", validate=[validate.Length(0, 200), no_control_characters])
+
+
+class EventEndpointUpdateSchema(Schema):
+    url = fields.Str(validate=[validate.Length(1, 2000), sendable_url])
+    types = EventTypes()
+    description = fields.Str(validate=[validate.Length(0, 200), no_control_characters])
+    enabled = fields.Bool(metadata={"description": "true enables a disabled endpoint again (its failures reset)"})
+
+    @validates_schema
+    def _something(self, data, **kwargs):
+        if not data:
+            raise ValidationError("give at least one of url, types, description, enabled", "body")
+
+
+class EventEndpointSchema(Schema):
+    id = Id()
+    url = fields.Str()
+    types = fields.List(fields.Str())
+    description = fields.Str()
+    enabled = fields.Bool()
+    disabled_reason = fields.Str(allow_none=True)
+    failures = fields.Int(metadata={"description": "Failed rounds in a row"})
+    failing_since = fields.DateTime(allow_none=True)
+    retry_at = fields.DateTime(allow_none=True)
+    last_success_at = fields.DateTime(allow_none=True)
+    last_error = fields.Str(allow_none=True)
+    secrets_in_force = fields.Method("_secrets", metadata={"description": "Secrets a POST is signed with now"})
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+    def _secrets(self, endpoint) -> list[dict]:
+        now = datetime.now(UTC)
+        return [
+            {"created_at": s["created_at"].isoformat(), "expires_at": s["until"].isoformat() if s["until"] else None}
+            for s in endpoint.get("signing", [])
+            if s.get("until") is None or s["until"] > now
+        ]
+
+
+class EventEndpointCreatedSchema(EventEndpointSchema):
+    secret = fields.Str(metadata={"description": "The signing secret: shown only in this response"})
+
+
+class SecretRotateSchema(Schema):
+    grace_seconds = StrictInt(
+        load_default=86400,
+        validate=validate.Range(0, 604800),
+        metadata={"description": "How long the secrets in force stay valid beside the new one"},
+    )
+
+
+class ReplaySchema(Schema):
+    since = BoundedDateTime(required=True, metadata={"description": "Send again the events stored since then"})
+
+
+def _event_id(value: str) -> ObjectId:
+    try:
+        return ObjectId(value)
+    except (InvalidId, TypeError):
+        raise ValidationError("is not an event id") from None
+
+
+class EventFeedQuerySchema(Schema):
+    after = fields.Str(metadata={"description": "The id of the last event you have (`next_after`)"})
+    since = BoundedDateTime(metadata={"description": "Without `after`: events stored since then"})
+    types = fields.Str(metadata={"description": "Comma-separated event types (default: all)"})
+    limit = fields.Int(load_default=100, validate=validate.Range(1, 500))
+
+    @post_load
+    def _parse(self, data, **kwargs):
+        if "after" in data:
+            try:
+                data["after"] = _event_id(data["after"])
+            except ValidationError as exc:
+                raise ValidationError(exc.messages, "after") from None
+        if "types" in data:
+            types = [t.strip() for t in data["types"].split(",") if t.strip()]
+            unknown = [t for t in types if t not in EVENT_TYPES]
+            if unknown or not types:
+                raise ValidationError(f"must be among {', '.join(EVENT_TYPES)}", "types")
+            data["types"] = types
+        return data
+
+
+class EventSchema(Schema):
+    id = fields.Str()
+    type = fields.Str()
+    created_at = fields.Str(metadata={"description": "When the state change happened"})
+    data = fields.Dict()
+
+
+class EventFeedSchema(Schema):
+    items = fields.List(fields.Nested(EventSchema), required=True)
+    next_after = fields.Str(
+        allow_none=True, required=True, metadata={"description": "`after` for the next call (the last id)"}
+    )
 
 
 # --- end users -------------------------------------------------------------------------------------

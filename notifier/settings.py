@@ -442,6 +442,34 @@ class Settings:
     inbox_demo: bool = setting(
         "false", "Serve the inbox bell demo page at /inbox/demo (an end user pastes their token there).", _bool
     )
+    # Status events (services/events.py, services/event_endpoints.py): one per state change of a tracked delivery,
+    # in a feed and POSTed, signed, to the event endpoints of the notification's author.
+    event_log_interval: float = setting(
+        "0.25", "Seconds between two runs of the event log, which publishes recorded state changes.", _float(0.01)
+    )
+    event_late_window: float = setting(
+        "10",
+        "Seconds the event log reads behind its cursor again, every as many seconds, for writes that became "
+        "visible after later ones (concurrent writers on MongoDB); 0: never.",
+        _float(0.0),
+    )
+    event_send_interval: float = setting("0.5", "Seconds between two runs of the event sender.", _float(0.01))
+    event_batch: int = setting("50", "Events one round of the sender POSTs to an endpoint.", _int(1, 500))
+    event_concurrency: int = setting(
+        "10", "Requests one endpoint is sent at the same time (each event is a request of its own).", _int(1, 100)
+    )
+    event_retry_first: float = setting(
+        "5", "Seconds an endpoint waits after a failed round; doubled per failed round.", _float(0.01)
+    )
+    event_retry_max: float = setting("3600", "Longest wait between two rounds of a failing endpoint.", _float(0.01))
+    event_disable_after: float = setting(
+        "259200", "Seconds an endpoint may keep failing before it is disabled (3 days).", _float(0.01)
+    )
+    event_secret_grace_max: int = setting(
+        "604800", "Longest grace period of a rotated endpoint secret, in seconds (7 days).", _int(0)
+    )
+    event_endpoints_per_author: int = setting("10", "Most event endpoints one caller may have.", _int(1, 1000))
+    events_days: float = setting("30", "Days a status event (and an endpoint's attempts) is kept.", _float(0.001))
     # Logging
     log_level: str = setting("info", "Log level.", _choice("debug", "info", "warning", "error"))
     log_format: str = setting("text", "Log line format.", _choice("text", "json"))

@@ -23,6 +23,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("cancellation_key", ASCENDING), ("author.id", ASCENDING)], sparse=True, name="cancellation_key"),
         # Sparse: only inline notifications of a schedule create still under way (or cut short).
         IndexModel([("pending_schedule_since", ASCENDING)], sparse=True, name="pending_schedule"),
+        # Sparse: only tracked notifications whose `notification.completed` event is still to come.
+        IndexModel([("events_open", ASCENDING)], sparse=True, name="events_open"),
         # Sparse: only notifications whose deliveries are still being stored in the background.
         IndexModel([("materialize_at", ASCENDING)], sparse=True, name="materializing"),
     ],
@@ -55,6 +57,22 @@ INDEXES: dict[str, list[IndexModel]] = {
         # Only deliveries waiting for their send_at (the scheduled wake-up's query).
         IndexModel([("available_at", ASCENDING)], partialFilterExpression={"status": "scheduled"}, name="scheduled"),
         IndexModel([("available_at", ASCENDING)], partialFilterExpression={"status": "deferred"}, name="deferred"),
+        # Only deliveries that record status events (services/events.py): the event log reads them by change.
+        IndexModel([("event_at", ASCENDING)], partialFilterExpression={"events": True}, name="events"),
+    ],
+    # Status events in id order (the feed's and each endpoint's), one per recorded change (`key`).
+    "events": [
+        IndexModel([("key", ASCENDING)], unique=True, name="event_once"),
+        IndexModel([("author.kind", ASCENDING), ("author.id", ASCENDING), ("_id", ASCENDING)], name="author_order"),
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry"),
+    ],
+    "event_endpoints": [
+        IndexModel([("author.kind", ASCENDING), ("author.id", ASCENDING)], name="author"),
+        IndexModel([("retry_at", ASCENDING)], partialFilterExpression={"enabled": True}, name="due"),
+    ],
+    "event_attempts": [
+        IndexModel([("endpoint_id", ASCENDING), ("_id", DESCENDING)], name="endpoint_newest"),
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry"),
     ],
     # One document per notification (services/counts.py); partial: only counts the reconciler has yet to check.
     "counts": [IndexModel([("changed_at", ASCENDING)], partialFilterExpression={"open": True}, name="open")],
@@ -114,6 +132,9 @@ class Store:
         self.admin_sessions = self.db["admin_sessions"]
         self.audit = self.db["audit"]
         self.meta = self.db["meta"]
+        self.events = self.db["events"]
+        self.event_endpoints = self.db["event_endpoints"]
+        self.event_attempts = self.db["event_attempts"]
 
     async def ensure_indexes(self) -> None:
         """Create every index; safe to repeat (create_indexes is idempotent for identical specs)."""

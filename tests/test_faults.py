@@ -31,6 +31,7 @@ import pytest
 from notifier.embedded import EmbeddedMongo, EmbeddedRabbit
 from notifier.procs import free_port, pid_alive, wait_for_port
 
+from .event_receiver import EventReceiver
 from .served import Served
 from .smtp_server import Behaviour, SmtpServer
 from .sse import SseClient
@@ -100,6 +101,9 @@ class Rig:
             SCHEDULE_MIN_INTERVAL="1",
             SCHEDULE_RUN_LEASE="5",
             MATERIALIZE_LEASE="3",
+            OUTBOUND_ALLOW="127.0.0.1",  # the status-event receiver
+            EVENT_RETRY_FIRST="0.3",
+            EVENT_RETRY_MAX="2",
             LOG_LEVEL="warning",
         )
 
@@ -299,6 +303,80 @@ def test_database_stopped_for_five_seconds(outage_rig):
         rig.mongo.start()
     rig.settle(notification)
     assert rig.check(notification) == {"sent": N}
+
+
+def test_status_events_arrive_once_per_change_through_kills_a_broker_restart_and_a_failing_receiver(outage_rig):
+    """An endpoint subscribed to every event type while a fan-out goes: a consumer SIGKILLed, the receiver
+    answering 500 for a while, RabbitMQ restarted, the server SIGKILLed and restarted. A receiver that drops
+    repeated ids has one event per delivery (its final status) and one completion, each id in the feed; a
+    replay sends the same ids again."""
+    rig = outage_rig.ready()
+    receiver = EventReceiver().start()
+    status, endpoint = rig.served.call("POST", "/api/v1/event-endpoints", {"url": receiver.url}, AUTH)
+    assert status == 201, endpoint
+    receiver.secret = endpoint["secret"]
+    try:
+        notification = rig.fanout()
+        wait_until(lambda: rig.received() >= N // 10, 120, "a tenth received")
+        os.kill(rig.served.consumer_pids()[0], signal.SIGKILL)
+        wait_until(lambda: rig.received() >= N // 4, 120, "a quarter received")
+        receiver.failing = True
+        wait_until(lambda: receiver.refused >= 3, 60, "the receiver refusing")
+        time.sleep(2)  # the outage of the receiver lasts a while
+        receiver.failing = False
+        wait_until(lambda: rig.received() >= N // 2, 120, "half received")
+        rig.broker.ctl("stop_app")
+        try:
+            time.sleep(3)
+        finally:
+            rig.broker.ctl("start_app")
+            rig.broker.ctl("await_startup", "--timeout", "300")
+        wait_until(lambda: rig.received() >= 7 * N // 10, 120, "seven tenths received")
+        consumers = rig.served.consumer_pids()
+        rig.served.stop(signal.SIGKILL)
+        wait_until(lambda: not any(pid_alive(pid) for pid in consumers), 60, "no orphan consumers")
+        rig.served.start()
+        rig.settle(notification)
+        counts = rig.check(notification)
+
+        def all_events():
+            return len(receiver.of(notification)) >= N + 1
+
+        try:
+            wait_until(all_events, 120, "an event per delivery and the completion", every=1.0)
+        except AssertionError:
+            _, state = rig.served.call("GET", f"/api/v1/event-endpoints/{endpoint['id']}", None, AUTH)
+            kinds = Counter(event["type"] for event in receiver.of(notification))
+            raise AssertionError(
+                f"{len(receiver.of(notification))} events {kinds}, {counts}; endpoint {state}"
+            ) from None
+        events = receiver.of(notification)
+        kinds = Counter(event["type"] for event in events)
+        assert kinds == Counter(
+            {"notification.completed": 1, **{f"delivery.{status}": n for status, n in counts.items()}}
+        ), (kinds, counts)
+        per_delivery = Counter(event["data"]["delivery_id"] for event in events if "delivery_id" in event["data"])
+        assert len(per_delivery) == N and set(per_delivery.values()) == {1}
+        assert receiver.badly_signed == 0
+        completed = next(event for event in events if event["type"] == "notification.completed")
+        assert completed["data"]["counts"] == counts and completed["id"] == max(e["id"] for e in events)
+        feed, after = [], ""
+        while True:
+            _, page = rig.served.call("GET", f"/api/v1/events?limit=500{after}", None, AUTH)
+            feed += [e["id"] for e in page["items"] if e["data"]["notification_id"] == notification]
+            if not page["items"]:
+                break
+            after = f"&after={page['next_after']}"
+        assert sorted(feed) == feed and set(feed) == {event["id"] for event in events}
+        posted = sum(receiver.posts.values())
+        since = datetime.fromtimestamp(bson.ObjectId(min(feed)).generation_time.timestamp() - 1, UTC).isoformat()
+        status, _ = rig.served.call("POST", f"/api/v1/event-endpoints/{endpoint['id']}/replay", {"since": since}, AUTH)
+        assert status == 200
+        wait_until(lambda: sum(receiver.posts.values()) >= posted + N + 1, 120, "the replay", every=1.0)
+        assert len(receiver.of(notification)) == N + 1  # the same ids again, nothing new
+    finally:
+        rig.served.call("DELETE", f"/api/v1/event-endpoints/{endpoint['id']}", None, AUTH)
+        receiver.stop()
 
 
 def test_smtp_temporary_then_permanent_failures(outage_rig):

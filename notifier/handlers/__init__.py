@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import admin, health, inbox_demo, metrics, unsubscribe
-from .api import auth, clients, me, notifications, schedules, system, users
+from .api import auth, clients, events, me, notifications, schedules, system, users
 
 API_ROUTES = [
     *auth.routes,
@@ -11,6 +11,7 @@ API_ROUTES = [
     *schedules.routes,
     *users.routes,
     *clients.routes,
+    *events.routes,
     *me.routes,
     *system.routes,
     *health.routes,

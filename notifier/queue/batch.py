@@ -209,7 +209,7 @@ class Batches:
                                 published = await self.publisher.route(
                                     delivery, decision.route, decision.delay_ms, decision.headers
                                 )
-                            changes.append((delivery["_id"], decision.update(published)))
+                            changes.append((delivery["_id"], decision.update(published, looked_up.tracked(delivery))))
                             counted_as.append(decision.counted_as)
                         written = await retry_database(lambda: self.deliveries.finish(token, changes), self.stopping)
                         for delivery_id, status, reason in written:

@@ -32,6 +32,7 @@ from ..clock import Clock
 from ..domain import DeliveryStatus
 from ..store import Store
 from .counts import Counts, Tally
+from .events import EventType, by_tracking, recording_in_pipeline
 from .outcomes import Decision, OutcomeKind, decide
 from .paging import Page, newest_first
 
@@ -204,7 +205,7 @@ class Deliveries:
             # was woken but not yet marked queued.
             found = await self.collection.find(
                 {"_id": {"$in": left}},
-                {"notification_id": 1, "status": 1, "claim": 1, "cancel_requested": 1, "available_at": 1},
+                {"notification_id": 1, "status": 1, "claim": 1, "cancel_requested": 1, "available_at": 1, "events": 1},
             ).to_list(None)
             await self._cancel_requested(
                 [doc for doc in found if doc.get("cancel_requested") is True and doc["status"] in CANCELLABLE], now
@@ -269,10 +270,10 @@ class Deliveries:
         tally = Tally()
         try:
             for source in CANCELLABLE:
-                docs = [doc for doc in found if doc["status"] == source]
-                if docs:
+                for tracked, docs in by_tracking(doc for doc in found if doc["status"] == source):
                     guard = {"status": source, "cancel_requested": True}
-                    await self._move_counted(docs, guard, cancelled.update(), source, cancelled, tally)
+                    update = cancelled.update(tracked=tracked)
+                    await self._move_counted(docs, guard, update, source, cancelled, tally)
         finally:
             await self.counts.apply_safely(tally, now)
 
@@ -293,6 +294,7 @@ class Deliveries:
         fields["cancel_id"] = {"$cond": [waiting, cancel_id, "$cancel_id"]}
         fields["cancelled_from"] = {"$cond": [waiting, "$status", "$cancelled_from"]}  # for the counts
         fields["cancel_requested"] = {"$cond": [{"$eq": ["$status", SENDING]}, True, "$cancel_requested"]}
+        fields.update(recording_in_pipeline(waiting, EventType.DELIVERY_CANCELLED, now))
         tally = Tally()
         count = 0
         try:
@@ -343,12 +345,18 @@ class Deliveries:
         Guarded by the claim token, so a claim that was taken away (lease expired) is never overwritten.
         Safe to repeat: a repeat after a lost answer finds what the first attempt wrote by its token.
         """
-        sent = [(delivery_id, update) for delivery_id, update in changes if update["$set"]["status"] == SENT]
-        others = [(delivery_id, update) for delivery_id, update in changes if update["$set"]["status"] != SENT]
+        # The sent ones of a claim write the same update, tracked ones (services/events.py) another.
+        sent: dict[bool, list[tuple[ObjectId, dict]]] = {}
+        others = []
+        for delivery_id, update in changes:
+            if update["$set"]["status"] == SENT:
+                sent.setdefault("$push" in update, []).append((delivery_id, update))
+            else:
+                others.append((delivery_id, update))
         modified = 0
-        if sent:
+        for group in sent.values():
             result = await self.collection.update_many(
-                {"_id": {"$in": [i for i, _ in sent]}, "claim": token, "status": SENDING}, sent[0][1]
+                {"_id": {"$in": [i for i, _ in group]}, "claim": token, "status": SENDING}, group[0][1]
             )
             modified += result.modified_count
         if others:
@@ -422,9 +430,10 @@ class Deliveries:
         settled = 0
         for token, ids in _by_token(entries).items():
             guard = {"claim": token, "status": SENDING}
-            docs = await self.collection.find({"_id": {"$in": ids}, **guard}, {"notification_id": 1}).to_list(None)
-            if docs:
-                settled += await self._move_counted(docs, guard, decision.update(), SENDING, decision, tally)
+            found = self.collection.find({"_id": {"$in": ids}, **guard}, {"notification_id": 1, "events": 1})
+            for tracked, docs in by_tracking(await found.to_list(None)):
+                update = decision.update(tracked=tracked)
+                settled += await self._move_counted(docs, guard, update, SENDING, decision, tally)
         return settled
 
     async def release_expired(

@@ -42,6 +42,7 @@ from ..domain import DeliveryStatus
 from ..errors import Conflict, NotFound, Unavailable
 from ..store import Store
 from . import object_id
+from .events import EventType, recording
 
 log = logging.getLogger(__name__)
 
@@ -389,9 +390,12 @@ class Inbox:
                 changes["inbox_change"] = {"version": version, "type": change, "delta": delta.dump()}
             # Guarded by the version and the status: a change, a bulk change or a claim in between and the
             # delta would be wrong, so it is worked out again.
+            update: dict = {"$set": changes}
+            if change == "read" and item.get("events") is True:
+                update = recording(update, EventType.DELIVERY_READ, after[field])
             changed = await deliveries.update_one(
                 {"_id": oid, "user_id": user_id, "inbox_version": item.get("inbox_version"), "status": item["status"]},
-                {"$set": changes},
+                update,
             )
             if changed.modified_count:
                 after.update(changes)
@@ -422,16 +426,24 @@ class Inbox:
         deliveries = self.store.deliveries
         # Up to now only; the version bump makes a single change racing this one work out its delta again.
         mine = {"user_id": user_id, field: None, "_id": {"$lt": ObjectId.from_datetime(now + timedelta(seconds=1))}}
-        counted = await deliveries.update_many(
-            {**mine, "channel": INBOX, "status": SENT, "archived_at": None},
-            {"$set": {field: now}, "$inc": {"inbox_version": 1}},
-        )
+        marked: dict = {"$set": {field: now}, "$inc": {"inbox_version": 1}}
+        if field == "read_at":  # tracked items' reads are status events, recorded in the same write
+            tracked = recording(marked, EventType.DELIVERY_READ, now)
+            parts: list[tuple[dict, dict]] = [({"events": True}, tracked), ({"events": {"$ne": True}}, marked)]
+        else:
+            parts = [({}, marked)]
+        changed = 0
+        for part, update in parts:
+            counted = await deliveries.update_many(
+                {**mine, **part, "channel": INBOX, "status": SENT, "archived_at": None}, update
+            )
+            changed += counted.modified_count
         # Then the items that count for nothing, before or after: other channels', archived ones, those not
         # arrived. Not those that count (one made unread again meanwhile must be counted when marked), nor
         # those arriving right now (they arrive with the marks they have).
         counting = {"channel": INBOX, "status": {"$in": [SENDING, SENT]}, "archived_at": None}
-        await deliveries.update_many({**mine, "$nor": [counting]}, {"$set": {field: now}, "$inc": {"inbox_version": 1}})
-        changed = counted.modified_count
+        for part, update in parts:
+            await deliveries.update_many({**mine, **part, "$nor": [counting]}, update)
         if changed:
             delta = Tally(unread=-changed) if field == "read_at" else Tally(unseen=-changed)
             await self.events.append(user_id, change, delta, {"before": now, "items": changed})

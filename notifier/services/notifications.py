@@ -24,6 +24,7 @@ from ..store import Store
 from . import object_id
 from .counts import PENDING, Counts, Tally
 from .deliveries import Deliveries
+from .events import EventLog
 from .fanout import Materializer, in_progress
 from .paging import Page, newest_first
 from .sending import zone_of
@@ -67,6 +68,7 @@ def new_delivery(notification: dict, user_id: str, occurrence: str, now, send_at
         "queued_at": None,
         "sent_at": None,
         "read_at": None,
+        **({"events": True} if notification.get("events") else {}),
     }
 
 
@@ -85,6 +87,15 @@ class NotificationService:
         self.counts = counts or Counts(store, settings.counts_maintained)
         self.delivery_states = Deliveries(store, self.counts)
         self.materializer = Materializer(store, settings, clock, self._add_listed)
+        self.event_log: EventLog | None = None  # set when status events are recorded (services/events.py)
+
+    async def track(self, author: Principal, notification: dict, completes: bool = True) -> None:
+        """Mark a notification about to be stored as tracked (its deliveries record status events) when its
+        author has an event endpoint; one that `completes` (not a schedule's) gets `notification.completed`."""
+        if self.event_log is not None and await self.event_log.tracks(author):
+            notification["events"] = True
+            if completes:
+                notification["events_open"] = True
 
     # --- writing ---
 
@@ -164,6 +175,7 @@ class NotificationService:
         self.check(data, recipients)
         background = len(recipients) > self.settings.inline_recipients
         notification = self.new_notification(author, data, len(recipients))
+        await self.track(author, notification)
         notification["complete"] = not idempotency_key
         if idempotency_key:
             notification.update(

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ..domain import DeliveryStatus
+from .events import EVENT_OF_STATUS, recording
 
 EXHAUSTED = "attempts_exhausted"
 EXPIRED_BEFORE_SEND = "expired_before_send"
@@ -103,15 +104,19 @@ class Decision:
     headers: dict | None = None  # carried by a parked copy
     counted_as: str = ""  # the status label of notifier_deliveries_total
 
-    def update(self, published: bool = True) -> dict:
+    def update(self, published: bool = True, tracked: bool = False) -> dict:
         """The database update, which ends the claim; a retry whose delayed message the broker did not
-        confirm waits pending, unsent, for the outbox sweep."""
+        confirm waits pending, unsent, for the outbox sweep. A `tracked` delivery's records its status
+        event in the same write (services/events.py)."""
         fields = {"status": self.status, **self.fields, "updated_at": self.at, "lease_until": None}
         if self.route is Route.RETRY and not published:
             fields.update(status=DeliveryStatus.PENDING, is_sent_to_queue=False)
         update: dict = {"$set": fields}
         if self.inc:
             update["$inc"] = dict(self.inc)
+        event_type = EVENT_OF_STATUS.get(fields["status"])
+        if tracked and event_type is not None:
+            update = recording(update, event_type, self.at, fields.get("reason"))
         return update
 
 

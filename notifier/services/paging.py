@@ -55,11 +55,11 @@ def _cursor_id(cursor: str) -> ObjectId:
         raise Invalid.field("cursor", "is not a cursor from this list") from None
 
 
-def _seconds(oid: ObjectId) -> int:
+def seconds_of(oid: ObjectId) -> int:
     return int.from_bytes(oid.binary[:4], "big")
 
 
-def _floor_id(seconds: float) -> ObjectId:
+def floor_id(seconds: float) -> ObjectId:
     """The smallest ObjectId of the second `seconds` (since the epoch), clamped to what an id can hold."""
     return ObjectId(int(min(max(seconds, 0), 2**32 - 1)).to_bytes(4, "big") + bytes(8))
 
@@ -104,7 +104,7 @@ async def _walk(
     projection: dict | None,
     now: float | None,
 ) -> list[dict]:
-    top = _seconds(before) if before is not None else (time.time() if now is None else now)
+    top = seconds_of(before) if before is not None else (time.time() if now is None else now)
     upper = before  # exclusive; None: no upper bound (ids from a clock ahead of ours are found too)
     width = FIRST_WINDOW
     start = top
@@ -113,7 +113,7 @@ async def _walk(
         window: dict = {}
         if step < WINDOWS:
             start = start - width
-            window["$gte"] = _floor_id(start)
+            window["$gte"] = floor_id(start)
         if upper is not None:
             window["$lt"] = upper
         # `_id` first: where no compound index fits, SecantusDB rides the first clause an index serves.

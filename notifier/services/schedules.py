@@ -130,6 +130,7 @@ class ScheduleService:
                 "scheduled": True,
                 "pending_schedule_since": now,
             }
+            await self.notifications.track(author, notification, completes=False)
         schedule["next_run_at"] = self._next_run(schedule, now)
         if content is not None:
             notification["_id"] = ObjectId()

@@ -48,6 +48,10 @@ class LookedUp:
         """When the delivery's notification stops being worth sending (its expires_at), if it has one."""
         return (self.notifications.get(delivery["notification_id"]) or {}).get("expires_at")
 
+    def tracked(self, delivery: dict) -> bool:
+        """Whether the delivery's state changes record status events (services/events.py)."""
+        return (self.notifications.get(delivery["notification_id"]) or {}).get("events") is True
+
 
 class JournalLike(Protocol):
     def begin(self, delivery_id: str, token: str, repeat_safe: bool) -> None: ...

@@ -13,6 +13,7 @@ from . import (
     bigcreate,
     ceilings,
     counts,
+    events,
     express,
     fanout,
     history,
@@ -481,6 +482,42 @@ def bench_streams(infra: Infra, args) -> dict:
     return figures
 
 
+def bench_events(infra: Infra, args) -> dict:
+    keys = ("reference_rate", "fanout_rate", "event_rate", "ratio", "lag_p50_ms", "lag_p99_ms", "repeats", "steal")
+    results: dict[str, list] = {k: [] for k in keys}
+    for run in range(args.runs):
+        steal = Steal()
+        reference = events.run(infra, args.n, args.consumers, events=False)
+        measured = events.run(infra, args.n, args.consumers, events=True)
+        results["reference_rate"].append(reference["fanout_rate"])
+        for key in ("fanout_rate", "event_rate", "lag_p50_ms", "lag_p99_ms", "repeats"):
+            results[key].append(measured[key])
+        results["ratio"].append(measured["event_rate"] / reference["fanout_rate"])
+        results["steal"].append(steal.percent())
+        print(
+            f"run {run + 1}: fan-out {reference['fanout_rate']:.0f}/s without events; with an endpoint for every "
+            f"type {measured['fanout_rate']:.0f}/s, events {measured['event_rate']:.0f}/s "
+            f"({results['ratio'][-1]:.2f}x), lag p50/p99 {measured['lag_p50_ms']:.0f}/{measured['lag_p99_ms']:.0f} ms",
+            flush=True,
+        )
+    figures = {name: summary(values) for name, values in results.items()}
+    rows = [("figure", "median", "min", "max")]
+    for name, label, fmt in (
+        ("reference_rate", "fan-out without events, /s (reference)", "{:.0f}"),
+        ("fanout_rate", "fan-out with an endpoint for every type, /s", "{:.0f}"),
+        ("event_rate", "events arrived at the receiver, /s", "{:.0f}"),
+        ("ratio", "events /s over the reference fan-out /s (target >= 0.8)", "{:.2f}"),
+        ("lag_p50_ms", "lag, state change to arrival, p50 ms", "{:.0f}"),
+        ("lag_p99_ms", "lag, state change to arrival, p99 ms", "{:.0f}"),
+        ("repeats", "POSTs repeated (same id)", "{:.0f}"),
+        ("steal", "CPU steal %", "{:.1f}"),
+    ):
+        rows.append(summary_row(label, figures[name], fmt))
+    print(f"\nstatus events during a {args.n}-recipient fan-out, {args.runs} runs")
+    print(table(rows))
+    return figures
+
+
 BENCHES = {
     "fanout": bench_fanout,
     "bigcreate": bench_bigcreate,
@@ -495,6 +532,7 @@ BENCHES = {
     "counts": bench_counts,
     "wakeup": bench_wakeup,
     "streams": bench_streams,
+    "events": bench_events,
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..base import Redirect, StaticFiles
-from . import auth, dashboard, notifications, parked, people, schedules
+from . import auth, dashboard, events, notifications, parked, people, schedules
 from .base import Field, Pager
 
 STATIC = Path(__file__).resolve().parent.parent.parent / "static"
@@ -42,4 +42,8 @@ routes = [
     (rf"/admin/admins/{ID.format('admin_id')}/password", people.AdminPasswordHandler),
     (r"/admin/parked", parked.ParkedHandler),
     (r"/admin/parked/redrive", parked.RedriveHandler),
+    (r"/admin/event-endpoints", events.EventEndpointsHandler),
+    (rf"/admin/event-endpoints/{ID.format('endpoint_id')}", events.EventEndpointHandler),
+    (rf"/admin/event-endpoints/{ID.format('endpoint_id')}/replay", events.EventEndpointReplayHandler),
+    (rf"/admin/event-endpoints/{ID.format('endpoint_id')}/toggle", events.EventEndpointToggleHandler),
 ]
