@@ -14,8 +14,8 @@ destination a caller chooses.
 **The sender** (job "event sender", on the instance holding its lease) keeps a cursor per endpoint: the last
 event acknowledged. Each round POSTs the next EVENT_BATCH events, EVENT_CONCURRENCY at a time, and moves
 the cursor past the longest acknowledged prefix; a repeat of an acknowledged one carries the same id
-(receivers drop repeats by it). A failure holds the endpoint back EVENT_RETRY_FIRST seconds, doubling per failed round up to
-EVENT_RETRY_MAX; an endpoint failing for EVENT_DISABLE_AFTER seconds is disabled (events still accumulate
+(receivers drop repeats by it). A failure holds the endpoint back EVENT_RETRY_FIRST seconds, doubling per
+failed round up to EVENT_RETRY_MAX; an endpoint failing for EVENT_DISABLE_AFTER seconds is disabled (events still accumulate
 for it; enabling it again resumes at its cursor). A replay moves the cursor back to an instant: the events
 since are sent again, with the same ids.
 """
