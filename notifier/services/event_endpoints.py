@@ -15,9 +15,9 @@ destination a caller chooses.
 event acknowledged. Each round POSTs the next EVENT_BATCH events, EVENT_CONCURRENCY at a time, and moves
 the cursor past the longest acknowledged prefix; a repeat of an acknowledged one carries the same id
 (receivers drop repeats by it). A failure holds the endpoint back EVENT_RETRY_FIRST seconds, doubling per
-failed round up to EVENT_RETRY_MAX; an endpoint failing for EVENT_DISABLE_AFTER seconds is disabled (events still accumulate
-for it; enabling it again resumes at its cursor). A replay moves the cursor back to an instant: the events
-since are sent again, with the same ids.
+failed round up to EVENT_RETRY_MAX; an endpoint failing for EVENT_DISABLE_AFTER seconds is disabled (its
+events still accumulate; enabled again, it resumes at its cursor). A replay moves the cursor back to an
+instant: the events since are sent again, with the same ids.
 """
 
 from __future__ import annotations
