@@ -32,7 +32,7 @@ from .services.clients import ClientService
 from .services.contacts import Contacts
 from .services.counts import Counts
 from .services.deliveries import Deliveries, Parked
-from .services.event_endpoints import EventEndpoints, EventSender
+from .services.event_endpoints import MAX_ANSWER_BYTES, EventEndpoints, EventSender
 from .services.events import EventLog
 from .services.inbox import Inbox, InboxLog
 from .services.leases import JobLease
@@ -185,7 +185,8 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
     event_sender = EventSender(
         event_endpoints,
         event_log,
-        OutboundHTTP(Allowlist.parse(settings.outbound_allow)),  # endpoints are URLs callers choose
+        # Endpoints are URLs callers choose; each author has EVENT_CONCURRENCY requests at a time of the pool.
+        OutboundHTTP(Allowlist.parse(settings.outbound_allow), max_clients=256, max_body_size=MAX_ANSWER_BYTES),
         settings,
         clock,
         JobLease(store, clock, "event sender", holder, max(20 * settings.event_send_interval, 15)),

@@ -174,10 +174,19 @@ class PolicyResolver(Resolver):
 class OutboundHTTP:
     """The HTTP client for destinations a caller chose (same `fetch` as tornado's client)."""
 
-    def __init__(self, allow: Allowlist, max_clients: int = 64, resolver: Resolver | None = None):
+    def __init__(
+        self,
+        allow: Allowlist,
+        max_clients: int = 64,
+        resolver: Resolver | None = None,
+        max_body_size: int | None = None,
+    ):
         # simple_httpclient by name: it is the implementation that connects through `resolver`.
         self.client = SimpleAsyncHTTPClient(
-            force_instance=True, max_clients=max_clients, resolver=PolicyResolver(allow=allow, resolver=resolver)
+            force_instance=True,
+            max_clients=max_clients,
+            resolver=PolicyResolver(allow=allow, resolver=resolver),
+            max_body_size=max_body_size,
         )
 
     async def fetch(self, request: HTTPRequest) -> HTTPResponse:

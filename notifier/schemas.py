@@ -16,6 +16,7 @@ from .authenticator import RESERVED_LOGINS
 from .domain import CHANNELS, CONTROL_CHARACTERS, STATUSES
 from .outbound import DestinationRefused, check_url
 from .recurrence import check_cron, check_timezone
+from .services.event_endpoints import in_force
 from .services.events import EVENT_TYPES
 from .services.fanout import in_progress, recipients_stored
 from .services.quiet_hours import DAYS as QUIET_DAYS
@@ -615,7 +616,7 @@ class EventEndpointUpdateSchema(Schema):
 class EventEndpointSchema(Schema):
     id = Id()
     url = fields.Str()
-    types = fields.List(fields.Str())
+    types = fields.List(fields.Str(), allow_none=True, metadata={"description": "null: every type, later ones too"})
     description = fields.Str()
     enabled = fields.Bool()
     disabled_reason = fields.Str(allow_none=True)
@@ -629,11 +630,9 @@ class EventEndpointSchema(Schema):
     updated_at = fields.DateTime()
 
     def _secrets(self, endpoint) -> list[dict]:
-        now = datetime.now(UTC)
         return [
             {"created_at": s["created_at"].isoformat(), "expires_at": s["until"].isoformat() if s["until"] else None}
-            for s in endpoint.get("signing", [])
-            if s.get("until") is None or s["until"] > now
+            for s in in_force(endpoint.get("signing", []), datetime.now(UTC))
         ]
 
 
@@ -644,7 +643,7 @@ class EventEndpointCreatedSchema(EventEndpointSchema):
 class SecretRotateSchema(Schema):
     grace_seconds = StrictInt(
         load_default=86400,
-        validate=validate.Range(0, 604800),
+        validate=validate.Range(min=0),  # at most EVENT_SECRET_GRACE_MAX (the service checks it)
         metadata={"description": "How long the secrets in force stay valid beside the new one"},
     )
 
@@ -668,6 +667,8 @@ class EventFeedQuerySchema(Schema):
 
     @post_load
     def _parse(self, data, **kwargs):
+        if "after" in data and "since" in data:
+            raise ValidationError("give after or since, not both", "since")
         if "after" in data:
             try:
                 data["after"] = _event_id(data["after"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -58,7 +59,9 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("available_at", ASCENDING)], partialFilterExpression={"status": "scheduled"}, name="scheduled"),
         IndexModel([("available_at", ASCENDING)], partialFilterExpression={"status": "deferred"}, name="deferred"),
         # Only deliveries that record status events (services/events.py): the event log reads them by change.
-        IndexModel([("event_at", ASCENDING)], partialFilterExpression={"events": True}, name="events"),
+        IndexModel(
+            [("event_at", ASCENDING), ("_id", ASCENDING)], partialFilterExpression={"events": True}, name="events"
+        ),
     ],
     # Status events in id order (the feed's and each endpoint's), one per recorded change (`key`).
     "events": [
@@ -143,6 +146,10 @@ class Store:
 
     async def ping(self) -> None:
         await self.db.command("ping")
+
+    async def server_time(self) -> datetime:
+        """The database server's clock (what `$currentDate` writes)."""
+        return (await self.db.command("hello", codec_options=self.db.codec_options))["localTime"]
 
     def close(self) -> None:
         self.client.close()

@@ -36,14 +36,14 @@ from datetime import datetime, timedelta
 from bson import ObjectId
 from tornado.httpclient import HTTPClientError, HTTPRequest
 
-from ..access import Principal
+from ..access import Principal, Role
 from ..clock import Clock
 from ..errors import Conflict, Invalid, NotFound
 from ..outbound import DestinationRefused, OutboundHTTP
 from ..settings import Settings
 from ..store import Store
 from . import object_id
-from .events import EVENT_TYPES, EventLog
+from .events import STATE_ID, EventLog
 from .paging import Page, floor_id, newest_first
 from .visibility import visible_to
 
@@ -53,8 +53,14 @@ SECRET_PREFIX = "whsec_"
 SIGNATURE_HEADER = "Notifier-Signature"
 ATTEMPTS_SHOWN = 50
 ERROR_LENGTH = 300
-SCAN_MARGIN = 30.0  # seconds: an event id given out this long ago is stored
-ROUND_SECONDS = 5.0  # an endpoint's rounds in one run of the sender, at most (others wait their turn)
+ROUND_SECONDS = 5.0  # an endpoint's task gives up its turn after this long; the next run goes on
+REPLAY_EVERY = timedelta(seconds=60)  # an endpoint may be replayed once a minute (each replay resends history)
+MAX_ANSWER_BYTES = 64 * 1024  # an endpoint's answer is only looked at for its status
+
+
+def in_force(signing: list[dict], now: datetime) -> list[dict]:
+    """The signing secrets (nonces) of an endpoint still valid at `now`."""
+    return [s for s in signing if s.get("until") is None or s["until"] > now]
 
 
 def signature_header(secrets_: Iterable[str], timestamp: int, body: bytes) -> str:
@@ -80,6 +86,11 @@ def event_body(event: dict) -> dict:
     return {"id": str(event["_id"]), "type": event["type"], "created_at": event["at"].isoformat(), "data": data}
 
 
+def _types(types: list[str] | None) -> list[str] | None:
+    """The event types an endpoint asks for; None: every type, those added later too."""
+    return sorted(set(types)) if types else None
+
+
 class EventEndpoints:
     def __init__(self, store: Store, settings: Settings, clock: Clock, root_key: bytes):
         self.store = store
@@ -94,11 +105,7 @@ class EventEndpoints:
         return SECRET_PREFIX + base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     def secrets_in_force(self, endpoint: dict, now: datetime) -> list[str]:
-        return [
-            self.secret(signing["nonce"])
-            for signing in endpoint.get("signing", [])
-            if signing.get("until") is None or signing["until"] > now
-        ]
+        return [self.secret(signing["nonce"]) for signing in in_force(endpoint.get("signing", []), now)]
 
     # --- the API's operations ---
 
@@ -118,7 +125,7 @@ class EventEndpoints:
         endpoint = {
             "author": author,
             "url": data["url"],
-            "types": sorted(set(data.get("types") or EVENT_TYPES)),
+            "types": _types(data.get("types")),
             "description": data.get("description", ""),
             "enabled": True,
             "signing": [{"nonce": nonce, "until": None, "created_at": now}],
@@ -150,11 +157,14 @@ class EventEndpoints:
             if name in data:
                 changes[name] = data[name]
         if "types" in data:
-            changes["types"] = sorted(set(data["types"] or EVENT_TYPES))
+            changes["types"] = _types(data["types"])
         if data.get("enabled") is True and not endpoint["enabled"]:
             changes.update(enabled=True, failures=0, failing_since=None, retry_at=now, disabled_reason=None)
-        elif data.get("enabled") is False:
-            changes.update(enabled=False, disabled_reason="disabled by its owner")
+        elif data.get("enabled") is False and endpoint["enabled"]:
+            who = (
+                "an admin" if principal.role is Role.ADMIN and endpoint["author"]["id"] != principal.id else "its owner"
+            )
+            changes.update(enabled=False, disabled_reason=f"disabled by {who}")
         await self.store.event_endpoints.update_one({"_id": endpoint["_id"]}, {"$set": changes})
         return {**endpoint, **changes}
 
@@ -170,11 +180,9 @@ class EventEndpoints:
         endpoint = await self.get(principal, endpoint_id)
         now = self.clock.now()
         until = now + timedelta(seconds=grace_seconds)
-        kept = [
-            {**s, "until": min(s["until"], until) if s.get("until") else until}
-            for s in endpoint.get("signing", [])
-            if s.get("until") is None or s["until"] > now
-        ]
+        # The newest secret in force stays for the grace period; older ones end now (a POST carries two at most).
+        newest = in_force(endpoint.get("signing", []), now)[-1:]
+        kept = [{**s, "until": min(s["until"], until) if s.get("until") else until} for s in newest]
         nonce = secrets.token_hex(16)
         signing = [*kept, {"nonce": nonce, "until": None, "created_at": now}]
         await self.store.event_endpoints.update_one(
@@ -188,8 +196,14 @@ class EventEndpoints:
         now = self.clock.now()
         if since > now:
             raise Invalid.field("since", "must not be in the future")
+        last = endpoint.get("replayed_at")
+        if last is not None and now - last < REPLAY_EVERY:
+            raise Conflict(
+                f"This endpoint was replayed less than {REPLAY_EVERY.seconds} s ago; try again in a minute",
+                {"since": ["one replay a minute"]},
+            )
         cursor = floor_id(since.timestamp() - 1)
-        changes = {"cursor": min(cursor, endpoint["cursor"]), "retry_at": now, "updated_at": now}
+        changes = {"cursor": min(cursor, endpoint["cursor"]), "retry_at": now, "replayed_at": now, "updated_at": now}
         await self.store.event_endpoints.update_one({"_id": endpoint["_id"]}, {"$set": changes})
         await self.store.audit.insert_one(
             {
@@ -230,6 +244,9 @@ class EventSender:
         # Per endpoint, (cursor, id): every event before the id was read past that cursor and none waited,
         # so the next read starts there (an idle endpoint's read does not walk from its last event on).
         self._scanned: dict[ObjectId, tuple[ObjectId, ObjectId]] = {}
+        # Per author, the requests in flight to their endpoints: one caller's slow receivers cannot take
+        # the whole HTTP client (EVENT_CONCURRENCY each).
+        self._slots: dict[str, asyncio.Semaphore] = {}
 
     async def run(self) -> int:
         """One run: each enabled endpoint whose retry time came gets a task of its own (one slow receiver
@@ -237,9 +254,13 @@ class EventSender:
         if self.lease is not None and not await self.lease.take():
             return 0
         self._tasks = {i: task for i, task in self._tasks.items() if not task.done()}  # catch_up raises nothing
-        due = self.store.event_endpoints.find({"enabled": True, "retry_at": {"$lte": self.clock.now()}})
+        due = await self.store.event_endpoints.find({"enabled": True, "retry_at": {"$lte": self.clock.now()}}).to_list(
+            None
+        )
+        known = {endpoint["_id"] for endpoint in due} | set(self._tasks)
+        self._scanned = {i: scanned for i, scanned in self._scanned.items() if i in known}
         started = 0
-        async for endpoint in due:
+        for endpoint in due:
             if endpoint["_id"] not in self._tasks:
                 self._tasks[endpoint["_id"]] = asyncio.get_running_loop().create_task(self.catch_up(endpoint))
                 started += 1
@@ -276,16 +297,22 @@ class EventSender:
         scanned = self._scanned.get(endpoint["_id"])
         if scanned is not None and scanned[0] == start:
             start = max(start, scanned[1])
-        events = await self.event_log.after(endpoint["author"], start, endpoint["types"], batch)
+        # The event log records the newest id it gave out after storing it: every event up to that one is
+        # stored, so a read that finds none past the cursor need not look below it again.
+        published = ((await self.store.meta.find_one({"_id": STATE_ID}, {"last_id": 1})) or {}).get("last_id")
+        events = await self.event_log.by_author(endpoint["author"], start, endpoint["types"], batch)
         if not events:
-            # Event ids are given out just before they are stored: one older than this is stored by now.
-            self._scanned[endpoint["_id"]] = (endpoint["cursor"], floor_id(now.timestamp() - SCAN_MARGIN))
+            if published is not None and published > start:
+                self._scanned[endpoint["_id"]] = (endpoint["cursor"], published)
             return 0, False
         keys = self.endpoints.secrets_in_force(endpoint, now)
-        in_flight = asyncio.Semaphore(self.settings.event_concurrency)
+        author = endpoint["author"]
+        slots = self._slots.setdefault(
+            f"{author['kind']}:{author['id']}", asyncio.Semaphore(self.settings.event_concurrency)
+        )
 
         async def post(event: dict) -> tuple[bool, int | None, str | None, float]:
-            async with in_flight:
+            async with slots:
                 return await self._post(endpoint, event, keys)
 
         results = await asyncio.gather(*(post(event) for event in events))
@@ -338,7 +365,7 @@ class EventSender:
                 failures=failures,
                 failing_since=failing_since,
                 retry_at=now + timedelta(seconds=delay),
-                last_error=f"{status}: {error}" if status else error,
+                last_error=f"HTTP {status}" if status else error,
             )
             if (now - failing_since).total_seconds() >= self.settings.event_disable_after:
                 changes.update(enabled=False, disabled_reason=f"failing since {failing_since.isoformat()}")

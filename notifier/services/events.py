@@ -10,15 +10,16 @@ pays for events.
 that same update (`recording`). A state change without its entry cannot exist, whichever process dies when.
 
 **Published by the event log** (`EventLog.collect`, job "event log", on the instance holding its lease):
-it reads the tracked deliveries whose `event_at` is at or past its cursor (the database's clock, so a write
-retried for minutes is still ahead of it), oldest first, and inserts one `events` document per entry, keyed
-`<delivery>:<entry>` (unique: an entry read twice is stored once). Each event's `_id` is a new ObjectId,
-above every one before (the feed's order); its string is the event id callers see, in the feed, in the
-webhook body and as `Idempotency-Key`. The cursor moves after the inserts; every EVENT_LATE_WINDOW seconds a
-run also reads that far behind it again, for writes that became visible after later ones (concurrent writers
-on MongoDB). `notification.completed` is inserted once a tracked notification has no delivery under way
-and no state change left to publish (checked after each run that saw it change, and by a slower sweep of
-the tracked notifications not yet completed, for what a crash interrupted).
+it reads the tracked deliveries past its cursor in (`event_at`, `_id`) order, READ_LIMIT at a time (the
+database's clock, so a write retried for minutes is still ahead of it), and inserts one `events` document
+per entry, keyed `<delivery>:<entry>` (unique: an entry read twice is stored once). Each event's `_id` is a
+new ObjectId, above every one before (the feed's order); its string is the event id callers see, in the
+feed, in the webhook body and as `Idempotency-Key`. The cursor moves after the inserts. A second cursor
+reads everything again EVENT_LATE_WINDOW seconds later, for writes that became visible after later ones
+(concurrent writers on MongoDB). `notification.completed` is inserted once a tracked notification has no
+delivery under way and no state change left to publish (checked in each run that is caught up, for the
+notifications it saw change, and by a slower sweep of the tracked notifications not yet completed, for what
+a crash interrupted).
 
 **Kept** EVENTS_DAYS (TTL index), and listed by `EventLog.after`: a caller's events in id order.
 """
@@ -39,7 +40,7 @@ from ..domain import DeliveryStatus
 from ..store import Store
 from .counts import UNDER_WAY, shown
 from .fanout import in_progress
-from .paging import FIRST_WINDOW, GROWTH, floor_id, seconds_of
+from .paging import FIRST_WINDOW, GROWTH, WINDOWS, floor_id, seconds_of
 from .visibility import visible_to
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,24 @@ EVENT_OF_STATUS = {
     DeliveryStatus.CANCELLED: EventType.DELIVERY_CANCELLED,
 }
 STATE_ID = "events:log"
+FIRST_ID = ObjectId(bytes(12))  # below every id: (instant, FIRST_ID) is before every change at that instant
+Position = tuple[datetime, ObjectId]  # where a read of the tracked deliveries stands: (event_at, _id) read last
 READ_LIMIT = 1000  # deliveries one read of the log takes
 WINDOW = timedelta(seconds=60)  # of event_at, per read: a backlog costs a window's matches, not all of them
+TRAILING_EVERY = 8  # idle runs between two reads of the trailing cursor
 COMPLETION_SWEEP_EVERY = 40  # runs between two sweeps of the tracked notifications not yet completed
 COMPLETION_SWEEP_LIMIT = 50
 DELIVERY_FIELDS = {"event_log": 1, "event_at": 1, "notification_id": 1, "user_id": 1, "channel": 1, "status": 1}
+
+
+def _position(stored: list | tuple) -> Position:
+    return stored[0], stored[1]
+
+
+def _persisted(stored: Position, reached: Position, read_some: bool) -> Position:
+    """What a run writes of the position it reached: past an idle stretch only once it is a WINDOW long (a
+    write every run would cost the database more than the run; read again, the stretch is still empty)."""
+    return reached if read_some or reached[0] - stored[0] >= WINDOW else stored
 
 
 def entry(event_type: str, at: datetime, reason: str | None = None) -> dict:
@@ -123,7 +137,6 @@ class EventLog:
         self.lease = lease  # a services.leases.JobLease: one instance publishes at a time
         self._authors: dict[ObjectId, dict | None] = {}
         self._runs = 0
-        self._last_late: datetime | None = None
         self._last_id: ObjectId | None = None  # the newest event id given out
         # Tracked notifications seen changing in this run, and those seen in the last one whose counts still
         # showed deliveries under way (the counts of a change are written a moment after it): their
@@ -148,46 +161,63 @@ class EventLog:
         if self.lease is not None and not await self.lease.take():
             return 0
         state = await self.store.meta.find_one({"_id": STATE_ID}) or {}
-        cursor: datetime | None = state.get("cursor")
         if state.get("last_id") is not None and (self._last_id is None or state["last_id"] > self._last_id):
             self._last_id = state["last_id"]  # another instance published last
-        if cursor is None:
+        if state.get("cursor") is None:
             first = await self.store.event_endpoints.find({}, {"created_at": 1}).sort("created_at", 1).to_list(1)
             if not first:
                 return 0
-            cursor = first[0]["created_at"] - timedelta(seconds=1)
-        now = self.clock.now()
+            state["cursor"] = state["late"] = (first[0]["created_at"] - timedelta(seconds=1), FIRST_ID)
+        position, late = _position(state["cursor"]), _position(state.get("late") or state["cursor"])
+        now = await self.store.server_time()  # the clock event_at is written with
         self._runs += 1
-        stored = 0
-        if self.late_window and (self._last_late is None or now - self._last_late >= self.late_window):
-            self._last_late = now
-            stored += await self._publish(await self._read(cursor - self.late_window, cursor, None))
-        found = await self._read(cursor, cursor + WINDOW, READ_LIMIT)
-        while not found and cursor + WINDOW < now - self.late_window:
-            cursor = cursor + WINDOW  # a stretch with nothing recorded: on to the next one
-            found = await self._read(cursor, cursor + WINDOW, READ_LIMIT)
-        if found:
-            stored += await self._publish(found)
-            newest = found[-1]["event_at"]
-            if len(found) >= READ_LIMIT and newest == found[0]["event_at"]:
-                # A whole read at one instant: take every one of it before moving on.
-                stored += await self._publish(await self._read(newest, newest, None))
-            cursor = max(cursor, newest)
-        stored += await self._check_completions(cursor)
-        if self._runs % COMPLETION_SWEEP_EVERY == 0:
-            stored += await self._sweep_completions(cursor)
-        await self.store.meta.update_one(
-            {"_id": STATE_ID}, {"$set": {"cursor": cursor, "last_id": self._last_id}}, upsert=True
-        )
+        found, position = await self._read_after(position, now)
+        stored = await self._publish(found)
+        trailing: list[dict] = []
+        if self.late_window and (found or self._runs % TRAILING_EVERY == 0):
+            # Again, late_window behind: what became visible after later writes (concurrent writers).
+            trailing, late = await self._read_after(late, min(position[0], now - self.late_window))
+            stored += await self._publish(trailing)
+        if len(found) < READ_LIMIT:  # caught up: what changed is published, completions can be told
+            stored += await self._check_completions(position)
+            if self._runs % COMPLETION_SWEEP_EVERY == 0:
+                stored += await self._sweep_completions(position)
+        moved = {
+            "cursor": list(_persisted(_position(state["cursor"]), position, bool(found))),
+            "late": list(_persisted(_position(state.get("late") or state["cursor"]), late, bool(trailing))),
+            "last_id": self._last_id,
+        }
+        if any(state.get(name) != value for name, value in moved.items()):
+            await self.store.meta.update_one({"_id": STATE_ID}, {"$set": moved}, upsert=True)
         return stored
 
-    async def _read(self, start: datetime, end: datetime, limit: int | None) -> list[dict]:
-        """Tracked deliveries changed at `start` and after, before `end` (at `end` too, if both are equal)."""
-        bounds = {"$gte": start, "$lte": end} if start == end else {"$gte": start, "$lt": end}
-        found = self.store.deliveries.find({"events": True, "event_at": bounds}, DELIVERY_FIELDS).sort("event_at", 1)
-        if limit is not None:
-            found = found.limit(limit)
-        return await found.to_list(None)
+    async def _read_after(self, position: Position, until: datetime) -> tuple[list[dict], Position]:
+        """Up to READ_LIMIT tracked deliveries after `position` in (event_at, _id) order, changed before
+        `until`, and the position after them (the whole stretch up to `until` when there were none)."""
+        instant, last = position
+        deliveries = self.store.deliveries
+        found = await (
+            deliveries.find({"events": True, "event_at": instant, "_id": {"$gt": last}}, DELIVERY_FIELDS)
+            .sort("_id", 1)
+            .limit(READ_LIMIT)
+            .to_list(None)
+        )
+        start, inclusive = instant, False  # the first window starts after `instant`, the others at their start
+        while len(found) < READ_LIMIT and start < until:
+            end = min(start + WINDOW, until)
+            bounds = {"$gte" if inclusive else "$gt": start, "$lt": end}
+            found += await (
+                deliveries.find({"events": True, "event_at": bounds}, DELIVERY_FIELDS)
+                .sort([("event_at", 1), ("_id", 1)])
+                .limit(READ_LIMIT - len(found))
+                .to_list(None)
+            )
+            start, inclusive = end, True
+        if found:
+            return found, (found[-1]["event_at"], found[-1]["_id"])
+        if inclusive:  # every window read up to `until`, none with a change: the position is past them
+            return found, (start, FIRST_ID)
+        return found, position
 
     async def _publish(self, deliveries: list[dict]) -> int:
         """Store the events of these deliveries' entries that are not stored yet, then the completions they
@@ -196,11 +226,15 @@ class EventLog:
             return 0
         authors = await self._authors_of({d["notification_id"] for d in deliveries})
         candidates: dict[str, dict] = {}
+        # An entry this old was published long ago, and its event may be gone with EVENTS_DAYS: not again.
+        oldest = self.clock.now() - self.keep + min(self.keep / 2, timedelta(days=1))
         for delivery in deliveries:
             author = authors.get(delivery["notification_id"])
             if author is None:
                 continue
             for logged in delivery.get("event_log") or []:
+                if logged["at"] < oldest:
+                    continue
                 key = f"{delivery['_id']}:{logged['id']}"
                 candidates[key] = {
                     "key": key,
@@ -217,7 +251,7 @@ class EventLog:
         self._touched.update(d["notification_id"] for d in deliveries if d["notification_id"] in authors)
         return stored
 
-    async def _check_completions(self, horizon: datetime) -> int:
+    async def _check_completions(self, horizon: Position) -> int:
         touched, self._touched = self._touched, set()
         rechecked, self._recheck = self._recheck, set()
         stored = 0
@@ -266,9 +300,9 @@ class EventLog:
                 self._authors.clear()
         return {i: author for i in notification_ids if (author := self._authors.get(i)) is not None}
 
-    async def _complete_if_done(self, notification_id: ObjectId, horizon: datetime) -> int | None:
+    async def _complete_if_done(self, notification_id: ObjectId, horizon: Position) -> int | None:
         """`notification.completed`, once every delivery of the notification is final and its last change
-        is published (none changed after `horizon`, the newest change read: the next run publishes it first).
+        is published (none changed after `horizon`, the position read to: the next run publishes it first).
         How many events it stored; None when its counts still show deliveries under way."""
         counts = await self.store.counts.find_one({"_id": notification_id})
         if counts is not None and any(n for status, n in shown(counts)[0].items() if status in UNDER_WAY):
@@ -281,10 +315,10 @@ class EventLog:
         deliveries = self.store.deliveries
         if await deliveries.find_one({"notification_id": notification_id, "status": {"$in": list(UNDER_WAY)}}):
             return 0  # its counts were off; the counts reconciler sets them right, and the sweep looks again
-        if await deliveries.find_one(
-            {"notification_id": notification_id, "events": True, "event_at": {"$gt": horizon}}, {"_id": 1}
-        ):
-            return 0
+        instant, last = horizon
+        for after in ({"event_at": {"$gt": instant}}, {"event_at": instant, "_id": {"$gt": last}}):
+            if await deliveries.find_one({"notification_id": notification_id, "events": True, **after}, {"_id": 1}):
+                return 0
         statuses = await deliveries.aggregate(
             [{"$match": {"notification_id": notification_id}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
         ).to_list(None)
@@ -301,7 +335,7 @@ class EventLog:
         await self.store.notifications.update_one({"_id": notification_id}, {"$unset": {"events_open": ""}})
         return stored
 
-    async def _sweep_completions(self, horizon: datetime) -> int:
+    async def _sweep_completions(self, horizon: Position) -> int:
         """Tracked notifications not yet completed, COMPLETION_SWEEP_LIMIT at a time round and round: those a
         crash left without their check, or whose counts were set right by the counts reconciler."""
         query: dict = {"events_open": True}
@@ -316,45 +350,46 @@ class EventLog:
 
     # --- reading ---
 
-    async def after(
-        self,
-        principal: Principal | dict,
-        after: ObjectId | None,
-        types: Iterable[str] | None,
-        limit: int,
-        since: datetime | None = None,
+    async def feed(
+        self, principal: Principal, after: ObjectId | None, types: list[str] | None, limit: int, since=None
     ) -> list[dict]:
-        """Events after `after` (an event id; else from `since`, else from the oldest kept), oldest first: those
-        `principal` may see (a Principal), or those of notifications by one author ({"kind", "id"})."""
-        query: dict = {}
-        if types:
-            query["type"] = {"$in": list(types)}
-        if isinstance(principal, Principal):
-            query = visible_to(principal, query)
-        else:
-            query = {"author.kind": principal["kind"], "author.id": principal["id"], **query}
+        """The events `principal` may see (the visibility rule: a client its own notifications', an admin
+        every one), oldest first, after the event id `after` (else from `since`, else from the oldest kept)."""
+        query = visible_to(principal, {"type": {"$in": types}} if types else {})
         now = self.clock.now()
-        start = seconds_of(after) if after is not None else (since or now - self.keep).timestamp()
+        start = (since or now - self.keep).timestamp()
         return await oldest_first(self.store.events, query, limit, after, start, now.timestamp())
+
+    async def by_author(self, author: dict, after: ObjectId, types: list[str] | None, limit: int) -> list[dict]:
+        """The events of the notifications `author` ({"kind", "id"}) created, after the event id `after`, oldest
+        first: what that author's endpoints receive, whoever the author is."""
+        query: dict = {"author.kind": author["kind"], "author.id": author["id"]}
+        if types:
+            query["type"] = {"$in": types}
+        now = self.clock.now().timestamp()
+        return await oldest_first(self.store.events, query, limit, after, 0, now)
 
 
 async def oldest_first(collection, query: dict, limit: int, after: ObjectId | None, start: float, now: float) -> list:
     """Documents with ids after `after` (or from the second `start`), oldest first, read in `_id` windows that
-    widen while they find nothing, so that no read materializes more than a window's matches (the embedded
-    database collects every match of a sorted query before it limits)."""
+    widen while they find little, so that no read materializes more than a window's matches (the embedded
+    database collects every match of a sorted query before it limits); after WINDOWS of them the rest is read
+    in one query, so a page costs at most WINDOWS + 1 reads."""
     items: list[dict] = []
     begin, width = (seconds_of(after) if after is not None else start), FIRST_WINDOW
-    while len(items) < limit:
+    for step in range(WINDOWS + 1):
         end = begin + width
         window: dict = {"$gt": after} if after is not None else {"$gte": floor_id(begin)}
-        last = end > now + FIRST_WINDOW  # the final window is open: ids from a clock ahead of ours are found too
+        # The last window is open: ids from a clock ahead of ours are found too.
+        last = step == WINDOWS or end > now + FIRST_WINDOW
         if not last:
             window["$lt"] = floor_id(end)
         wanted = limit - len(items)
         found = await collection.find({"_id": window, **query}).sort("_id", 1).limit(wanted).to_list(wanted)
         items.extend(found)
-        if last:
+        if last or len(items) >= limit:
             break
         after, begin = None, end
-        width = FIRST_WINDOW if found else width * GROWTH
+        if len(found) < wanted / GROWTH:
+            width *= GROWTH
     return items

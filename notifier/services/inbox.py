@@ -391,7 +391,7 @@ class Inbox:
             # Guarded by the version and the status: a change, a bulk change or a claim in between and the
             # delta would be wrong, so it is worked out again.
             update: dict = {"$set": changes}
-            if change == "read" and item.get("events") is True:
+            if change == "read" and read_is_an_event(item):
                 update = recording(update, EventType.DELIVERY_READ, after[field])
             changed = await deliveries.update_one(
                 {"_id": oid, "user_id": user_id, "inbox_version": item.get("inbox_version"), "status": item["status"]},
@@ -427,11 +427,10 @@ class Inbox:
         # Up to now only; the version bump makes a single change racing this one work out its delta again.
         mine = {"user_id": user_id, field: None, "_id": {"$lt": ObjectId.from_datetime(now + timedelta(seconds=1))}}
         marked: dict = {"$set": {field: now}, "$inc": {"inbox_version": 1}}
-        if field == "read_at":  # tracked items' reads are status events, recorded in the same write
-            tracked = recording(marked, EventType.DELIVERY_READ, now)
-            parts: list[tuple[dict, dict]] = [({"events": True}, tracked), ({"events": {"$ne": True}}, marked)]
-        else:
-            parts = [({}, marked)]
+        parts: list[tuple[dict, dict]] = [({}, marked)]
+        if field == "read_at":  # reads of tracked items are status events, recorded in the same write
+            recorded = recording(marked, EventType.DELIVERY_READ, now)
+            parts = [(FIRST_READ_OF_TRACKED, recorded), ({"$nor": [FIRST_READ_OF_TRACKED]}, marked)]
         changed = 0
         for part, update in parts:
             counted = await deliveries.update_many(
@@ -442,12 +441,26 @@ class Inbox:
         # arrived. Not those that count (one made unread again meanwhile must be counted when marked), nor
         # those arriving right now (they arrive with the marks they have).
         counting = {"channel": INBOX, "status": {"$in": [SENDING, SENT]}, "archived_at": None}
-        for part, update in parts:
-            await deliveries.update_many({**mine, **part, "$nor": [counting]}, update)
+        await deliveries.update_many({**mine, "$nor": [counting]}, marked)
         if changed:
             delta = Tally(unread=-changed) if field == "read_at" else Tally(unseen=-changed)
             await self.events.append(user_id, change, delta, {"before": now, "items": changed})
         return changed
+
+
+# A tracked in-app item, delivered, read for the first time (read again after `unread`, it records no second
+# event: a user toggling an item would grow its log without end).
+FIRST_READ_OF_TRACKED = {"events": True, "event_log.type": {"$ne": EventType.DELIVERY_READ.value}}
+
+
+def read_is_an_event(item: dict) -> bool:
+    """Whether marking `item` read is a `delivery.read` event: FIRST_READ_OF_TRACKED, and delivered."""
+    return (
+        item.get("events") is True
+        and item["channel"] == INBOX
+        and item["status"] == SENT
+        and not any(logged["type"] == EventType.DELIVERY_READ for logged in item.get("event_log") or [])
+    )
 
 
 def _item_state(item: dict) -> dict:

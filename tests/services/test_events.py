@@ -13,7 +13,8 @@ import pytest
 from bson import ObjectId
 
 from notifier.access import Principal, Role
-from notifier.services.events import STATE_ID, event_id_after, oldest_first
+from notifier.services import events as events_module
+from notifier.services.events import FIRST_ID, STATE_ID, event_id_after, oldest_first
 from notifier.services.outcomes import OutcomeKind, decide
 from notifier.services.paging import floor_id
 
@@ -53,7 +54,7 @@ async def finish(ctx, token: str, deliveries: list[dict], kind: OutcomeKind, **d
 
 
 async def events(ctx, author: Principal = CLIENT) -> list[dict]:
-    return await ctx.event_log.after(author, None, None, 500)
+    return await ctx.event_log.feed(author, None, None, 5000)
 
 
 async def delivery_events(ctx) -> list[tuple[str, str]]:
@@ -120,7 +121,8 @@ async def test_a_run_that_died_before_moving_its_cursor_and_a_late_visible_write
     await finish(ctx, token, [a], OutcomeKind.SENT)
     await ctx.event_log.collect()
     # The run died after storing its events, before its cursor moved: the next run reads them again.
-    await ctx.store.meta.update_one({"_id": STATE_ID}, {"$set": {"cursor": a["created_at"] - timedelta(seconds=5)}})
+    behind = [a["created_at"] - timedelta(seconds=5), FIRST_ID]
+    await ctx.store.meta.update_one({"_id": STATE_ID}, {"$set": {"cursor": behind}})
     await finish(ctx, token, [b], OutcomeKind.SENT)
     await ctx.event_log.collect()
     assert await delivery_events(ctx) == [("a", "delivery.sent"), ("b", "delivery.sent")]
@@ -131,13 +133,16 @@ async def test_a_run_that_died_before_moving_its_cursor_and_a_late_visible_write
     entry = {"id": str(ObjectId()), "type": "delivery.read", "at": ctx.clock.now(), "reason": None}
     await ctx.store.deliveries.update_one(
         {"_id": a["_id"]},
-        {"$push": {"event_log": entry}, "$set": {"event_at": state["cursor"] - timedelta(seconds=2)}},
+        {"$push": {"event_log": entry}, "$set": {"event_at": state["cursor"][0] - timedelta(seconds=10)}},
     )
     await ctx.event_log.collect()
     assert len(await delivery_events(ctx)) == 2  # not yet: no late window in this test's settings
+    # The trailing cursor, late_window behind the first, reads it.
+    trailing = [state["cursor"][0] - timedelta(seconds=60), FIRST_ID]
+    await ctx.store.meta.update_one({"_id": STATE_ID}, {"$set": {"late": trailing}})
     ctx.event_log.late_window = timedelta(seconds=5)
-    await ctx.event_log.collect()
-    await ctx.event_log.collect()
+    for _ in range(events_module.TRAILING_EVERY):  # an idle run reads the trailing cursor every so many
+        await ctx.event_log.collect()
     found = await delivery_events(ctx)
     assert found == [("a", "delivery.read"), ("a", "delivery.sent"), ("b", "delivery.sent")]
     assert late["event_log"][0]["type"] == "delivery.sent"
@@ -195,3 +200,46 @@ async def test_event_ids_rise_across_instances_and_the_feed_walks_sparse_history
     assert [doc["n"] for doc in walked] == [0, 1, 2, 3]
     rest = await oldest_first(ctx.store.events, {"author.id": "x"}, 10, walked[-1]["_id"], 0, now)
     assert [doc["n"] for doc in rest] == [4, 5]
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_more_changes_at_one_instant_than_a_read_takes_are_all_published_before_the_completion(ctx, monkeypatch):
+    monkeypatch.setattr(events_module, "READ_LIMIT", 40)
+    notification, deliveries = await tracked(ctx, [f"u{i}" for i in range(130)])
+    await ctx.event_log.collect()
+    # One cancel: one update, one database instant ($$NOW) for all 130 of them.
+    assert await ctx.deliveries.cancel(notification["_id"], None, ctx.clock.now()) == 130
+    await ctx.deliveries.counts.recount([notification["_id"]], ctx.clock.now())
+    instants = await ctx.store.deliveries.distinct("event_at", {"notification_id": notification["_id"]})
+    later, [x] = await tracked(ctx, ["x"])
+    token = await claim(ctx, [x])
+    await finish(ctx, token, [x], OutcomeKind.SENT)
+    await collect_until_quiet(ctx)
+    found = await events(ctx)
+    cancelled = [e for e in found if e["notification_id"] == notification["_id"]]
+    assert len(instants) == 1 and [e["type"] for e in cancelled] == ["delivery.cancelled"] * 130 + [
+        "notification.completed"
+    ]
+    assert len({e["delivery_id"] for e in cancelled[:-1]}) == 130
+    assert [e["type"] for e in found if e["notification_id"] == later["_id"]] == [
+        "delivery.sent",
+        "notification.completed",
+    ]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_an_entry_whose_event_expired_is_not_published_again_and_a_read_is_one_event_once(ctx):
+    _, [a, b] = await tracked(ctx, ["a", "b"])
+    token = await claim(ctx, [a])
+    await finish(ctx, token, [a], OutcomeKind.SENT)
+    await ctx.event_log.collect()
+    # Forty days later its event is gone (EVENTS_DAYS), the delivery not (deliveries are kept longer).
+    await ctx.store.deliveries.update_one(
+        {"_id": a["_id"]}, {"$set": {"event_log.0.at": ctx.clock.now() - timedelta(days=40)}}
+    )
+    await ctx.store.events.delete_many({"delivery_id": a["_id"]})
+    for change in ("read", "unread", "read"):
+        await ctx.inbox.change("a", str(a["_id"]), change)
+    await ctx.inbox.change_all("b", "read_all")  # b is still pending: a mark, not a read of something sent
+    await collect_until_quiet(ctx)
+    assert await delivery_events(ctx) == [("a", "delivery.read")]

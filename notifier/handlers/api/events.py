@@ -32,7 +32,7 @@ class EventFeedHandler(APIHandler):
     async def get(self):
         query = self.load_query()
         after = query.get("after")
-        events = await self.ctx.event_log.after(
+        events = await self.ctx.event_log.feed(
             self.principal, after, query.get("types"), query["limit"], query.get("since")
         )
         last = str(events[-1]["_id"]) if events else (str(after) if after else None)

@@ -306,3 +306,48 @@ async def test_parked_list_and_audited_redrive(logged_in, ctx, admin):
     assert {(d["status"], d["attempts"]) for d in redriven} <= {("pending", 0), ("queued", 0), ("sent", 1)}
     history = text(await logged_in.get("/admin/parked"))
     assert history.count("<td>root</td>") == 2 and "reason=attempts_exhausted" in history
+
+
+@pytest.mark.gen_test
+async def test_event_endpoints_pages_show_state_and_attempts_and_replay_and_toggle(logged_in, ctx, admin):
+    from notifier.access import Principal, Role
+
+    shop = Principal(Role.CLIENT, "c1", "Shop")
+    endpoint, _ = await ctx.event_endpoints.create(shop, {"url": "https://shop.example.com/events"})
+    now = ctx.clock.now()
+    await ctx.store.event_attempts.insert_many(
+        [
+            {
+                "endpoint_id": endpoint["_id"],
+                "at": now,
+                "ok": False,
+                "event_id": "e1",
+                "type": "delivery.sent",
+                "status": 503,
+                "error": "HTTP 503: Service Unavailable",
+                "seconds": 0.1,
+            },
+            {
+                "endpoint_id": endpoint["_id"],
+                "at": now,
+                "ok": True,
+                "events": 12,
+                "first_event_id": "e2",
+                "last_event_id": "e13",
+            },
+        ]
+    )
+    listing = text(await logged_in.get("/admin/event-endpoints"))
+    assert "https://shop.example.com/events" in listing and "enabled" in listing and "Shop" in listing
+    page = text(await logged_in.get(f"/admin/event-endpoints/{endpoint['_id']}"))
+    assert "HTTP 503: Service Unavailable" in page and "12 delivered" in page
+    bad = await logged_in.post(f"/admin/event-endpoints/{endpoint['_id']}/replay", {"since": "yesterday"})
+    assert bad.status == 400
+    replayed = await logged_in.post(f"/admin/event-endpoints/{endpoint['_id']}/replay", {"since": "2026-12-01T09:00"})
+    assert "are sent again" in text(await logged_in.get(replayed.headers["Location"]))
+    assert (await ctx.store.audit.find_one({"action": "event replay"}))["actor"]["id"] == admin.id
+    toggled = await logged_in.post(f"/admin/event-endpoints/{endpoint['_id']}/toggle", {})
+    assert "Endpoint disabled." in text(await logged_in.get(toggled.headers["Location"]))
+    assert (await ctx.store.event_endpoints.find_one({"_id": endpoint["_id"]}))["enabled"] is False
+    missing = await logged_in.get(f"/admin/event-endpoints/{ObjectId()}")
+    assert missing.status == 404

@@ -130,6 +130,11 @@ async def test_a_replay_sends_the_same_ids_again_and_a_rotated_secret_signs_besi
     )
     assert rotated.status == 200, rotated.body
     assert rotated.body["secret"] != endpoint["secret"] and len(rotated.body["secrets_in_force"]) == 2
+    for _ in range(3):  # rotated again and again: the newest secret and the one before it, no more
+        rotated = await api.post(
+            f"/api/v1/event-endpoints/{endpoint['id']}/rotate-secret", {"grace_seconds": 60}, auth=client_app.header
+        )
+    assert len(rotated.body["secrets_in_force"]) == 2
     since = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
     replay = await api.post(
         f"/api/v1/event-endpoints/{endpoint['id']}/replay", {"since": since}, auth=client_app.header
@@ -139,7 +144,12 @@ async def test_a_replay_sends_the_same_ids_again_and_a_rotated_secret_signs_besi
     again = peer.requests[1]
     assert again.json == first  # same id, same body
     signature = again.headers["Notifier-Signature"]
-    assert verify(signature, again.body, endpoint["secret"]) and verify(signature, again.body, rotated.body["secret"])
+    assert verify(signature, again.body, rotated.body["secret"]) and signature.count("v1=") == 2
+    assert not verify(signature, again.body, endpoint["secret"])  # the first secret ended at the third rotation
+    too_soon = await api.post(
+        f"/api/v1/event-endpoints/{endpoint['id']}/replay", {"since": since}, auth=client_app.header
+    )
+    assert too_soon.status == 409 and "since" in too_soon.body["errors"]
     audit = await ctx.store.audit.find_one({"action": "event replay"})
     assert audit is not None and audit["endpoint_id"] == endpoint["id"]
 
@@ -173,7 +183,7 @@ async def test_a_receiver_answering_500_gets_the_event_again_until_it_takes_it_t
         return state if not state["enabled"] else None
 
     state = await eventually(disabled, timeout=40, message="the endpoint disabled")
-    assert state["disabled_reason"].startswith("failing since") and state["last_error"].startswith("503")
+    assert state["disabled_reason"].startswith("failing since") and state["last_error"] == "HTTP 503"
     tried = len(peer.requests)
     await pump(ctx, 2)
     assert len(peer.requests) == tried  # disabled: no more tries
