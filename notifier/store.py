@@ -66,6 +66,8 @@ INDEXES: dict[str, list[IndexModel]] = {
     # Status events in id order (the feed's and each endpoint's), one per recorded change (`key`).
     "events": [
         IndexModel([("key", ASCENDING)], unique=True, name="event_once"),
+        # The feed's and the endpoints' `_id` windows (SecantusDB serves no `_id` range from the primary key).
+        IndexModel([("_id", DESCENDING)], name="newest"),
         IndexModel([("author.kind", ASCENDING), ("author.id", ASCENDING), ("_id", ASCENDING)], name="author_order"),
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry"),
     ],

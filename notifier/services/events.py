@@ -196,12 +196,9 @@ class EventLog:
         `until`, and the position after them (the whole stretch up to `until` when there were none)."""
         instant, last = position
         deliveries = self.store.deliveries
-        found = await (
-            deliveries.find({"events": True, "event_at": instant, "_id": {"$gt": last}}, DELIVERY_FIELDS)
-            .sort("_id", 1)
-            .limit(READ_LIMIT)
-            .to_list(None)
-        )
+        # The rest of the instant read last, filtered here: with an `_id` term SecantusDB leaves the index.
+        at_instant = deliveries.find({"events": True, "event_at": instant}, DELIVERY_FIELDS).sort("_id", 1)
+        found = [doc for doc in await at_instant.to_list(None) if doc["_id"] > last][:READ_LIMIT]
         start, inclusive = instant, False  # the first window starts after `instant`, the others at their start
         while len(found) < READ_LIMIT and start < until:
             end = min(start + WINDOW, until)
@@ -251,12 +248,28 @@ class EventLog:
         self._touched.update(d["notification_id"] for d in deliveries if d["notification_id"] in authors)
         return stored
 
+    async def _changed_after(self, horizon: Position) -> set[ObjectId]:
+        """The notifications with a change after `horizon` (written since this run read): not complete yet."""
+        instant, last = horizon
+        found = self.store.deliveries.find(
+            {"events": True, "event_at": {"$gte": instant}}, {"notification_id": 1, "event_at": 1}
+        )
+        return {
+            doc["notification_id"]
+            for doc in await found.to_list(None)
+            if doc["event_at"] > instant or doc["_id"] > last
+        }
+
     async def _check_completions(self, horizon: Position) -> int:
         touched, self._touched = self._touched, set()
         rechecked, self._recheck = self._recheck, set()
+        candidates = touched | rechecked
+        if not candidates:
+            return 0
+        changing = await self._changed_after(horizon)
         stored = 0
-        for notification_id in touched | rechecked:
-            completed = await self._complete_if_done(notification_id, horizon)
+        for notification_id in candidates - changing:
+            completed = await self._complete_if_done(notification_id)
             if completed is None and notification_id in touched:
                 self._recheck.add(notification_id)
             stored += completed or 0
@@ -265,22 +278,14 @@ class EventLog:
     async def _store_new(self, candidates: list[dict]) -> int:
         if not candidates:
             return 0
-        known = {
-            doc["key"]
-            async for doc in self.store.events.find({"key": {"$in": [c["key"] for c in candidates]}}, {"key": 1})
-        }
         now = self.clock.now()
         fresh = []
         for candidate in candidates:
-            if candidate["key"] in known:
-                continue
             self._last_id = event_id_after(self._last_id)
             fresh.append({"_id": self._last_id, **candidate, "created_at": now, "expires_at": now + self.keep})
-        if not fresh:
-            return 0
         try:
             await self.store.events.insert_many(fresh, ordered=False)
-        except BulkWriteError as exc:  # another instance stored some (a lease that ran out): those stay theirs
+        except BulkWriteError as exc:  # a key stored before (read again, or by another instance): kept as it was
             if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
                 raise
             return exc.details.get("nInserted", 0)
@@ -300,10 +305,10 @@ class EventLog:
                 self._authors.clear()
         return {i: author for i in notification_ids if (author := self._authors.get(i)) is not None}
 
-    async def _complete_if_done(self, notification_id: ObjectId, horizon: Position) -> int | None:
-        """`notification.completed`, once every delivery of the notification is final and its last change
-        is published (none changed after `horizon`, the position read to: the next run publishes it first).
-        How many events it stored; None when its counts still show deliveries under way."""
+    async def _complete_if_done(self, notification_id: ObjectId) -> int | None:
+        """`notification.completed`, once every delivery of the notification is final (its last change
+        published: the caller checked that none came after). How many events it stored; None when its counts
+        still show deliveries under way (they are written a moment after the change)."""
         counts = await self.store.counts.find_one({"_id": notification_id})
         if counts is not None and any(n for status, n in shown(counts)[0].items() if status in UNDER_WAY):
             return None
@@ -312,16 +317,13 @@ class EventLog:
         )
         if notification is None or in_progress(notification):  # completed already, or not one that completes
             return 0
-        deliveries = self.store.deliveries
-        if await deliveries.find_one({"notification_id": notification_id, "status": {"$in": list(UNDER_WAY)}}):
-            return 0  # its counts were off; the counts reconciler sets them right, and the sweep looks again
-        instant, last = horizon
-        for after in ({"event_at": {"$gt": instant}}, {"event_at": instant, "_id": {"$gt": last}}):
-            if await deliveries.find_one({"notification_id": notification_id, "events": True, **after}, {"_id": 1}):
-                return 0
-        statuses = await deliveries.aggregate(
+        # The counts say final; the deliveries have the last word (a crash can leave counts short until the
+        # counts reconciler's pass), once per notification, and give the event's counts.
+        statuses = await self.store.deliveries.aggregate(
             [{"$match": {"notification_id": notification_id}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
         ).to_list(None)
+        if any(group["_id"] in UNDER_WAY for group in statuses):
+            return 0  # its counts were off; the counts reconciler sets them right, and the sweep looks again
         author = notification["author"]
         completed = {
             "key": f"{notification_id}:completed",
@@ -344,8 +346,10 @@ class EventLog:
         found = await self.store.notifications.find(query, {"_id": 1}).limit(COMPLETION_SWEEP_LIMIT).to_list(None)
         self._swept_to = found[-1]["_id"] if len(found) == COMPLETION_SWEEP_LIMIT else None
         stored = 0
+        changing = await self._changed_after(horizon) if found else set()
         for notification in found:
-            stored += await self._complete_if_done(notification["_id"], horizon) or 0
+            if notification["_id"] not in changing:
+                stored += await self._complete_if_done(notification["_id"]) or 0
         return stored
 
     # --- reading ---
