@@ -71,7 +71,7 @@ FIRST_ID = ObjectId(bytes(12))  # below every id: (instant, FIRST_ID) is before 
 Position = tuple[datetime, ObjectId]  # where a read of the tracked deliveries stands: (event_at, _id) read last
 READ_LIMIT = 1000  # deliveries one read of the log takes
 WINDOW = timedelta(seconds=60)  # of event_at, per read: a backlog costs a window's matches, not all of them
-TRAILING_EVERY = 8  # idle runs between two reads of the trailing cursor
+TRAILING_EVERY = 8  # runs between two reads of the trailing cursor (READ_LIMIT each: it keeps up)
 COMPLETION_SWEEP_EVERY = 40  # runs between two sweeps of the tracked notifications not yet completed
 COMPLETION_SWEEP_LIMIT = 50
 DELIVERY_FIELDS = {"event_log": 1, "event_at": 1, "notification_id": 1, "user_id": 1, "channel": 1, "status": 1}
@@ -174,7 +174,7 @@ class EventLog:
         found, position = await self._read_after(position, now)
         stored = await self._publish(found)
         trailing: list[dict] = []
-        if self.late_window and (found or self._runs % TRAILING_EVERY == 0):
+        if self.late_window and self._runs % TRAILING_EVERY == 0:
             # Again, late_window behind: what became visible after later writes (concurrent writers).
             trailing, late = await self._read_after(late, min(position[0], now - self.late_window))
             stored += await self._publish(trailing)
