@@ -490,7 +490,7 @@ def test_server_killed_while_deliveries_are_deferred_by_quiet_hours_then_restart
     rig = outage_rig.ready()
     now = datetime.now(UTC)
     # Long enough for every consumer to reach each of them inside it (one reached after it is sent at once).
-    window_end = now + timedelta(seconds=max(20, N / 60))
+    window_end = now + timedelta(seconds=max(30, N / 40))
     deferred = [f"f{i}" for i in range(1, N, 4)]
     expiring = [f"f{i}" for i in range(2, N, 4)]
     start = (now - timedelta(hours=1)).strftime("%H:%M:%S")
