@@ -56,6 +56,18 @@ PUBLISHED = Counter(
 QUEUE_MESSAGES = Gauge(
     "notifier_queue_messages", "Messages waiting in each queue (read when scraped)", ["queue"], registry=REGISTRY
 )
+EVENT_POSTS = Counter(
+    "notifier_event_posts_total",
+    "Status events POSTed to endpoints, by result (acknowledged, failed)",
+    ["result"],
+    registry=REGISTRY,
+)
+EVENT_LAG_SECONDS = Histogram(
+    "notifier_event_lag_seconds",
+    "From a state change to an endpoint's acknowledgement of its event (a repeat or a replay counts again)",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+    registry=REGISTRY,
+)
 # What a consumer process counts (queue/batch.py). registry=None: in multiprocess mode the values go to the
 # PROMETHEUS_MULTIPROC_DIR files whatever the registry, and the server collects them (ConsumerMetrics).
 DELIVERIES = Counter(

@@ -39,6 +39,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from ..access import Principal, Role
 from ..clock import Clock
 from ..errors import Conflict, Invalid, NotFound
+from ..metrics import EVENT_LAG_SECONDS, EVENT_POSTS
 from ..outbound import DestinationRefused, OutboundHTTP
 from ..settings import Settings
 from ..store import Store
@@ -316,6 +317,11 @@ class EventSender:
                 return await self._post(endpoint, event, keys)
 
         results = await asyncio.gather(*(post(event) for event in events))
+        answered = time.time()
+        for event, (ok, *_) in zip(events, results, strict=True):
+            EVENT_POSTS.labels("acknowledged" if ok else "failed").inc()
+            if ok:
+                EVENT_LAG_SECONDS.observe(max(0.0, answered - event["at"].timestamp()))
         acknowledged = 0
         for ok, _status, _error, _seconds in results:
             if not ok:

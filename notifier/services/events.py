@@ -283,13 +283,15 @@ class EventLog:
         for candidate in candidates:
             self._last_id = event_id_after(self._last_id)
             fresh.append({"_id": self._last_id, **candidate, "created_at": now, "expires_at": now + self.keep})
+        refused: set[int] = set()
         try:
             await self.store.events.insert_many(fresh, ordered=False)
         except BulkWriteError as exc:  # a key stored before (read again, or by another instance): kept as it was
-            if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != 11000 for error in errors):
                 raise
-            return exc.details.get("nInserted", 0)
-        return len(fresh)
+            refused = {error["index"] for error in errors}
+        return len(fresh) - len(refused)
 
     async def _authors_of(self, notification_ids: set[ObjectId]) -> dict[ObjectId, dict]:
         """The authors of tracked notifications (notifications never change author: cached)."""

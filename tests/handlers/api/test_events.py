@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from bson import ObjectId
 
+from notifier.metrics import EVENT_POSTS
+
 from ...queue.conftest import consumer, pipeline_settings, smtp  # noqa: F401  (shared pipeline fixtures)
 from ...support import eventually
 
@@ -70,6 +72,7 @@ async def test_each_state_change_reaches_the_endpoint_once_signed_and_the_feed_l
     api, ctx, client_app, consumer, peer
 ):
     await users(ctx, "ann", "bob")
+    posted_before = EVENT_POSTS.labels("acknowledged")._value.get()
     endpoint = await add_endpoint(api, client_app, peer.url + "/hooks")
     assert endpoint["secret"].startswith("whsec_") and endpoint["enabled"] is True
     created = await api.post(
@@ -108,6 +111,7 @@ async def test_each_state_change_reaches_the_endpoint_once_signed_and_the_feed_l
 
     await pump(ctx, 3)  # nothing more: each change once
     assert len(peer.requests) == 4
+    assert EVENT_POSTS.labels("acknowledged")._value.get() - posted_before == 4
 
 
 @pytest.mark.gen_test(timeout=90)
