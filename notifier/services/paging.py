@@ -55,8 +55,9 @@ def _cursor_id(cursor: str) -> ObjectId:
         raise Invalid.field("cursor", "is not a cursor from this list") from None
 
 
-def seconds_of(oid: ObjectId) -> int:
-    return int.from_bytes(oid.binary[:4], "big")
+def seconds_of(oid: ObjectId) -> float:
+    """The second an ObjectId was made in (since the epoch)."""
+    return float(int.from_bytes(oid.binary[:4], "big"))
 
 
 def floor_id(seconds: float) -> ObjectId:

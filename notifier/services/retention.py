@@ -39,6 +39,7 @@ from ..domain import FINAL_STATUSES
 from ..settings import Settings
 from ..store import Store
 from .inbox import CHANGE_FIELDS, EXPIRED, INBOX, SENT, InboxLog, Tally, tally_of
+from .paging import floor_id, seconds_of
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +51,6 @@ WINDOWS_PER_RUN = 100  # empty windows cost a short read each; this bounds a run
 BATCHES_PER_RUN = 20  # deletes of RETENTION_BATCH documents
 STRAGGLER_MARGIN = DAY  # a notification waits until the delivery walk is this far past it
 ID_SKEW = 60.0  # deliveries are created after their notification; ids of other instances may be this early
-
-
-def id_at(seconds: float) -> ObjectId:
-    """The smallest ObjectId of the second `seconds` (since the epoch)."""
-    return ObjectId(int(min(max(seconds, 0), 2**32 - 1)).to_bytes(4, "big") + bytes(8))
-
-
-def seconds_of(oid: ObjectId) -> float:
-    return float(int.from_bytes(oid.binary[:4], "big"))
 
 
 def at_of(seconds: float) -> datetime:
@@ -148,8 +140,8 @@ class Retention:
         if name == "audit":
             return self.store.audit, "at", at_of, {"at": 1}
         if name == "deliveries":
-            return self.store.deliveries, "_id", id_at, DELIVERY_FIELDS
-        return self.store.notifications, "_id", id_at, {"pending_schedule_since": 1}
+            return self.store.deliveries, "_id", floor_id, DELIVERY_FIELDS
+        return self.store.notifications, "_id", floor_id, {"pending_schedule_since": 1}
 
     async def _walk(self, name: str, walk: Walk, cutoff: float, run: Run) -> None:
         collection, key, bound, fields = self._kind(name)
