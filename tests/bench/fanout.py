@@ -17,29 +17,7 @@ def run(infra: Infra, n: int, consumers: int, **env: str) -> dict:
         auth = admin_header(service)
         users = add_users(service, auth, n)
         wait_consumers(service, auth, consumers)
-        infra.sink.reset()
-        started = time.time()
-        status, created = service.call(
-            "POST",
-            "/api/v1/notifications",
-            {
-                "title": "Hello {{ name }}",
-                "text": "Your weekly digest is ready.",
-                "channel": "email",
-                "recipients": users,
-            },
-            auth,
-        )
-        accepted, answer = time.time(), status
-        assert status in (201, 202), created
-        stats = infra.sink.wait_for(n, key=created["id"], timeout=max(600, n / 50))
-        while True:
-            status, detail = service.call("GET", f"/api/v1/notifications/{created['id']}", None, auth)
-            if detail["counts"].get("sent", 0) == n:
-                break
-            time.sleep(POLL)
-        finished = time.time()
-        assert stats["duplicates"] == 0, stats
+        started, accepted, answer, stats, finished = send_to_all(infra, service, auth, users)
         return {
             "rate": n / (finished - started),
             "api_seconds": accepted - started,
@@ -50,6 +28,31 @@ def run(infra: Infra, n: int, consumers: int, **env: str) -> dict:
     finally:
         service.stop()
         service.cleanup(max_recipients=n)
+
+
+def send_to_all(infra: Infra, service, auth: str, users: list[str], text: str = "Your weekly digest is ready."):
+    """One email notification to `users`, waited for until every delivery is `sent`: (started, answered,
+    answer status, the sink's stats, finished), times from time.time()."""
+    n = len(users)
+    infra.sink.reset()
+    started = time.time()
+    status, created = service.call(
+        "POST",
+        "/api/v1/notifications",
+        {"title": "Hello {{ name }}", "text": text, "channel": "email", "recipients": users},
+        auth,
+    )
+    accepted = time.time()
+    assert status in (201, 202), created
+    stats = infra.sink.wait_for(n, key=created["id"], timeout=max(600, n / 50))
+    while True:
+        _, detail = service.call("GET", f"/api/v1/notifications/{created['id']}", None, auth)
+        if detail["counts"].get("sent", 0) == n:
+            break
+        time.sleep(POLL)
+    finished = time.time()
+    assert stats["duplicates"] == 0, stats
+    return started, accepted, status, stats, finished
 
 
 def wait_consumers(service, auth: str, count: int, timeout: float = 60) -> None:
