@@ -17,14 +17,16 @@ split of what waits between pending and queued is close while a notification run
 waits (`shown` keeps the two within what waits).
 
 **Reconciled.** An increment is written after the transition it counts: a process killed between the two,
-or a failed increment, loses it (an increment applied twice is possible too, in a race with the
-reconciler). The counts reconciler (`Counts.reconcile`, job "counts reconciler", run by the server every
-COUNTS_RECONCILE_INTERVAL) repairs that: it recomputes from the deliveries, at most COUNTS_RECONCILE_BATCH
-notifications per run, the counts of notifications whose counts document is open (every increment opens
-it) and unchanged for COUNTS_QUIET seconds, when they changed since their last check or were last checked
-COUNTS_RECHECK seconds ago. It writes the recomputed counts only if no increment came in meanwhile (the
-`version` guard), and closes the document when nothing waits or is being sent; a notification still under
-way stays open (a lost increment of its last batch would otherwise never be found).
+or a failed increment, loses it. The counts reconciler (`Counts.reconcile`, job "counts reconciler", run
+by the server every COUNTS_RECONCILE_INTERVAL) repairs that: it recomputes from the deliveries, at most
+COUNTS_RECONCILE_BATCH notifications per run, the counts of notifications whose counts document is open
+(every increment opens it) and unchanged for COUNTS_QUIET seconds, when they changed since their last check
+or were last checked COUNTS_RECHECK seconds ago. It writes the recomputed counts only if no increment came
+in meanwhile (the `version` guard) and none of the deliveries was written within COUNTS_QUIET (a batch whose
+deliveries are written but whose increment is still on its way would be counted twice), and closes the
+document when nothing waits or is being sent; a notification still under way stays open (a lost increment
+of its last batch would otherwise never be found). An increment slower than COUNTS_QUIET can still count
+its batch twice; it reopens the document, so the next pass repairs it.
 
 What the detail says (NotificationService.get): the maintained counts. Without a crash they are exact at
 every moment but for the pending/queued split; once a notification is final and quiet for COUNTS_QUIET, the
@@ -233,18 +235,32 @@ class Counts:
 
     async def exact(self, notification_id: ObjectId) -> tuple[dict[str, int], dict[str, int]]:
         """Counted from the deliveries: one aggregation over all of the notification's deliveries."""
+        counts, reasons, _ = await self._count(notification_id)
+        return counts, reasons
+
+    async def _count(self, notification_id: ObjectId) -> tuple[dict[str, int], dict[str, int], datetime | None]:
+        """`exact`, and the last instant one of the deliveries was written at."""
         counts: dict[str, int] = {}
         reasons: dict[str, int] = {}
+        latest: datetime | None = None
         pipeline: list[dict] = [
             {"$match": {"notification_id": notification_id}},
-            {"$group": {"_id": {"status": "$status", "reason": "$reason"}, "n": {"$sum": 1}}},
+            {
+                "$group": {
+                    "_id": {"status": "$status", "reason": "$reason"},
+                    "n": {"$sum": 1},
+                    "latest": {"$max": "$updated_at"},
+                }
+            },
         ]
         async for group in self.deliveries.aggregate(pipeline):
             status, reason = group["_id"]["status"], group["_id"].get("reason")
             counts[status] = counts.get(status, 0) + group["n"]
             if reason and status in REASONED:
                 reasons[reason] = reasons.get(reason, 0) + group["n"]
-        return counts, reasons
+            if group.get("latest") is not None and (latest is None or group["latest"] > latest):
+                latest = group["latest"]
+        return counts, reasons, latest
 
     # --- the counts reconciler ---
 
@@ -258,7 +274,7 @@ class Counts:
         repaired = 0
         for document in [d for d in candidates if _due(d, now, recheck)][:limit]:
             try:
-                repaired += await self.recompute(document, now)
+                repaired += await self.recompute(document, now, quiet)
             except PyMongoError:
                 raise
             except Exception:  # one bad document never stops the run
@@ -267,10 +283,13 @@ class Counts:
             log.warning("counts reconciler: repaired the counts of %d notifications", repaired)
         return repaired
 
-    async def recompute(self, document: Mapping, now: datetime) -> bool:
-        """Write the exact counts over `document` (as read), unless an increment came in since; True when
-        they differed."""
-        counts, reasons = await self.exact(document["_id"])
+    async def recompute(self, document: Mapping, now: datetime, quiet: float = 0) -> bool:
+        """Write the exact counts over `document` (as read), unless an increment came in since or one of the
+        deliveries was written within `quiet` seconds (its batch's increment may be on its way: counted now,
+        it would count twice); True when they differed."""
+        counts, reasons, latest = await self._count(document["_id"])
+        if latest is not None and latest > now - timedelta(seconds=quiet):
+            return False
         exact = _raw(counts, reasons)
         differed = shown(document) != shown(exact)
         update: dict = {"$set": {**exact, "checked_at": now}}
