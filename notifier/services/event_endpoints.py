@@ -12,12 +12,12 @@ secret. Any 2xx acknowledges it. It goes through the outbound-HTTP policy (notif
 destination a caller chooses.
 
 **The sender** (job "event sender", on the instance holding its lease) keeps a cursor per endpoint: the last
-event acknowledged. Each round POSTs the next EVENT_BATCH events, EVENT_CONCURRENCY at a time, and moves
-the cursor past the longest acknowledged prefix; a repeat of an acknowledged one carries the same id
-(receivers drop repeats by it). A failure holds the endpoint back EVENT_RETRY_FIRST seconds, doubling per
-failed round up to EVENT_RETRY_MAX; an endpoint failing for EVENT_DISABLE_AFTER seconds is disabled (its
-events still accumulate; enabled again, it resumes at its cursor). A replay moves the cursor back to an
-instant: the events since are sent again, with the same ids.
+event acknowledged. Each round POSTs the next EVENT_BATCH events, EVENT_CONCURRENCY at a time (none more once
+one failed), and moves the cursor past the longest acknowledged prefix; a repeat of an acknowledged one
+carries the same id (receivers drop repeats by it). A failure holds the endpoint back EVENT_RETRY_FIRST
+seconds, doubling per failed round up to EVENT_RETRY_MAX; an endpoint failing for EVENT_DISABLE_AFTER seconds
+is disabled (its events still accumulate; enabled again, it resumes at its cursor). A replay moves the cursor
+back to an instant: the events since are sent again, with the same ids.
 """
 
 from __future__ import annotations
@@ -312,22 +312,30 @@ class EventSender:
             f"{author['kind']}:{author['id']}", asyncio.Semaphore(self.settings.event_concurrency)
         )
 
-        async def post(event: dict) -> tuple[bool, int | None, str | None, float]:
-            async with slots:
-                return await self._post(endpoint, event, keys)
+        failing = asyncio.Event()
 
-        results = await asyncio.gather(*(post(event) for event in events))
+        async def post(event: dict) -> tuple[bool, int | None, str | None, float] | None:
+            async with slots:
+                if failing.is_set():  # past the first failure the cursor cannot move: not sent this round
+                    return None
+                result = await self._post(endpoint, event, keys)
+                if not result[0]:
+                    failing.set()
+                return result
+
+        posted = await asyncio.gather(*(post(event) for event in events))
+        acknowledged = 0
+        for result in posted:
+            if result is None or not result[0]:
+                break
+            acknowledged += 1
+        sent = [(event, result) for event, result in zip(events, posted, strict=True) if result is not None]
         answered = time.time()
-        for event, (ok, *_) in zip(events, results, strict=True):
+        for event, (ok, *_) in sent:
             EVENT_POSTS.labels("acknowledged" if ok else "failed").inc()
             if ok:
                 EVENT_LAG_SECONDS.observe(max(0.0, answered - event["at"].timestamp()))
-        acknowledged = 0
-        for ok, _status, _error, _seconds in results:
-            if not ok:
-                break
-            acknowledged += 1
-        failed = [(event, result) for event, result in zip(events, results, strict=True) if not result[0]]
+        failed = [(event, result) for event, result in sent if not result[0]]
         attempts = [
             {
                 "endpoint_id": endpoint["_id"],
@@ -342,16 +350,16 @@ class EventSender:
             }
             for event, (_ok, status, error, seconds) in failed
         ]
-        done = len(events) - len(failed)
+        done = [event for event, result in sent if result[0]]
         if done:
             attempts.append(
                 {
                     "endpoint_id": endpoint["_id"],
                     "at": now,
                     "ok": True,
-                    "events": done,
-                    "first_event_id": str(events[0]["_id"]),
-                    "last_event_id": str(events[-1]["_id"]),
+                    "events": len(done),
+                    "first_event_id": str(done[0]["_id"]),
+                    "last_event_id": str(done[-1]["_id"]),
                     "expires_at": now + timedelta(days=self.settings.events_days),
                 }
             )
@@ -380,7 +388,7 @@ class EventSender:
         await self.store.event_endpoints.update_one(
             {"_id": endpoint["_id"], "cursor": endpoint["cursor"]}, {"$set": changes}
         )
-        return acknowledged, not failed and len(events) == batch
+        return acknowledged, not failed and len(posted) == batch
 
     async def _post(self, endpoint: dict, event: dict, keys: list[str]) -> tuple[bool, int | None, str | None, float]:
         """(acknowledged, HTTP status, error, seconds)."""

@@ -207,6 +207,35 @@ async def test_a_receiver_answering_500_gets_the_event_again_until_it_takes_it_t
     await eventually(resumed, timeout=20, message="bob's event once enabled again")
 
 
+@pytest.mark.gen_test(timeout=90)
+async def test_a_round_stops_posting_at_its_first_failure_and_resumes_there(api, ctx, client_app, consumer, peer):
+    recipients = [f"r{i}" for i in range(12)]
+    await users(ctx, *recipients)
+    peer.answers = [(503, {"down": True})]
+    ctx.event_sender.settings = dataclasses.replace(ctx.settings, event_concurrency=1)
+    endpoint = await add_endpoint(api, client_app, peer.url, types=["delivery.sent"])
+    await api.post("/api/v1/notifications", {**NOTE, "recipients": recipients}, auth=client_app.header)
+
+    async def all_sent():
+        await ctx.event_log.collect()
+        return await ctx.store.events.count_documents({"type": "delivery.sent"}) == len(recipients)
+
+    await eventually(all_sent, timeout=40, message="every delivery sent and its event stored")
+    await pump(ctx)
+    assert len(peer.requests) == 1  # the first failed: the other eleven wait for the next round
+    attempts = await ctx.event_endpoints.attempts(ObjectId(endpoint["id"]))
+    assert [attempt["ok"] for attempt in attempts] == [False]
+    peer.answers = [(200, {"ok": True})]
+
+    async def delivered():
+        await pump(ctx)
+        return {request.json["data"]["user_id"] for request in peer.requests} == set(recipients)
+
+    await eventually(delivered, timeout=30, message="every event once the receiver takes them")
+    ids = [request.json["id"] for request in peer.requests]
+    assert len(ids) == len(recipients) + 1 and len(set(ids)) == len(recipients)  # the first one twice
+
+
 @pytest.mark.gen_test(timeout=60)
 async def test_a_client_sees_and_changes_only_its_own_endpoints_and_events(
     api, ctx, client_app, other_client_app, consumer, peer
