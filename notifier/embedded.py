@@ -195,6 +195,10 @@ class EmbeddedMongo(EmbeddedProcess):
             str(self.data_dir),
             "--log-level",
             "WARNING",
+            # No replica-set advertisement, hence no oplog: notifier uses neither transactions nor change
+            # streams, and a full oplog's pruning held the whole server for 30 s at a time (every request
+            # timed out) once 100,000 entries were reached, which a busy day does.
+            "--standalone",
         ]
         if self.setup_file is None:
             return [*command, "--auth"]

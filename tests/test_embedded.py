@@ -37,6 +37,22 @@ def test_starts_keeps_data_across_restarts_and_is_found_by_other_commands(tmp_pa
         again.stop()
 
 
+def test_it_runs_standalone_and_keeps_no_oplog(tmp_path):
+    """A replica-set member's oplog, pruned once it holds 100,000 entries, held the whole server for 30 s
+    at a time in a benchmark; notifier needs neither it nor anything that depends on it."""
+    server = EmbeddedMongo(str(tmp_path / "db"))
+    url = server.start()
+    try:
+        with MongoClient(url, serverSelectionTimeoutMS=5000) as client:
+            client.t.c.insert_many([{"n": i} for i in range(50)])
+            client.t.c.update_many({}, {"$inc": {"n": 1}})
+            hello = client.admin.command("hello")
+            assert "setName" not in hello and hello["isWritablePrimary"] is True
+            assert client.local.oplog.rs.estimated_document_count() == 0
+    finally:
+        server.stop()
+
+
 def test_a_client_without_the_generated_credentials_is_refused(tmp_path):
     server = EmbeddedMongo(str(tmp_path / "db"))
     url = server.start()
