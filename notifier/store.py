@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.errors import OperationFailure
 
 log = logging.getLogger(__name__)
 
+EVENT_RECORDED = {"event_at": {"$gt": datetime(2000, 1, 1, tzinfo=UTC)}}
 INDEXES: dict[str, list[IndexModel]] = {
     "admins": [IndexModel([("username", ASCENDING)], unique=True)],
     "clients": [IndexModel([("login", ASCENDING)], unique=True)],
@@ -58,9 +60,12 @@ INDEXES: dict[str, list[IndexModel]] = {
         # Only deliveries waiting for their send_at (the scheduled wake-up's query).
         IndexModel([("available_at", ASCENDING)], partialFilterExpression={"status": "scheduled"}, name="scheduled"),
         IndexModel([("available_at", ASCENDING)], partialFilterExpression={"status": "deferred"}, name="deferred"),
-        # Only deliveries that record status events (services/events.py): the event log reads them by change.
+        # Only deliveries with a recorded status event (services/events.py): the event log reads them by
+        # change. Entered at a tracked delivery's first event, not at its insert, claim and marking (each
+        # write of a document rewrites its entries in every index it is in). Queries name `event_at` alone:
+        # with `events` beside it, SecantusDB scans the collection.
         IndexModel(
-            [("event_at", ASCENDING), ("_id", ASCENDING)], partialFilterExpression={"events": True}, name="events"
+            [("event_at", ASCENDING), ("_id", ASCENDING)], partialFilterExpression=EVENT_RECORDED, name="event_changes"
         ),
     ],
     # Status events in id order (the feed's and each endpoint's), one per recorded change (`key`).
@@ -101,6 +106,9 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("finished_at", ASCENDING)], expireAfterSeconds=90 * 24 * 3600, name="history"),
     ],
 }
+
+# Indexes an earlier version created that this one replaced.
+RETIRED_INDEXES = {"deliveries": ["events"]}
 
 
 def connect(url: str, timeout_ms: int) -> AsyncIOMotorClient:
@@ -143,6 +151,12 @@ class Store:
 
     async def ensure_indexes(self) -> None:
         """Create every index; safe to repeat (create_indexes is idempotent for identical specs)."""
+        for name, retired in RETIRED_INDEXES.items():
+            for index in retired:
+                try:
+                    await self.db[name].drop_index(index)
+                except OperationFailure:  # not there (a new database, or dropped before)
+                    pass
         for name, indexes in INDEXES.items():
             await self.db[name].create_indexes(indexes)
 

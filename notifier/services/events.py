@@ -16,7 +16,9 @@ per entry, keyed `<delivery>:<entry>` (unique: an entry read twice is stored onc
 new ObjectId, above every one before (the feed's order); its string is the event id callers see, in the
 feed, in the webhook body and as `Idempotency-Key`. The cursor moves after the inserts. A second cursor
 reads everything again EVENT_LATE_WINDOW seconds later, for writes that became visible after later ones
-(concurrent writers on MongoDB). `notification.completed` is inserted once a tracked notification has no
+(concurrent writers on MongoDB): it reads each delivery's last entry, and the whole log only of deliveries
+whose last entry this process did not publish (after a restart, or on another instance: what was published
+is refused by the key). `notification.completed` is inserted once a tracked notification has no
 delivery under way and no state change left to publish (checked in each run that is caught up, for the
 notifications it saw change, and by a slower sweep of the tracked notifications not yet completed, for what
 a crash interrupted).
@@ -28,6 +30,8 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -75,6 +79,8 @@ TRAILING_EVERY = 8  # runs between two reads of the trailing cursor (READ_LIMIT 
 COMPLETION_SWEEP_EVERY = 40  # runs between two sweeps of the tracked notifications not yet completed
 COMPLETION_SWEEP_LIMIT = 50
 DELIVERY_FIELDS = {"event_log": 1, "event_at": 1, "notification_id": 1, "user_id": 1, "channel": 1, "status": 1}
+LAST_ENTRY_FIELDS = {"event_at": 1, "event_log": {"$slice": -1}}  # the trailing cursor's
+SEEN_MOST = 200_000  # deliveries whose published change is remembered for the trailing cursor
 
 
 def _position(stored: list | tuple) -> Position:
@@ -85,6 +91,11 @@ def _persisted(stored: Position, reached: Position, read_some: bool) -> Position
     """What a run writes of the position it reached: past an idle stretch only once it is a WINDOW long (a
     write every run would cost the database more than the run; read again, the stretch is still empty)."""
     return reached if read_some or reached[0] - stored[0] >= WINDOW else stored
+
+
+def _last_entry(delivery: dict) -> str:
+    log = delivery.get("event_log") or [{}]
+    return log[-1].get("id", "")
 
 
 def entry(event_type: str, at: datetime, reason: str | None = None) -> dict:
@@ -144,6 +155,9 @@ class EventLog:
         self._touched: set[ObjectId] = set()
         self._recheck: set[ObjectId] = set()
         self._swept_to: ObjectId | None = None
+        # Per delivery, the last entry of its log this process published, and when: the trailing cursor
+        # skips deliveries whose last entry it is (storing it again, refused, costs the database a write).
+        self._seen: OrderedDict[ObjectId, tuple[str, float]] = OrderedDict()
 
     # --- tracking ---
 
@@ -176,8 +190,8 @@ class EventLog:
         trailing: list[dict] = []
         if self.late_window and self._runs % TRAILING_EVERY == 0:
             # Again, late_window behind: what became visible after later writes (concurrent writers).
-            trailing, late = await self._read_after(late, min(position[0], now - self.late_window))
-            stored += await self._publish(trailing)
+            trailing, late = await self._read_after(late, min(position[0], now - self.late_window), LAST_ENTRY_FIELDS)
+            stored += await self._publish(await self._unseen(trailing))
         if len(found) < READ_LIMIT:  # caught up: what changed is published, completions can be told
             stored += await self._check_completions(position)
             if self._runs % COMPLETION_SWEEP_EVERY == 0:
@@ -191,20 +205,22 @@ class EventLog:
             await self.store.meta.update_one({"_id": STATE_ID}, {"$set": moved}, upsert=True)
         return stored
 
-    async def _read_after(self, position: Position, until: datetime) -> tuple[list[dict], Position]:
+    async def _read_after(
+        self, position: Position, until: datetime, fields: dict = DELIVERY_FIELDS
+    ) -> tuple[list[dict], Position]:
         """Up to READ_LIMIT tracked deliveries after `position` in (event_at, _id) order, changed before
         `until`, and the position after them (the whole stretch up to `until` when there were none)."""
         instant, last = position
         deliveries = self.store.deliveries
         # The rest of the instant read last, filtered here: with an `_id` term SecantusDB leaves the index.
-        at_instant = deliveries.find({"events": True, "event_at": instant}, DELIVERY_FIELDS).sort("_id", 1)
+        at_instant = deliveries.find({"event_at": instant}, fields).sort("_id", 1)
         found = [doc for doc in await at_instant.to_list(None) if doc["_id"] > last][:READ_LIMIT]
         start, inclusive = instant, False  # the first window starts after `instant`, the others at their start
         while len(found) < READ_LIMIT and start < until:
             end = min(start + WINDOW, until)
             bounds = {"$gte" if inclusive else "$gt": start, "$lt": end}
             found += await (
-                deliveries.find({"events": True, "event_at": bounds}, DELIVERY_FIELDS)
+                deliveries.find({"event_at": bounds}, fields)
                 .sort([("event_at", 1), ("_id", 1)])
                 .limit(READ_LIMIT - len(found))
                 .to_list(None)
@@ -215,6 +231,24 @@ class EventLog:
         if inclusive:  # every window read up to `until`, none with a change: the position is past them
             return found, (start, FIRST_ID)
         return found, position
+
+    async def _unseen(self, changes: list[dict]) -> list[dict]:
+        """The deliveries of these changes (read with LAST_ENTRY_FIELDS) whose last entry this process has
+        not published, read whole."""
+        ids = [change["_id"] for change in changes if self._seen.get(change["_id"], ("", 0))[0] != _last_entry(change)]
+        if not ids:
+            return []
+        found = self.store.deliveries.find({"_id": {"$in": ids}}, DELIVERY_FIELDS)
+        return await found.to_list(None)
+
+    def _remember(self, deliveries: list[dict]) -> None:
+        now = time.monotonic()
+        for delivery in deliveries:
+            self._seen[delivery["_id"]] = (_last_entry(delivery), now)
+            self._seen.move_to_end(delivery["_id"])
+        keep = self.late_window.total_seconds() * 2 + WINDOW.total_seconds()
+        while self._seen and (len(self._seen) > SEEN_MOST or next(iter(self._seen.values()))[1] < now - keep):
+            self._seen.popitem(last=False)
 
     async def _publish(self, deliveries: list[dict]) -> int:
         """Store the events of these deliveries' entries that are not stored yet, then the completions they
@@ -245,15 +279,15 @@ class EventLog:
                     "reason": logged.get("reason"),
                 }
         stored = await self._store_new(list(candidates.values()))
+        if self.late_window:
+            self._remember(deliveries)
         self._touched.update(d["notification_id"] for d in deliveries if d["notification_id"] in authors)
         return stored
 
     async def _changed_after(self, horizon: Position) -> set[ObjectId]:
         """The notifications with a change after `horizon` (written since this run read): not complete yet."""
         instant, last = horizon
-        found = self.store.deliveries.find(
-            {"events": True, "event_at": {"$gte": instant}}, {"notification_id": 1, "event_at": 1}
-        )
+        found = self.store.deliveries.find({"event_at": {"$gte": instant}}, {"notification_id": 1, "event_at": 1})
         return {
             doc["notification_id"]
             for doc in await found.to_list(None)

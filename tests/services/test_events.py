@@ -149,6 +149,39 @@ async def test_a_run_that_died_before_moving_its_cursor_and_a_late_visible_write
 
 
 @pytest.mark.gen_test(timeout=60)
+async def test_the_trailing_cursor_stores_again_only_what_this_process_did_not_publish(ctx, monkeypatch):
+    ctx.event_log.late_window = timedelta(seconds=5)
+    _, [a, b] = await tracked(ctx, ["a", "b"])
+    await finish(ctx, await claim(ctx, [a, b]), [a, b], OutcomeKind.SENT)
+    await ctx.event_log.collect()
+    store_new = ctx.event_log._store_new
+    offered: list[str] = []
+
+    async def recording(candidates):
+        offered.extend(c["key"] for c in candidates)
+        return await store_new(candidates)
+
+    monkeypatch.setattr(ctx.event_log, "_store_new", recording)
+    state = await ctx.store.meta.find_one({"_id": STATE_ID})
+    behind = [state["cursor"][0] - timedelta(seconds=60), FIRST_ID]
+    await ctx.store.meta.update_one({"_id": STATE_ID}, {"$set": {"late": behind}})
+    for _ in range(events_module.TRAILING_EVERY):
+        await ctx.event_log.collect()
+    assert offered == []  # both read again, both published by this process: nothing stored twice
+    entry = {"id": str(ObjectId()), "type": "delivery.read", "at": ctx.clock.now(), "reason": None}
+    await ctx.store.deliveries.update_one(  # visible late, after the first cursor passed its instant
+        {"_id": a["_id"]},
+        {"$push": {"event_log": entry}, "$set": {"event_at": state["cursor"][0] - timedelta(seconds=10)}},
+    )
+    await ctx.store.meta.update_one({"_id": STATE_ID}, {"$set": {"late": behind}})
+    for _ in range(events_module.TRAILING_EVERY):
+        await ctx.event_log.collect()
+    assert {key.split(":")[0] for key in offered} == {str(a["_id"])}  # only a's log is read whole and stored
+    assert f"{a['_id']}:{entry['id']}" in offered
+    assert await delivery_events(ctx) == [("a", "delivery.read"), ("a", "delivery.sent"), ("b", "delivery.sent")]
+
+
+@pytest.mark.gen_test(timeout=60)
 async def test_racing_runs_of_two_instances_store_each_event_once(ctx):
     _, deliveries = await tracked(ctx, [f"u{i}" for i in range(40)])
     token = await claim(ctx, deliveries)
