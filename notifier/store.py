@@ -74,7 +74,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         # The feed's and the endpoints' `_id` windows (SecantusDB serves no `_id` range from the primary key).
         IndexModel([("_id", DESCENDING)], name="newest"),
         IndexModel([("author.kind", ASCENDING), ("author.id", ASCENDING), ("_id", ASCENDING)], name="author_order"),
-        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry"),
+        IndexModel([("expires_at", ASCENDING)], name="expires"),
     ],
     "event_endpoints": [
         IndexModel([("author.kind", ASCENDING), ("author.id", ASCENDING)], name="author"),
@@ -82,7 +82,7 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     "event_attempts": [
         IndexModel([("endpoint_id", ASCENDING), ("_id", DESCENDING)], name="endpoint_newest"),
-        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry"),
+        IndexModel([("expires_at", ASCENDING)], name="expires"),
     ],
     # One document per notification (services/counts.py); partial: only counts the reconciler has yet to check.
     "counts": [IndexModel([("changed_at", ASCENDING)], partialFilterExpression={"open": True}, name="open")],
@@ -90,25 +90,45 @@ INDEXES: dict[str, list[IndexModel]] = {
     # makes two writers of one user's next event take turns; kept until expires_at (INBOX_EVENTS_DAYS).
     "inbox_events": [
         IndexModel([("user_id", ASCENDING), ("seq", ASCENDING)], unique=True, name="user_seq"),
-        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry"),
+        IndexModel([("expires_at", ASCENDING)], name="expires"),
     ],
     "users": [IndexModel([("user_id", ASCENDING)], unique=True)],
     "schedules": [
         IndexModel([("enabled", ASCENDING), ("next_run_at", ASCENDING)]),
         IndexModel([("author.id", ASCENDING), ("_id", DESCENDING)]),
     ],
-    "login_failures": [IndexModel([("since", ASCENDING)], expireAfterSeconds=24 * 3600)],
-    "admin_sessions": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0)],
+    "login_failures": [IndexModel([("since", ASCENDING)], name="since")],
+    "admin_sessions": [IndexModel([("expires_at", ASCENDING)], name="expires")],
     "audit": [IndexModel([("at", DESCENDING)])],
     "schedule_runs": [
         IndexModel([("schedule_id", ASCENDING), ("_id", DESCENDING)]),
         IndexModel([("claimed_at", ASCENDING)], partialFilterExpression={"status": "firing"}, name="firing"),
-        IndexModel([("finished_at", ASCENDING)], expireAfterSeconds=90 * 24 * 3600, name="history"),
+        IndexModel([("finished_at", ASCENDING)], name="finished"),
     ],
 }
 
-# Indexes an earlier version created that this one replaced.
-RETIRED_INDEXES = {"deliveries": ["events"]}
+# Indexes an earlier version created that this one replaced. The TTL indexes went because SecantusDB expires
+# by reading every document of the collection under its global lock, once a minute: with a few days of
+# status events that held every request for 30 s at a time. Retention expires those records instead
+# (EXPIRING).
+RETIRED_INDEXES = {
+    "deliveries": ["events"],
+    "events": ["expiry"],
+    "event_attempts": ["expiry"],
+    "inbox_events": ["expiry"],
+    "login_failures": ["since_1"],
+    "admin_sessions": ["expires_at_1"],
+    "schedule_runs": ["history"],
+}
+# Records that go once `field` is `seconds` old (services/retention.py), each through the index on `field`.
+EXPIRING: dict[str, tuple[str, float]] = {
+    "events": ("expires_at", 0),
+    "event_attempts": ("expires_at", 0),
+    "inbox_events": ("expires_at", 0),
+    "login_failures": ("since", 24 * 3600),
+    "admin_sessions": ("expires_at", 0),
+    "schedule_runs": ("finished_at", 90 * 24 * 3600),
+}
 
 
 def connect(url: str, timeout_ms: int) -> AsyncIOMotorClient:

@@ -21,7 +21,7 @@ class Reservation:
 
 class AttemptStore:
     """Fixed windows of `window` seconds: one document per key and window, counted with one atomic $inc,
-    so concurrent attempts each see their own count. Old windows expire through the TTL index on `since`."""
+    so concurrent attempts each see their own count. Old windows expire through retention (EXPIRING in store.py)."""
 
     def __init__(self, store: Store, clock: Clock, window: float):
         self.collection = store.login_failures

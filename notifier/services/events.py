@@ -23,7 +23,7 @@ delivery under way and no state change left to publish (checked in each run that
 notifications it saw change, and by a slower sweep of the tracked notifications not yet completed, for what
 a crash interrupted).
 
-**Kept** EVENTS_DAYS (TTL index), and listed by `EventLog.after`: a caller's events in id order.
+**Kept** EVENTS_DAYS (then expired by retention), and listed by `EventLog.after`: a caller's events in id order.
 """
 
 from __future__ import annotations

@@ -11,7 +11,10 @@ The rule, per kind of record (settings RETENTION_*_DAYS; 0 keeps that kind forev
   notification, which the inbox and the delivery lists need;
 - an audit entry is deleted once it is older than RETENTION_AUDIT_DAYS.
 
-Schedule runs, login failures and admin sessions expire through their TTL indexes (store.py).
+Records with an end of life (status events and their endpoints' attempts, inbox events, login failures, admin
+sessions, schedule runs: `EXPIRING` in store.py) go once it passes, EXPIRY_BATCH at a time through the
+index on their date, up to EXPIRY_BATCHES per kind and run. Not through TTL indexes: SecantusDB expires
+those by reading every document of the collection, once a minute, holding every other request meanwhile.
 
 How: each kind is walked oldest first in short windows of `_id` (of `at` for the audit), from a position
 kept in the `meta` collection, so that every read covers a bounded stretch of history (SecantusDB, the
@@ -28,7 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -37,7 +40,7 @@ from motor.motor_asyncio import AsyncIOMotorCollection
 from ..clock import Clock
 from ..domain import FINAL_STATUSES
 from ..settings import Settings
-from ..store import Store
+from ..store import EXPIRING, Store
 from .inbox import CHANGE_FIELDS, EXPIRED, INBOX, SENT, InboxLog, Tally, tally_of
 from .paging import floor_id, seconds_of
 
@@ -51,6 +54,8 @@ WINDOWS_PER_RUN = 100  # empty windows cost a short read each; this bounds a run
 BATCHES_PER_RUN = 20  # deletes of RETENTION_BATCH documents
 STRAGGLER_MARGIN = DAY  # a notification waits until the delivery walk is this far past it
 ID_SKEW = 60.0  # deliveries are created after their notification; ids of other instances may be this early
+EXPIRY_BATCH = 500  # records of one kind deleted by one request
+EXPIRY_BATCHES = 4  # per kind and run: a backlog goes over several runs
 
 
 def at_of(seconds: float) -> datetime:
@@ -115,6 +120,7 @@ class Retention:
             walk = Walk.load(state.get("audit")) or await self._start(self.store.audit, "at")
             walks["audit"] = walk
             await self._walk("audit", walk, now - days * DAY, run)
+        await self._expire(run)
         if walks:
             await self.store.meta.update_one(
                 {"_id": STATE_ID}, {"$set": {name: walk.dump() for name, walk in walks.items()}}, upsert=True
@@ -122,6 +128,21 @@ class Retention:
         if any(run.deleted.values()):
             log.info("retention: deleted %s", ", ".join(f"{n} {name}" for name, n in run.deleted.items() if n))
         return run.deleted
+
+    async def _expire(self, run: Run) -> None:
+        """Delete the records of EXPIRING whose end of life passed."""
+        now = self.clock.now()
+        for name, (date_field, seconds) in EXPIRING.items():
+            collection = self.store.db[name]
+            expired = {date_field: {"$lt": now - timedelta(seconds=seconds)}}
+            for _ in range(EXPIRY_BATCHES):
+                found = await collection.find(expired, {"_id": 1}).limit(EXPIRY_BATCH).to_list(EXPIRY_BATCH)
+                if not found:
+                    break
+                result = await collection.delete_many({"_id": {"$in": [doc["_id"] for doc in found]}, **expired})
+                run.deleted[name] = run.deleted.get(name, 0) + result.deleted_count
+                if len(found) < EXPIRY_BATCH:
+                    break
 
     async def _start(self, collection: AsyncIOMotorCollection, key: str, offset: float = 0.0) -> Walk:
         """A first walk starts at the oldest document (once per database: this read is the whole index; the

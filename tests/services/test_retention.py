@@ -46,7 +46,7 @@ async def settle(retention: Retention) -> dict[str, int]:
     for _ in range(200):
         deleted = await retention.run()
         for name, n in deleted.items():
-            totals[name] += n
+            totals[name] = totals.get(name, 0) + n
         state = await retention.store.meta.find_one({"_id": module.STATE_ID})
         caught_up = state["deliveries"]["position"] >= NOW - 90 * DAY - 1
         if caught_up and not any(deleted.values()):
@@ -238,3 +238,28 @@ async def test_inbox_items_that_go_are_expired_from_their_users_counts_once(ctx,
     expired = [e async for e in ctx.store.inbox_events.find({"type": "expired"})]
     assert sorted(e["user_id"] for e in expired) == ["ann", "ann"]
     assert await ctx.store.inbox_events.count_documents({"user_id": "bob"}) == 0
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_records_past_their_end_of_life_go_in_batches_and_no_index_expires_anything(ctx, monkeypatch):
+    """SecantusDB expires a TTL index's collection by reading all of it under its one lock, once a minute
+    (status events made that a 30 s stall of every request): retention expires these records instead."""
+    from datetime import timedelta
+
+    from notifier.store import EXPIRING
+
+    monkeypatch.setattr(module, "EXPIRY_BATCH", 3)
+    now = datetime.now(UTC)
+    for name, (date_field, seconds) in EXPIRING.items():
+        gone = now - timedelta(seconds=seconds + 60)
+        kept = now - timedelta(seconds=seconds) + timedelta(minutes=5)
+        records = [(gone, i) for i in range(7)] + [(kept, 99)]
+        await ctx.store.db[name].insert_many(  # key, user_id and seq for the unique indexes
+            [{date_field: at, "n": i, "key": f"k{i}", "user_id": "u", "seq": i} for at, i in records]
+        )
+    deleted = await make(ctx).run()
+    for name in EXPIRING:
+        assert deleted[name] == 7
+        assert [doc["n"] for doc in await ctx.store.db[name].find().to_list(None)] == [99]
+        for index in (await ctx.store.db[name].index_information()).values():
+            assert "expireAfterSeconds" not in index
