@@ -195,9 +195,8 @@ class EmbeddedMongo(EmbeddedProcess):
             str(self.data_dir),
             "--log-level",
             "WARNING",
-            # No replica-set advertisement, hence no oplog: notifier uses neither transactions nor change
-            # streams, and a full oplog's pruning held the whole server for 30 s at a time (every request
-            # timed out) once 100,000 entries were reached, which a busy day does.
+            # No replica-set advertisement, hence no oplog to write and prune (part of every write's cost):
+            # notifier uses neither transactions nor change streams.
             "--standalone",
         ]
         if self.setup_file is None:
