@@ -12,8 +12,8 @@ The rule, per kind of record (settings RETENTION_*_DAYS; 0 keeps that kind forev
 - an audit entry is deleted once it is older than RETENTION_AUDIT_DAYS.
 
 Records with an end of life (status events and their endpoints' attempts, inbox events, login failures, admin
-sessions, schedule runs: `EXPIRING` in store.py) go once it passes, EXPIRY_BATCH at a time through the
-index on their date, up to EXPIRY_BATCHES per kind and run. Not through TTL indexes: SecantusDB expires
+sessions, schedule runs: `EXPIRING` in store.py) go once it passes, read through the index on their date and
+deleted like the rest, with a budget of their own per run. Not through TTL indexes: SecantusDB expires
 those by reading every document of the collection, once a minute, holding every other request meanwhile.
 
 How: each kind is walked oldest first in short windows of `_id` (of `at` for the audit), from a position
@@ -54,8 +54,6 @@ WINDOWS_PER_RUN = 100  # empty windows cost a short read each; this bounds a run
 BATCHES_PER_RUN = 20  # deletes of RETENTION_BATCH documents
 STRAGGLER_MARGIN = DAY  # a notification waits until the delivery walk is this far past it
 ID_SKEW = 60.0  # deliveries are created after their notification; ids of other instances may be this early
-EXPIRY_BATCH = 500  # records of one kind deleted by one request
-EXPIRY_BATCHES = 4  # per kind and run: a backlog goes over several runs
 
 
 def at_of(seconds: float) -> datetime:
@@ -132,16 +130,18 @@ class Retention:
     async def _expire(self, run: Run) -> None:
         """Delete the records of EXPIRING whose end of life passed."""
         now = self.clock.now()
+        size = self.settings.retention_batch
+        budget = Run()  # its own reads and batches: a backlog of history never starves expiry
         for name, (date_field, seconds) in EXPIRING.items():
             collection = self.store.db[name]
             expired = {date_field: {"$lt": now - timedelta(seconds=seconds)}}
-            for _ in range(EXPIRY_BATCHES):
-                found = await collection.find(expired, {"_id": 1}).limit(EXPIRY_BATCH).to_list(EXPIRY_BATCH)
-                if not found:
-                    break
-                result = await collection.delete_many({"_id": {"$in": [doc["_id"] for doc in found]}, **expired})
-                run.deleted[name] = run.deleted.get(name, 0) + result.deleted_count
-                if len(found) < EXPIRY_BATCH:
+            while not budget.spent:
+                budget.reads += 1
+                found = await collection.find(expired, {"_id": 1}).limit(size).to_list(size)
+                deleted, _ = await self._delete(collection, [doc["_id"] for doc in found], budget, expired)
+                if deleted:
+                    run.deleted[name] = run.deleted.get(name, 0) + deleted
+                if len(found) < size:
                     break
 
     async def _start(self, collection: AsyncIOMotorCollection, key: str, offset: float = 0.0) -> Walk:

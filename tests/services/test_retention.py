@@ -241,14 +241,13 @@ async def test_inbox_items_that_go_are_expired_from_their_users_counts_once(ctx,
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_records_past_their_end_of_life_go_in_batches_and_no_index_expires_anything(ctx, monkeypatch):
+async def test_records_past_their_end_of_life_go_in_batches_and_no_index_expires_anything(ctx):
     """SecantusDB expires a TTL index's collection by reading all of it under its one lock, once a minute
     (status events made that a 30 s stall of every request): retention expires these records instead."""
     from datetime import timedelta
 
     from notifier.store import EXPIRING
 
-    monkeypatch.setattr(module, "EXPIRY_BATCH", 3)
     now = datetime.now(UTC)
     for name, (date_field, seconds) in EXPIRING.items():
         gone = now - timedelta(seconds=seconds + 60)
@@ -257,7 +256,7 @@ async def test_records_past_their_end_of_life_go_in_batches_and_no_index_expires
         await ctx.store.db[name].insert_many(  # key, user_id and seq for the unique indexes
             [{date_field: at, "n": i, "key": f"k{i}", "user_id": "u", "seq": i} for at, i in records]
         )
-    deleted = await make(ctx).run()
+    deleted = await make(ctx, retention_batch=3).run()
     for name in EXPIRING:
         assert deleted[name] == 7
         assert [doc["n"] for doc in await ctx.store.db[name].find().to_list(None)] == [99]
