@@ -261,15 +261,20 @@ def test_consumers_killed_again_and_again(crash_rig):
     rig.wait_consumers(2)
 
 
+def _broker_down(rig: Rig) -> tuple[int, dict] | None:
+    """/readyz's answer once it says 503 (the server lost RabbitMQ), else None."""
+    status, body = rig.served.call("GET", "/readyz")
+    return (status, body) if status == 503 else None
+
+
 def test_broker_restarted_mid_run(outage_rig):
     rig = outage_rig.ready()
     notification = rig.fanout()
     wait_until(lambda: rig.received() >= N // 5, 120, "a fifth received")
     rig.broker.ctl("stop_app")
     try:
-        time.sleep(3)  # the outage lasts a while
-        status, body = rig.served.call("GET", "/readyz")
-        assert status == 503 and body["checks"]["rabbitmq"].startswith("down")
+        _, body = wait_until(lambda: _broker_down(rig), 30, "the server seeing the broker down")
+        assert body["checks"]["rabbitmq"].startswith("down")
         accepted, _ = rig.served.call(
             "POST",
             "/api/v1/notifications",
@@ -322,12 +327,14 @@ def test_status_events_arrive_once_per_change_through_kills_a_broker_restart_and
         wait_until(lambda: rig.received() >= N // 4, 120, "a quarter received")
         receiver.failing = True
         wait_until(lambda: receiver.refused >= 3, 60, "the receiver refusing")
-        time.sleep(2)  # the outage of the receiver lasts a while
+        refused = receiver.refused
+        # The outage of the receiver lasts until the sender has retried into it (its backoff is short here).
+        wait_until(lambda: receiver.refused > refused, 60, "a retry refused")
         receiver.failing = False
         wait_until(lambda: rig.received() >= N // 2, 120, "half received")
         rig.broker.ctl("stop_app")
         try:
-            time.sleep(3)
+            wait_until(lambda: _broker_down(rig), 30, "the server seeing the broker down")
         finally:
             rig.broker.ctl("start_app")
             rig.broker.ctl("await_startup", "--timeout", "300")
