@@ -163,7 +163,7 @@ async def create_context(settings: Settings, mongo_url: str, clock: Clock | None
     broker = BrokerConnection(settings.amqp_url, "notifier-server", on_channel=on_channel)
     broker.start()
     counts = Counts(store, settings.counts_maintained)
-    deliveries = Deliveries(store, counts)
+    deliveries = Deliveries(store, counts, settings.write_chunk)
     # Renewed before each notification a wake-up publishes, and long enough for the slowest of them (5,000
     # deliveries' publish and marks on a busy database).
     wake_lease = JobLease(

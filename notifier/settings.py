@@ -299,6 +299,13 @@ class Settings:
         "5,30,120,600", "Seconds to wait before retry 1, 2, ... (the last repeats).", _list(_float(0.05))
     )
     consumer_batch: int = setting("100", "Most messages a consumer claims and sends as one batch.", _int(1, 1000))
+    write_chunk: int = setting(
+        "25",
+        "Most deliveries one database write takes (claims, outcomes, queued marks) while express deliveries are "
+        "about: for 10 s after a process handled one. The embedded database holds a collection's lock for the "
+        "whole of a write and an express claim waits for it; shorter writes cost regular throughput meanwhile.",
+        _int(1, 1000),
+    )
     consumer_batch_wait: float = setting("0.02", "Seconds a consumer waits to fill a regular batch.", _float(0.0))
     lease_seconds: float = setting(
         "300",

@@ -138,6 +138,8 @@ class Batches:
     async def run(self, batch: list[DeliveredMessage], express: bool = False) -> None:
         """Claim, send, decide, apply the decisions, ack: the whole life of one batch."""
         database_turn = self.turns.express if express else self.turns.regular
+        if express:
+            self.deliveries.express_seen()
         self.active += 1
         try:
             messages, payloads = await _by_delivery(batch)

@@ -67,7 +67,7 @@ class Consumer:
         self.broker = BrokerConnection(
             settings.amqp_url, f"notifier-consumer-{self.consumer_id}", on_channel=self._on_channel
         )
-        deliveries = Deliveries(self.store, Counts(self.store, settings.counts_maintained))
+        deliveries = Deliveries(self.store, Counts(self.store, settings.counts_maintained), settings.write_chunk)
         publisher = Publisher(self.broker, self.topology, deliveries, settings, self.clock)
         inbox = InboxLog(self.store, self.clock, settings.inbox_events_days, publisher.announce_inbox)
         self.channels: dict[str, Channel] = {

@@ -170,6 +170,8 @@ class Publisher:
         """Publish pending `deliveries` (the ones at `position`... of one firing); returns how many were
         confirmed. They are marked queued a little later, in bulk: by then most are claimed already (the claim
         sets is_sent_to_queue itself), and a delivery that is no longer pending costs no write."""
+        if deliveries and deliveries[0]["is_express"]:
+            self.deliveries.express_seen()
         confirmed = await self._publish_all(deliveries, position)
         for delivery, when in confirmed:
             self._confirmed[delivery["_id"]] = (when, delivery["notification_id"])

@@ -85,7 +85,7 @@ class NotificationService:
         self.clock = clock
         self.outbox = outbox
         self.counts = counts or Counts(store, settings.counts_maintained)
-        self.delivery_states = Deliveries(store, self.counts)
+        self.delivery_states = Deliveries(store, self.counts, settings.write_chunk)
         self.materializer = Materializer(store, settings, clock, self._add_listed)
         self.event_log: EventLog | None = None  # set when status events are recorded (services/events.py)
 
