@@ -72,22 +72,27 @@ class SmtpPool:
             raise TemporaryFailure(MAIL_SERVER_UNAVAILABLE, detail=f"SMTP login refused: {exc}") from None
         return smtp
 
+    def turn(self) -> asyncio.Semaphore:
+        """One of `size` turns; a message is built and sent in its turn. Built all at once, a batch's messages
+        would hold the event loop (and an express claim's answer with it) for a whole batch's worth of CPU."""
+        return self._slots
+
     @contextlib.asynccontextmanager
     async def connection(self):
-        async with self._slots:
-            smtp = self._idle.pop() if self._idle else await self._connect()
-            reusable = False
-            try:
-                yield smtp
-                reusable = smtp.is_connected
-            except aiosmtplib.SMTPResponseException:
-                reusable = smtp.is_connected and await _reset(smtp)
-                raise
-            finally:
-                if reusable:
-                    self._idle.append(smtp)
-                else:
-                    await _quietly_close(smtp)
+        """A connection for the caller's turn."""
+        smtp = self._idle.pop() if self._idle else await self._connect()
+        reusable = False
+        try:
+            yield smtp
+            reusable = smtp.is_connected
+        except aiosmtplib.SMTPResponseException:
+            reusable = smtp.is_connected and await _reset(smtp)
+            raise
+        finally:
+            if reusable:
+                self._idle.append(smtp)
+            else:
+                await _quietly_close(smtp)
 
     async def fresh(self, stale: aiosmtplib.SMTP) -> aiosmtplib.SMTP:
         await _quietly_close(stale)
@@ -170,29 +175,31 @@ class EmailChannel:
         return recipient, mail.as_bytes()
 
     async def send(self, message: Message, commit: Commit) -> None:
-        recipient, raw = self.build(message)
-        committed = False
-        async with self.pools[message.is_express].connection() as smtp:
-            try:
+        pool = self.pools[message.is_express]
+        async with pool.turn():
+            recipient, raw = self.build(message)
+            committed = False
+            async with pool.connection() as smtp:
                 try:
-                    await smtp.mail(self.sender)
-                except aiosmtplib.SMTPServerDisconnected:
-                    smtp = await self.pools[message.is_express].fresh(smtp)  # an idle connection went stale
-                    await smtp.mail(self.sender)
-                await smtp.rcpt(recipient)
-                commit()
-                committed = True
-                await smtp.data(raw)
-            except aiosmtplib.SMTPResponseException as exc:
-                detail = f"SMTP {exc.code}: {exc.message}"
-                if 500 <= exc.code < 600:
-                    raise PermanentFailure(smtp_answer(exc.code), detail=detail) from None
-                raise TemporaryFailure(smtp_answer(exc.code), detail=detail) from None
-            except DISCONNECTED as exc:
-                failure = AnswerLost if committed else TemporaryFailure
-                raise failure(
-                    MAIL_SERVER_UNAVAILABLE, detail=f"SMTP connection lost: {type(exc).__name__} {exc}"
-                ) from None
+                    try:
+                        await smtp.mail(self.sender)
+                    except aiosmtplib.SMTPServerDisconnected:
+                        smtp = await pool.fresh(smtp)  # an idle connection went stale
+                        await smtp.mail(self.sender)
+                    await smtp.rcpt(recipient)
+                    commit()
+                    committed = True
+                    await smtp.data(raw)
+                except aiosmtplib.SMTPResponseException as exc:
+                    detail = f"SMTP {exc.code}: {exc.message}"
+                    if 500 <= exc.code < 600:
+                        raise PermanentFailure(smtp_answer(exc.code), detail=detail) from None
+                    raise TemporaryFailure(smtp_answer(exc.code), detail=detail) from None
+                except DISCONNECTED as exc:
+                    failure = AnswerLost if committed else TemporaryFailure
+                    raise failure(
+                        MAIL_SERVER_UNAVAILABLE, detail=f"SMTP connection lost: {type(exc).__name__} {exc}"
+                    ) from None
 
     async def close(self) -> None:
         for pool in self.pools.values():

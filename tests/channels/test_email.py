@@ -1,9 +1,12 @@
-"""Building mail: headers, encodings, both parts (no network)."""
+"""Building mail: headers, encodings, both parts (no network); building in turns against the real SMTP test server."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 from email.header import decode_header, make_header
+
+import pytest
 
 from notifier.channels.base import Message
 from notifier.channels.email import EmailChannel
@@ -58,3 +61,43 @@ def test_a_long_unsubscribe_url_is_written_as_it_is():
         )
     )
     assert email.message_from_bytes(raw)["List-Unsubscribe"] == f"<{url}>"
+
+
+@pytest.mark.gen_test
+async def test_a_batchs_messages_are_built_in_turns_not_all_before_the_first_send(smtp):
+    """Building a message takes CPU; built all at once, a batch's messages hold the consumer's event loop (and
+    an express claim's answer waiting in it) for the whole batch."""
+    channel = EmailChannel(Settings.from_env({}, smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_connections=2))
+    built, finished, most_waiting = 0, 0, 0
+    build = channel.build
+
+    def counting_build(message: Message):
+        nonlocal built, most_waiting
+        built += 1
+        most_waiting = max(most_waiting, built - finished)
+        return build(message)
+
+    channel.build = counting_build  # type: ignore[method-assign]
+
+    async def send(i: int) -> None:
+        nonlocal finished
+        message = Message(
+            delivery_id=f"d{i}",
+            notification_id="n1",
+            user_id=f"u{i}",
+            address=f"u{i}@example.com",
+            title="Hi",
+            text="Body",
+            display_name="",
+            unsubscribe_url="",
+            is_express=False,
+        )
+        await channel.send(message, lambda: None)
+        finished += 1
+
+    try:
+        await asyncio.gather(*(send(i) for i in range(20)))
+    finally:
+        await channel.close()
+    assert finished == 20 and len(smtp.received) == 20
+    assert most_waiting <= 2  # never more built and unsent than there are connections
