@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from email import policy
 from email.errors import MessageError
 from email.headerregistry import Address
@@ -45,6 +47,13 @@ DISCONNECTED = (
 )
 
 
+@dataclass
+class Lease:
+    """The connection a send holds; `SmtpPool.fresh` may replace it."""
+
+    smtp: aiosmtplib.SMTP
+
+
 class SmtpPool:
     """At most `size` SMTP connections, kept open between messages."""
 
@@ -78,25 +87,28 @@ class SmtpPool:
         return self._slots
 
     @contextlib.asynccontextmanager
-    async def connection(self):
-        """A connection for the caller's turn."""
-        smtp = self._idle.pop() if self._idle else await self._connect()
+    async def connection(self) -> AsyncIterator[Lease]:
+        """A connection for the caller's turn, kept for the next message unless it broke; an SMTP answer
+        that refused the message resets it for the next one."""
+        lease = Lease(self._idle.pop() if self._idle else await self._connect())
         reusable = False
         try:
-            yield smtp
-            reusable = smtp.is_connected
+            yield lease
+            reusable = lease.smtp.is_connected
         except aiosmtplib.SMTPResponseException:
-            reusable = smtp.is_connected and await _reset(smtp)
+            reusable = lease.smtp.is_connected and await _reset(lease.smtp)
             raise
         finally:
             if reusable:
-                self._idle.append(smtp)
+                self._idle.append(lease.smtp)
             else:
-                await _quietly_close(smtp)
+                await _quietly_close(lease.smtp)
 
-    async def fresh(self, stale: aiosmtplib.SMTP) -> aiosmtplib.SMTP:
-        await _quietly_close(stale)
-        return await self._connect()
+    async def fresh(self, lease: Lease) -> aiosmtplib.SMTP:
+        """Replace the lease's connection (an idle one the server had closed) with a new one."""
+        await _quietly_close(lease.smtp)
+        lease.smtp = await self._connect()
+        return lease.smtp
 
     async def close(self) -> None:
         while self._idle:
@@ -179,27 +191,27 @@ class EmailChannel:
         async with pool.turn():
             recipient, raw = self.build(message)
             committed = False
-            async with pool.connection() as smtp:
-                try:
+            try:
+                async with pool.connection() as lease:
                     try:
-                        await smtp.mail(self.sender)
+                        await lease.smtp.mail(self.sender)
                     except aiosmtplib.SMTPServerDisconnected:
-                        smtp = await pool.fresh(smtp)  # an idle connection went stale
-                        await smtp.mail(self.sender)
-                    await smtp.rcpt(recipient)
+                        await pool.fresh(lease)  # an idle connection went stale
+                        await lease.smtp.mail(self.sender)
+                    await lease.smtp.rcpt(recipient)
                     commit()
                     committed = True
-                    await smtp.data(raw)
-                except aiosmtplib.SMTPResponseException as exc:
-                    detail = f"SMTP {exc.code}: {exc.message}"
-                    if 500 <= exc.code < 600:
-                        raise PermanentFailure(smtp_answer(exc.code), detail=detail) from None
-                    raise TemporaryFailure(smtp_answer(exc.code), detail=detail) from None
-                except DISCONNECTED as exc:
-                    failure = AnswerLost if committed else TemporaryFailure
-                    raise failure(
-                        MAIL_SERVER_UNAVAILABLE, detail=f"SMTP connection lost: {type(exc).__name__} {exc}"
-                    ) from None
+                    await lease.smtp.data(raw)
+            except aiosmtplib.SMTPResponseException as exc:
+                detail = f"SMTP {exc.code}: {exc.message}"
+                if 500 <= exc.code < 600:
+                    raise PermanentFailure(smtp_answer(exc.code), detail=detail) from None
+                raise TemporaryFailure(smtp_answer(exc.code), detail=detail) from None
+            except DISCONNECTED as exc:
+                failure = AnswerLost if committed else TemporaryFailure
+                raise failure(
+                    MAIL_SERVER_UNAVAILABLE, detail=f"SMTP connection lost: {type(exc).__name__} {exc}"
+                ) from None
 
     async def close(self) -> None:
         for pool in self.pools.values():

@@ -180,6 +180,8 @@ class Batches:
                             for delivery in claimed
                         )
                     )
+                    if express:  # its send may have outlasted the window: regular writes stay short until it is written
+                        self.deliveries.express_seen()
                     async with database_turn():
                         # 3. Decide each outcome (services/outcomes.py) and apply it: publish where the decision
                         # routes the delivery, then write every outcome of the claim at once.

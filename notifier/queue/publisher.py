@@ -170,8 +170,6 @@ class Publisher:
         """Publish pending `deliveries` (the ones at `position`... of one firing); returns how many were
         confirmed. They are marked queued a little later, in bulk: by then most are claimed already (the claim
         sets is_sent_to_queue itself), and a delivery that is no longer pending costs no write."""
-        if deliveries and deliveries[0]["is_express"]:
-            self.deliveries.express_seen()
         confirmed = await self._publish_all(deliveries, position)
         for delivery, when in confirmed:
             self._confirmed[delivery["_id"]] = (when, delivery["notification_id"])
@@ -185,7 +183,10 @@ class Publisher:
         """Publish in windows; returns the confirmed deliveries, each with when it reaches the work queue."""
         channel = await self.broker.channel()
         confirmed: list[tuple[dict, datetime]] = []
-        windows = self._windows[EXPRESS if deliveries and deliveries[0]["is_express"] else REGULAR]
+        express = bool(deliveries) and deliveries[0]["is_express"]
+        if express:  # first publishes and scheduled wake-ups alike
+            self.deliveries.express_seen()
+        windows = self._windows[EXPRESS if express else REGULAR]
         for start in range(0, len(deliveries), CONFIRM_WINDOW):
             async with windows:
                 confirmed += await self._publish_window(

@@ -8,7 +8,7 @@ from email.header import decode_header, make_header
 
 import pytest
 
-from notifier.channels.base import Message
+from notifier.channels.base import Message, PermanentFailure
 from notifier.channels.email import EmailChannel
 from notifier.settings import Settings
 
@@ -101,3 +101,39 @@ async def test_a_batchs_messages_are_built_in_turns_not_all_before_the_first_sen
         await channel.close()
     assert finished == 20 and len(smtp.received) == 20
     assert most_waiting <= 2  # never more built and unsent than there are connections
+
+
+def _message(i: int) -> Message:
+    return Message(
+        delivery_id=f"d{i}",
+        notification_id="n1",
+        user_id=f"u{i}",
+        address=f"u{i}@example.com",
+        title="Hi",
+        text="Body",
+        display_name="",
+        unsubscribe_url="",
+        is_express=False,
+    )
+
+
+@pytest.mark.gen_test
+async def test_a_stale_connection_is_replaced_and_the_new_one_kept_and_a_refusal_keeps_it(smtp):
+    channel = EmailChannel(Settings.from_env({}, smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_connections=1))
+    pool = channel.pools[False]
+    try:
+        await channel.send(_message(1), lambda: None)
+        (stale,) = pool._idle
+        stale.close()  # as when the server drops an idle connection
+        await channel.send(_message(2), lambda: None)
+        (kept,) = pool._idle
+        assert kept is not stale and kept.is_connected
+        smtp.behaviour.reject.add("u3@example.com")
+        with pytest.raises(PermanentFailure):
+            await channel.send(_message(3), lambda: None)
+        assert pool._idle == [kept] and kept.is_connected  # reset for the next message, not closed
+        await channel.send(_message(4), lambda: None)
+        assert pool._idle == [kept]
+    finally:
+        await channel.close()
+    assert [r.recipient for r in smtp.received] == ["u1@example.com", "u2@example.com", "u4@example.com"]
