@@ -104,11 +104,10 @@ class SmtpPool:
             else:
                 await _quietly_close(lease.smtp)
 
-    async def fresh(self, lease: Lease) -> aiosmtplib.SMTP:
+    async def fresh(self, lease: Lease) -> None:
         """Replace the lease's connection (an idle one the server had closed) with a new one."""
         await _quietly_close(lease.smtp)
         lease.smtp = await self._connect()
-        return lease.smtp
 
     async def close(self) -> None:
         while self._idle:

@@ -63,6 +63,20 @@ def test_a_long_unsubscribe_url_is_written_as_it_is():
     assert email.message_from_bytes(raw)["List-Unsubscribe"] == f"<{url}>"
 
 
+def _message(i: int) -> Message:
+    return Message(
+        delivery_id=f"d{i}",
+        notification_id="n1",
+        user_id=f"u{i}",
+        address=f"u{i}@example.com",
+        title="Hi",
+        text="Body",
+        display_name="",
+        unsubscribe_url="",
+        is_express=False,
+    )
+
+
 @pytest.mark.gen_test
 async def test_a_batchs_messages_are_built_in_turns_not_all_before_the_first_send(smtp):
     """Building a message takes CPU; built all at once, a batch's messages hold the consumer's event loop (and
@@ -81,18 +95,7 @@ async def test_a_batchs_messages_are_built_in_turns_not_all_before_the_first_sen
 
     async def send(i: int) -> None:
         nonlocal finished
-        message = Message(
-            delivery_id=f"d{i}",
-            notification_id="n1",
-            user_id=f"u{i}",
-            address=f"u{i}@example.com",
-            title="Hi",
-            text="Body",
-            display_name="",
-            unsubscribe_url="",
-            is_express=False,
-        )
-        await channel.send(message, lambda: None)
+        await channel.send(_message(i), lambda: None)
         finished += 1
 
     try:
@@ -101,20 +104,6 @@ async def test_a_batchs_messages_are_built_in_turns_not_all_before_the_first_sen
         await channel.close()
     assert finished == 20 and len(smtp.received) == 20
     assert most_waiting <= 2  # never more built and unsent than there are connections
-
-
-def _message(i: int) -> Message:
-    return Message(
-        delivery_id=f"d{i}",
-        notification_id="n1",
-        user_id=f"u{i}",
-        address=f"u{i}@example.com",
-        title="Hi",
-        text="Body",
-        display_name="",
-        unsubscribe_url="",
-        is_express=False,
-    )
 
 
 @pytest.mark.gen_test
